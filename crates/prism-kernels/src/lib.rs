@@ -1,0 +1,30 @@
+//! prism-kernels: CPU kernels over f32 slices.
+//!
+//! Each operator has a plain reference (in [`reference`]) beside the kernel the executor runs;
+//! tests compare the two on fresh random inputs. Kernels parallelize with rayon on the
+//! current thread pool (the executor installs one sized by `--threads`).
+
+pub mod attention;
+pub mod conv;
+pub mod elementwise;
+pub mod matmul;
+pub mod norm;
+pub mod reference;
+
+/// Minimum elements per parallel task for memory-bound element-wise loops.
+pub(crate) const PAR_CHUNK: usize = 1 << 14;
+
+/// A raw pointer that may cross threads. Users guarantee disjoint writes.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub *mut f32);
+// SAFETY: only used to hand disjoint output regions to rayon tasks; every use documents why
+// the regions do not overlap.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole Send + Sync wrapper).
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}

@@ -1,0 +1,168 @@
+//! Matrix products through the `gemm` crate, with a safe strided interface.
+
+use gemm::Parallelism;
+
+/// A strided read-only matrix view: element (i, j) is `data[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// Row-major contiguous (rows × cols).
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+    /// The transpose of a row-major (cols × rows) matrix, seen as (rows × cols).
+    pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs: 1,
+            cs: rows,
+        }
+    }
+    fn check(&self, what: &str) {
+        if self.rows == 0 || self.cols == 0 {
+            return;
+        }
+        let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
+        assert!(
+            last < self.data.len(),
+            "{what}: view {}x{} (rs {}, cs {}) exceeds buffer of {}",
+            self.rows,
+            self.cols,
+            self.rs,
+            self.cs,
+            self.data.len()
+        );
+    }
+}
+
+/// Whether a product runs on the whole thread pool or on the calling thread only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Par {
+    Seq,
+    Pool,
+}
+
+/// dst (m × n, row stride `dst_rs`, column stride 1) = [dst +] a (m × k) · b (k × n).
+///
+/// With `accumulate`, the product is added to what dst holds (used to start from a bias).
+pub fn matmul(dst: &mut [f32], dst_rs: usize, a: MatRef, b: MatRef, accumulate: bool, par: Par) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "matmul: inner dimensions {k} and {}", b.rows);
+    a.check("matmul lhs");
+    b.check("matmul rhs");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * dst_rs + n <= dst.len(),
+        "matmul: dst {m}x{n} (rs {dst_rs}) exceeds buffer of {}",
+        dst.len()
+    );
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                dst[i * dst_rs..i * dst_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    // SAFETY: the bounds of all three views were checked above; dst is borrowed mutably and
+    // cannot alias a or b.
+    unsafe { matmul_ptr(dst.as_mut_ptr(), dst_rs, a, b, accumulate, par) }
+}
+
+/// [`matmul`] into a raw destination, for callers that hand disjoint strided blocks of one
+/// buffer to parallel tasks.
+///
+/// # Safety
+/// `dst` must be valid for writes of rows 0..m (stride `dst_rs`), columns 0..n, and no other
+/// thread may access that region during the call. The views must be in bounds.
+pub unsafe fn matmul_ptr(
+    dst: *mut f32,
+    dst_rs: usize,
+    a: MatRef,
+    b: MatRef,
+    accumulate: bool,
+    par: Par,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    debug_assert_eq!(b.rows, k);
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let parallelism = match par {
+        Par::Seq => Parallelism::None,
+        Par::Pool => {
+            let t = rayon::current_num_threads();
+            if t > 1 && m * n * k > 48 * 48 * 48 {
+                Parallelism::Rayon(t)
+            } else {
+                Parallelism::None
+            }
+        }
+    };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        a.data.as_ptr(),
+        a.cs as isize,
+        a.rs as isize,
+        b.data.as_ptr(),
+        b.cs as isize,
+        b.rs as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    );
+}
+
+/// y (rows × out) = x (rows × in) · Wᵀ + bias, W row-major (out × in).
+pub fn linear(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    rows: usize,
+    inf: usize,
+    out: usize,
+    y: &mut [f32],
+) {
+    assert_eq!(x.len(), rows * inf);
+    assert_eq!(w.len(), out * inf);
+    assert_eq!(y.len(), rows * out);
+    if let Some(b) = bias {
+        for r in y.chunks_exact_mut(out) {
+            r.copy_from_slice(b);
+        }
+    }
+    matmul(
+        y,
+        out,
+        MatRef::row_major(x, rows, inf),
+        MatRef::transposed(w, inf, out),
+        bias.is_some(),
+        Par::Pool,
+    );
+}

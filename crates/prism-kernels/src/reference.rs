@@ -1,0 +1,114 @@
+//! Plain reference implementations, written for clarity and computed in f64. Tests hold the
+//! fast kernels to these on fresh random inputs.
+
+use crate::attention::AttnGeom;
+use crate::conv::Conv2dGeom;
+
+/// Direct convolution, f64 accumulation.
+pub fn conv2d(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f64> {
+    let (ho, wo) = g.out_hw();
+    let mut y = vec![0f64; g.out_len()];
+    for n in 0..g.n {
+        for co in 0..g.cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut acc = bias.map_or(0.0, |b| b[co] as f64);
+                    for ci in 0..g.cin {
+                        for ki in 0..g.kh {
+                            for kj in 0..g.kw {
+                                let iy = (oy * g.stride + ki) as isize - g.pad[0] as isize;
+                                let ix = (ox * g.stride + kj) as isize - g.pad[2] as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let xv =
+                                    x[((n * g.cin + ci) * g.h + iy as usize) * g.w + ix as usize];
+                                let wv = w[((co * g.cin + ci) * g.kh + ki) * g.kw + kj];
+                                acc += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    y[((n * g.cout + co) * ho + oy) * wo + ox] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Attention with explicit scores and softmax per head, f64.
+pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f64> {
+    let hd = g.heads * g.head_dim;
+    let mut out = vec![0f64; g.batch * g.lq * hd];
+    for b in 0..g.batch {
+        for h in 0..g.heads {
+            for i in 0..g.lq {
+                let valid = if g.causal { i + 1 } else { g.lk };
+                let mut s = vec![0f64; valid];
+                for (j, sj) in s.iter_mut().enumerate() {
+                    let mut acc = 0f64;
+                    for d in 0..g.head_dim {
+                        acc += q[(b * g.lq + i) * hd + h * g.head_dim + d] as f64
+                            * k[(b * g.lk + j) * hd + h * g.head_dim + d] as f64;
+                    }
+                    *sj = acc * g.scale as f64;
+                }
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                for d in 0..g.head_dim {
+                    let mut acc = 0f64;
+                    for (j, sj) in s.iter().enumerate() {
+                        acc +=
+                            (sj - m).exp() / z * v[(b * g.lk + j) * hd + h * g.head_dim + d] as f64;
+                    }
+                    out[(b * g.lq + i) * hd + h * g.head_dim + d] = acc;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Plain matrix product of row-major a (m×k) and b (k×n).
+pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut c = vec![0f64; m * n];
+    for i in 0..m {
+        for p in 0..k {
+            let av = a[i * k + p] as f64;
+            for j in 0..n {
+                c[i * n + j] += av * b[p * n + j] as f64;
+            }
+        }
+    }
+    c
+}
+
+/// Group norm, two-pass, f64.
+pub fn group_norm(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    spatial: usize,
+    groups: usize,
+    eps: f32,
+    gamma: &[f32],
+    beta: &[f32],
+) -> Vec<f64> {
+    let cpg = c / groups;
+    let mut y = vec![0f64; x.len()];
+    for b in 0..n {
+        for g in 0..groups {
+            let lo = (b * c + g * cpg) * spatial;
+            let hi = lo + cpg * spatial;
+            let xs = &x[lo..hi];
+            let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / xs.len() as f64;
+            let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+            for i in lo..hi {
+                let ch = (i / spatial) % c;
+                y[i] = (x[i] as f64 - mean) / (var + eps as f64).sqrt() * gamma[ch] as f64
+                    + beta[ch] as f64;
+            }
+        }
+    }
+    y
+}

@@ -1,0 +1,123 @@
+//! transformers' `CLIPTextModel`: the text encoder of Stable Diffusion.
+
+use crate::config::Cfg;
+use prism_core::{ActKind, AttentionKind, AttentionSpec, DType, Graph, GraphBuilder, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClipConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    pub hidden_act: ActKind,
+    pub layer_norm_eps: f32,
+    pub eos_token_id: u32,
+}
+
+impl ClipConfig {
+    pub fn from_cfg(c: &Cfg) -> Result<Self> {
+        if let Some(arch) = c.v.get("architectures").and_then(|a| a.as_array()) {
+            let names: Vec<&str> = arch.iter().filter_map(|x| x.as_str()).collect();
+            if !names
+                .iter()
+                .any(|n| *n == "CLIPTextModel" || *n == "CLIPTextModelWithProjection")
+            {
+                return Err(c.err(format!(
+                    "architectures {names:?}: prism's text encoder is CLIPTextModel"
+                )));
+            }
+        }
+        let act = c.str_or("hidden_act", "quick_gelu")?;
+        let hidden_act = match act.as_str() {
+            "quick_gelu" => ActKind::QuickGelu,
+            "gelu" => ActKind::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" => ActKind::GeluTanh,
+            other => {
+                return Err(c.err(format!(
+                    "unsupported hidden_act {other} (prism supports quick_gelu, gelu, gelu_new)"
+                )))
+            }
+        };
+        let hidden_size = c.usize_or("hidden_size", 512)?;
+        let heads = c.usize_or("num_attention_heads", 8)?;
+        if heads == 0 || hidden_size % heads != 0 {
+            return Err(c.err(format!(
+                "hidden_size {hidden_size} is not divisible by num_attention_heads {heads}"
+            )));
+        }
+        Ok(Self {
+            vocab_size: c.usize_or("vocab_size", 49408)?,
+            hidden_size,
+            intermediate_size: c.usize_or("intermediate_size", 2048)?,
+            num_hidden_layers: c.usize_or("num_hidden_layers", 12)?,
+            num_attention_heads: heads,
+            max_position_embeddings: c.usize_or("max_position_embeddings", 77)?,
+            hidden_act,
+            layer_norm_eps: c.f64_or("layer_norm_eps", 1e-5)? as f32,
+            eos_token_id: c.usize_or("eos_token_id", 2)? as u32,
+        })
+    }
+}
+
+/// Build the text encoder for `batch` sequences of `len` tokens. Input `input_ids` (B, L);
+/// outputs `last_hidden_state` (B, L, D) and `pooler_output` (B, D).
+///
+/// `clip_skip` = k > 0 runs all but the last k layers and applies the final layer norm to
+/// that hidden state, as diffusers' `clip_skip` does (`last_hidden_state` is then that).
+pub fn build(cfg: &ClipConfig, batch: usize, len: usize, clip_skip: usize) -> Result<Graph> {
+    let mut b = GraphBuilder::new("text_encoder");
+    let ids = b.input("input_ids", &[batch, len], DType::I64);
+    let d = cfg.hidden_size;
+    let heads = cfg.num_attention_heads;
+    let eps = cfg.layer_norm_eps;
+    let x = b.token_embedding("embeddings.token_embedding", ids, cfg.vocab_size, d)?;
+    let mut x = b.position_embedding(
+        "embeddings.position_embedding",
+        x,
+        cfg.max_position_embeddings,
+    )?;
+    let layers = cfg
+        .num_hidden_layers
+        .checked_sub(clip_skip)
+        .ok_or_else(|| {
+            prism_core::Error::invalid(format!(
+                "clip skip {clip_skip} is more than the text encoder's {} layers",
+                cfg.num_hidden_layers
+            ))
+        })?;
+    for i in 0..layers {
+        let p = format!("encoder.layers.{i}");
+        let h = b.layer_norm(&format!("{p}.layer_norm1"), x, eps)?;
+        let q = b.linear(&format!("{p}.self_attn.q_proj"), h, d, true)?;
+        let k = b.linear(&format!("{p}.self_attn.k_proj"), h, d, true)?;
+        let v = b.linear(&format!("{p}.self_attn.v_proj"), h, d, true)?;
+        let spec = AttentionSpec {
+            kind: AttentionKind::Causal,
+            heads,
+            head_dim: d / heads,
+            scale: 1.0 / ((d / heads) as f32).sqrt(),
+            causal: true,
+        };
+        let a = b.attention(&format!("{p}.self_attn"), q, k, v, spec)?;
+        let a = b.linear(&format!("{p}.self_attn.out_proj"), a, d, true)?;
+        x = b.add(&format!("{p}.residual1"), x, a)?;
+        let h = b.layer_norm(&format!("{p}.layer_norm2"), x, eps)?;
+        let h = b.linear(&format!("{p}.mlp.fc1"), h, cfg.intermediate_size, true)?;
+        let h = b.act(&format!("{p}.mlp.act"), h, cfg.hidden_act);
+        let h = b.linear(&format!("{p}.mlp.fc2"), h, d, true)?;
+        x = b.add(&format!("{p}.residual2"), x, h)?;
+    }
+    let last = b.layer_norm("final_layer_norm", x, eps)?;
+    // transformers: eos_token_id == 2 is the legacy configuration → argmax of the ids.
+    let eos = if cfg.eos_token_id == 2 {
+        None
+    } else {
+        Some(cfg.eos_token_id)
+    };
+    let pooled = b.gather_eos("pooler", last, ids, eos)?;
+    b.output("last_hidden_state", last);
+    b.output("pooler_output", pooled);
+    Ok(b.finish())
+}

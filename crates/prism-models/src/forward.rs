@@ -1,0 +1,106 @@
+//! Run one component on named inputs: the tool for comparing prism with PyTorch.
+
+use crate::pipeline::{LoadOptions, TextEncoder, Unet, VaePart};
+use crate::source::ModelSource;
+use prism_core::{Error, Result, Tensor};
+use prism_runtime::Executor;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardComponent {
+    Unet,
+    VaeEncoder,
+    VaeDecoder,
+    TextEncoder,
+}
+
+impl ForwardComponent {
+    pub const NAMES: [&'static str; 4] = ["unet", "vae-encoder", "vae-decoder", "text-encoder"];
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "unet" => Self::Unet,
+            "vae-encoder" => Self::VaeEncoder,
+            "vae-decoder" => Self::VaeDecoder,
+            "text-encoder" => Self::TextEncoder,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "--component {s}: expected one of {}",
+                    Self::NAMES.join(", ")
+                )))
+            }
+        })
+    }
+
+    fn inputs(self) -> &'static [&'static str] {
+        match self {
+            Self::Unet => &["sample", "timestep", "encoder_hidden_states"],
+            Self::VaeEncoder => &["sample"],
+            Self::VaeDecoder => &["latent_sample"],
+            Self::TextEncoder => &["input_ids"],
+        }
+    }
+}
+
+/// Check the input names, then load the component and run it. Outputs are sorted by name.
+pub fn forward(
+    src: &ModelSource,
+    opts: &LoadOptions,
+    exec: &Executor,
+    component: ForwardComponent,
+    mut inputs: BTreeMap<String, Tensor>,
+) -> Result<Vec<(String, Tensor)>> {
+    let want = component.inputs();
+    for w in want {
+        if !inputs.contains_key(*w) {
+            return Err(Error::input(
+                *w,
+                format!(
+                    "missing from the inputs file (this component takes {})",
+                    want.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(extra) = inputs.keys().find(|k| !want.contains(&k.as_str())) {
+        return Err(Error::input(
+            extra,
+            format!(
+                "not an input of this component (it takes {})",
+                want.join(", ")
+            ),
+        ));
+    }
+    let mut take = |n: &str| inputs.remove(n).expect("checked above");
+    let outs: BTreeMap<String, Tensor> = match component {
+        ForwardComponent::Unet => {
+            let unet = Unet::load(src, opts)?;
+            let sample = take("sample");
+            let batch = sample.shape().first().copied().unwrap_or(0);
+            let t = take("timestep");
+            let t = match t.shape() {
+                [] | [1] => Tensor::new(vec![batch], vec![t.data()[0]; batch])?,
+                [b] if *b == batch => t,
+                s => {
+                    return Err(Error::input(
+                        "timestep",
+                        format!("shape {s:?}; expected a scalar or ({batch},)"),
+                    ))
+                }
+            };
+            let out = unet.run(exec, sample, t, take("encoder_hidden_states"))?;
+            [("sample".to_string(), out)].into()
+        }
+        ForwardComponent::VaeEncoder | ForwardComponent::VaeDecoder => {
+            let dec = component == ForwardComponent::VaeDecoder;
+            let vae = VaePart::load(src, opts, dec)?;
+            let x = take(if dec { "latent_sample" } else { "sample" });
+            vae.run(exec, x)?.into_iter().collect()
+        }
+        ForwardComponent::TextEncoder => {
+            let te = TextEncoder::load(src, opts)?;
+            te.run(exec, take("input_ids"))?.into_iter().collect()
+        }
+    };
+    Ok(outs.into_iter().collect())
+}

@@ -1,0 +1,267 @@
+//! Safetensors weights through memory mapping: single files, sharded folders with their
+//! `*.safetensors.index.json`, and variant files (`*.fp16.safetensors`). Tensors are bound to
+//! a graph's parameter table by name; anything missing, unexpected or mis-shaped is one error
+//! that lists every offender by its full name.
+
+use prism_core::tensor::decode_to_f32;
+use prism_core::{DType, Error, Graph, Result, Tensor};
+use prism_runtime::Weights;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Weight files of one component folder (e.g. `unet/`).
+pub fn weight_files(dir: &Path, variant: Option<&str>) -> Result<Vec<PathBuf>> {
+    let stems = ["diffusion_pytorch_model", "model"];
+    let suffix = variant.map_or(String::new(), |v| format!(".{v}"));
+    for stem in stems {
+        let single = dir.join(format!("{stem}{suffix}.safetensors"));
+        if single.is_file() {
+            return Ok(vec![single]);
+        }
+        let index = dir.join(format!("{stem}{suffix}.safetensors.index.json"));
+        if index.is_file() {
+            return shard_files(&index);
+        }
+    }
+    let listing: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".safetensors") || n.ends_with(".bin"))
+        .collect();
+    let hint = match variant {
+        Some(v) => format!("no {v} variant weights (*.{v}.safetensors)"),
+        None if listing.iter().any(|n| n.contains(".fp16.")) => {
+            "no default weights; this folder has fp16 variant files: add --variant fp16".into()
+        }
+        None => "no *.safetensors weights (diffusion_pytorch_model.safetensors or model.safetensors, or a sharded *.safetensors.index.json)".into(),
+    };
+    Err(Error::file(
+        dir,
+        format!("{hint}; found [{}]", listing.join(", ")),
+    ))
+}
+
+fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::file(index, format!("invalid JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::file(index, "no weight_map object"))?;
+    let mut files: Vec<String> = map
+        .values()
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect();
+    files.sort();
+    files.dedup();
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+    if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
+        return Err(Error::file(
+            index,
+            format!(
+                "shard {} listed in weight_map does not exist",
+                missing.display()
+            ),
+        ));
+    }
+    Ok(paths)
+}
+
+/// One tensor as stored on disk.
+pub struct RawTensor {
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    file: usize,
+    start: usize,
+    end: usize,
+}
+
+/// Memory-mapped safetensors files and the tensors they hold.
+pub struct TensorFiles {
+    paths: Vec<PathBuf>,
+    maps: Vec<memmap2::Mmap>,
+    pub tensors: BTreeMap<String, RawTensor>,
+}
+
+fn dtype_of(d: safetensors::Dtype) -> Option<DType> {
+    use safetensors::Dtype as S;
+    Some(match d {
+        S::F32 => DType::F32,
+        S::F16 => DType::F16,
+        S::BF16 => DType::BF16,
+        S::F64 => DType::F64,
+        S::I64 => DType::I64,
+        S::I32 => DType::I32,
+        S::U8 => DType::U8,
+        _ => return None,
+    })
+}
+
+impl TensorFiles {
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut maps = Vec::new();
+        let mut tensors = BTreeMap::new();
+        for (fi, path) in paths.iter().enumerate() {
+            let f = File::open(path).map_err(|e| Error::io(path, e))?;
+            // SAFETY: the file is mapped read-only; prism never writes it, and a concurrent
+            // truncation by another process is outside what a reader can defend against.
+            let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
+            let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| {
+                Error::file(
+                    path,
+                    format!("not a valid safetensors file ({e}); is it truncated or corrupt?"),
+                )
+            })?;
+            let base = map.as_ptr() as usize;
+            for (name, view) in st.tensors() {
+                let dtype = dtype_of(view.dtype()).ok_or_else(|| {
+                    Error::file(
+                        path,
+                        format!("tensor {name} has unsupported dtype {:?}", view.dtype()),
+                    )
+                })?;
+                let start = view.data().as_ptr() as usize - base;
+                let raw = RawTensor {
+                    shape: view.shape().to_vec(),
+                    dtype,
+                    file: fi,
+                    start,
+                    end: start + view.data().len(),
+                };
+                if tensors.insert(name.clone(), raw).is_some() {
+                    return Err(Error::file(
+                        path,
+                        format!("tensor {name} appears in more than one shard"),
+                    ));
+                }
+            }
+            maps.push(map);
+        }
+        Ok(Self {
+            paths: paths.to_vec(),
+            maps,
+            tensors,
+        })
+    }
+
+    /// A tensor converted to f32.
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        let r = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::invalid(format!("no tensor named {name}")))?;
+        let bytes = &self.maps[r.file][r.start..r.end];
+        let data = decode_to_f32(bytes, r.dtype)
+            .map_err(|e| Error::file(&self.paths[r.file], format!("{name}: {e}")))?;
+        Tensor::new(r.shape.clone(), data)
+    }
+
+    pub fn describe(&self) -> String {
+        self.paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn list(items: &[String], limit: usize) -> String {
+    let mut s = items
+        .iter()
+        .take(limit)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > limit {
+        s += &format!(" and {} more", items.len() - limit);
+    }
+    s
+}
+
+/// How checkpoint keys relate to graph parameter names.
+#[derive(Clone, Debug, Default)]
+pub struct KeyRules {
+    /// A prefix some checkpoints put before every key (`text_model.`); stripped if present.
+    pub optional_prefix: Option<&'static str>,
+    /// Keys that may be present and are not parameters (buffers such as `position_ids`, or
+    /// layers a clip-skip graph does not run).
+    pub ignore: Vec<String>,
+}
+
+/// Bind every parameter of `graph` to a tensor of `files`, converted to f32.
+pub fn bind(graph: &Graph, files: &TensorFiles, rules: &KeyRules) -> Result<Weights> {
+    let mut by_name: HashMap<&str, &str> = HashMap::new();
+    for key in files.tensors.keys() {
+        let k = match rules.optional_prefix {
+            Some(p) => key.strip_prefix(p).unwrap_or(key),
+            None => key,
+        };
+        by_name.insert(k, key.as_str());
+    }
+    let mut missing = Vec::new();
+    let mut misshaped = Vec::new();
+    for p in &graph.params {
+        match by_name.get(p.name.as_str()) {
+            None => missing.push(p.name.clone()),
+            Some(key) => {
+                let shape = &files.tensors[*key].shape;
+                if *shape != p.shape {
+                    misshaped.push(format!("{key} is {shape:?}, expected {:?}", p.shape));
+                }
+            }
+        }
+    }
+    let known: std::collections::HashSet<&str> =
+        graph.params.iter().map(|p| p.name.as_str()).collect();
+    let unexpected: Vec<String> = by_name
+        .iter()
+        .filter(|(k, _)| {
+            !known.contains(**k)
+                && !rules
+                    .ignore
+                    .iter()
+                    .any(|i| k.starts_with(i.as_str()) || k.ends_with(i.as_str()))
+        })
+        .map(|(_, full)| full.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "{} missing tensors: {}",
+            missing.len(),
+            list(&missing, 12)
+        ));
+    }
+    if !misshaped.is_empty() {
+        problems.push(format!(
+            "{} tensors of the wrong shape: {}",
+            misshaped.len(),
+            list(&misshaped, 12)
+        ));
+    }
+    if !unexpected.is_empty() {
+        problems.push(format!(
+            "{} unexpected tensors: {}",
+            unexpected.len(),
+            list(&unexpected, 12)
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(Error::Weights {
+            component: format!("{} ({})", graph.name, files.describe()),
+            msg: problems.join("; "),
+        });
+    }
+    let tensors = graph
+        .params
+        .iter()
+        .map(|p| files.get(by_name[p.name.as_str()]))
+        .collect::<Result<Vec<_>>>()?;
+    Weights::new(graph, tensors, files.describe())
+}

@@ -1,0 +1,442 @@
+//! Text-to-image: tokenizer → CLIP text encoder → guided denoising over the UNet with a
+//! scheduler → VAE decoder → pixels. Host code that runs graphs step by step.
+
+use crate::clip::{self, ClipConfig};
+use crate::config::Cfg;
+use crate::image::{to_rgb8, RgbImage};
+use crate::schedulers::{self, GaussianNoise, Scheduler};
+use crate::source::{Component, ModelSource};
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::{self, UNetConfig};
+use crate::vae::{self, VaeConfig};
+use prism_core::{Error, Result, Tensor};
+use prism_runtime::{Executor, Weights};
+use std::time::{Duration, Instant};
+
+/// How to load a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Weight file variant, e.g. `fp16` for `*.fp16.safetensors`.
+    pub variant: Option<String>,
+    /// Run all but the last k text-encoder layers (diffusers' `clip_skip`).
+    pub clip_skip: usize,
+    /// Seed of the random weights of a preset.
+    pub weight_seed: u64,
+}
+
+/// A text encoder with its weights.
+pub struct TextEncoder {
+    pub cfg: ClipConfig,
+    pub weights: Weights,
+    pub clip_skip: usize,
+}
+
+impl TextEncoder {
+    pub fn load(src: &ModelSource, opts: &LoadOptions) -> Result<Self> {
+        let cfg = ClipConfig::from_cfg(&src.config(Component::TextEncoder)?)?;
+        let g = clip::build(&cfg, 1, cfg.max_position_embeddings, opts.clip_skip)?;
+        let weights = src.weights(
+            &g,
+            Component::TextEncoder,
+            opts.variant.as_deref(),
+            opts.weight_seed,
+        )?;
+        Ok(Self {
+            cfg,
+            weights,
+            clip_skip: opts.clip_skip,
+        })
+    }
+
+    /// `input_ids` (B, L) as f32 → `last_hidden_state`, `pooler_output`.
+    pub fn run(
+        &self,
+        exec: &Executor,
+        ids: Tensor,
+    ) -> Result<std::collections::HashMap<String, Tensor>> {
+        let s = ids.shape().to_vec();
+        if s.len() != 2 || s[1] > self.cfg.max_position_embeddings {
+            return Err(Error::input(
+                "input_ids",
+                format!(
+                    "shape {s:?}; expected (batch, length ≤ {})",
+                    self.cfg.max_position_embeddings
+                ),
+            ));
+        }
+        let g = clip::build(&self.cfg, s[0], s[1], self.clip_skip)?;
+        exec.run(&g, &self.weights, vec![("input_ids".into(), ids)])
+    }
+}
+
+pub struct Unet {
+    pub cfg: UNetConfig,
+    pub weights: Weights,
+}
+
+impl Unet {
+    pub fn load(src: &ModelSource, opts: &LoadOptions) -> Result<Self> {
+        let cfg = UNetConfig::from_cfg(&src.config(Component::Unet)?)?;
+        let d = cfg.downscale();
+        let g = unet::build(&cfg, 1, d, d, 1)?;
+        let weights = src.weights(
+            &g,
+            Component::Unet,
+            opts.variant.as_deref(),
+            opts.weight_seed,
+        )?;
+        Ok(Self { cfg, weights })
+    }
+
+    /// sample (B, C, h, w), timestep (B,), encoder_hidden_states (B, L, D) → sample.
+    pub fn run(
+        &self,
+        exec: &Executor,
+        sample: Tensor,
+        timestep: Tensor,
+        ctx: Tensor,
+    ) -> Result<Tensor> {
+        let s = sample.shape().to_vec();
+        if s.len() != 4 || s[1] != self.cfg.in_channels {
+            return Err(Error::input(
+                "sample",
+                format!(
+                    "shape {s:?}; expected (batch, {}, height, width)",
+                    self.cfg.in_channels
+                ),
+            ));
+        }
+        let c = ctx.shape().to_vec();
+        if c.len() != 3 || c[0] != s[0] || c[2] != self.cfg.cross_attention_dim {
+            return Err(Error::input(
+                "encoder_hidden_states",
+                format!(
+                    "shape {c:?}; expected ({}, length, {})",
+                    s[0], self.cfg.cross_attention_dim
+                ),
+            ));
+        }
+        let g = unet::build(&self.cfg, s[0], s[2], s[3], c[1])?;
+        let mut out = exec.run(
+            &g,
+            &self.weights,
+            vec![
+                ("sample".into(), sample),
+                ("timestep".into(), timestep),
+                ("encoder_hidden_states".into(), ctx),
+            ],
+        )?;
+        Ok(out.remove("sample").expect("unet graph output"))
+    }
+}
+
+/// The VAE, with the weights of one half (encoder or decoder).
+pub struct VaePart {
+    pub cfg: VaeConfig,
+    pub weights: Weights,
+    pub decoder: bool,
+}
+
+impl VaePart {
+    pub fn load(src: &ModelSource, opts: &LoadOptions, decoder: bool) -> Result<Self> {
+        let cfg = VaeConfig::from_cfg(&src.config(Component::Vae)?)?;
+        let g = if decoder {
+            vae::build_decoder(&cfg, 1, 1, 1)?
+        } else {
+            let f = cfg.downscale();
+            vae::build_encoder(&cfg, 1, f, f)?
+        };
+        let weights = src.weights(
+            &g,
+            Component::Vae,
+            opts.variant.as_deref(),
+            opts.weight_seed,
+        )?;
+        Ok(Self {
+            cfg,
+            weights,
+            decoder,
+        })
+    }
+
+    /// Decoder: `latent_sample` → `sample`; encoder: `sample` → `latent_mean`, `latent_logvar`.
+    pub fn run(
+        &self,
+        exec: &Executor,
+        x: Tensor,
+    ) -> Result<std::collections::HashMap<String, Tensor>> {
+        let s = x.shape().to_vec();
+        let (name, ch) = if self.decoder {
+            ("latent_sample", self.cfg.latent_channels)
+        } else {
+            ("sample", self.cfg.in_channels)
+        };
+        if s.len() != 4 || s[1] != ch {
+            return Err(Error::input(
+                name,
+                format!("shape {s:?}; expected (batch, {ch}, height, width)"),
+            ));
+        }
+        let f = self.cfg.downscale();
+        if !self.decoder && (s[2] % f != 0 || s[3] % f != 0) {
+            return Err(Error::input(
+                name,
+                format!(
+                    "height and width {}x{} must be multiples of {f}",
+                    s[2], s[3]
+                ),
+            ));
+        }
+        let g = if self.decoder {
+            vae::build_decoder(&self.cfg, s[0], s[2], s[3])?
+        } else {
+            vae::build_encoder(&self.cfg, s[0], s[2], s[3])?
+        };
+        exec.run(&g, &self.weights, vec![(name.into(), x)])
+    }
+}
+
+/// A Stable Diffusion text-to-image pipeline.
+pub struct StableDiffusion {
+    pub label: String,
+    pub random_weights: bool,
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: TextEncoder,
+    pub unet: Unet,
+    pub vae: VaePart,
+    pub scheduler_cfg: Cfg,
+}
+
+/// One text-to-image request.
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub guidance: f32,
+    pub scheduler: Option<String>,
+    pub seed: u64,
+    pub width: usize,
+    pub height: usize,
+    /// Initial noise (1, C, H/f, W/f), before scaling by the scheduler's initial sigma.
+    pub latents: Option<Tensor>,
+}
+
+/// Progress of a generation, reported as it happens.
+pub enum Progress {
+    TextEncoded(Duration),
+    Step {
+        index: usize,
+        total: usize,
+        time: Duration,
+    },
+    Decoded(Duration),
+}
+
+pub struct Generated {
+    pub image: RgbImage,
+    pub final_latents: Tensor,
+    pub prompt_embeds: Tensor,
+    pub scheduler: &'static str,
+    pub text_time: Duration,
+    pub step_times: Vec<Duration>,
+    pub decode_time: Duration,
+}
+
+impl StableDiffusion {
+    pub fn load(src: &ModelSource, opts: &LoadOptions) -> Result<Self> {
+        let tokenizer = src.tokenizer()?;
+        let text_encoder = TextEncoder::load(src, opts)?;
+        let unet = Unet::load(src, opts)?;
+        let vae = VaePart::load(src, opts, true)?;
+        let scheduler_cfg = src.config(Component::Scheduler)?;
+        if text_encoder.cfg.hidden_size != unet.cfg.cross_attention_dim {
+            return Err(Error::invalid(format!(
+                "{}: text encoder width {} differs from the UNet's cross_attention_dim {}",
+                src.label(),
+                text_encoder.cfg.hidden_size,
+                unet.cfg.cross_attention_dim
+            )));
+        }
+        Ok(Self {
+            label: src.label(),
+            random_weights: src.is_random(),
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler_cfg,
+        })
+    }
+
+    /// Pixels per latent pixel.
+    pub fn vae_scale(&self) -> usize {
+        self.vae.cfg.downscale()
+    }
+
+    /// The image size the model was trained at.
+    pub fn default_size(&self) -> usize {
+        self.unet.cfg.sample_size * self.vae_scale()
+    }
+
+    /// Build the scheduler a request would use (its config, or the override), with timesteps set.
+    pub fn scheduler(&self, name: Option<&str>, steps: usize) -> Result<Box<dyn Scheduler>> {
+        let mut s = schedulers::from_config(&self.scheduler_cfg.v, name, &self.scheduler_cfg.file)?;
+        s.set_timesteps(steps)?;
+        Ok(s)
+    }
+
+    /// Check a request before any work: sizes, steps, guidance, latents.
+    pub fn validate(&self, req: &GenerateRequest) -> Result<()> {
+        let f = self.vae_scale();
+        for (flag, v) in [("--width", req.width), ("--height", req.height)] {
+            if v == 0 || v % f != 0 {
+                return Err(Error::invalid(format!(
+                    "{flag} {v}: must be a positive multiple of {f} (the VAE's downscale factor)"
+                )));
+            }
+        }
+        if req.steps == 0 {
+            return Err(Error::invalid(
+                "--steps 0: at least one denoising step is needed",
+            ));
+        }
+        if !req.guidance.is_finite() {
+            return Err(Error::invalid(format!(
+                "--guidance {}: must be a finite number",
+                req.guidance
+            )));
+        }
+        if let Some(l) = &req.latents {
+            let want = [1, self.unet.cfg.in_channels, req.height / f, req.width / f];
+            if l.shape() != want {
+                return Err(Error::input(
+                    "latents",
+                    format!(
+                        "shape {:?}; a {}x{} image needs {want:?} (--width/--height over {f})",
+                        l.shape(),
+                        req.width,
+                        req.height
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Token ids for a batch of prompts, as an f32 tensor (B, 77).
+    pub fn tokenize(&self, prompts: &[&str]) -> Result<Tensor> {
+        let mut data = Vec::new();
+        for p in prompts {
+            data.extend(self.tokenizer.encode(p)?.into_iter().map(|i| i as f32));
+        }
+        let len = self.tokenizer.max_length();
+        Tensor::new(vec![prompts.len(), len], data)
+    }
+
+    pub fn generate(
+        &self,
+        exec: &Executor,
+        req: &GenerateRequest,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Generated> {
+        self.validate(req)?;
+        let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
+        let guided = req.guidance > 1.0;
+
+        // Text: negative (unconditional) first, then the prompt, as diffusers concatenates.
+        let t0 = Instant::now();
+        let prompts: Vec<&str> = if guided {
+            vec![&req.negative_prompt, &req.prompt]
+        } else {
+            vec![&req.prompt]
+        };
+        let ids = self.tokenize(&prompts)?;
+        let mut text = self.text_encoder.run(exec, ids)?;
+        let ctx = text
+            .remove("last_hidden_state")
+            .expect("text encoder output");
+        let text_time = t0.elapsed();
+        progress(Progress::TextEncoded(text_time));
+
+        // Initial latents.
+        let f = self.vae_scale();
+        let (lh, lw) = (req.height / f, req.width / f);
+        let lc = self.unet.cfg.in_channels;
+        let n = lc * lh * lw;
+        let mut latents: Vec<f32> = match &req.latents {
+            Some(t) => t.data().to_vec(),
+            None => {
+                let mut g = GaussianNoise::new(req.seed);
+                let mut v = vec![0f32; n];
+                schedulers::NoiseSource::fill_normal(&mut g, &mut v);
+                v
+            }
+        };
+        let sigma = scheduler.init_noise_sigma();
+        latents.iter_mut().for_each(|v| *v *= sigma);
+        let mut noise = GaussianNoise::new(req.seed.wrapping_add(1));
+
+        let batch = if guided { 2 } else { 1 };
+        let graph = unet::build(&self.unet.cfg, batch, lh, lw, ctx.shape()[1])?;
+        let timesteps = scheduler.timesteps().to_vec();
+        let mut step_times = Vec::with_capacity(timesteps.len());
+        for (i, &t) in timesteps.iter().enumerate() {
+            let ts = Instant::now();
+            let mut x = latents.clone();
+            scheduler.scale_model_input(&mut x, i);
+            let mut input = x.clone();
+            if guided {
+                input.extend_from_slice(&x);
+            }
+            let sample = Tensor::new(vec![batch, lc, lh, lw], input)?;
+            let tt = Tensor::new(vec![batch], vec![t as f32; batch])?;
+            let mut out = exec.run(
+                &graph,
+                &self.unet.weights,
+                vec![
+                    ("sample".into(), sample),
+                    ("timestep".into(), tt),
+                    ("encoder_hidden_states".into(), ctx.clone()),
+                ],
+            )?;
+            let eps = out.remove("sample").expect("unet output").into_data();
+            let pred: Vec<f32> = if guided {
+                let (u, c) = eps.split_at(n);
+                u.iter()
+                    .zip(c)
+                    .map(|(u, c)| u + req.guidance * (c - u))
+                    .collect()
+            } else {
+                eps
+            };
+            latents = scheduler.step(&pred, i, &latents, &mut noise)?;
+            let dt = ts.elapsed();
+            step_times.push(dt);
+            progress(Progress::Step {
+                index: i,
+                total: timesteps.len(),
+                time: dt,
+            });
+        }
+        let final_latents = Tensor::new(vec![1, lc, lh, lw], latents)?;
+
+        let td = Instant::now();
+        let inv = 1.0 / self.vae.cfg.scaling_factor;
+        let z: Vec<f32> = final_latents.data().iter().map(|v| v * inv).collect();
+        let mut dec = self.vae.run(exec, Tensor::new(vec![1, lc, lh, lw], z)?)?;
+        let sample = dec.remove("sample").expect("decoder output");
+        let image = to_rgb8(sample.data(), req.height, req.width);
+        let decode_time = td.elapsed();
+        progress(Progress::Decoded(decode_time));
+        Ok(Generated {
+            image,
+            final_latents,
+            prompt_embeds: ctx,
+            scheduler: scheduler.name(),
+            text_time,
+            step_times,
+            decode_time,
+        })
+    }
+}

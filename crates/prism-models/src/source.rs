@@ -1,0 +1,224 @@
+//! Where a model comes from: a diffusers folder on disk, or a built-in preset (the real
+//! architecture's configs with seeded random weights).
+
+use crate::config::Cfg;
+use crate::loader::{self, KeyRules, TensorFiles};
+use crate::random::random_weights;
+use crate::tokenizer::{ClipTokenizer, PadToken};
+use prism_core::{Error, Graph, Result};
+use prism_runtime::Weights;
+use std::path::{Path, PathBuf};
+
+/// A built-in model: published configs, no weights.
+pub struct Preset {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub unet: &'static str,
+    pub vae: &'static str,
+    pub text_encoder: &'static str,
+    pub scheduler: &'static str,
+    pub pad: PadToken,
+}
+
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "sd15",
+        description: "Stable Diffusion 1.5 architecture (UNet 860M, CLIP ViT-L/14 text encoder)",
+        unet: include_str!("../presets/sd15/unet.json"),
+        vae: include_str!("../presets/sd15/vae.json"),
+        text_encoder: include_str!("../presets/sd15/text_encoder.json"),
+        scheduler: include_str!("../presets/sd15/scheduler.json"),
+        pad: PadToken::Eos,
+    },
+    Preset {
+        name: "sd21",
+        description:
+            "Stable Diffusion 2.1 architecture (768-v: v-prediction, OpenCLIP ViT-H text encoder)",
+        unet: include_str!("../presets/sd21/unet.json"),
+        vae: include_str!("../presets/sd21/vae.json"),
+        text_encoder: include_str!("../presets/sd21/text_encoder.json"),
+        scheduler: include_str!("../presets/sd21/scheduler.json"),
+        pad: PadToken::Bang,
+    },
+];
+
+pub fn preset_names() -> String {
+    PRESETS
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The components prism can build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Unet,
+    Vae,
+    TextEncoder,
+    Scheduler,
+}
+
+impl Component {
+    pub fn dir(self) -> &'static str {
+        match self {
+            Component::Unet => "unet",
+            Component::Vae => "vae",
+            Component::TextEncoder => "text_encoder",
+            Component::Scheduler => "scheduler",
+        }
+    }
+    fn config_file(self) -> &'static str {
+        match self {
+            Component::Scheduler => "scheduler_config.json",
+            _ => "config.json",
+        }
+    }
+}
+
+pub enum ModelSource {
+    Folder(PathBuf),
+    Preset(&'static Preset),
+}
+
+impl ModelSource {
+    /// A preset name, or a diffusers folder.
+    pub fn parse(s: &str) -> Result<Self> {
+        if let Some(p) = PRESETS.iter().find(|p| p.name == s) {
+            return Ok(ModelSource::Preset(p));
+        }
+        let path = PathBuf::from(s);
+        if path.is_dir() {
+            return Ok(ModelSource::Folder(path));
+        }
+        Err(Error::invalid(format!(
+            "--model {s}: not a built-in preset ({}) and not a folder",
+            preset_names()
+        )))
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            ModelSource::Folder(p) => p.display().to_string(),
+            ModelSource::Preset(p) => p.name.to_string(),
+        }
+    }
+
+    pub fn is_random(&self) -> bool {
+        matches!(self, ModelSource::Preset(_))
+    }
+
+    fn component_dir(&self, c: Component) -> Result<PathBuf> {
+        match self {
+            ModelSource::Folder(root) => {
+                let d = root.join(c.dir());
+                if !d.is_dir() {
+                    return Err(Error::file(
+                        root,
+                        format!(
+                            "no {}/ folder: is this a diffusers pipeline folder?",
+                            c.dir()
+                        ),
+                    ));
+                }
+                Ok(d)
+            }
+            ModelSource::Preset(_) => unreachable!("presets have no folders"),
+        }
+    }
+
+    pub fn config(&self, c: Component) -> Result<Cfg> {
+        match self {
+            ModelSource::Folder(_) => Cfg::from_file(&self.component_dir(c)?.join(c.config_file())),
+            ModelSource::Preset(p) => {
+                let text = match c {
+                    Component::Unet => p.unet,
+                    Component::Vae => p.vae,
+                    Component::TextEncoder => p.text_encoder,
+                    Component::Scheduler => p.scheduler,
+                };
+                Cfg::from_str(text, &format!("preset {}/{}", p.name, c.dir()))
+            }
+        }
+    }
+
+    pub fn tokenizer(&self) -> Result<ClipTokenizer> {
+        match self {
+            ModelSource::Folder(root) => {
+                let d = root.join("tokenizer");
+                if !d.is_dir() {
+                    return Err(Error::file(root, "no tokenizer/ folder"));
+                }
+                ClipTokenizer::from_folder(&d)
+            }
+            ModelSource::Preset(p) => ClipTokenizer::builtin(p.pad),
+        }
+    }
+
+    /// Weights for `graph` (built for component `c`): loaded from the folder (optionally a
+    /// variant such as `fp16`), or seeded random for a preset.
+    pub fn weights(
+        &self,
+        graph: &Graph,
+        c: Component,
+        variant: Option<&str>,
+        seed: u64,
+    ) -> Result<Weights> {
+        match self {
+            ModelSource::Preset(_) => random_weights(graph, seed ^ (c as u64) << 32),
+            ModelSource::Folder(_) => {
+                let dir = self.component_dir(c)?;
+                let files = TensorFiles::open(&loader::weight_files(&dir, variant)?)?;
+                let rules = match c {
+                    Component::TextEncoder => KeyRules {
+                        optional_prefix: Some("text_model."),
+                        ignore: text_encoder_ignores(graph),
+                    },
+                    _ => KeyRules::default(),
+                };
+                // The VAE checkpoint holds encoder and decoder; each graph uses one half.
+                let rules = if c == Component::Vae {
+                    KeyRules {
+                        ignore: vae_ignores(graph),
+                        ..rules
+                    }
+                } else {
+                    rules
+                };
+                loader::bind(graph, &files, &rules)
+            }
+        }
+    }
+}
+
+fn text_encoder_ignores(graph: &Graph) -> Vec<String> {
+    // position_ids is a buffer in older transformers; layers past a clip-skip graph's last
+    // layer are in the file but not run.
+    let run = graph
+        .params
+        .iter()
+        .filter_map(|p| p.name.strip_prefix("encoder.layers."))
+        .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |m| m + 1);
+    let mut ig = vec![
+        "position_ids".to_string(),
+        "text_projection.weight".to_string(),
+    ];
+    ig.extend((run..run + 64).map(|i| format!("encoder.layers.{i}.")));
+    ig
+}
+
+fn vae_ignores(graph: &Graph) -> Vec<String> {
+    let is_decoder = graph.params.iter().any(|p| p.name.starts_with("decoder."));
+    if is_decoder {
+        vec!["encoder.".into(), "quant_conv.".into()]
+    } else {
+        vec!["decoder.".into(), "post_quant_conv.".into()]
+    }
+}
+
+/// Does `dir` look like a diffusers pipeline folder?
+pub fn is_pipeline_folder(dir: &Path) -> bool {
+    dir.join("model_index.json").is_file() || dir.join("unet").is_dir()
+}

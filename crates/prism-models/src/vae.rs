@@ -1,0 +1,182 @@
+//! `AutoencoderKL`: the encoder (pixels → Gaussian over latents) and the decoder.
+
+use crate::blocks::{self, join, NOPAD, SAME3};
+use crate::config::Cfg;
+use prism_core::{DType, Graph, GraphBuilder, Result, ValueId};
+use serde_json::json;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VaeConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub latent_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub norm_num_groups: usize,
+    pub scaling_factor: f32,
+    pub use_quant_conv: bool,
+    pub use_post_quant_conv: bool,
+    pub mid_block_add_attention: bool,
+}
+
+impl VaeConfig {
+    pub fn from_cfg(c: &Cfg) -> Result<Self> {
+        let class = c.str_or("_class_name", "AutoencoderKL")?;
+        if class != "AutoencoderKL" {
+            return Err(c.err(format!("_class_name {class} is not AutoencoderKL")));
+        }
+        c.expect("act_fn", &[json!("silu")])?;
+        c.expect("shift_factor", &[json!(0.0), json!(0)])?;
+        c.expect("latents_mean", &[])?;
+        c.expect("latents_std", &[])?;
+        let block_out_channels = c.usize_list("block_out_channels")?;
+        let n = block_out_channels.len();
+        for key in ["down_block_types", "up_block_types"] {
+            let want = if key == "down_block_types" {
+                "DownEncoderBlock2D"
+            } else {
+                "UpDecoderBlock2D"
+            };
+            let types = c.str_list(key)?;
+            if types.len() != n {
+                return Err(c.err(format!(
+                    "{key} has {} entries but block_out_channels has {n}",
+                    types.len()
+                )));
+            }
+            if let Some(t) = types.iter().find(|t| *t != want) {
+                return Err(c.err(format!(
+                    "unsupported {key} entry {t} (prism supports {want})"
+                )));
+            }
+        }
+        let norm_num_groups = c.usize_or("norm_num_groups", 32)?;
+        if let Some(ch) = block_out_channels
+            .iter()
+            .find(|&&ch| norm_num_groups == 0 || ch % norm_num_groups != 0)
+        {
+            return Err(c.err(format!(
+                "block_out_channels entry {ch} is not divisible by norm_num_groups = {norm_num_groups}"
+            )));
+        }
+        Ok(Self {
+            in_channels: c.usize_or("in_channels", 3)?,
+            out_channels: c.usize_or("out_channels", 3)?,
+            latent_channels: c.usize_or("latent_channels", 4)?,
+            block_out_channels,
+            layers_per_block: c.usize_or("layers_per_block", 1)?,
+            norm_num_groups,
+            scaling_factor: c.f64_or("scaling_factor", 0.18215)? as f32,
+            use_quant_conv: c.bool_or("use_quant_conv", true)?,
+            use_post_quant_conv: c.bool_or("use_post_quant_conv", true)?,
+            mid_block_add_attention: c.bool_or("mid_block_add_attention", true)?,
+        })
+    }
+
+    /// Pixels per latent pixel along each axis.
+    pub fn downscale(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
+}
+
+const EPS: f32 = 1e-6;
+
+fn mid_block(b: &mut GraphBuilder, p: &str, x: ValueId, cfg: &VaeConfig) -> Result<ValueId> {
+    let c = b.shape(x)[1];
+    let g = cfg.norm_num_groups;
+    let mut x = blocks::resnet(b, &join(p, "resnets.0"), x, c, None, g, EPS)?;
+    if cfg.mid_block_add_attention {
+        x = blocks::vae_attention(b, &join(p, "attentions.0"), x, g)?;
+    }
+    blocks::resnet(b, &join(p, "resnets.1"), x, c, None, g, EPS)
+}
+
+/// Encoder: `sample` (B, 3, H, W) in [-1, 1] → `latent_mean`, `latent_logvar`
+/// (B, latent, H/f, W/f), after quant_conv, logvar clamped to [-30, 20] as diffusers does.
+pub fn build_encoder(cfg: &VaeConfig, batch: usize, h: usize, w: usize) -> Result<Graph> {
+    let mut b = GraphBuilder::new("vae_encoder");
+    let x = b.input("sample", &[batch, cfg.in_channels, h, w], DType::F32);
+    let g = cfg.norm_num_groups;
+    let n = cfg.block_out_channels.len();
+    let mut x = b.conv2d(
+        "encoder.conv_in",
+        x,
+        cfg.block_out_channels[0],
+        3,
+        1,
+        SAME3,
+        true,
+    )?;
+    for (i, &cout) in cfg.block_out_channels.iter().enumerate() {
+        let p = format!("encoder.down_blocks.{i}");
+        for j in 0..cfg.layers_per_block {
+            x = blocks::resnet(
+                &mut b,
+                &join(&p, &format!("resnets.{j}")),
+                x,
+                cout,
+                None,
+                g,
+                EPS,
+            )?;
+        }
+        if i + 1 < n {
+            x = blocks::downsample(&mut b, &join(&p, "downsamplers.0"), x, 0)?;
+        }
+    }
+    x = mid_block(&mut b, "encoder.mid_block", x, cfg)?;
+    let x = b.group_norm("encoder.conv_norm_out", x, g, EPS, true)?;
+    let lc = cfg.latent_channels;
+    let mut x = b.conv2d("encoder.conv_out", x, 2 * lc, 3, 1, SAME3, true)?;
+    if cfg.use_quant_conv {
+        x = b.conv2d("quant_conv", x, 2 * lc, 1, 1, NOPAD, true)?;
+    }
+    let mean = b.slice("latent_dist.mean", x, 1, 0, lc)?;
+    let logvar = b.slice("latent_dist.logvar", x, 1, lc, lc)?;
+    let logvar = b.clamp("latent_dist.logvar", logvar, -30.0, 20.0);
+    b.output("latent_mean", mean);
+    b.output("latent_logvar", logvar);
+    Ok(b.finish())
+}
+
+/// Decoder: `latent_sample` (B, latent, h, w), as `vae.decode` takes it (post_quant_conv +
+/// decoder; no scaling factor) → `sample` (B, 3, h·f, w·f).
+pub fn build_decoder(cfg: &VaeConfig, batch: usize, h: usize, w: usize) -> Result<Graph> {
+    let mut b = GraphBuilder::new("vae_decoder");
+    let z = b.input(
+        "latent_sample",
+        &[batch, cfg.latent_channels, h, w],
+        DType::F32,
+    );
+    let g = cfg.norm_num_groups;
+    let n = cfg.block_out_channels.len();
+    let mut x = z;
+    if cfg.use_post_quant_conv {
+        x = b.conv2d("post_quant_conv", x, cfg.latent_channels, 1, 1, NOPAD, true)?;
+    }
+    let top = *cfg.block_out_channels.last().unwrap();
+    x = b.conv2d("decoder.conv_in", x, top, 3, 1, SAME3, true)?;
+    x = mid_block(&mut b, "decoder.mid_block", x, cfg)?;
+    for i in 0..n {
+        let p = format!("decoder.up_blocks.{i}");
+        let cout = cfg.block_out_channels[n - 1 - i];
+        for j in 0..=cfg.layers_per_block {
+            x = blocks::resnet(
+                &mut b,
+                &join(&p, &format!("resnets.{j}")),
+                x,
+                cout,
+                None,
+                g,
+                EPS,
+            )?;
+        }
+        if i + 1 < n {
+            x = blocks::upsample(&mut b, &join(&p, "upsamplers.0"), x)?;
+        }
+    }
+    let x = b.group_norm("decoder.conv_norm_out", x, g, EPS, true)?;
+    let out = b.conv2d("decoder.conv_out", x, cfg.out_channels, 3, 1, SAME3, true)?;
+    b.output("sample", out);
+    Ok(b.finish())
+}

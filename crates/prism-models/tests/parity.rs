@@ -1,0 +1,266 @@
+//! Parity with diffusers / transformers on the tiny committed fixtures
+//! (`tests/fixtures/`, made by `tools/make_fixtures.py` with torch 2.15.0, diffusers 0.42.1,
+//! transformers 5.23.0).
+
+use prism_core::Tensor;
+use prism_models::forward::{forward, ForwardComponent};
+use prism_models::io::{read_tensor, read_tensors};
+use prism_models::pipeline::{GenerateRequest, LoadOptions, StableDiffusion};
+use prism_models::source::ModelSource;
+use prism_runtime::Executor;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Tolerance of every f32 comparison: max|Δ| ≤ TOL_REL · max|ref| per tensor.
+const TOL_REL: f32 = 1e-4;
+/// Tolerance on 8-bit pixels of a whole pipeline run.
+const PIXEL_TOL: i32 = 2;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures"))
+}
+
+fn exec() -> Executor {
+    Executor::new(2).unwrap()
+}
+
+fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let diff = got.max_abs_diff(want).unwrap();
+    let scale = want.max_abs();
+    assert!(
+        diff <= TOL_REL * scale,
+        "{what}: max|Δ| = {diff:e} > {TOL_REL:e} · max|ref| ({scale:e})"
+    );
+    eprintln!("{what}: max|Δ| = {diff:.3e} (ref max {scale:.3e})");
+}
+
+fn run_component(
+    model: &str,
+    variant: Option<&str>,
+    comp: ForwardComponent,
+    input: &str,
+    clip_skip: usize,
+) -> BTreeMap<String, Tensor> {
+    let dir = fixtures().join(model);
+    let src = ModelSource::parse(dir.to_str().unwrap()).unwrap();
+    let opts = LoadOptions {
+        variant: variant.map(str::to_string),
+        clip_skip,
+        weight_seed: 0,
+    };
+    let ins = read_tensors(&dir.join("io").join(input)).unwrap();
+    forward(&src, &opts, &exec(), comp, ins)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn check(
+    model: &str,
+    variant: Option<&str>,
+    comp: ForwardComponent,
+    input: &str,
+    output: &str,
+    names: &[(&str, &str)],
+) {
+    let got = run_component(model, variant, comp, input, 0);
+    let want = read_tensors(&fixtures().join(model).join("io").join(output)).unwrap();
+    for (g, w) in names {
+        assert_close(&format!("{model} {comp:?} {g}"), &got[*g], &want[*w]);
+    }
+}
+
+#[test]
+fn unet_sd1() {
+    check(
+        "sd1_tiny",
+        None,
+        ForwardComponent::Unet,
+        "unet_in.safetensors",
+        "unet_out.safetensors",
+        &[("sample", "sample")],
+    );
+    check(
+        "sd1_tiny",
+        None,
+        ForwardComponent::Unet,
+        "unet_in_scalar.safetensors",
+        "unet_out_scalar.safetensors",
+        &[("sample", "sample")],
+    );
+}
+
+#[test]
+fn unet_sd2_linear_projection_per_block_heads() {
+    check(
+        "sd2_tiny",
+        None,
+        ForwardComponent::Unet,
+        "unet_in.safetensors",
+        "unet_out.safetensors",
+        &[("sample", "sample")],
+    );
+    check(
+        "sd2_tiny",
+        None,
+        ForwardComponent::Unet,
+        "unet_in_scalar.safetensors",
+        "unet_out_scalar.safetensors",
+        &[("sample", "sample")],
+    );
+}
+
+#[test]
+fn unet_sd2_fp16_variant() {
+    // The fp16 files hold the same (f16-representable) values as the f32 files.
+    check(
+        "sd2_tiny",
+        Some("fp16"),
+        ForwardComponent::Unet,
+        "unet_in.safetensors",
+        "unet_out.safetensors",
+        &[("sample", "sample")],
+    );
+}
+
+#[test]
+fn vae_sd1_and_sd2() {
+    for m in ["sd1_tiny", "sd2_tiny"] {
+        check(
+            m,
+            None,
+            ForwardComponent::VaeDecoder,
+            "vae_decoder_in.safetensors",
+            "vae_decoder_out.safetensors",
+            &[("sample", "sample")],
+        );
+        check(
+            m,
+            None,
+            ForwardComponent::VaeEncoder,
+            "vae_encoder_in.safetensors",
+            "vae_encoder_out.safetensors",
+            &[
+                ("latent_mean", "latent_mean"),
+                ("latent_logvar", "latent_logvar"),
+            ],
+        );
+    }
+    check(
+        "sd2_tiny",
+        Some("fp16"),
+        ForwardComponent::VaeDecoder,
+        "vae_decoder_in.safetensors",
+        "vae_decoder_out.safetensors",
+        &[("sample", "sample")],
+    );
+}
+
+#[test]
+fn text_encoder_both_key_layouts() {
+    // sd1's file has `text_model.`-prefixed keys (published checkpoints); sd2's has none
+    // (transformers 5).
+    for m in ["sd1_tiny", "sd2_tiny"] {
+        check(
+            m,
+            None,
+            ForwardComponent::TextEncoder,
+            "text_encoder_in.safetensors",
+            "text_encoder_out.safetensors",
+            &[
+                ("last_hidden_state", "last_hidden_state"),
+                ("pooler_output", "pooler_output"),
+            ],
+        );
+    }
+}
+
+#[test]
+fn text_encoder_clip_skip_is_penultimate_layer_normed() {
+    for m in ["sd1_tiny", "sd2_tiny"] {
+        let got = run_component(
+            m,
+            None,
+            ForwardComponent::TextEncoder,
+            "text_encoder_in.safetensors",
+            1,
+        );
+        let want = read_tensor(
+            &fixtures().join(m).join("io/text_encoder_out.safetensors"),
+            "penultimate_normed",
+        )
+        .unwrap();
+        assert_close(
+            &format!("{m} clip_skip 1"),
+            &got["last_hidden_state"],
+            &want,
+        );
+    }
+}
+
+fn pipeline(model: &str) {
+    let dir = fixtures().join(model);
+    let p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("pipeline/params.json")).unwrap())
+            .unwrap();
+    let src = ModelSource::parse(dir.to_str().unwrap()).unwrap();
+    let sd = StableDiffusion::load(&src, &LoadOptions::default()).unwrap();
+    let req = GenerateRequest {
+        prompt: p["prompt"].as_str().unwrap().into(),
+        negative_prompt: p["negative_prompt"].as_str().unwrap().into(),
+        steps: p["num_inference_steps"].as_u64().unwrap() as usize,
+        guidance: p["guidance_scale"].as_f64().unwrap() as f32,
+        scheduler: None,
+        seed: 0,
+        width: p["width"].as_u64().unwrap() as usize,
+        height: p["height"].as_u64().unwrap() as usize,
+        latents: Some(read_tensor(&dir.join("pipeline/latents.safetensors"), "latents").unwrap()),
+    };
+    let gen = sd.generate(&exec(), &req, &mut |_| {}).unwrap();
+    let embeds = read_tensor(
+        &dir.join("pipeline/prompt_embeds.safetensors"),
+        "prompt_embeds",
+    )
+    .unwrap();
+    assert_close(
+        &format!("{model} prompt_embeds"),
+        &gen.prompt_embeds,
+        &embeds,
+    );
+    let lat = read_tensor(&dir.join("pipeline/final_latents.safetensors"), "latents").unwrap();
+    assert_close(&format!("{model} final latents"), &gen.final_latents, &lat);
+    let img = read_tensor(&dir.join("pipeline/image.safetensors"), "image_u8").unwrap();
+    assert_eq!(img.numel(), gen.image.data.len());
+    let worst = img
+        .data()
+        .iter()
+        .zip(&gen.image.data)
+        .map(|(&a, &b)| (a as i32 - b as i32).abs())
+        .max()
+        .unwrap();
+    let exact = img
+        .data()
+        .iter()
+        .zip(&gen.image.data)
+        .filter(|(&a, &b)| a as u8 == b)
+        .count();
+    eprintln!(
+        "{model} image: worst pixel Δ {worst}, {exact}/{} exact",
+        img.numel()
+    );
+    assert!(
+        worst <= PIXEL_TOL,
+        "{model}: pixel differs by {worst} > {PIXEL_TOL}"
+    );
+}
+
+#[test]
+fn pipeline_sd1_pndm_from_latents() {
+    pipeline("sd1_tiny");
+}
+
+#[test]
+fn pipeline_sd2_ddim_vprediction_from_latents() {
+    pipeline("sd2_tiny");
+}

@@ -1,0 +1,352 @@
+use crate::Weights;
+use prism_core::{Error, Graph, NodeId, Op, Result, Tensor};
+use prism_kernels::{attention, conv, elementwise as ew, matmul, norm};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// One executed node, as an observer sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeEvent {
+    pub node: NodeId,
+    /// Start, relative to the start of the run.
+    pub start: Duration,
+    pub duration: Duration,
+    /// Bytes of live activations right after the node ran (before releases).
+    pub live_bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    pub wall: Duration,
+    /// Largest activation set held at once (bytes, f32).
+    pub peak_live_bytes: usize,
+}
+
+/// Runs graphs on a private rayon pool of a fixed size.
+pub struct Executor {
+    pool: rayon::ThreadPool,
+}
+
+impl Executor {
+    /// `threads` = 0 uses every core.
+    pub fn new(threads: usize) -> Result<Self> {
+        let n = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| Error::invalid(format!("cannot start {n} threads: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Run `graph` on named inputs; returns the graph outputs by name.
+    pub fn run(
+        &self,
+        graph: &Graph,
+        weights: &Weights,
+        inputs: Vec<(String, Tensor)>,
+    ) -> Result<HashMap<String, Tensor>> {
+        self.run_observed(graph, weights, inputs, &mut |_| {})
+            .map(|(o, _)| o)
+    }
+
+    /// [`Executor::run`], calling `observer` after every node.
+    pub fn run_observed(
+        &self,
+        graph: &Graph,
+        weights: &Weights,
+        inputs: Vec<(String, Tensor)>,
+        observer: &mut (dyn FnMut(NodeEvent) + Send),
+    ) -> Result<(HashMap<String, Tensor>, RunStats)> {
+        weights.check_fits(graph)?;
+        let mut slots: Vec<Option<Tensor>> = vec![None; graph.values.len()];
+        let mut given: HashMap<String, Tensor> = inputs.into_iter().collect();
+        for (name, v) in &graph.inputs {
+            let t = given
+                .remove(name)
+                .ok_or_else(|| Error::input(name, format!("missing; {} needs it", graph.name)))?;
+            let want = &graph.values[*v].shape;
+            if t.shape() != want.as_slice() {
+                return Err(Error::input(
+                    name,
+                    format!("shape {:?}, {} expects {:?}", t.shape(), graph.name, want),
+                ));
+            }
+            slots[*v] = Some(t);
+        }
+        if let Some(extra) = given.keys().next() {
+            return Err(Error::input(
+                extra,
+                format!("{} has no such input", graph.name),
+            ));
+        }
+        let last_use = graph.last_uses();
+        let mut live: usize = slots.iter().flatten().map(|t| t.numel() * 4).sum();
+        let mut stats = RunStats {
+            peak_live_bytes: live,
+            ..RunStats::default()
+        };
+        let t0 = Instant::now();
+        self.pool.install(|| -> Result<()> {
+            for (i, node) in graph.nodes.iter().enumerate() {
+                if matches!(node.op, Op::Input { .. }) {
+                    continue;
+                }
+                let start = t0.elapsed();
+                let out = run_node(graph, i, weights, &mut slots, &last_use)?;
+                let dur = t0.elapsed() - start;
+                live += out.numel() * 4;
+                slots[node.output] = Some(out);
+                stats.peak_live_bytes = stats.peak_live_bytes.max(live);
+                observer(NodeEvent {
+                    node: i,
+                    start,
+                    duration: dur,
+                    live_bytes: live,
+                });
+                for &v in &node.inputs {
+                    if last_use[v] == Some(i) {
+                        if let Some(t) = slots[v].take() {
+                            live -= t.numel() * 4;
+                        }
+                    }
+                }
+                // A value nobody reads (and that is not an output) is dropped at once.
+                if last_use[node.output].is_none() {
+                    if let Some(t) = slots[node.output].take() {
+                        live -= t.numel() * 4;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        stats.wall = t0.elapsed();
+        let mut outs = HashMap::new();
+        for (name, v) in &graph.outputs {
+            let t = slots[*v]
+                .clone()
+                .ok_or_else(|| Error::invalid(format!("output {name} was not computed")))?;
+            outs.insert(name.clone(), t);
+        }
+        Ok((outs, stats))
+    }
+}
+
+fn run_node(
+    graph: &Graph,
+    i: NodeId,
+    w: &Weights,
+    slots: &mut [Option<Tensor>],
+    last_use: &[Option<NodeId>],
+) -> Result<Tensor> {
+    let node = &graph.nodes[i];
+    let out_shape = graph.values[node.output].shape.clone();
+    let n_out: usize = out_shape.iter().product();
+    let arg = |k: usize| -> &Tensor {
+        slots[node.inputs[k]]
+            .as_ref()
+            .expect("executor invariant: inputs are computed before use and released after")
+    };
+    let mut y = vec![
+        0f32;
+        if matches!(node.op, Op::Reshape) {
+            0
+        } else {
+            n_out
+        }
+    ];
+    match &node.op {
+        Op::Input { .. } => unreachable!("inputs are bound before the walk"),
+        Op::Conv2d(c) => {
+            let x = arg(0);
+            let s = x.shape();
+            let g = conv::Conv2dGeom {
+                n: s[0],
+                cin: s[1],
+                h: s[2],
+                w: s[3],
+                cout: c.cout,
+                kh: c.kh,
+                kw: c.kw,
+                stride: c.stride,
+                pad: c.pad,
+            };
+            let bias = c.bias.map(|b| w.get(b).data());
+            conv::conv2d_im2col(&g, x.data(), w.get(c.weight).data(), bias, &mut y);
+        }
+        Op::Linear { weight, bias } => {
+            let x = arg(0);
+            let wt = w.get(*weight);
+            let (out, inf) = (wt.shape()[0], wt.shape()[1]);
+            let rows = x.numel() / inf;
+            let b = bias.map(|b| w.get(b).data());
+            matmul::linear(x.data(), wt.data(), b, rows, inf, out, &mut y);
+        }
+        Op::Attention(a) => {
+            let (q, k, v) = (arg(0), arg(1), arg(2));
+            let g = attention::AttnGeom {
+                batch: q.shape()[0],
+                heads: a.heads,
+                head_dim: a.head_dim,
+                lq: q.shape()[1],
+                lk: k.shape()[1],
+                scale: a.scale,
+                causal: a.causal,
+            };
+            attention::attention_naive(&g, q.data(), k.data(), v.data(), &mut y);
+        }
+        Op::GroupNorm {
+            groups,
+            eps,
+            weight,
+            bias,
+            silu,
+        } => {
+            let x = arg(0);
+            let s = x.shape();
+            let spatial: usize = s[2..].iter().product();
+            norm::group_norm(
+                x.data(),
+                s[0],
+                s[1],
+                spatial,
+                *groups,
+                *eps,
+                w.get(*weight).data(),
+                w.get(*bias).data(),
+                *silu,
+                &mut y,
+            );
+        }
+        Op::LayerNorm { eps, weight, bias } => {
+            let x = arg(0);
+            let d = *x.shape().last().unwrap();
+            norm::layer_norm(
+                x.data(),
+                d,
+                *eps,
+                w.get(*weight).data(),
+                w.get(*bias).data(),
+                &mut y,
+            );
+        }
+        Op::Activation(kind) => ew::activation(*kind, arg(0).data(), &mut y),
+        Op::Geglu => ew::geglu(arg(0).data(), *out_shape.last().unwrap(), &mut y),
+        Op::Add | Op::Mul => {
+            let (a, b) = (arg(0), arg(1));
+            if matches!(node.op, Op::Add) {
+                ew::broadcast_binary(a.data(), a.shape(), b.data(), b.shape(), &mut y, |x, z| {
+                    x + z
+                });
+            } else {
+                ew::broadcast_binary(a.data(), a.shape(), b.data(), b.shape(), &mut y, |x, z| {
+                    x * z
+                });
+            }
+        }
+        Op::Scale { factor } => {
+            let f = *factor;
+            ew::map(arg(0).data(), &mut y, move |v| v * f);
+        }
+        Op::Clamp { min, max } => {
+            let (lo, hi) = (*min, *max);
+            ew::map(arg(0).data(), &mut y, move |v| v.clamp(lo, hi));
+        }
+        Op::Concat { axis } => {
+            let xs: Vec<&Tensor> = (0..node.inputs.len()).map(arg).collect();
+            let datas: Vec<&[f32]> = xs.iter().map(|t| t.data()).collect();
+            let shapes: Vec<&[usize]> = xs.iter().map(|t| t.shape()).collect();
+            ew::concat(&datas, &shapes, *axis, &mut y);
+        }
+        Op::Slice { axis, start, len } => {
+            let x = arg(0);
+            ew::slice(x.data(), x.shape(), *axis, *start, *len, &mut y);
+        }
+        Op::Permute { perm } => {
+            let x = arg(0);
+            ew::permute(x.data(), x.shape(), perm, &mut y);
+        }
+        Op::Reshape => {
+            let src = node.inputs[0];
+            // Last reader: take the buffer (no copy); otherwise copy it.
+            let t = if last_use[src] == Some(i) {
+                slots[src].take().expect("input computed")
+            } else {
+                slots[src].clone().expect("input computed")
+            };
+            return t.reshape(&out_shape);
+        }
+        Op::UpsampleNearest { factor } => {
+            let x = arg(0);
+            let s = x.shape();
+            let nd = s.len();
+            let planes: usize = s[..nd - 2].iter().product();
+            ew::upsample_nearest(x.data(), planes, s[nd - 2], s[nd - 1], *factor, &mut y);
+        }
+        Op::TimestepProj {
+            dim,
+            flip_sin_to_cos,
+            downscale_freq_shift,
+        } => ew::timestep_embedding(
+            arg(0).data(),
+            *dim,
+            *flip_sin_to_cos,
+            *downscale_freq_shift,
+            &mut y,
+        ),
+        Op::TokenEmbedding { table } => {
+            let ids = arg(0);
+            let tab = w.get(*table);
+            let (vocab, d) = (tab.shape()[0], tab.shape()[1]);
+            for (r, &id) in ids.data().iter().enumerate() {
+                let id = id as usize;
+                if id >= vocab {
+                    return Err(Error::input(
+                        "input_ids",
+                        format!("token id {id} is outside the vocabulary of {vocab}"),
+                    ));
+                }
+                y[r * d..(r + 1) * d].copy_from_slice(&tab.data()[id * d..(id + 1) * d]);
+            }
+        }
+        Op::PositionEmbedding { table } => {
+            let x = arg(0);
+            let (l, d) = (x.shape()[1], x.shape()[2]);
+            let pos = &w.get(*table).data()[..l * d];
+            ew::broadcast_binary(x.data(), x.shape(), pos, &[l, d], &mut y, |a, b| a + b);
+        }
+        Op::GatherEos { eos_id } => {
+            let (h, ids) = (arg(0), arg(1));
+            let (b, l, d) = (h.shape()[0], h.shape()[1], h.shape()[2]);
+            for bi in 0..b {
+                let row = &ids.data()[bi * l..(bi + 1) * l];
+                let pos = match eos_id {
+                    // torch.argmax: first index of the maximum.
+                    None => {
+                        row.iter()
+                            .enumerate()
+                            .fold((0, f32::NEG_INFINITY), |(bi_, bv), (j, &v)| {
+                                if v > bv {
+                                    (j, v)
+                                } else {
+                                    (bi_, bv)
+                                }
+                            })
+                            .0
+                    }
+                    Some(e) => row.iter().position(|&v| v as u32 == *e).unwrap_or(0),
+                };
+                y[bi * d..(bi + 1) * d]
+                    .copy_from_slice(&h.data()[(bi * l + pos) * d..(bi * l + pos + 1) * d]);
+            }
+        }
+    }
+    Tensor::new(out_shape, y)
+}

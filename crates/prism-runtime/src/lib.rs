@@ -1,0 +1,11 @@
+//! prism-runtime: executes a [`Graph`] on the CPU.
+//!
+//! Values live in a slot table; after each node, every value whose last reader was that node
+//! is dropped, so the resident set follows the graph's live set (graph outputs are kept).
+//! An observer sees every node's wall time, which is all the profiler needs.
+
+mod exec;
+mod weights;
+
+pub use exec::{Executor, NodeEvent, RunStats};
+pub use weights::Weights;
