@@ -6,7 +6,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use prism_models::forward::{forward, ForwardComponent};
 use prism_models::image::{check_output_path, save_png};
 use prism_models::io::{read_tensor, read_tensors, write_tensors};
-use prism_models::pipeline::{GenerateRequest, LoadOptions, Progress, StableDiffusion};
+use prism_models::pipeline::{
+    check_image_size, GenerateRequest, LoadOptions, Progress, StableDiffusion,
+};
 use prism_models::schedulers::SCHEDULER_NAMES;
 use prism_models::source::ModelSource;
 use prism_runtime::Executor;
@@ -142,6 +144,7 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("--steps 0: at least one denoising step is needed");
             }
             let src = ModelSource::parse(&model.model)?;
+            check_image_size(&src, width, height)?;
             let latents = latents
                 .map(|p| {
                     read_tensor(&p, "latents").with_context(|| format!("--latents {}", p.display()))

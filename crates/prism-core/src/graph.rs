@@ -187,9 +187,11 @@ pub enum Op {
     },
     /// Same data, new shape (no copy; the output shape is the value's shape).
     Reshape,
-    /// Nearest-neighbour upsampling of the two last axes by an integer factor.
+    /// Nearest-neighbour resize of the two last axes to (h, w), as torch's
+    /// `interpolate(mode="nearest")`: source index ⌊i·in/out⌋.
     UpsampleNearest {
-        factor: usize,
+        h: usize,
+        w: usize,
     },
     /// Sinusoidal timestep features: (B,) → (B, dim), diffusers' `get_timestep_embedding`.
     TimestepProj {
@@ -749,15 +751,22 @@ impl GraphBuilder {
         Ok(self.push(path, Op::Reshape, vec![x], shape.to_vec(), dt))
     }
 
-    pub fn upsample_nearest(&mut self, path: &str, x: ValueId, factor: usize) -> Result<ValueId> {
+    /// Nearest resize of the last two axes to (h, w).
+    pub fn upsample_nearest(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        h: usize,
+        w: usize,
+    ) -> Result<ValueId> {
         let mut s = self.shape(x).to_vec();
         let n = s.len();
-        if n < 2 {
-            return Err(Error::shape(path, "upsample needs two spatial axes"));
+        if n < 2 || h == 0 || w == 0 {
+            return Err(Error::shape(path, format!("upsample of {s:?} to {h}x{w}")));
         }
-        s[n - 1] *= factor;
-        s[n - 2] *= factor;
-        Ok(self.push(path, Op::UpsampleNearest { factor }, vec![x], s, DType::F32))
+        s[n - 2] = h;
+        s[n - 1] = w;
+        Ok(self.push(path, Op::UpsampleNearest { h, w }, vec![x], s, DType::F32))
     }
 
     pub fn timestep_proj(

@@ -184,17 +184,27 @@ pub fn permute(x: &[f32], shape: &[usize], perm: &[usize], y: &mut [f32]) {
         });
 }
 
-/// Nearest upsampling of the last two axes by `f`: x (..., h, w) → (..., h·f, w·f).
-pub fn upsample_nearest(x: &[f32], planes: usize, h: usize, w: usize, f: usize, y: &mut [f32]) {
-    let (ho, wo) = (h * f, w * f);
+/// Nearest resize of the last two axes: x (planes, h, w) → (planes, ho, wo), source index
+/// ⌊i·h/ho⌋ (torch's `interpolate(mode="nearest")`; ×2 gives ⌊i/2⌋).
+pub fn upsample_nearest(
+    x: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    y: &mut [f32],
+) {
+    assert_eq!(x.len(), planes * h * w);
     assert_eq!(y.len(), planes * ho * wo);
+    let cols: Vec<usize> = (0..wo).map(|j| (j * w / wo).min(w - 1)).collect();
     y.par_chunks_mut(ho * wo).enumerate().for_each(|(p, yp)| {
         let xp = &x[p * h * w..(p + 1) * h * w];
         for i in 0..ho {
-            let src = &xp[(i / f) * w..(i / f + 1) * w];
-            let dst = &mut yp[i * wo..(i + 1) * wo];
-            for (j, o) in dst.iter_mut().enumerate() {
-                *o = src[j / f];
+            let si = (i * h / ho).min(h - 1);
+            let src = &xp[si * w..(si + 1) * w];
+            for (o, &c) in yp[i * wo..(i + 1) * wo].iter_mut().zip(&cols) {
+                *o = src[c];
             }
         }
     });

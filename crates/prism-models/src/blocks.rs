@@ -184,10 +184,18 @@ pub fn downsample(b: &mut GraphBuilder, p: &str, x: ValueId, padding: usize) -> 
     b.conv2d(&join(p, "conv"), x, c, 3, 2, pad, true)
 }
 
-/// diffusers `Upsample2D` with a conv: nearest ×2 then 3×3 conv.
-pub fn upsample(b: &mut GraphBuilder, p: &str, x: ValueId) -> Result<ValueId> {
-    let c = b.shape(x)[1];
-    let u = b.upsample_nearest(&join(p, "interpolate"), x, 2)?;
+/// diffusers `Upsample2D` with a conv: nearest resize (×2, or to `size`, the UNet's skip
+/// size when the latent is not a multiple of its downscale) then 3×3 conv.
+pub fn upsample(
+    b: &mut GraphBuilder,
+    p: &str,
+    x: ValueId,
+    size: Option<(usize, usize)>,
+) -> Result<ValueId> {
+    let s = b.shape(x).to_vec();
+    let c = s[1];
+    let (h, w) = size.unwrap_or((s[2] * 2, s[3] * 2));
+    let u = b.upsample_nearest(&join(p, "interpolate"), x, h, w)?;
     b.conv2d(&join(p, "conv"), u, c, 3, 1, SAME3, true)
 }
 

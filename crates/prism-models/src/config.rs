@@ -1,6 +1,7 @@
 //! Reading diffusers / transformers `config.json` files: typed getters whose errors name the
 //! file and key, and explicit rejection of values prism does not implement.
 
+use crate::schedulers::parse_config_json;
 use prism_core::{Error, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -11,35 +12,19 @@ pub struct Cfg {
     pub file: String,
 }
 
-/// Parse JSON that may contain Python's `Infinity` / `-Infinity` / `NaN` literals (diffusers'
-/// `save_config` writes them, e.g. DPM-Solver's `lambda_min_clipped`).
-pub fn parse_json_lenient(text: &str, file: &str) -> Result<Value> {
-    match serde_json::from_str(text) {
-        Ok(v) => Ok(v),
-        Err(first) => {
-            let fixed = text
-                .replace("-Infinity", "-1e309")
-                .replace("Infinity", "1e309")
-                .replace("NaN", "null");
-            serde_json::from_str(&fixed)
-                .map_err(|_| Error::config(file, format!("invalid JSON: {first}")))
-        }
-    }
-}
-
 impl Cfg {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let file = path.display().to_string();
         Ok(Self {
-            v: parse_json_lenient(&text, &file)?,
+            v: parse_config_json(&text, &file)?,
             file,
         })
     }
 
     pub fn from_str(text: &str, label: &str) -> Result<Self> {
         Ok(Self {
-            v: parse_json_lenient(text, label)?,
+            v: parse_config_json(text, label)?,
             file: label.to_string(),
         })
     }

@@ -32,6 +32,10 @@ impl ForwardComponent {
         })
     }
 
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
     fn inputs(self) -> &'static [&'static str] {
         match self {
             Self::Unet => &["sample", "timestep", "encoder_hidden_states"],
@@ -56,7 +60,8 @@ pub fn forward(
             return Err(Error::input(
                 *w,
                 format!(
-                    "missing from the inputs file (this component takes {})",
+                    "missing from the inputs file (the {} takes {})",
+                    component.name(),
                     want.join(", ")
                 ),
             ));
@@ -66,7 +71,8 @@ pub fn forward(
         return Err(Error::input(
             extra,
             format!(
-                "not an input of this component (it takes {})",
+                "not an input of the {} (it takes {})",
+                component.name(),
                 want.join(", ")
             ),
         ));

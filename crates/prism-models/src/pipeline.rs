@@ -243,6 +243,30 @@ pub struct Generated {
     pub decode_time: Duration,
 }
 
+/// Check image size flags against a model's VAE downscale factor (reads only its config).
+pub fn check_image_size(
+    src: &ModelSource,
+    width: Option<usize>,
+    height: Option<usize>,
+) -> Result<()> {
+    let f = VaeConfig::from_cfg(&src.config(Component::Vae)?)?.downscale();
+    for (flag, v) in [("--width", width), ("--height", height)] {
+        if let Some(v) = v {
+            check_multiple(flag, v, f)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_multiple(flag: &str, v: usize, f: usize) -> Result<()> {
+    if v == 0 || v % f != 0 {
+        return Err(Error::invalid(format!(
+            "{flag} {v}: must be a positive multiple of {f} (the VAE's downscale factor)"
+        )));
+    }
+    Ok(())
+}
+
 impl StableDiffusion {
     pub fn load(src: &ModelSource, opts: &LoadOptions) -> Result<Self> {
         let tokenizer = src.tokenizer()?;
@@ -281,7 +305,13 @@ impl StableDiffusion {
 
     /// Build the scheduler a request would use (its config, or the override), with timesteps set.
     pub fn scheduler(&self, name: Option<&str>, steps: usize) -> Result<Box<dyn Scheduler>> {
-        let mut s = schedulers::from_config(&self.scheduler_cfg.v, name, &self.scheduler_cfg.file)?;
+        // As StableDiffusionPipeline.__init__ does for old configs: steps_offset 1, no clipping.
+        let mut cfg = self.scheduler_cfg.v.clone();
+        if let Some(o) = cfg.as_object_mut() {
+            o.insert("steps_offset".into(), 1.into());
+            o.insert("clip_sample".into(), false.into());
+        }
+        let mut s = schedulers::from_config(&cfg, name, &self.scheduler_cfg.file)?;
         s.set_timesteps(steps)?;
         Ok(s)
     }
@@ -289,13 +319,8 @@ impl StableDiffusion {
     /// Check a request before any work: sizes, steps, guidance, latents.
     pub fn validate(&self, req: &GenerateRequest) -> Result<()> {
         let f = self.vae_scale();
-        for (flag, v) in [("--width", req.width), ("--height", req.height)] {
-            if v == 0 || v % f != 0 {
-                return Err(Error::invalid(format!(
-                    "{flag} {v}: must be a positive multiple of {f} (the VAE's downscale factor)"
-                )));
-            }
-        }
+        check_multiple("--width", req.width, f)?;
+        check_multiple("--height", req.height, f)?;
         if req.steps == 0 {
             return Err(Error::invalid(
                 "--steps 0: at least one denoising step is needed",

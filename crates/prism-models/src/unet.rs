@@ -279,7 +279,16 @@ pub fn build(cfg: &UNetConfig, batch: usize, h: usize, w: usize, text_len: usize
             }
         }
         if i + 1 < nb {
-            x = blocks::upsample(&mut b, &join(&p, "upsamplers.0"), x)?;
+            // diffusers forwards the next skip's size so odd latent sizes line up.
+            let next = b
+                .shape(*skips.last().expect("skips remain below the top block"))
+                .to_vec();
+            x = blocks::upsample(
+                &mut b,
+                &join(&p, "upsamplers.0"),
+                x,
+                Some((next[2], next[3])),
+            )?;
         }
     }
     let x = b.group_norm("conv_norm_out", x, groups, eps, true)?;

@@ -172,7 +172,7 @@ pub fn build_decoder(cfg: &VaeConfig, batch: usize, h: usize, w: usize) -> Resul
             )?;
         }
         if i + 1 < n {
-            x = blocks::upsample(&mut b, &join(&p, "upsamplers.0"), x)?;
+            x = blocks::upsample(&mut b, &join(&p, "upsamplers.0"), x, None)?;
         }
     }
     let x = b.group_norm("decoder.conv_norm_out", x, g, EPS, true)?;

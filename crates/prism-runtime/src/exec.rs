@@ -283,12 +283,12 @@ fn run_node(
             };
             return t.reshape(&out_shape);
         }
-        Op::UpsampleNearest { factor } => {
+        Op::UpsampleNearest { h, w } => {
             let x = arg(0);
             let s = x.shape();
             let nd = s.len();
             let planes: usize = s[..nd - 2].iter().product();
-            ew::upsample_nearest(x.data(), planes, s[nd - 2], s[nd - 1], *factor, &mut y);
+            ew::upsample_nearest(x.data(), planes, s[nd - 2], s[nd - 1], *h, *w, &mut y);
         }
         Op::TimestepProj {
             dim,

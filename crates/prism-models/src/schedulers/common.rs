@@ -221,7 +221,7 @@ pub fn parse_config_json(text: &str, file_label: &str) -> Result<Value> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Prediction {
     Epsilon,
-    VPrediction,
+    V,
     Sample,
 }
 
@@ -237,7 +237,7 @@ impl Prediction {
         }
         Ok(match s.as_str() {
             "epsilon" => Prediction::Epsilon,
-            "v_prediction" => Prediction::VPrediction,
+            "v_prediction" => Prediction::V,
             _ => Prediction::Sample, // "sample" / "original_sample"
         })
     }

@@ -32,6 +32,13 @@ impl DdimScheduler {
         // diffusers' DDIM does not pin alphas_cumprod[-1] to 2**-24 under rescale_betas_zero_snr
         let alphas_cumprod = betas.alphas_cumprod();
         let set_alpha_to_one = c.bool_or("set_alpha_to_one", true)?;
+        let clip_sample = c.bool_or("clip_sample", true)?;
+        let clip_sample_range = c.f64_or("clip_sample_range", 1.0)? as f32;
+        if clip_sample && (clip_sample_range.is_nan() || clip_sample_range < 0.0) {
+            return Err(c.err(format!(
+                "`clip_sample_range` = {clip_sample_range} must be a non-negative number"
+            )));
+        }
         c.require_bool(
             "thresholding",
             false,
@@ -49,8 +56,8 @@ impl DdimScheduler {
             prediction: Prediction::parse(&c, &["epsilon", "v_prediction", "sample"])?,
             spacing: Spacing::parse(&c, "leading")?,
             steps_offset: c.i64_or("steps_offset", 0)?,
-            clip_sample: c.bool_or("clip_sample", true)?,
-            clip_sample_range: c.f64_or("clip_sample_range", 1.0)? as f32,
+            clip_sample,
+            clip_sample_range,
             num_inference_steps: 0,
             timesteps_int: Vec::new(),
             timesteps: Vec::new(),
@@ -150,7 +157,7 @@ impl Scheduler for DdimScheduler {
                 let (mut x0, eps) = match pred {
                     Prediction::Epsilon => ((x - sb * m) / sa, m),
                     Prediction::Sample => (m, (x - sa * m) / sb),
-                    Prediction::VPrediction => (sa * x - sb * m, sa * m + sb * x),
+                    Prediction::V => (sa * x - sb * m, sa * m + sb * x),
                 };
                 if clip {
                     x0 = x0.clamp(-r, r);

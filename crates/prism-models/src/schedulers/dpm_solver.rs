@@ -126,9 +126,11 @@ impl DpmSolverMultistepScheduler {
         let final_sigma_min = match c.str_or("final_sigmas_type", "zero")?.as_str() {
             "zero" => false,
             "sigma_min" => true,
-            other => return Err(c.err(format!(
+            other => {
+                return Err(c.err(format!(
                 "`final_sigmas_type` = \"{other}\" is not supported (supported: zero, sigma_min)"
-            ))),
+            )))
+            }
         };
         Ok(DpmSolverMultistepScheduler {
             alphas_cumprod,
@@ -181,7 +183,7 @@ impl DpmSolverMultistepScheduler {
                 .zip(sample)
                 .map(|(&m, &x)| (x - sigma_t * m) / alpha_t)
                 .collect(),
-            Prediction::VPrediction => model_output
+            Prediction::V => model_output
                 .iter()
                 .zip(sample)
                 .map(|(&m, &x)| alpha_t * x - sigma_t * m)

@@ -102,17 +102,21 @@ impl EulerDiscreteScheduler {
         )?;
         let continuous_v = match c.str_or("timestep_type", "discrete")?.as_str() {
             "discrete" => false,
-            "continuous" => prediction == Prediction::VPrediction,
-            other => return Err(c.err(format!(
+            "continuous" => prediction == Prediction::V,
+            other => {
+                return Err(c.err(format!(
                 "`timestep_type` = \"{other}\" is not supported (supported: discrete, continuous)"
-            ))),
+            )))
+            }
         };
         let final_sigma_min = match c.str_or("final_sigmas_type", "zero")?.as_str() {
             "zero" => false,
             "sigma_min" => true,
-            other => return Err(c.err(format!(
+            other => {
+                return Err(c.err(format!(
                 "`final_sigmas_type` = \"{other}\" is not supported (supported: zero, sigma_min)"
-            ))),
+            )))
+            }
         };
         Ok(EulerDiscreteScheduler {
             alphas_cumprod,
@@ -259,7 +263,7 @@ impl Scheduler for EulerDiscreteScheduler {
             .map(|(&m, &x)| {
                 let x0 = match pred {
                     Prediction::Epsilon => x - sigma_hat * m,
-                    Prediction::VPrediction => m * c_out + x / c_skip,
+                    Prediction::V => m * c_out + x / c_skip,
                     Prediction::Sample => m,
                 };
                 let d = (x - x0) / sigma_hat;

@@ -124,7 +124,7 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
             .zip(sample)
             .map(|(&m, &x)| {
                 let x0 = match pred {
-                    Prediction::VPrediction => m * c_out + x / c_skip,
+                    Prediction::V => m * c_out + x / c_skip,
                     _ => x - sigma * m,
                 };
                 let d = (x - x0) / sigma;

@@ -96,7 +96,7 @@ impl PndmScheduler {
         let b_prev = 1.0f32 - a_prev;
         let v_pred;
         let model_output = match self.prediction {
-            Prediction::VPrediction => {
+            Prediction::V => {
                 let (ca, cb) = (a_t.sqrt(), b_t.sqrt());
                 v_pred = model_output
                     .iter()

@@ -1,0 +1,263 @@
+//! The `prism` binary as a user meets it: bad input gives one clear line, a non-zero exit,
+//! no panic and no output file; good input writes what it says.
+
+use prism_models::io::{read_tensors, write_tensors};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures"))
+}
+
+/// A fresh scratch folder for one test.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("prism-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn prism(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(args)
+        .output()
+        .expect("run prism")
+}
+
+/// Runs prism expecting failure: one `error:` line mentioning every `needles`, no output file.
+fn fails(args: &[&str], out: &Path, needles: &[&str]) {
+    let existed = out.exists();
+    let o = prism(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "expected failure for {args:?}; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "want one error line for {args:?}, got: {err}"
+    );
+    for n in needles {
+        assert!(
+            lines[0].contains(n),
+            "error for {args:?} should mention {n:?}: {}",
+            lines[0]
+        );
+    }
+    if !existed {
+        assert!(!out.exists(), "{args:?} left an output file behind");
+    }
+}
+
+fn tiny_copy(name: &str) -> PathBuf {
+    let d = scratch(name).join("model");
+    copy_dir(&fixtures().join("sd1_tiny"), &d);
+    d
+}
+
+fn generate_args<'a>(model: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "generate", "--model", model, "--prompt", "a cat", "--steps", "1", "--width", "32",
+        "--height", "32", "-o", out,
+    ]
+}
+
+#[test]
+fn tiny_folder_generates_a_png_with_parameters() {
+    let d = scratch("ok");
+    let out = d.join("cat.png");
+    let model = fixtures().join("sd1_tiny");
+    let o = prism(&generate_args(
+        model.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    let reader = dec.read_info().unwrap();
+    let info = reader.info();
+    assert_eq!((info.width, info.height), (32, 32));
+    let params = info
+        .uncompressed_latin1_text
+        .iter()
+        .find(|t| t.keyword == "parameters")
+        .expect("parameters text chunk");
+    assert!(
+        params.text.contains("a cat") && params.text.contains("Steps: 1"),
+        "{}",
+        params.text
+    );
+    // Existing output without --force: refused, file untouched.
+    fails(
+        &generate_args(model.to_str().unwrap(), out.to_str().unwrap()),
+        &out,
+        &["already exists", "--force"],
+    );
+    let mut args = generate_args(model.to_str().unwrap(), out.to_str().unwrap());
+    args.push("--force");
+    assert!(prism(&args).status.success());
+}
+
+#[test]
+fn truncated_safetensors() {
+    let m = tiny_copy("trunc");
+    let f = m.join("vae/diffusion_pytorch_model.safetensors");
+    let len = std::fs::metadata(&f).unwrap().len();
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..len as usize / 2]).unwrap();
+    let out = m.join("x.png");
+    fails(
+        &generate_args(m.to_str().unwrap(), out.to_str().unwrap()),
+        &out,
+        &["diffusion_pytorch_model.safetensors", "truncated"],
+    );
+}
+
+fn rewrite_text_encoder(
+    name: &str,
+    edit: impl FnOnce(&mut Vec<(String, prism_core::Tensor)>),
+) -> PathBuf {
+    let m = tiny_copy(name);
+    let f = m.join("text_encoder/model.safetensors");
+    let mut ts: Vec<_> = read_tensors(&f).unwrap().into_iter().collect();
+    edit(&mut ts);
+    write_tensors(&f, &ts, true).unwrap();
+    m
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let m = rewrite_text_encoder("missing", |ts| {
+        ts.retain(|(n, _)| n != "text_model.encoder.layers.1.mlp.fc1.weight")
+    });
+    let out = m.join("x.png");
+    fails(
+        &generate_args(m.to_str().unwrap(), out.to_str().unwrap()),
+        &out,
+        &["missing", "encoder.layers.1.mlp.fc1.weight"],
+    );
+}
+
+#[test]
+fn misshaped_tensor_is_named() {
+    let m = rewrite_text_encoder("shape", |ts| {
+        let (_, t) = ts
+            .iter_mut()
+            .find(|(n, _)| n == "text_model.final_layer_norm.weight")
+            .unwrap();
+        *t = prism_core::Tensor::zeros(&[t.numel() + 1]);
+    });
+    let out = m.join("x.png");
+    fails(
+        &generate_args(m.to_str().unwrap(), out.to_str().unwrap()),
+        &out,
+        &["wrong shape", "final_layer_norm.weight"],
+    );
+}
+
+#[test]
+fn unknown_block_type_is_named() {
+    let m = tiny_copy("block");
+    let c = m.join("unet/config.json");
+    let text = std::fs::read_to_string(&c).unwrap().replacen(
+        "\"CrossAttnDownBlock2D\"",
+        "\"SimpleCrossAttnDownBlock2D\"",
+        1,
+    );
+    std::fs::write(&c, text).unwrap();
+    let out = m.join("x.png");
+    fails(
+        &generate_args(m.to_str().unwrap(), out.to_str().unwrap()),
+        &out,
+        &["config.json", "SimpleCrossAttnDownBlock2D"],
+    );
+}
+
+#[test]
+fn bad_flags_fail_before_any_work() {
+    let d = scratch("flags");
+    let out = d.join("x.png");
+    let o = out.to_str().unwrap();
+    fails(
+        &[
+            "generate", "--model", "sd15", "--prompt", "p", "--width", "260", "--height", "256",
+            "-o", o,
+        ],
+        &out,
+        &["--width 260", "multiple of 8"],
+    );
+    fails(
+        &[
+            "generate", "--model", "sd15", "--prompt", "p", "--steps", "0", "-o", o,
+        ],
+        &out,
+        &["--steps 0"],
+    );
+    let nodir = d.join("no/such/dir/x.png");
+    fails(
+        &[
+            "generate",
+            "--model",
+            "sd15",
+            "--prompt",
+            "p",
+            "-o",
+            nodir.to_str().unwrap(),
+        ],
+        &nodir,
+        &["does not exist"],
+    );
+    fails(
+        &["generate", "--model", "sd99", "--prompt", "p", "-o", o],
+        &out,
+        &["sd99", "sd15"],
+    );
+}
+
+#[test]
+fn forward_writes_named_outputs() {
+    let d = scratch("fwd");
+    let out = d.join("o.safetensors");
+    let model = fixtures().join("sd1_tiny");
+    let inputs = model.join("io/vae_decoder_in.safetensors");
+    let args = [
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--component",
+        "vae-decoder",
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let o = prism(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = read_tensors(&out).unwrap();
+    let want = read_tensors(&model.join("io/vae_decoder_out.safetensors")).unwrap();
+    let diff = got["sample"].max_abs_diff(&want["sample"]).unwrap();
+    assert!(diff <= 1e-4 * want["sample"].max_abs(), "max|Δ| {diff}");
+    // The wrong input name for the component is named.
+    let out2 = d.join("o2.safetensors");
+    let mut bad = args;
+    bad[4] = "unet";
+    bad[8] = out2.to_str().unwrap();
+    fails(&bad, &out2, &["sample", "unet"]);
+}

@@ -1,0 +1,303 @@
+//! Every kernel against its plain f64 reference on fresh random inputs.
+
+use prism_kernels::attention::{attention_naive, AttnGeom};
+use prism_kernels::conv::{conv2d_im2col, Conv2dGeom};
+use prism_kernels::matmul::{linear, matmul, MatRef, Par};
+use prism_kernels::norm::{group_norm, layer_norm};
+use prism_kernels::{elementwise as ew, reference};
+
+/// Relative tolerance for f32 kernels against f64 references: max|Δ| ≤ TOL · max|ref|.
+const TOL: f64 = 2e-5;
+
+struct Rng(u64);
+impl Rng {
+    fn new() -> Self {
+        // Fresh inputs each run; the seed is printed so a failure can be replayed.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        eprintln!("seed {seed}");
+        Rng(seed)
+    }
+    fn f(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+}
+
+fn close(what: &str, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0f64, |m, (&g, &w)| m.max((g as f64 - w).abs()));
+    assert!(
+        diff <= TOL * scale,
+        "{what}: max|Δ| {diff:e} vs scale {scale:e}"
+    );
+}
+
+fn pool() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn matmul_matches_reference_including_strided_views() {
+    let mut r = Rng::new();
+    pool().install(|| {
+        for &(m, k, n) in &[(1, 1, 1), (7, 13, 5), (64, 96, 80), (130, 70, 33)] {
+            let a = r.vec(m * k);
+            let b = r.vec(k * n);
+            let mut c = vec![0f32; m * n];
+            matmul(
+                &mut c,
+                n,
+                MatRef::row_major(&a, m, k),
+                MatRef::row_major(&b, k, n),
+                false,
+                Par::Pool,
+            );
+            close("matmul", &c, &reference::matmul(&a, &b, m, k, n));
+            // bᵀ stored row-major (n × k), seen transposed.
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let mut c2 = vec![0f32; m * n];
+            matmul(
+                &mut c2,
+                n,
+                MatRef::row_major(&a, m, k),
+                MatRef::transposed(&bt, k, n),
+                false,
+                Par::Seq,
+            );
+            close(
+                "matmul transposed rhs",
+                &c2,
+                &reference::matmul(&a, &b, m, k, n),
+            );
+        }
+    });
+}
+
+#[test]
+fn linear_adds_bias() {
+    let mut r = Rng::new();
+    let (rows, inf, out) = (9, 17, 11);
+    let x = r.vec(rows * inf);
+    let w = r.vec(out * inf);
+    let b = r.vec(out);
+    let mut y = vec![0f32; rows * out];
+    pool().install(|| linear(&x, &w, Some(&b), rows, inf, out, &mut y));
+    let wt: Vec<f32> = (0..inf * out)
+        .map(|i| w[(i % out) * inf + i / out])
+        .collect();
+    let mut want = reference::matmul(&x, &wt, rows, inf, out);
+    for (i, v) in want.iter_mut().enumerate() {
+        *v += b[i % out] as f64;
+    }
+    close("linear", &y, &want);
+}
+
+#[test]
+fn conv2d_im2col_matches_direct() {
+    let mut r = Rng::new();
+    let cases = [
+        // n, cin, h, w, cout, k, stride, pad
+        (2, 3, 9, 7, 5, 3, 1, [1, 1, 1, 1]),
+        (1, 4, 8, 8, 6, 3, 2, [1, 1, 1, 1]),
+        (1, 4, 8, 8, 6, 3, 2, [0, 1, 0, 1]),
+        (2, 8, 5, 6, 3, 1, 1, [0, 0, 0, 0]),
+        (1, 2, 4, 4, 2, 3, 1, [0, 0, 0, 0]),
+    ];
+    pool().install(|| {
+        for &(n, cin, h, w, cout, k, stride, pad) in &cases {
+            let g = Conv2dGeom {
+                n,
+                cin,
+                h,
+                w,
+                cout,
+                kh: k,
+                kw: k,
+                stride,
+                pad,
+            };
+            let x = r.vec(n * cin * h * w);
+            let wt = r.vec(cout * cin * k * k);
+            let b = r.vec(cout);
+            let mut y = vec![0f32; g.out_len()];
+            conv2d_im2col(&g, &x, &wt, Some(&b), &mut y);
+            close(
+                &format!("conv {g:?}"),
+                &y,
+                &reference::conv2d(&g, &x, &wt, Some(&b)),
+            );
+        }
+    });
+}
+
+#[test]
+fn attention_naive_matches_reference() {
+    let mut r = Rng::new();
+    pool().install(|| {
+        for &(batch, heads, head_dim, lq, lk, causal) in &[
+            (2, 3, 8, 17, 17, false),
+            (1, 2, 16, 33, 7, false),
+            (2, 4, 4, 9, 9, true),
+            (1, 1, 32, 40, 40, false),
+        ] {
+            let g = AttnGeom {
+                batch,
+                heads,
+                head_dim,
+                lq,
+                lk,
+                scale: 1.0 / (head_dim as f32).sqrt(),
+                causal,
+            };
+            let q = r.vec(batch * lq * heads * head_dim);
+            let k = r.vec(batch * lk * heads * head_dim);
+            let v = r.vec(batch * lk * heads * head_dim);
+            let mut o = vec![0f32; q.len()];
+            attention_naive(&g, &q, &k, &v, &mut o);
+            close(
+                &format!("attention {g:?}"),
+                &o,
+                &reference::attention(&g, &q, &k, &v),
+            );
+        }
+    });
+}
+
+#[test]
+fn norms_match_reference() {
+    let mut r = Rng::new();
+    let (n, c, sp, groups) = (2, 12, 10, 4);
+    let x: Vec<f32> = r.vec(n * c * sp).iter().map(|v| v * 3.0 + 1.0).collect();
+    let gamma = r.vec(c);
+    let beta = r.vec(c);
+    let want = reference::group_norm(&x, n, c, sp, groups, 1e-5, &gamma, &beta);
+    let mut y = vec![0f32; x.len()];
+    pool().install(|| group_norm(&x, n, c, sp, groups, 1e-5, &gamma, &beta, false, &mut y));
+    close("group_norm", &y, &want);
+    pool().install(|| group_norm(&x, n, c, sp, groups, 1e-5, &gamma, &beta, true, &mut y));
+    let silu: Vec<f64> = want.iter().map(|v| v / (1.0 + (-v).exp())).collect();
+    close("group_norm+silu", &y, &silu);
+    // Layer norm is group norm with one group per row.
+    let d = 24;
+    let x = r.vec(5 * d);
+    let (g1, b1) = (r.vec(d), r.vec(d));
+    let mut y = vec![0f32; x.len()];
+    pool().install(|| layer_norm(&x, d, 1e-5, &g1, &b1, &mut y));
+    let mut want = Vec::new();
+    for row in x.chunks(d) {
+        want.extend(reference::group_norm(row, 1, 1, d, 1, 1e-5, &[1.0], &[0.0]));
+    }
+    for (i, v) in want.iter_mut().enumerate() {
+        *v = *v * g1[i % d] as f64 + b1[i % d] as f64;
+    }
+    close("layer_norm", &y, &want);
+}
+
+#[test]
+fn activations_match_closed_forms() {
+    let mut r = Rng::new();
+    let x: Vec<f32> = r.vec(1000).iter().map(|v| v * 6.0).collect();
+    let erf = |v: f64| libm::erf(v);
+    for (kind, f) in [
+        (
+            prism_core::ActKind::Silu,
+            Box::new(|v: f64| v / (1.0 + (-v).exp())) as Box<dyn Fn(f64) -> f64>,
+        ),
+        (
+            prism_core::ActKind::Gelu,
+            Box::new(move |v: f64| 0.5 * v * (1.0 + erf(v / 2f64.sqrt()))),
+        ),
+        (
+            prism_core::ActKind::QuickGelu,
+            Box::new(|v: f64| v / (1.0 + (-1.702 * v).exp())),
+        ),
+        (
+            prism_core::ActKind::GeluTanh,
+            Box::new(|v: f64| {
+                0.5 * v
+                    * (1.0
+                        + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
+            }),
+        ),
+    ] {
+        let mut y = vec![0f32; x.len()];
+        ew::activation(kind, &x, &mut y);
+        let want: Vec<f64> = x.iter().map(|&v| f(v as f64)).collect();
+        close(kind.name(), &y, &want);
+    }
+    // GEGLU: first half times gelu of the second half.
+    let n = 7;
+    let x = r.vec(3 * 2 * n);
+    let mut y = vec![0f32; 3 * n];
+    ew::geglu(&x, n, &mut y);
+    let want: Vec<f64> = (0..3 * n)
+        .map(|i| {
+            let (row, j) = (i / n, i % n);
+            let a = x[row * 2 * n + j] as f64;
+            let g = x[row * 2 * n + n + j] as f64;
+            a * 0.5 * g * (1.0 + erf(g / 2f64.sqrt()))
+        })
+        .collect();
+    close("geglu", &y, &want);
+}
+
+#[test]
+fn layout_ops() {
+    let mut r = Rng::new();
+    // permute (2,3,4,5) by (0,2,3,1)
+    let s = [2, 3, 4, 5];
+    let x = r.vec(120);
+    let mut y = vec![0f32; 120];
+    ew::permute(&x, &s, &[0, 2, 3, 1], &mut y);
+    for a in 0..2 {
+        for b in 0..3 {
+            for c in 0..4 {
+                for d in 0..5 {
+                    assert_eq!(
+                        y[((a * 4 + c) * 5 + d) * 3 + b],
+                        x[((a * 3 + b) * 4 + c) * 5 + d]
+                    );
+                }
+            }
+        }
+    }
+    // concat along axis 1 then slice back
+    let a = r.vec(2 * 3 * 4);
+    let b = r.vec(2 * 5 * 4);
+    let mut c = vec![0f32; 2 * 8 * 4];
+    ew::concat(&[&a, &b], &[&[2, 3, 4], &[2, 5, 4]], 1, &mut c);
+    let mut back = vec![0f32; b.len()];
+    ew::slice(&c, &[2, 8, 4], 1, 3, 5, &mut back);
+    assert_eq!(back, b);
+    // nearest ×2 and to an odd size
+    let x = r.vec(2 * 3 * 3);
+    let mut y = vec![0f32; 2 * 6 * 6];
+    ew::upsample_nearest(&x, 2, 3, 3, 6, 6, &mut y);
+    assert_eq!(y[6 * 6 + 5 * 6 + 5], x[9 + 2 * 3 + 2]);
+    let mut y = vec![0f32; 2 * 5 * 5];
+    ew::upsample_nearest(&x, 2, 3, 3, 5, 5, &mut y);
+    assert_eq!(y[4 * 5 + 4], x[(4 * 3 / 5) * 3 + 4 * 3 / 5]);
+    // broadcast add of (C,1,1) onto (N,C,H,W)
+    let a = r.vec(2 * 3 * 2 * 2);
+    let b = r.vec(3);
+    let mut y = vec![0f32; a.len()];
+    ew::broadcast_binary(&a, &[2, 3, 2, 2], &b, &[3, 1, 1], &mut y, |p, q| p + q);
+    for i in 0..a.len() {
+        assert_eq!(y[i], a[i] + b[(i / 4) % 3]);
+    }
+}
