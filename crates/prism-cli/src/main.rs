@@ -3,15 +3,18 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use prism_analyze::{analyze, hardware, render, Profiler, Stage};
 use prism_models::forward::{forward, ForwardComponent};
-use prism_models::image::{check_output_path, save_png};
+use prism_models::image::{check_output_path, save_png, write_atomic};
 use prism_models::io::{read_tensor, read_tensors, write_tensors};
 use prism_models::pipeline::{
     check_image_size, GenerateRequest, LoadOptions, Progress, StableDiffusion,
 };
+use prism_models::pipeline::{generation_graphs, native_size, GenerationShape};
 use prism_models::schedulers::SCHEDULER_NAMES;
-use prism_models::source::ModelSource;
+use prism_models::source::{preset_names, ModelSource};
 use prism_runtime::Executor;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -42,8 +45,143 @@ struct ModelArgs {
     weight_seed: u64,
 }
 
+/// What to characterize: a model and the generation it runs.
+#[derive(clap::Args)]
+struct StudyArgs {
+    /// A preset (sd15, sd21) or a diffusers folder (for analyze only its config files are read).
+    #[arg(value_name = "MODEL")]
+    model_pos: Option<String>,
+    #[arg(long, conflicts_with = "model_pos")]
+    model: Option<String>,
+    /// Image width (default: the model's native size).
+    #[arg(long)]
+    width: Option<usize>,
+    #[arg(long)]
+    height: Option<usize>,
+    /// Frame counts, comma-separated (video models only).
+    #[arg(long)]
+    frames: Option<String>,
+    /// Images per prompt.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Classifier-free guidance scale; above 1 the UNet runs on a doubled batch.
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f32,
+    /// Run all but the last N text-encoder layers.
+    #[arg(long, default_value_t = 0)]
+    clip_skip: usize,
+    /// Scheduler (default: the model's); decides how many UNet runs the steps take.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(SCHEDULER_NAMES))]
+    scheduler: Option<String>,
+    /// Roofline hardware: a100, h100, adreno740, cpu (this machine, see `prism calibrate`), or a TOML file.
+    #[arg(long, default_value = "cpu")]
+    hardware: String,
+    /// Print JSON (schema in docs/analyze-json.md) instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Also write the per-layer table as CSV to this file.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Module-path depth of the per-layer table (2: `down_blocks.0.attentions.0`).
+    #[arg(long, default_value_t = 2)]
+    layer_depth: usize,
+    /// Print the per-layer table too.
+    #[arg(long)]
+    layers: bool,
+    /// Overwrite --csv / --trace files that exist.
+    #[arg(long)]
+    force: bool,
+}
+
+impl StudyArgs {
+    fn model(&self) -> Result<String> {
+        self.model
+            .clone()
+            .or_else(|| self.model_pos.clone())
+            .ok_or_else(|| anyhow::anyhow!("no model: give a preset ({}) or a folder, as the first argument or with --model", preset_names()))
+    }
+    fn settings(&self, shape: &GenerationShape) -> BTreeMap<String, serde_json::Value> {
+        let mut m = BTreeMap::new();
+        m.insert("width".into(), shape.width.into());
+        m.insert("height".into(), shape.height.into());
+        m.insert("steps".into(), shape.steps.into());
+        m.insert("batch".into(), shape.batch.into());
+        m.insert("guidance".into(), (shape.guidance as f64).into());
+        if let Some(s) = &shape.scheduler {
+            m.insert("scheduler".into(), s.clone().into());
+        }
+        m
+    }
+    /// Resolve the model, check flags, and fill defaults.
+    fn shape(&self, steps: usize) -> Result<(ModelSource, GenerationShape)> {
+        let src = ModelSource::parse(&self.model()?)?;
+        if self.frames.is_some() {
+            anyhow::bail!(
+                "--frames: {} is an image model; frame counts apply to video models",
+                src.label()
+            );
+        }
+        if steps == 0 {
+            anyhow::bail!("--steps 0: at least one denoising step is needed");
+        }
+        check_image_size(&src, self.width, self.height)?;
+        let native = native_size(&src)?;
+        Ok((
+            src,
+            GenerationShape {
+                width: self.width.unwrap_or(native),
+                height: self.height.unwrap_or(native),
+                batch: self.batch,
+                steps,
+                guidance: self.guidance,
+                clip_skip: self.clip_skip,
+                scheduler: self.scheduler.clone(),
+            },
+        ))
+    }
+}
+
+fn write_text_file(path: &std::path::Path, text: &str, force: bool) -> Result<()> {
+    check_output_path(path, force)?;
+    write_atomic(path, |w| {
+        w.write_all(text.as_bytes())
+            .map_err(|e| prism_core::Error::io(path, e))
+    })?;
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// FLOPs, bytes, memory, attention sequence lengths and roofline time, from configs alone.
+    Analyze {
+        #[command(flatten)]
+        study: StudyArgs,
+        /// Denoising steps.
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+    },
+    /// Run a generation and time every node: per category, per operator, per stage.
+    Profile {
+        #[command(flatten)]
+        study: StudyArgs,
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+        /// Attention implementation.
+        #[arg(long, default_value = "naive", value_parser = clap::builder::PossibleValuesParser::new(["naive"]))]
+        attention: String,
+        /// Write a Chrome / Perfetto trace (JSON) of every node.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Operators listed per stage.
+        #[arg(long, default_value_t = 12)]
+        top: usize,
+        #[arg(long)]
+        variant: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Measure this CPU (matrix product and memory copy) for `--hardware cpu`.
+    Calibrate,
     /// Text to image: writes a PNG carrying the generation parameters.
     Generate {
         #[command(flatten)]
@@ -124,6 +262,132 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let exec = Executor::new(cli.threads)?;
     match cli.cmd {
+        Cmd::Analyze { study, steps } => {
+            let (src, shape) = study.shape(steps)?;
+            if let Some(c) = &study.csv {
+                check_output_path(c, study.force)?;
+            }
+            let graphs = generation_graphs(&src, &shape)?;
+            let hw = exec.install(|| hardware::resolve(&study.hardware))?;
+            let stages: Vec<Stage> = graphs
+                .iter()
+                .map(|g| Stage {
+                    name: g.name,
+                    graph: &g.graph,
+                    runs: g.runs,
+                })
+                .collect();
+            let report = analyze(
+                &src.label(),
+                study.settings(&shape),
+                &stages,
+                &hw,
+                exec.threads(),
+                study.layer_depth,
+            );
+            if study.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", render::analysis(&report, study.layers));
+            }
+            if let Some(c) = &study.csv {
+                write_text_file(c, &render::analysis_csv(&report), study.force)?;
+            }
+        }
+        Cmd::Profile {
+            study,
+            steps,
+            attention,
+            trace,
+            top,
+            variant,
+            seed,
+        } => {
+            let (src, shape) = study.shape(steps)?;
+            for p in [&study.csv, &trace].into_iter().flatten() {
+                check_output_path(p, study.force)?;
+            }
+            let hw = exec.install(|| hardware::resolve(&study.hardware))?;
+            let opts = LoadOptions {
+                variant,
+                clip_skip: shape.clip_skip,
+                weight_seed: 0,
+            };
+            let sd = StableDiffusion::load(&src, &opts)?;
+            if sd.random_weights {
+                eprintln!(
+                    "note: {} runs on seeded random weights; timings are real",
+                    sd.label
+                );
+            }
+            let req = GenerateRequest {
+                prompt: "a lighthouse at dusk".into(),
+                negative_prompt: String::new(),
+                steps,
+                guidance: shape.guidance,
+                scheduler: shape.scheduler.clone(),
+                seed,
+                width: shape.width,
+                height: shape.height,
+                latents: None,
+            };
+            if shape.batch != 1 {
+                anyhow::bail!(
+                    "--batch {}: profile runs one image per prompt; use analyze for larger batches",
+                    shape.batch
+                );
+            }
+            let mut prof = Profiler::new(hw, exec.threads(), trace.is_some());
+            sd.generate(
+                &exec,
+                &req,
+                &mut |p| {
+                    if let Progress::Step { index, total, time } = p {
+                        eprintln!("step {}/{}: {:.2}s", index + 1, total, time.as_secs_f64());
+                    }
+                },
+                &mut prof,
+            )?;
+            let report = prof.report(
+                &src.label(),
+                study.settings(&shape),
+                &attention,
+                top,
+                study.layer_depth,
+            );
+            if study.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", render::profile(&report));
+            }
+            if let Some(c) = &study.csv {
+                write_text_file(c, &render::profile_csv(&report), study.force)?;
+            }
+            if let Some(t) = &trace {
+                write_text_file(t, &serde_json::to_string(&prof.trace_json())?, study.force)?;
+                eprintln!(
+                    "wrote trace {} (open in https://ui.perfetto.dev or chrome://tracing)",
+                    t.display()
+                );
+            }
+        }
+        Cmd::Calibrate => {
+            let hw = exec.install(|| hardware::calibrate(2048, 1024, 5));
+            print!("{}", hw.to_toml());
+            if let Some(f) = hardware::calibration_file() {
+                if let Some(d) = f.parent() {
+                    std::fs::create_dir_all(d)
+                        .with_context(|| format!("creating {}", d.display()))?;
+                }
+                std::fs::write(&f, hw.to_toml())
+                    .with_context(|| format!("writing {}", f.display()))?;
+                eprintln!(
+                    "saved to {} (used by --hardware cpu at {} threads)",
+                    f.display(),
+                    exec.threads()
+                );
+            }
+        }
         Cmd::Generate {
             model,
             prompt,
@@ -186,20 +450,25 @@ fn run(cli: Cli) -> Result<()> {
                 ProgressStyle::with_template("{spinner} denoising {bar:30} {pos}/{len} {msg}")
                     .expect("static template"),
             );
-            let gen = sd.generate(&exec, &req, &mut |p| match p {
-                Progress::TextEncoded(d) => {
-                    bar.println(format!("text encoder: {:.2}s", d.as_secs_f64()))
-                }
-                Progress::Step { index, total, time } => {
-                    bar.set_length(total as u64);
-                    bar.set_position(index as u64 + 1);
-                    bar.set_message(format!("{:.2}s/step", time.as_secs_f64()));
-                }
-                Progress::Decoded(d) => {
-                    bar.finish_and_clear();
-                    eprintln!("vae decode: {:.2}s", d.as_secs_f64());
-                }
-            })?;
+            let gen = sd.generate(
+                &exec,
+                &req,
+                &mut |p| match p {
+                    Progress::TextEncoded(d) => {
+                        bar.println(format!("text encoder: {:.2}s", d.as_secs_f64()))
+                    }
+                    Progress::Step { index, total, time } => {
+                        bar.set_length(total as u64);
+                        bar.set_position(index as u64 + 1);
+                        bar.set_message(format!("{:.2}s/step", time.as_secs_f64()));
+                    }
+                    Progress::Decoded(d) => {
+                        bar.finish_and_clear();
+                        eprintln!("vae decode: {:.2}s", d.as_secs_f64());
+                    }
+                },
+                &mut prism_runtime::NoObserver,
+            )?;
             let mean_step = gen.step_times.iter().map(|d| d.as_secs_f64()).sum::<f64>()
                 / gen.step_times.len().max(1) as f64;
             let params = format!(

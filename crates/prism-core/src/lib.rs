@@ -5,6 +5,7 @@
 //! [`Category`] from the paper's taxonomy. Executing, analyzing and profiling are walks over
 //! that graph.
 
+pub mod cost;
 pub mod error;
 pub mod graph;
 pub mod tensor;

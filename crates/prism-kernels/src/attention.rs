@@ -32,6 +32,14 @@ pub fn softmax_row(row: &mut [f32], valid: usize) {
     dead.fill(0.0);
 }
 
+/// Scratch floats [`attention_naive`] holds at once: one Lq×Lk score matrix per concurrent
+/// head task.
+pub fn naive_workspace_floats(g: &AttnGeom, threads: usize) -> usize {
+    let tasks = g.batch * g.heads;
+    let concurrent = if tasks >= threads { threads } else { 1 };
+    concurrent * g.lq * g.lk
+}
+
 /// Naive attention: materialize each head's Lq×Lk scores, softmax, multiply by V.
 pub fn attention_naive(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     let hd = g.heads * g.head_dim;

@@ -36,6 +36,17 @@ impl Conv2dGeom {
 /// Column buffer budget per band (floats): 16 Mi floats = 64 MiB.
 const COL_BUDGET: usize = 16 << 20;
 
+/// Scratch floats [`conv2d_im2col`] allocates for one call (its column buffer).
+pub fn im2col_workspace_floats(g: &Conv2dGeom) -> usize {
+    if g.is_pointwise() {
+        return 0;
+    }
+    let (ho, wo) = g.out_hw();
+    let kk = g.cin * g.kh * g.kw;
+    let band_rows = (COL_BUDGET / (kk * wo).max(1)).clamp(1, ho);
+    kk * band_rows * wo
+}
+
 /// y = conv2d(x, w) + bias. x: (n, cin, h, w); y: (n, cout, ho, wo).
 pub fn conv2d_im2col(g: &Conv2dGeom, x: &[f32], wt: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let (ho, wo) = g.out_hw();

@@ -3,7 +3,7 @@
 use crate::pipeline::{LoadOptions, TextEncoder, Unet, VaePart};
 use crate::source::ModelSource;
 use prism_core::{Error, Result, Tensor};
-use prism_runtime::Executor;
+use prism_runtime::{Executor, NoObserver};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,18 +94,26 @@ pub fn forward(
                     ))
                 }
             };
-            let out = unet.run(exec, sample, t, take("encoder_hidden_states"))?;
+            let out = unet.run(
+                exec,
+                &mut NoObserver,
+                sample,
+                t,
+                take("encoder_hidden_states"),
+            )?;
             [("sample".to_string(), out)].into()
         }
         ForwardComponent::VaeEncoder | ForwardComponent::VaeDecoder => {
             let dec = component == ForwardComponent::VaeDecoder;
             let vae = VaePart::load(src, opts, dec)?;
             let x = take(if dec { "latent_sample" } else { "sample" });
-            vae.run(exec, x)?.into_iter().collect()
+            vae.run(exec, &mut NoObserver, x)?.into_iter().collect()
         }
         ForwardComponent::TextEncoder => {
             let te = TextEncoder::load(src, opts)?;
-            te.run(exec, take("input_ids"))?.into_iter().collect()
+            te.run(exec, &mut NoObserver, take("input_ids"))?
+                .into_iter()
+                .collect()
         }
     };
     Ok(outs.into_iter().collect())

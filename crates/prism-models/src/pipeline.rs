@@ -10,7 +10,7 @@ use crate::tokenizer::ClipTokenizer;
 use crate::unet::{self, UNetConfig};
 use crate::vae::{self, VaeConfig};
 use prism_core::{Error, Result, Tensor};
-use prism_runtime::{Executor, Weights};
+use prism_runtime::{Executor, Observer, Weights};
 use std::time::{Duration, Instant};
 
 /// How to load a model.
@@ -52,6 +52,7 @@ impl TextEncoder {
     pub fn run(
         &self,
         exec: &Executor,
+        obs: &mut dyn Observer,
         ids: Tensor,
     ) -> Result<std::collections::HashMap<String, Tensor>> {
         let s = ids.shape().to_vec();
@@ -65,7 +66,14 @@ impl TextEncoder {
             ));
         }
         let g = clip::build(&self.cfg, s[0], s[1], self.clip_skip)?;
-        exec.run(&g, &self.weights, vec![("input_ids".into(), ids)])
+        exec.run_stage(
+            obs,
+            "text_encoder",
+            0,
+            &g,
+            &self.weights,
+            vec![("input_ids".into(), ids)],
+        )
     }
 }
 
@@ -92,6 +100,7 @@ impl Unet {
     pub fn run(
         &self,
         exec: &Executor,
+        obs: &mut dyn Observer,
         sample: Tensor,
         timestep: Tensor,
         ctx: Tensor,
@@ -117,7 +126,10 @@ impl Unet {
             ));
         }
         let g = unet::build(&self.cfg, s[0], s[2], s[3], c[1])?;
-        let mut out = exec.run(
+        let mut out = exec.run_stage(
+            obs,
+            "unet",
+            0,
             &g,
             &self.weights,
             vec![
@@ -163,6 +175,7 @@ impl VaePart {
     pub fn run(
         &self,
         exec: &Executor,
+        obs: &mut dyn Observer,
         x: Tensor,
     ) -> Result<std::collections::HashMap<String, Tensor>> {
         let s = x.shape().to_vec();
@@ -192,7 +205,12 @@ impl VaePart {
         } else {
             vae::build_encoder(&self.cfg, s[0], s[2], s[3])?
         };
-        exec.run(&g, &self.weights, vec![(name.into(), x)])
+        let stage = if self.decoder {
+            "vae_decoder"
+        } else {
+            "vae_encoder"
+        };
+        exec.run_stage(obs, stage, 0, &g, &self.weights, vec![(name.into(), x)])
     }
 }
 
@@ -256,6 +274,13 @@ pub fn check_image_size(
         }
     }
     Ok(())
+}
+
+/// The image size a model was trained at (UNet sample size × VAE downscale), from configs.
+pub fn native_size(src: &ModelSource) -> Result<usize> {
+    let unet = UNetConfig::from_cfg(&src.config(Component::Unet)?)?;
+    let vae = VaeConfig::from_cfg(&src.config(Component::Vae)?)?;
+    Ok(unet.sample_size * vae.downscale())
 }
 
 fn check_multiple(flag: &str, v: usize, f: usize) -> Result<()> {
@@ -364,6 +389,7 @@ impl StableDiffusion {
         exec: &Executor,
         req: &GenerateRequest,
         progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
     ) -> Result<Generated> {
         self.validate(req)?;
         let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
@@ -377,7 +403,7 @@ impl StableDiffusion {
             vec![&req.prompt]
         };
         let ids = self.tokenize(&prompts)?;
-        let mut text = self.text_encoder.run(exec, ids)?;
+        let mut text = self.text_encoder.run(exec, obs, ids)?;
         let ctx = text
             .remove("last_hidden_state")
             .expect("text encoder output");
@@ -416,7 +442,10 @@ impl StableDiffusion {
             }
             let sample = Tensor::new(vec![batch, lc, lh, lw], input)?;
             let tt = Tensor::new(vec![batch], vec![t as f32; batch])?;
-            let mut out = exec.run(
+            let mut out = exec.run_stage(
+                obs,
+                "unet",
+                i,
                 &graph,
                 &self.unet.weights,
                 vec![
@@ -449,7 +478,9 @@ impl StableDiffusion {
         let td = Instant::now();
         let inv = 1.0 / self.vae.cfg.scaling_factor;
         let z: Vec<f32> = final_latents.data().iter().map(|v| v * inv).collect();
-        let mut dec = self.vae.run(exec, Tensor::new(vec![1, lc, lh, lw], z)?)?;
+        let mut dec = self
+            .vae
+            .run(exec, obs, Tensor::new(vec![1, lc, lh, lw], z)?)?;
         let sample = dec.remove("sample").expect("decoder output");
         let image = to_rgb8(sample.data(), req.height, req.width);
         let decode_time = td.elapsed();
@@ -464,4 +495,73 @@ impl StableDiffusion {
             decode_time,
         })
     }
+}
+
+/// One graph of a generation and how many times it runs.
+pub struct StageGraph {
+    /// `text_encoder`, `unet` or `vae_decoder`.
+    pub name: &'static str,
+    pub graph: prism_core::Graph,
+    pub runs: usize,
+}
+
+/// What a text-to-image generation executes, from configs alone (no weights read): the text
+/// encoder once (negative and positive prompts together with guidance), the UNet once per step
+/// on the doubled batch (guidance > 1), the VAE decoder once.
+#[derive(Clone, Debug)]
+pub struct GenerationShape {
+    pub width: usize,
+    pub height: usize,
+    pub batch: usize,
+    pub steps: usize,
+    pub guidance: f32,
+    pub clip_skip: usize,
+    /// Scheduler override (else the model's).
+    pub scheduler: Option<String>,
+}
+
+pub fn generation_graphs(src: &ModelSource, s: &GenerationShape) -> Result<Vec<StageGraph>> {
+    let clip_cfg = ClipConfig::from_cfg(&src.config(Component::TextEncoder)?)?;
+    let unet_cfg = UNetConfig::from_cfg(&src.config(Component::Unet)?)?;
+    let vae_cfg = VaeConfig::from_cfg(&src.config(Component::Vae)?)?;
+    let f = vae_cfg.downscale();
+    check_multiple("--width", s.width, f)?;
+    check_multiple("--height", s.height, f)?;
+    if s.batch == 0 {
+        return Err(Error::invalid("--batch 0: at least one image is needed"));
+    }
+    let cfg_mult = if s.guidance > 1.0 { 2 } else { 1 };
+    let len = clip_cfg.max_position_embeddings;
+    // The UNet runs once per scheduler timestep (PNDM takes steps + 1).
+    let sched = src.config(Component::Scheduler)?;
+    let mut sched_cfg = sched.v.clone();
+    if let Some(o) = sched_cfg.as_object_mut() {
+        o.insert("steps_offset".into(), 1.into());
+    }
+    let mut scheduler = schedulers::from_config(&sched_cfg, s.scheduler.as_deref(), &sched.file)?;
+    scheduler.set_timesteps(s.steps)?;
+    let unet_runs = scheduler.timesteps().len();
+    Ok(vec![
+        StageGraph {
+            name: "text_encoder",
+            graph: clip::build(&clip_cfg, s.batch * cfg_mult, len, s.clip_skip)?,
+            runs: 1,
+        },
+        StageGraph {
+            name: "unet",
+            graph: unet::build(
+                &unet_cfg,
+                s.batch * cfg_mult,
+                s.height / f,
+                s.width / f,
+                len,
+            )?,
+            runs: unet_runs,
+        },
+        StageGraph {
+            name: "vae_decoder",
+            graph: vae::build_decoder(&vae_cfg, s.batch, s.height / f, s.width / f)?,
+            runs: 1,
+        },
+    ])
 }

@@ -217,7 +217,9 @@ fn pipeline(model: &str) {
         height: p["height"].as_u64().unwrap() as usize,
         latents: Some(read_tensor(&dir.join("pipeline/latents.safetensors"), "latents").unwrap()),
     };
-    let gen = sd.generate(&exec(), &req, &mut |_| {}).unwrap();
+    let gen = sd
+        .generate(&exec(), &req, &mut |_| {}, &mut prism_runtime::NoObserver)
+        .unwrap();
     let embeds = read_tensor(
         &dir.join("pipeline/prompt_embeds.safetensors"),
         "prompt_embeds",

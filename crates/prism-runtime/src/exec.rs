@@ -42,6 +42,11 @@ impl Executor {
         Ok(Self { pool })
     }
 
+    /// Run `f` on this executor's thread pool.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     pub fn threads(&self) -> usize {
         self.pool.current_num_threads()
     }
@@ -55,6 +60,24 @@ impl Executor {
     ) -> Result<HashMap<String, Tensor>> {
         self.run_observed(graph, weights, inputs, &mut |_| {})
             .map(|(o, _)| o)
+    }
+
+    /// Run `graph` as one run of pipeline stage `stage`, reporting to `obs`.
+    pub fn run_stage(
+        &self,
+        obs: &mut dyn crate::Observer,
+        stage: &str,
+        run: usize,
+        graph: &Graph,
+        weights: &Weights,
+        inputs: Vec<(String, Tensor)>,
+    ) -> Result<HashMap<String, Tensor>> {
+        obs.before_run(stage, run);
+        let started = Instant::now();
+        let mut events = Vec::with_capacity(graph.nodes.len());
+        let (out, stats) = self.run_observed(graph, weights, inputs, &mut |e| events.push(e))?;
+        obs.after_run(stage, run, graph, started, &events, &stats);
+        Ok(out)
     }
 
     /// [`Executor::run`], calling `observer` after every node.
@@ -100,9 +123,13 @@ impl Executor {
                     continue;
                 }
                 let start = t0.elapsed();
+                let moved = crate::plan::moves_input(graph, i, &last_use);
                 let out = run_node(graph, i, weights, &mut slots, &last_use)?;
                 let dur = t0.elapsed() - start;
-                live += out.numel() * 4;
+                // A reshape that took its input's buffer adds nothing to the live set.
+                if !moved {
+                    live += out.numel() * 4;
+                }
                 slots[node.output] = Some(out);
                 stats.peak_live_bytes = stats.peak_live_bytes.max(live);
                 observer(NodeEvent {

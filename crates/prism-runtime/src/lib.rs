@@ -5,7 +5,11 @@
 //! An observer sees every node's wall time, which is all the profiler needs.
 
 mod exec;
+pub mod observe;
+pub mod plan;
 mod weights;
 
 pub use exec::{Executor, NodeEvent, RunStats};
+pub use observe::{mem, NoObserver, Observer};
+pub use plan::{plan, MemoryPlan};
 pub use weights::Weights;

@@ -1,0 +1,354 @@
+//! Static analysis of the graphs a generation runs: no weights, no computation.
+
+use crate::hardware::Hardware;
+use prism_core::cost::{graph_costs, torch_op, NodeCost};
+use prism_core::{Category, Graph, Op};
+use prism_runtime::plan;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One graph of a pipeline and how many times it runs.
+pub struct Stage<'a> {
+    pub name: &'a str,
+    pub graph: &'a Graph,
+    pub runs: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Costs {
+    pub flops: u64,
+    pub elem_ops: u64,
+    pub bytes: u64,
+    /// FLOPs per byte.
+    pub intensity: f64,
+    /// Roofline time, seconds: Σ over nodes of max(flops / peak, bytes / bandwidth).
+    pub predicted_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CategoryRow {
+    pub category: String,
+    pub nodes: usize,
+    #[serde(flatten)]
+    pub costs: Costs,
+    /// Share of the stage's FLOPs and of its predicted time.
+    pub flops_share: f64,
+    pub time_share: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerRow {
+    pub path: String,
+    pub nodes: usize,
+    #[serde(flatten)]
+    pub costs: Costs,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AttentionRow {
+    pub path: String,
+    pub kind: String,
+    pub batch: usize,
+    pub heads: usize,
+    pub query_len: usize,
+    pub key_len: usize,
+    pub head_dim: usize,
+    pub flops: u64,
+}
+
+/// Attention nodes grouped by (kind, query length, key length).
+#[derive(Clone, Debug, Serialize)]
+pub struct AttentionBucket {
+    pub kind: String,
+    pub query_len: usize,
+    pub key_len: usize,
+    pub count: usize,
+    pub flops: u64,
+    pub flops_share: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryReport {
+    pub weight_bytes: u64,
+    /// Peak of activations + kernel scratch from the executor's buffer plan.
+    pub peak_activation_bytes: u64,
+    pub peak_node: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StageReport {
+    pub name: String,
+    pub runs: usize,
+    pub params: u64,
+    /// Costs of one run.
+    pub per_run: Costs,
+    /// Costs of all runs.
+    pub total: Costs,
+    /// Per-run FLOPs under torch's operator names (convolution, addmm, mm, attention).
+    pub torch_ops: BTreeMap<String, u64>,
+    pub categories: Vec<CategoryRow>,
+    pub layers: Vec<LayerRow>,
+    pub attention: Vec<AttentionRow>,
+    pub attention_buckets: Vec<AttentionBucket>,
+    pub memory: MemoryReport,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Schema identifier of this JSON (see docs/analyze-json.md).
+    pub schema: &'static str,
+    pub model: String,
+    pub settings: BTreeMap<String, serde_json::Value>,
+    pub hardware: Hardware,
+    pub threads: usize,
+    pub stages: Vec<StageReport>,
+    /// Whole generation: every stage × its runs.
+    pub total: Costs,
+    pub total_categories: Vec<CategoryRow>,
+    /// Weights of every stage + the largest stage activation peak.
+    pub peak_memory_bytes: u64,
+}
+
+pub const SCHEMA: &str = "prism.analyze/1";
+
+/// Roofline time of one node on `hw` (f32 math).
+pub fn node_time(c: &NodeCost, hw: &Hardware) -> f64 {
+    (c.flops as f64 / hw.peak_flops_f32).max(c.bytes as f64 / hw.mem_bandwidth)
+}
+
+fn costs(c: &NodeCost, t: f64) -> Costs {
+    Costs {
+        flops: c.flops,
+        elem_ops: c.elem_ops,
+        bytes: c.bytes,
+        intensity: c.intensity(),
+        predicted_s: t,
+    }
+}
+
+/// Module path cut to `depth` named components (indices ride along with their container):
+/// `down_blocks.0.attentions.0.proj_in` at depth 2 → `down_blocks.0.attentions.0`.
+pub fn layer_key(path: &str, depth: usize) -> String {
+    let mut named = 0;
+    let mut out: Vec<&str> = Vec::new();
+    for part in path.split('.') {
+        let is_index = part.chars().all(|c| c.is_ascii_digit());
+        if !is_index {
+            if named == depth {
+                break;
+            }
+            named += 1;
+        }
+        out.push(part);
+    }
+    out.join(".")
+}
+
+fn category_rows(g: &Graph, nc: &[NodeCost], times: &[f64], k: u64) -> Vec<CategoryRow> {
+    let tf: u64 = nc.iter().map(|c| c.flops).sum::<u64>().max(1);
+    let tt: f64 = times.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+    Category::ALL
+        .iter()
+        .filter_map(|&cat| {
+            let mut c = NodeCost::default();
+            let mut t = 0.0;
+            let mut nodes = 0;
+            for (i, n) in g.nodes.iter().enumerate() {
+                if n.op.category() == cat && !matches!(n.op, Op::Input { .. }) {
+                    c += nc[i];
+                    t += times[i];
+                    nodes += 1;
+                }
+            }
+            (nodes > 0).then(|| CategoryRow {
+                category: cat.name().into(),
+                nodes,
+                flops_share: c.flops as f64 / tf as f64,
+                time_share: t / tt,
+                costs: costs(&c.scaled(k), t * k as f64),
+            })
+        })
+        .collect()
+}
+
+pub fn analyze_stage(
+    stage: &Stage,
+    hw: &Hardware,
+    threads: usize,
+    layer_depth: usize,
+) -> StageReport {
+    let g = stage.graph;
+    let nc = graph_costs(g, 4);
+    let times: Vec<f64> = nc.iter().map(|c| node_time(c, hw)).collect();
+    let mut run = NodeCost::default();
+    for c in &nc {
+        run += *c;
+    }
+    let t_run: f64 = times.iter().sum();
+    let mut torch_ops = BTreeMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        if let Some(op) = torch_op(n) {
+            *torch_ops.entry(op.to_string()).or_insert(0) += nc[i].flops;
+        }
+    }
+    let mut layers: BTreeMap<String, (usize, NodeCost, f64, usize)> = BTreeMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        if matches!(n.op, Op::Input { .. }) {
+            continue;
+        }
+        let e = layers.entry(layer_key(&n.path, layer_depth)).or_insert((
+            0,
+            NodeCost::default(),
+            0.0,
+            i,
+        ));
+        e.0 += 1;
+        e.1 += nc[i];
+        e.2 += times[i];
+    }
+    let mut layers: Vec<(usize, LayerRow)> = layers
+        .into_iter()
+        .map(|(path, (nodes, c, t, first))| {
+            (
+                first,
+                LayerRow {
+                    path,
+                    nodes,
+                    costs: costs(&c, t),
+                },
+            )
+        })
+        .collect();
+    layers.sort_by_key(|(first, _)| *first);
+    let attention: Vec<AttentionRow> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match &n.op {
+            Op::Attention(a) => {
+                let q = &g.values[n.inputs[0]].shape;
+                let k = &g.values[n.inputs[1]].shape;
+                Some(AttentionRow {
+                    path: n.path.clone(),
+                    kind: a.kind.name().into(),
+                    batch: q[0],
+                    heads: a.heads,
+                    query_len: q[1],
+                    key_len: k[1],
+                    head_dim: a.head_dim,
+                    flops: nc[i].flops,
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    let attn_total: u64 = attention.iter().map(|a| a.flops).sum::<u64>().max(1);
+    let mut buckets: BTreeMap<(String, usize, usize), (usize, u64)> = BTreeMap::new();
+    for a in &attention {
+        let e = buckets
+            .entry((a.kind.clone(), a.query_len, a.key_len))
+            .or_insert((0, 0));
+        e.0 += 1;
+        e.1 += a.flops;
+    }
+    let mut attention_buckets: Vec<AttentionBucket> = buckets
+        .into_iter()
+        .map(|((kind, q, k), (count, flops))| AttentionBucket {
+            kind,
+            query_len: q,
+            key_len: k,
+            count,
+            flops,
+            flops_share: flops as f64 / attn_total as f64,
+        })
+        .collect();
+    attention_buckets.sort_by(|a, b| a.kind.cmp(&b.kind).then(b.query_len.cmp(&a.query_len)));
+    let mp = plan(g, threads);
+    StageReport {
+        name: stage.name.into(),
+        runs: stage.runs,
+        params: g.param_count() as u64,
+        per_run: costs(&run, t_run),
+        total: costs(&run.scaled(stage.runs as u64), t_run * stage.runs as f64),
+        torch_ops,
+        categories: category_rows(g, &nc, &times, 1),
+        layers: layers.into_iter().map(|(_, l)| l).collect(),
+        attention,
+        attention_buckets,
+        memory: MemoryReport {
+            weight_bytes: g.param_count() as u64 * 4,
+            peak_activation_bytes: mp.peak_bytes as u64,
+            peak_node: g.nodes[mp.peak_node].path.clone(),
+        },
+    }
+}
+
+pub fn analyze(
+    model: &str,
+    settings: BTreeMap<String, serde_json::Value>,
+    stages: &[Stage],
+    hw: &Hardware,
+    threads: usize,
+    layer_depth: usize,
+) -> Report {
+    let reports: Vec<StageReport> = stages
+        .iter()
+        .map(|s| analyze_stage(s, hw, threads, layer_depth))
+        .collect();
+    let mut total = NodeCost::default();
+    let mut t = 0.0;
+    // Whole-generation categories: per-category sums over stages × runs.
+    let mut cats: BTreeMap<String, (usize, NodeCost, f64)> = BTreeMap::new();
+    for (s, r) in stages.iter().zip(&reports) {
+        let g = s.graph;
+        let nc = graph_costs(g, 4);
+        for (i, n) in g.nodes.iter().enumerate() {
+            if matches!(n.op, Op::Input { .. }) {
+                continue;
+            }
+            let e =
+                cats.entry(n.op.category().name().into())
+                    .or_insert((0, NodeCost::default(), 0.0));
+            e.0 += 1;
+            e.1 += nc[i].scaled(s.runs as u64);
+            e.2 += node_time(&nc[i], hw) * s.runs as f64;
+        }
+        total += NodeCost {
+            flops: r.total.flops,
+            elem_ops: r.total.elem_ops,
+            bytes: r.total.bytes,
+            weight_bytes: 0,
+        };
+        t += r.total.predicted_s;
+    }
+    let tf = total.flops.max(1) as f64;
+    let mut total_categories: Vec<CategoryRow> = Category::ALL
+        .iter()
+        .filter_map(|c| cats.get(c.name()).map(|v| (c, v)))
+        .map(|(c, (nodes, nc, tt))| CategoryRow {
+            category: c.name().into(),
+            nodes: *nodes,
+            flops_share: nc.flops as f64 / tf,
+            time_share: tt / t.max(f64::MIN_POSITIVE),
+            costs: costs(nc, *tt),
+        })
+        .collect();
+    total_categories.retain(|r| r.nodes > 0);
+    let weights: u64 = reports.iter().map(|r| r.memory.weight_bytes).sum();
+    let act = reports
+        .iter()
+        .map(|r| r.memory.peak_activation_bytes)
+        .max()
+        .unwrap_or(0);
+    Report {
+        schema: SCHEMA,
+        model: model.into(),
+        settings,
+        hardware: hw.clone(),
+        threads,
+        total: costs(&total, t),
+        total_categories,
+        peak_memory_bytes: weights + act,
+        stages: reports,
+    }
+}
