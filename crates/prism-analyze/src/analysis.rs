@@ -3,7 +3,7 @@
 use crate::hardware::Hardware;
 use prism_core::cost::{graph_costs, torch_op, NodeCost};
 use prism_core::{Category, Graph, Op};
-use prism_runtime::plan;
+use prism_runtime::{plan, KernelChoice};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -175,6 +175,7 @@ pub fn analyze_stage(
     stage: &Stage,
     hw: &Hardware,
     threads: usize,
+    kernels: &KernelChoice,
     layer_depth: usize,
 ) -> StageReport {
     let g = stage.graph;
@@ -263,7 +264,7 @@ pub fn analyze_stage(
         })
         .collect();
     attention_buckets.sort_by(|a, b| a.kind.cmp(&b.kind).then(b.query_len.cmp(&a.query_len)));
-    let mp = plan(g, threads);
+    let mp = plan(g, threads, kernels);
     StageReport {
         name: stage.name.into(),
         runs: stage.runs,
@@ -289,11 +290,12 @@ pub fn analyze(
     stages: &[Stage],
     hw: &Hardware,
     threads: usize,
+    kernels: &KernelChoice,
     layer_depth: usize,
 ) -> Report {
     let reports: Vec<StageReport> = stages
         .iter()
-        .map(|s| analyze_stage(s, hw, threads, layer_depth))
+        .map(|s| analyze_stage(s, hw, threads, kernels, layer_depth))
         .collect();
     let mut total = NodeCost::default();
     let mut t = 0.0;

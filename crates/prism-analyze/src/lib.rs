@@ -2,6 +2,7 @@
 //! time) read off its graphs, and what it measures (per-node time, memory, traces).
 
 pub mod analysis;
+pub mod bench;
 pub mod hardware;
 pub mod profile;
 pub mod render;

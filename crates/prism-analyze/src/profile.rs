@@ -5,7 +5,7 @@ use crate::analysis::{layer_key, node_time};
 use crate::hardware::Hardware;
 use prism_core::cost::{graph_costs, NodeCost};
 use prism_core::{Category, Graph, Op};
-use prism_runtime::{mem, plan, NodeEvent, Observer, RunStats};
+use prism_runtime::{mem, plan, KernelChoice, NodeEvent, Observer, RunStats};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -14,6 +14,7 @@ use std::time::Instant;
 struct NodeAgg {
     path: String,
     op: &'static str,
+    variant: &'static str,
     category: Category,
     time_s: f64,
     calls: usize,
@@ -43,6 +44,7 @@ pub struct Profiler {
     stages: BTreeMap<String, StageAgg>,
     trace: Vec<serde_json::Value>,
     keep_trace: bool,
+    kernels: KernelChoice,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -85,6 +87,8 @@ pub struct ProfileMemory {
 #[derive(Clone, Debug, Serialize)]
 pub struct ProfileStage {
     pub name: String,
+    /// Kernel variants that ran, with how many node executions used each.
+    pub variants: BTreeMap<String, usize>,
     pub runs: usize,
     pub wall_s: f64,
     /// Sum of node times (the rest of wall_s is executor overhead).
@@ -112,8 +116,9 @@ pub struct ProfileReport {
 pub const PROFILE_SCHEMA: &str = "prism.profile/1";
 
 impl Profiler {
-    pub fn new(hw: Hardware, threads: usize, keep_trace: bool) -> Self {
+    pub fn new(hw: Hardware, threads: usize, kernels: KernelChoice, keep_trace: bool) -> Self {
         Self {
+            kernels,
             t0: Instant::now(),
             hw,
             threads,
@@ -226,8 +231,15 @@ impl Profiler {
                     })
                     .collect();
                 layers.sort_by_key(|(f, _)| *f);
+                let mut variants = BTreeMap::new();
+                for n in s.nodes.values().filter(|n| !n.variant.is_empty()) {
+                    *variants
+                        .entry(format!("{} {}", n.op, n.variant))
+                        .or_insert(0) += n.calls;
+                }
                 ProfileStage {
                     name: name.clone(),
+                    variants,
                     runs: s.runs,
                     wall_s: s.wall_s,
                     nodes_s: s.node_sum_s,
@@ -299,7 +311,7 @@ impl Observer for Profiler {
             .expect("before_run registered the stage");
         if first {
             s.rss_peak = mem::peak_rss_bytes();
-            let mp = plan(graph, self.threads);
+            let mp = plan(graph, self.threads, &self.kernels);
             s.predicted_activation = mp.peak_bytes;
             for (i, n) in graph.nodes.iter().enumerate() {
                 if matches!(n.op, Op::Input { .. }) {
@@ -320,6 +332,7 @@ impl Observer for Profiler {
             let agg = s.nodes.entry(e.node).or_insert_with(|| NodeAgg {
                 path: n.path.clone(),
                 op: n.op.name(),
+                variant: e.variant,
                 category: n.op.category(),
                 cost: costs[e.node],
                 time_s: 0.0,
@@ -346,6 +359,7 @@ impl Observer for Profiler {
                     "dur": e.duration.as_secs_f64() * 1e6,
                     "args": {
                         "op": n.op.name(),
+                        "variant": e.variant,
                         "node": e.node,
                         "stage": stage,
                         "run": run,

@@ -34,7 +34,7 @@ fn tiny() -> ModelSource {
 fn trace_has_every_node_once_per_run() {
     let exec = Executor::new(2).unwrap();
     let sd = StableDiffusion::load(&tiny(), &LoadOptions::default()).unwrap();
-    let mut prof = Profiler::new(builtin("a100").unwrap(), 2, true);
+    let mut prof = Profiler::new(builtin("a100").unwrap(), 2, Default::default(), true);
     let req = request(3, 32);
     sd.generate(&exec, &req, &mut |_| {}, &mut prof).unwrap();
     let trace = prof.trace_json();
@@ -90,7 +90,7 @@ fn category_times_add_up_to_stage_time() {
         &LoadOptions::default(),
     )
     .unwrap();
-    let mut prof = Profiler::new(builtin("a100").unwrap(), 2, false);
+    let mut prof = Profiler::new(builtin("a100").unwrap(), 2, Default::default(), false);
     sd.generate(&exec, &request(1, 128), &mut |_| {}, &mut prof)
         .unwrap();
     let report = prof.report("sd15", BTreeMap::new(), "naive", 5, 2);
@@ -137,7 +137,7 @@ fn buffer_plan_predicts_the_executors_live_set() {
     let (_, stats) = exec
         .run_observed(&g, &sd.unet.weights, inputs, &mut |_| {})
         .unwrap();
-    let p = plan(&g, 2);
+    let p = plan(&g, 2, &Default::default());
     assert_eq!(p.peak_live_bytes, stats.peak_live_bytes);
     assert!(p.peak_bytes >= p.peak_live_bytes);
 }

@@ -3,7 +3,10 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use prism_analyze::bench::{self, BENCHES};
 use prism_analyze::{analyze, hardware, render, Profiler, Stage};
+use prism_kernels::attention::AttentionImpl;
+use prism_kernels::conv::ConvImpl;
 use prism_models::forward::{forward, ForwardComponent};
 use prism_models::image::{check_output_path, save_png, write_atomic};
 use prism_models::io::{read_tensor, read_tensors, write_tensors};
@@ -14,6 +17,7 @@ use prism_models::pipeline::{generation_graphs, native_size, GenerationShape};
 use prism_models::schedulers::SCHEDULER_NAMES;
 use prism_models::source::{preset_names, ModelSource};
 use prism_runtime::Executor;
+use prism_runtime::KernelChoice;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -43,6 +47,26 @@ struct ModelArgs {
     /// Seed of a preset's random weights.
     #[arg(long, default_value_t = 0)]
     weight_seed: u64,
+}
+
+/// Kernel variants.
+#[derive(clap::Args, Clone)]
+struct KernelArgs {
+    /// Attention implementation (auto: the fastest for each shape).
+    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(["auto", "naive", "fused-softmax", "flash"]))]
+    attention: String,
+    /// Convolution implementation for 3x3 stride-1 convolutions (auto: Winograd F(4x4,3x3) where it is accurate and pays).
+    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(["auto", "im2col", "winograd2", "winograd4"]))]
+    conv: String,
+}
+
+impl KernelArgs {
+    fn choice(&self) -> KernelChoice {
+        KernelChoice {
+            attention: AttentionImpl::parse(&self.attention),
+            conv: ConvImpl::parse(&self.conv),
+        }
+    }
 }
 
 /// What to characterize: a model and the generation it runs.
@@ -91,6 +115,8 @@ struct StudyArgs {
     /// Overwrite --csv / --trace files that exist.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    kernels: KernelArgs,
 }
 
 impl StudyArgs {
@@ -166,9 +192,6 @@ enum Cmd {
         study: StudyArgs,
         #[arg(long, default_value_t = 1)]
         steps: usize,
-        /// Attention implementation.
-        #[arg(long, default_value = "naive", value_parser = clap::builder::PossibleValuesParser::new(["naive"]))]
-        attention: String,
         /// Write a Chrome / Perfetto trace (JSON) of every node.
         #[arg(long)]
         trace: Option<PathBuf>,
@@ -182,6 +205,17 @@ enum Cmd {
     },
     /// Measure this CPU (matrix product and memory copy) for `--hardware cpu`.
     Calibrate,
+    /// Time kernels against their references and whole components (median of several runs).
+    Bench {
+        /// Benchmarks to run, comma-separated (default: all).
+        #[arg(long)]
+        only: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Print JSON (schema prism.bench/1, as tools/bench_torch.py writes).
+        #[arg(long)]
+        json: bool,
+    },
     /// Text to image: writes a PNG carrying the generation parameters.
     Generate {
         #[command(flatten)]
@@ -283,6 +317,7 @@ fn run(cli: Cli) -> Result<()> {
                 &stages,
                 &hw,
                 exec.threads(),
+                &study.kernels.choice(),
                 study.layer_depth,
             );
             if study.json {
@@ -297,7 +332,6 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Profile {
             study,
             steps,
-            attention,
             trace,
             top,
             variant,
@@ -337,7 +371,9 @@ fn run(cli: Cli) -> Result<()> {
                     shape.batch
                 );
             }
-            let mut prof = Profiler::new(hw, exec.threads(), trace.is_some());
+            let kernels = study.kernels.choice();
+            let exec = exec.with_kernels(kernels);
+            let mut prof = Profiler::new(hw, exec.threads(), kernels, trace.is_some());
             sd.generate(
                 &exec,
                 &req,
@@ -351,7 +387,7 @@ fn run(cli: Cli) -> Result<()> {
             let report = prof.report(
                 &src.label(),
                 study.settings(&shape),
-                &attention,
+                &study.kernels.attention,
                 top,
                 study.layer_depth,
             );
@@ -369,6 +405,62 @@ fn run(cli: Cli) -> Result<()> {
                     "wrote trace {} (open in https://ui.perfetto.dev or chrome://tracing)",
                     t.display()
                 );
+            }
+        }
+        Cmd::Bench { only, runs, json } => {
+            let names: Vec<String> = match only {
+                Some(o) => o.split(',').map(|s| s.trim().to_string()).collect(),
+                None => BENCHES.iter().map(|s| s.to_string()).collect(),
+            };
+            let mut results = Vec::new();
+            for n in &names {
+                eprintln!("bench {n} ...");
+                let r = bench::run(n, &exec, runs)?;
+                eprintln!(
+                    "  median {:.4}s [{:.4}-{:.4}]{}",
+                    r.median_s,
+                    r.min_s,
+                    r.max_s,
+                    r.rel_error
+                        .map_or(String::new(), |e| format!(", rel. error {e:.2e}"))
+                );
+                results.push(r);
+            }
+            let out = serde_json::json!({
+                "schema": "prism.bench/1",
+                "system": "prism",
+                "versions": {"prism": env!("CARGO_PKG_VERSION"), "simd": prism_kernels::simd::level().name()},
+                "threads": exec.threads(),
+                "dtype": "f32",
+                "peak_rss_bytes": prism_runtime::mem::peak_rss_bytes(),
+                "results": results,
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                let mut t = render::Table::new(&[
+                    "benchmark",
+                    "median",
+                    "min",
+                    "max",
+                    "GFLOP/s",
+                    "rel. error",
+                    "note",
+                ]);
+                for r in &results {
+                    t.row(vec![
+                        r.name.clone(),
+                        render::secs(r.median_s),
+                        render::secs(r.min_s),
+                        render::secs(r.max_s),
+                        r.flops.map_or(String::new(), |f| {
+                            format!("{:.1}", f as f64 / r.median_s / 1e9)
+                        }),
+                        r.rel_error.map_or(String::new(), |e| format!("{e:.2e}")),
+                        r.note.clone().unwrap_or_default(),
+                    ]);
+                }
+                print!("{}", t.render(""));
             }
         }
         Cmd::Calibrate => {

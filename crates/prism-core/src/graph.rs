@@ -114,6 +114,9 @@ pub struct Conv2dSpec {
     pub stride: usize,
     /// Zero padding: top, bottom, left, right.
     pub pad: [usize; 4],
+    /// A temporal convolution: a (k, 1, 1) Conv3d over frames, run as a (k × 1) conv on
+    /// (B, C, F, H·W). Reports keep it apart from spatial convolutions.
+    pub temporal: bool,
 }
 
 /// Scaled-dot-product attention as one node. Inputs q (B, Lq, H·D), k and v (B, Lk, H·D);
@@ -503,6 +506,7 @@ impl GraphBuilder {
             kw: k,
             stride,
             pad,
+            temporal: false,
         };
         Ok(self.push(
             path,
@@ -511,6 +515,41 @@ impl GraphBuilder {
             vec![n, cout, ho, wo],
             DType::F32,
         ))
+    }
+
+    /// Temporal convolution over x (B, C, F, P) (P = H·W positions): a Conv3d with kernel
+    /// (k, 1, 1) and padding ((k-1)/2, 0, 0), weight `{path}.weight` (cout, cin, k, 1, 1).
+    pub fn conv_temporal(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        cout: usize,
+        k: usize,
+    ) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        if s.len() != 4 || k % 2 == 0 {
+            return Err(Error::shape(
+                path,
+                format!("temporal conv (kernel {k}) wants (B, C, F, H·W), got {s:?}"),
+            ));
+        }
+        let cin = s[1];
+        let weight = self.param(path_param(path, "weight"), vec![cout, cin, k, 1, 1])?;
+        let bias = Some(self.param(path_param(path, "bias"), vec![cout])?);
+        let p = (k - 1) / 2;
+        let spec = Conv2dSpec {
+            weight,
+            bias,
+            cin,
+            cout,
+            kh: k,
+            kw: 1,
+            stride: 1,
+            pad: [p, p, 0, 0],
+            temporal: true,
+        };
+        let out = vec![s[0], cout, s[2], s[3]];
+        Ok(self.push(path, Op::Conv2d(spec), vec![x], out, DType::F32))
     }
 
     /// Linear over the last axis with weight `{path}.weight` (out, in).

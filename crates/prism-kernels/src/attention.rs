@@ -1,7 +1,17 @@
-//! Scaled-dot-product attention. q (B, Lq, H·D), k and v (B, Lk, H·D) → out (B, Lq, H·D).
+//! Scaled-dot-product attention, three ways. q (B, Lq, H·D), k and v (B, Lk, H·D) →
+//! out (B, Lq, H·D); heads are read in place through strides.
+//!
+//! - [`attention_naive`]: materialize each head's Lq×Lk scores, softmax them in place (the
+//!   normalized probabilities are written), multiply by V. The reference.
+//! - [`attention_fused_softmax`] (Chen et al. §3.2.1, "partially fused softmax"): the scores are
+//!   written once; a first pass reads each row for its max and sum of exponentials; a second
+//!   pass folds exponentiation and normalization into the product with V, a cache-sized row
+//!   tile at a time, so normalized probabilities never reach memory.
+//! - [`attention_flash`]: tiles of queries × keys with an online softmax; extra memory is a few
+//!   tiles per thread, independent of L².
 
 use crate::matmul::{matmul, matmul_ptr, MatRef, Par};
-use crate::SendPtr;
+use crate::{simd, SendPtr};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -15,90 +25,169 @@ pub struct AttnGeom {
     pub causal: bool,
 }
 
-/// Numerically stable softmax of one row in place, optionally masking keys after `valid`.
-#[inline]
-pub fn softmax_row(row: &mut [f32], valid: usize) {
-    let (live, dead) = row.split_at_mut(valid);
-    let m = live.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let mut sum = 0f32;
-    for v in live.iter_mut() {
-        *v = (*v - m).exp();
-        sum += *v;
+impl AttnGeom {
+    fn hd(&self) -> usize {
+        self.heads * self.head_dim
     }
-    let inv = 1.0 / sum;
-    for v in live.iter_mut() {
-        *v *= inv;
+    fn check(&self, q: &[f32], k: &[f32], v: &[f32], out: &[f32]) {
+        let hd = self.hd();
+        assert_eq!(q.len(), self.batch * self.lq * hd, "attention q length");
+        assert_eq!(k.len(), self.batch * self.lk * hd, "attention k length");
+        assert_eq!(v.len(), self.batch * self.lk * hd, "attention v length");
+        assert_eq!(out.len(), self.batch * self.lq * hd, "attention out length");
+        assert!(self.scale > 0.0, "attention scale must be positive");
     }
-    dead.fill(0.0);
+    /// Query rows [r0, r0+rows) of head (b, h) as a strided view.
+    fn q_rows<'a>(&self, q: &'a [f32], b: usize, h: usize, r0: usize, rows: usize) -> MatRef<'a> {
+        let off = (b * self.lq + r0) * self.hd() + h * self.head_dim;
+        MatRef {
+            data: &q[off..],
+            rows,
+            cols: self.head_dim,
+            rs: self.hd(),
+            cs: 1,
+        }
+    }
+    /// Keys [c0, c0+cols) of head (b, h), transposed: (D × cols).
+    fn k_t<'a>(&self, k: &'a [f32], b: usize, h: usize, c0: usize, cols: usize) -> MatRef<'a> {
+        let off = (b * self.lk + c0) * self.hd() + h * self.head_dim;
+        MatRef {
+            data: &k[off..],
+            rows: self.head_dim,
+            cols,
+            rs: 1,
+            cs: self.hd(),
+        }
+    }
+    /// Values [c0, c0+cols) of head (b, h): (cols × D).
+    fn v_rows<'a>(&self, v: &'a [f32], b: usize, h: usize, c0: usize, cols: usize) -> MatRef<'a> {
+        let off = (b * self.lk + c0) * self.hd() + h * self.head_dim;
+        MatRef {
+            data: &v[off..],
+            rows: cols,
+            cols: self.head_dim,
+            rs: self.hd(),
+            cs: 1,
+        }
+    }
+    /// Keys a query row may see (causal masking).
+    fn valid(&self, row: usize) -> usize {
+        if self.causal {
+            (row + 1).min(self.lk)
+        } else {
+            self.lk
+        }
+    }
 }
 
-/// Scratch floats [`attention_naive`] holds at once: one Lq×Lk score matrix per concurrent
-/// head task.
-pub fn naive_workspace_floats(g: &AttnGeom, threads: usize) -> usize {
+/// Which attention kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionImpl {
+    Naive,
+    FusedSoftmax,
+    Flash,
+}
+
+impl AttentionImpl {
+    pub const NAMES: [&'static str; 3] = ["naive", "fused-softmax", "flash"];
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionImpl::Naive => "naive",
+            AttentionImpl::FusedSoftmax => "fused-softmax",
+            AttentionImpl::Flash => "flash",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "naive" => Some(Self::Naive),
+            "fused-softmax" => Some(Self::FusedSoftmax),
+            "flash" => Some(Self::Flash),
+            _ => None,
+        }
+    }
+    /// The fastest kernel for a shape, as measured by `prism bench` on AVX-512 CPUs: flash
+    /// wherever there are enough keys to tile; naive for short sequences.
+    pub fn auto(g: &AttnGeom) -> Self {
+        if g.lk >= 128 && g.lq >= 32 {
+            AttentionImpl::Flash
+        } else {
+            AttentionImpl::Naive
+        }
+    }
+}
+
+pub fn attention(
+    imp: AttentionImpl,
+    g: &AttnGeom,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) {
+    match imp {
+        AttentionImpl::Naive => attention_naive(g, q, k, v, out),
+        AttentionImpl::FusedSoftmax => attention_fused_softmax(g, q, k, v, out),
+        AttentionImpl::Flash => attention_flash(g, q, k, v, out),
+    }
+}
+
+/// Scratch floats a kernel holds at once on `threads` threads.
+pub fn workspace_floats(imp: AttentionImpl, g: &AttnGeom, threads: usize) -> usize {
     let tasks = g.batch * g.heads;
-    let concurrent = if tasks >= threads { threads } else { 1 };
-    concurrent * g.lq * g.lk
+    match imp {
+        AttentionImpl::Naive => {
+            let concurrent = if tasks >= threads { threads } else { 1 };
+            concurrent * g.lq * g.lk
+        }
+        AttentionImpl::FusedSoftmax => threads * (FS_ROWS.min(g.lq) * g.lk + FS_TILE * g.lk),
+        AttentionImpl::Flash => threads * (FL_BQ * FL_BK + FL_BQ * g.head_dim + 2 * FL_BQ),
+    }
+}
+
+/// Numerically stable softmax of one row in place (entries past `valid` become 0).
+#[inline]
+pub fn softmax_row(row: &mut [f32], valid: usize, scale: f32) {
+    let (live, dead) = row.split_at_mut(valid);
+    let m = simd::max(live) * scale;
+    let sum = simd::exp_sum(live, scale, m);
+    simd::scale(live, 1.0 / sum);
+    dead.fill(0.0);
 }
 
 /// Naive attention: materialize each head's Lq×Lk scores, softmax, multiply by V.
 pub fn attention_naive(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
-    let hd = g.heads * g.head_dim;
-    assert_eq!(q.len(), g.batch * g.lq * hd, "attention q length");
-    assert_eq!(k.len(), g.batch * g.lk * hd, "attention k length");
-    assert_eq!(v.len(), g.batch * g.lk * hd, "attention v length");
-    assert_eq!(out.len(), g.batch * g.lq * hd, "attention out length");
+    g.check(q, k, v, out);
+    let hd = g.hd();
     let tasks = g.batch * g.heads;
     let threads = rayon::current_num_threads();
     let outp = SendPtr(out.as_mut_ptr());
     let run = |t: usize, par: Par, scores: &mut Vec<f32>| {
         let (b, h) = (t / g.heads, t % g.heads);
-        let qo = b * g.lq * hd + h * g.head_dim;
-        let ko = b * g.lk * hd + h * g.head_dim;
-        let qm = MatRef {
-            data: &q[qo..],
-            rows: g.lq,
-            cols: g.head_dim,
-            rs: hd,
-            cs: 1,
-        };
-        // kᵀ: (D × Lk) view of the (Lk × D) head slice.
-        let kt = MatRef {
-            data: &k[ko..],
-            rows: g.head_dim,
-            cols: g.lk,
-            rs: 1,
-            cs: hd,
-        };
-        let vm = MatRef {
-            data: &v[ko..],
-            rows: g.lk,
-            cols: g.head_dim,
-            rs: hd,
-            cs: 1,
-        };
         scores.resize(g.lq * g.lk, 0.0);
-        matmul(scores, g.lk, qm, kt, false, par);
-        let softmax = |(i, row): (usize, &mut [f32])| {
-            for s in row.iter_mut() {
-                *s *= g.scale;
-            }
-            let valid = if g.causal { i + 1 } else { g.lk };
-            softmax_row(row, valid);
-        };
+        matmul(
+            scores,
+            g.lk,
+            g.q_rows(q, b, h, 0, g.lq),
+            g.k_t(k, b, h, 0, g.lk),
+            false,
+            par,
+        );
+        let softmax = |(i, row): (usize, &mut [f32])| softmax_row(row, g.valid(i), g.scale);
         if par == Par::Pool {
             scores.par_chunks_mut(g.lk).enumerate().for_each(softmax);
         } else {
             scores.chunks_mut(g.lk).enumerate().for_each(softmax);
         }
         // SAFETY: task t writes only rows b·Lq..(b+1)·Lq, columns h·D..(h+1)·D of out (in
-        // bounds: checked lengths above); tasks have distinct (b, h), so the regions are
+        // bounds: lengths checked above); tasks have distinct (b, h), so the regions are
         // disjoint, and out outlives the tasks.
         unsafe {
+            let o = outp.get().add(b * g.lq * hd + h * g.head_dim);
             matmul_ptr(
-                outp.get().add(qo),
+                o,
                 hd,
                 MatRef::row_major(scores, g.lq, g.lk),
-                vm,
+                g.v_rows(v, b, h, 0, g.lk),
                 false,
                 par,
             )
@@ -114,4 +203,160 @@ pub fn attention_naive(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut 
             run(t, Par::Pool, &mut scores);
         }
     }
+}
+
+/// Rows of scores one fused-softmax task holds, and rows of probabilities per product tile.
+const FS_ROWS: usize = 256;
+const FS_TILE: usize = 16;
+
+/// Partially fused softmax (see the module docs).
+pub fn attention_fused_softmax(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    g.check(q, k, v, out);
+    let hd = g.hd();
+    let blocks = g.lq.div_ceil(FS_ROWS);
+    let outp = SendPtr(out.as_mut_ptr());
+    (0..g.batch * g.heads * blocks)
+        .into_par_iter()
+        .for_each_init(
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |(scores, tile, stats), t| {
+                let (bh, blk) = (t / blocks, t % blocks);
+                let (b, h) = (bh / g.heads, bh % g.heads);
+                let r0 = blk * FS_ROWS;
+                let rows = FS_ROWS.min(g.lq - r0);
+                scores.resize(rows * g.lk, 0.0);
+                matmul(
+                    scores,
+                    g.lk,
+                    g.q_rows(q, b, h, r0, rows),
+                    g.k_t(k, b, h, 0, g.lk),
+                    false,
+                    Par::Seq,
+                );
+                // Pass 1: per-row max and Σ exp, reading the scores only.
+                stats.clear();
+                for (i, row) in scores.chunks(g.lk).enumerate() {
+                    let live = &row[..g.valid(r0 + i)];
+                    let m = simd::max(live) * g.scale;
+                    stats.push((m, 1.0 / simd::exp_sum_nostore(live, g.scale, m)));
+                }
+                // Pass 2: exponentiate and normalize a tile of rows into cache, multiply by V.
+                tile.resize(FS_TILE * g.lk, 0.0);
+                let mut i0 = 0;
+                while i0 < rows {
+                    let n = FS_TILE.min(rows - i0);
+                    for i in 0..n {
+                        let (m, inv) = stats[i0 + i];
+                        let valid = g.valid(r0 + i0 + i);
+                        let src = &scores[(i0 + i) * g.lk..(i0 + i) * g.lk + valid];
+                        let dst = &mut tile[i * g.lk..(i + 1) * g.lk];
+                        simd::exp_into(src, &mut dst[..valid], g.scale, m, inv);
+                        dst[valid..].fill(0.0);
+                    }
+                    // SAFETY: this task alone writes rows r0+i0..r0+i0+n, head h, of batch b.
+                    unsafe {
+                        let o = outp.get().add((b * g.lq + r0 + i0) * hd + h * g.head_dim);
+                        matmul_ptr(
+                            o,
+                            hd,
+                            MatRef::row_major(&tile[..n * g.lk], n, g.lk),
+                            g.v_rows(v, b, h, 0, g.lk),
+                            false,
+                            Par::Seq,
+                        );
+                    }
+                    i0 += n;
+                }
+            },
+        );
+}
+
+/// Flash tile sizes: queries × keys per step (scores tile 64 KiB, in L2).
+const FL_BQ: usize = 64;
+const FL_BK: usize = 256;
+
+/// Flash attention (see the module docs).
+pub fn attention_flash(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    g.check(q, k, v, out);
+    let hd = g.hd();
+    let d = g.head_dim;
+    let blocks = g.lq.div_ceil(FL_BQ);
+    let outp = SendPtr(out.as_mut_ptr());
+    (0..g.batch * g.heads * blocks)
+        .into_par_iter()
+        .for_each_init(
+            || {
+                (
+                    vec![0f32; FL_BQ * FL_BK],
+                    vec![0f32; FL_BQ * d],
+                    vec![0f32; FL_BQ],
+                    vec![0f32; FL_BQ],
+                )
+            },
+            |(s, acc, m, l), t| {
+                let (bh, blk) = (t / blocks, t % blocks);
+                let (b, h) = (bh / g.heads, bh % g.heads);
+                let r0 = blk * FL_BQ;
+                let rows = FL_BQ.min(g.lq - r0);
+                let acc = &mut acc[..rows * d];
+                acc.fill(0.0);
+                m[..rows].fill(f32::NEG_INFINITY);
+                l[..rows].fill(0.0);
+                let kmax = if g.causal {
+                    (r0 + rows).min(g.lk)
+                } else {
+                    g.lk
+                };
+                let mut c0 = 0;
+                while c0 < kmax {
+                    let cols = FL_BK.min(kmax - c0);
+                    let st = &mut s[..rows * cols];
+                    matmul(
+                        st,
+                        cols,
+                        g.q_rows(q, b, h, r0, rows),
+                        g.k_t(k, b, h, c0, cols),
+                        false,
+                        Par::Seq,
+                    );
+                    for i in 0..rows {
+                        let valid = g.valid(r0 + i).saturating_sub(c0).min(cols);
+                        let row = &mut st[i * cols..(i + 1) * cols];
+                        if valid == 0 {
+                            row.fill(0.0);
+                            continue;
+                        }
+                        let (live, dead) = row.split_at_mut(valid);
+                        let m_new = m[i].max(simd::max(live) * g.scale);
+                        let alpha = (m[i] - m_new).exp(); // 0 on the first tile (m = −∞)
+                        let sum = simd::exp_sum(live, g.scale, m_new);
+                        dead.fill(0.0);
+                        l[i] = l[i] * alpha + sum;
+                        m[i] = m_new;
+                        if alpha != 1.0 {
+                            simd::scale(&mut acc[i * d..(i + 1) * d], alpha);
+                        }
+                    }
+                    matmul(
+                        acc,
+                        d,
+                        MatRef::row_major(st, rows, cols),
+                        g.v_rows(v, b, h, c0, cols),
+                        true,
+                        Par::Seq,
+                    );
+                    c0 += cols;
+                }
+                for i in 0..rows {
+                    let inv = 1.0 / l[i];
+                    // SAFETY: this task alone writes row r0+i, head h, of batch b (in bounds).
+                    unsafe {
+                        let o = outp.get().add((b * g.lq + r0 + i) * hd + h * d);
+                        for j in 0..d {
+                            *o.add(j) = acc[i * d + j] * inv;
+                        }
+                    }
+                }
+            },
+        );
 }

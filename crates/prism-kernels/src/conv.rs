@@ -1,6 +1,7 @@
 //! 2-D convolution as im2col + GEMM, in row bands so the column buffer stays bounded.
 
-use crate::matmul::{matmul, MatRef, Par};
+use crate::matmul::{matmul, matmul_ptr, MatRef, Par};
+use crate::SendPtr;
 use rayon::prelude::*;
 
 /// Geometry of one conv2d call (NCHW input, weight (cout, cin, kh, kw)).
@@ -148,4 +149,386 @@ fn im2col_band(g: &Conv2dGeom, x: &[f32], r0: usize, rows: usize, col: &mut [f32
                 }
             }
         });
+}
+
+/// Which convolution kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvImpl {
+    Im2col,
+    /// Winograd F(2×2, 3×3): 4×4 input tiles, 16 products per 4 outputs (2.25× fewer).
+    Winograd2,
+    /// Winograd F(4×4, 3×3): 6×6 input tiles, 36 products per 16 outputs (4× fewer).
+    Winograd4,
+}
+
+impl ConvImpl {
+    pub const NAMES: [&'static str; 3] = ["im2col", "winograd2", "winograd4"];
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvImpl::Im2col => "im2col",
+            ConvImpl::Winograd2 => "winograd2",
+            ConvImpl::Winograd4 => "winograd4",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "im2col" => Some(Self::Im2col),
+            "winograd2" => Some(Self::Winograd2),
+            "winograd4" => Some(Self::Winograd4),
+            _ => None,
+        }
+    }
+    /// Can this kernel run the convolution? (Winograd: 3×3, stride 1.)
+    pub fn supports(self, g: &Conv2dGeom) -> bool {
+        match self {
+            ConvImpl::Im2col => true,
+            ConvImpl::Winograd2 | ConvImpl::Winograd4 => g.kh == 3 && g.kw == 3 && g.stride == 1,
+        }
+    }
+    /// The automatic choice: F(4×4, 3×3) for 3×3 stride-1 convolutions with enough channels
+    /// to be GEMM-bound (its error against an f64 direct convolution stays within the model
+    /// tolerance there: `tests/kernels.rs` checks SD's channel counts), im2col otherwise.
+    pub fn auto(g: &Conv2dGeom) -> Self {
+        if ConvImpl::Winograd4.supports(g) && g.cin >= 32 && g.cout >= 32 {
+            ConvImpl::Winograd4
+        } else {
+            ConvImpl::Im2col
+        }
+    }
+}
+
+/// y = conv2d(x, w) + bias with the chosen kernel (falls back to im2col where the kernel
+/// does not apply).
+pub fn conv2d(
+    imp: ConvImpl,
+    g: &Conv2dGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> ConvImpl {
+    match imp {
+        ConvImpl::Winograd2 if imp.supports(g) => winograd(&F23, g, x, w, bias, y),
+        ConvImpl::Winograd4 if imp.supports(g) => winograd(&F43, g, x, w, bias, y),
+        _ => {
+            conv2d_im2col(g, x, w, bias, y);
+            return ConvImpl::Im2col;
+        }
+    }
+    imp
+}
+
+/// Scratch floats a kernel allocates for one call.
+pub fn workspace_floats(imp: ConvImpl, g: &Conv2dGeom) -> usize {
+    match imp {
+        ConvImpl::Winograd2 if imp.supports(g) => winograd_workspace(4, 2, g),
+        ConvImpl::Winograd4 if imp.supports(g) => winograd_workspace(6, 4, g),
+        _ => im2col_workspace_floats(g),
+    }
+}
+
+/// Winograd F(M×M, 3×3) transforms over A = M + 2: input Bᵀ (A×A), filter G (A×3), output
+/// Aᵀ (M×A).
+struct Winograd<const M: usize, const A: usize> {
+    bt: [[f32; A]; A],
+    g: [[f32; 3]; A],
+    at: [[f32; A]; M],
+}
+
+const F23: Winograd<2, 4> = Winograd {
+    bt: [
+        [1.0, 0.0, -1.0, 0.0],
+        [0.0, 1.0, 1.0, 0.0],
+        [0.0, -1.0, 1.0, 0.0],
+        [0.0, 1.0, 0.0, -1.0],
+    ],
+    g: [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ],
+    at: [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]],
+};
+
+const F43: Winograd<4, 6> = Winograd {
+    bt: [
+        [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+        [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+        [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+        [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+        [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+    ],
+    g: [
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ],
+    at: [
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+    ],
+};
+
+/// Scratch budget of the transformed input and output tiles per chunk (floats).
+const WINO_BUDGET: usize = 16 << 20;
+
+fn wino_chunk(a: usize, m: usize, g: &Conv2dGeom) -> usize {
+    let (ho, wo) = g.out_hw();
+    let tiles = g.n * ho.div_ceil(m) * wo.div_ceil(m);
+    let per_tile = a * a * (g.cin + g.cout);
+    (WINO_BUDGET / per_tile.max(1)).clamp(1, tiles)
+}
+
+fn winograd_workspace(a: usize, m: usize, g: &Conv2dGeom) -> usize {
+    a * a * g.cout * g.cin + wino_chunk(a, m, g) * a * a * (g.cin + g.cout)
+}
+
+/// Tiles (or filters) transformed together, one f32 lane each: an AVX-512 register.
+const LANES: usize = 16;
+type Lane = [f32; LANES];
+
+/// mat_l · x · mat_rᵀ on LANES independent R2×C2 matrices at once. The matrices are
+/// constants, so after inlining the zero terms vanish and the rest are vector FMAs.
+#[inline(always)]
+fn sandwich<const R: usize, const K1: usize, const K2: usize, const C: usize>(
+    ml: &[[f32; K1]; R],
+    x: &[[Lane; K2]; K1],
+    mr: &[[f32; K2]; C],
+) -> [[Lane; C]; R] {
+    let mut tmp = [[[0f32; LANES]; K2]; R];
+    for r in 0..R {
+        for k1 in 0..K1 {
+            let c = ml[r][k1];
+            if c != 0.0 {
+                for k2 in 0..K2 {
+                    for l in 0..LANES {
+                        tmp[r][k2][l] += c * x[k1][k2][l];
+                    }
+                }
+            }
+        }
+    }
+    let mut out = [[[0f32; LANES]; C]; R];
+    for r in 0..R {
+        for c in 0..C {
+            for k2 in 0..K2 {
+                let co = mr[c][k2];
+                if co != 0.0 {
+                    for l in 0..LANES {
+                        out[r][c][l] += co * tmp[r][k2][l];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Define `$name(args) -> ret` compiled for AVX-512, AVX2+FMA and portable code, picked at
+/// run time (the lane loops vectorize to the widest available registers).
+macro_rules! simd_variants {
+    ($name:ident<$($cg:ident),*>($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
+        #[inline(always)]
+        fn $name<$(const $cg: usize),*>($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512<$(const $cg: usize),*>($($arg: $ty),*) -> $ret $body
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<$(const $cg: usize),*>($($arg: $ty),*) -> $ret $body
+                match crate::simd::level() {
+                    // SAFETY: the level was detected at run time.
+                    crate::simd::Level::Avx512 => return unsafe { avx512::<$($cg),*>($($arg),*) },
+                    // SAFETY: as above.
+                    crate::simd::Level::Avx2 => return unsafe { avx2::<$($cg),*>($($arg),*) },
+                    crate::simd::Level::Portable => {}
+                }
+            }
+            $body
+        }
+    };
+}
+
+simd_variants!(filter_block<M, A>(t: &Winograd<M, A>, g: &[[Lane; 3]; 3]) -> [[Lane; A]; A] {
+    sandwich(&t.g, g, &t.g)
+});
+simd_variants!(input_block<M, A>(t: &Winograd<M, A>, d: &[[Lane; A]; A]) -> [[Lane; A]; A] {
+    sandwich(&t.bt, d, &t.bt)
+});
+simd_variants!(output_block<M, A>(t: &Winograd<M, A>, mt: &[[Lane; A]; A]) -> [[Lane; M]; M] {
+    sandwich(&t.at, mt, &t.at)
+});
+
+fn winograd<const M: usize, const A: usize>(
+    t: &Winograd<M, A>,
+    g: &Conv2dGeom,
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (m, a) = (M, A);
+    let a2 = a * a;
+    let (ho, wo) = g.out_hw();
+    let (th, tw) = (ho.div_ceil(m), wo.div_ceil(m));
+    let tiles_per_img = th * tw;
+    let tiles = g.n * tiles_per_img;
+    let (cin, cout) = (g.cin, g.cout);
+    assert_eq!(x.len(), g.n * cin * g.h * g.w, "winograd input length");
+    assert_eq!(wt.len(), cout * cin * 9, "winograd weight length");
+    assert_eq!(y.len(), g.out_len(), "winograd output length");
+
+    // U[p][co][ci] = (G g Gᵀ)[p], LANES filters (consecutive ci) at a time.
+    let mut u = vec![0f32; a2 * cout * cin];
+    let up = SendPtr(u.as_mut_ptr());
+    (0..cout).into_par_iter().for_each(|co| {
+        let mut gl = [[[0f32; LANES]; 3]; 3];
+        let mut ci0 = 0;
+        while ci0 < cin {
+            let n = LANES.min(cin - ci0);
+            for l in 0..LANES {
+                for e in 0..9 {
+                    gl[e / 3][e % 3][l] = if l < n {
+                        wt[(co * cin + ci0 + l) * 9 + e]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            let uu = filter_block(t, &gl);
+            for (p, lane) in uu.iter().flatten().enumerate() {
+                // SAFETY: task co writes only row co of each U[p]; u outlives the loop.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        lane.as_ptr(),
+                        up.get().add((p * cout + co) * cin + ci0),
+                        n,
+                    )
+                };
+            }
+            ci0 += n;
+        }
+    });
+
+    let chunk = wino_chunk(a, m, g);
+    let mut v = vec![0f32; a2 * cin * chunk];
+    let mut mm = vec![0f32; a2 * cout * chunk];
+    let yp = SendPtr(y.as_mut_ptr());
+    let (pt, pl) = (g.pad[0] as isize, g.pad[2] as isize);
+    let tile_pos = |tile: usize| {
+        let (n, r) = (tile / tiles_per_img, tile % tiles_per_img);
+        (n, r / tw, r % tw)
+    };
+    let mut t0 = 0;
+    while t0 < tiles {
+        let tc = chunk.min(tiles - t0);
+        // Where each tile of the chunk starts in its image plane, and whether it lies wholly
+        // inside (no zero padding to apply).
+        let starts: Vec<(usize, isize, isize, bool)> = (0..tc)
+            .map(|tt| {
+                let (img, ty, tx) = tile_pos(t0 + tt);
+                let (iy, ix) = ((ty * m) as isize - pt, (tx * m) as isize - pl);
+                let inside = iy >= 0
+                    && ix >= 0
+                    && iy + a as isize <= g.h as isize
+                    && ix + a as isize <= g.w as isize;
+                (img, iy, ix, inside)
+            })
+            .collect();
+        // V[p][ci][t] = (Bᵀ d B)[p], LANES tiles at a time.
+        let vp = SendPtr(v.as_mut_ptr());
+        let starts = &starts;
+        (0..cin).into_par_iter().for_each(|ci| {
+            let mut d = [[[0f32; LANES]; A]; A];
+            let mut tt0 = 0;
+            while tt0 < tc {
+                let n = LANES.min(tc - tt0);
+                for (l, &(img, iy, ix, inside)) in starts[tt0..tt0 + n].iter().enumerate() {
+                    let plane = &x[(img * cin + ci) * g.h * g.w..(img * cin + ci + 1) * g.h * g.w];
+                    for (i, drow) in d.iter_mut().enumerate() {
+                        let yy = iy + i as isize;
+                        if inside {
+                            let base = yy as usize * g.w + ix as usize;
+                            for (j, &val) in plane[base..base + a].iter().enumerate() {
+                                drow[j][l] = val;
+                            }
+                        } else {
+                            for (j, dl) in drow.iter_mut().enumerate() {
+                                let xx = ix + j as isize;
+                                dl[l] =
+                                    if yy >= 0 && xx >= 0 && yy < g.h as isize && xx < g.w as isize
+                                    {
+                                        plane[yy as usize * g.w + xx as usize]
+                                    } else {
+                                        0.0
+                                    };
+                            }
+                        }
+                    }
+                }
+                let vv = input_block(t, &d);
+                for (p, lane) in vv.iter().flatten().enumerate() {
+                    // SAFETY: task ci writes only rows ci of each V[p]; v outlives the loop.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            lane.as_ptr(),
+                            vp.get().add((p * cin + ci) * tc + tt0),
+                            n,
+                        )
+                    };
+                }
+                tt0 += n;
+            }
+        });
+        // M[p] = U[p] · V[p]: α² independent products.
+        let mp = SendPtr(mm.as_mut_ptr());
+        let (u, v) = (&u, &v);
+        (0..a2).into_par_iter().for_each(|p| {
+            // SAFETY: product p writes only M[p] (cout × tc), disjoint from other p.
+            unsafe {
+                matmul_ptr(
+                    mp.get().add(p * cout * tc),
+                    tc,
+                    MatRef::row_major(&u[p * cout * cin..(p + 1) * cout * cin], cout, cin),
+                    MatRef::row_major(&v[p * cin * tc..(p + 1) * cin * tc], cin, tc),
+                    false,
+                    Par::Seq,
+                )
+            };
+        });
+        // Y = Aᵀ M A per tile and output channel, plus bias, cropped at the borders.
+        let mm = &mm;
+        (0..cout).into_par_iter().for_each(|co| {
+            let mut mt = [[[0f32; LANES]; A]; A];
+            let b = bias.map_or(0.0, |b| b[co]);
+            let mut tt0 = 0;
+            while tt0 < tc {
+                let n = LANES.min(tc - tt0);
+                for (p, lane) in mt.iter_mut().flatten().enumerate() {
+                    let src = (p * cout + co) * tc + tt0;
+                    lane[..n].copy_from_slice(&mm[src..src + n]);
+                }
+                let out = output_block(t, &mt);
+                for (l, &(img, iy, ix, _)) in starts[tt0..tt0 + n].iter().enumerate() {
+                    let (oy, ox) = ((iy + pt) as usize, (ix + pl) as usize);
+                    for (i, orow) in out.iter().enumerate().take(ho - oy) {
+                        let row = ((img * cout + co) * ho + oy + i) * wo + ox;
+                        for (j, ol) in orow.iter().enumerate().take(wo - ox) {
+                            // SAFETY: output channel co is written by this task only.
+                            unsafe { *yp.get().add(row + j) = ol[l] + b };
+                        }
+                    }
+                }
+                tt0 += n;
+            }
+        });
+        t0 += tc;
+    }
 }

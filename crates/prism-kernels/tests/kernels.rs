@@ -1,7 +1,7 @@
 //! Every kernel against its plain f64 reference on fresh random inputs.
 
-use prism_kernels::attention::{attention_naive, AttnGeom};
-use prism_kernels::conv::{conv2d_im2col, Conv2dGeom};
+use prism_kernels::attention::{attention, AttentionImpl, AttnGeom};
+use prism_kernels::conv::{conv2d, conv2d_im2col, Conv2dGeom, ConvImpl};
 use prism_kernels::matmul::{linear, matmul, MatRef, Par};
 use prism_kernels::norm::{group_norm, layer_norm};
 use prism_kernels::{elementwise as ew, reference};
@@ -145,8 +145,78 @@ fn conv2d_im2col_matches_direct() {
     });
 }
 
+/// Winograd error against an f64 direct convolution, relative to max|ref|: the model
+/// tolerance (1e-4) must hold at Stable Diffusion's channel counts for `ConvImpl::auto` to
+/// pick F(4×4, 3×3).
+const WINOGRAD_TOL: f64 = 1e-4;
+
 #[test]
-fn attention_naive_matches_reference() {
+fn winograd_matches_direct_convolution() {
+    let mut r = Rng::new();
+    pool().install(|| {
+        // n, cin, h, w, cout, pad: ragged tile edges, batch, odd sizes, asymmetric padding.
+        for &(n, cin, h, w, cout, pad) in &[
+            (2, 5, 9, 7, 3, [1, 1, 1, 1]),
+            (1, 16, 16, 16, 20, [1, 1, 1, 1]),
+            (1, 3, 6, 5, 2, [0, 0, 0, 0]),
+            (1, 7, 11, 13, 17, [1, 1, 1, 1]),
+        ] {
+            let g = Conv2dGeom {
+                n,
+                cin,
+                h,
+                w,
+                cout,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad,
+            };
+            let x = r.vec(n * cin * h * w);
+            let wt = r.vec(cout * cin * 9);
+            let b = r.vec(cout);
+            let want = reference::conv2d(&g, &x, &wt, Some(&b));
+            for imp in [ConvImpl::Winograd2, ConvImpl::Winograd4] {
+                let mut y = vec![0f32; g.out_len()];
+                assert_eq!(conv2d(imp, &g, &x, &wt, Some(&b), &mut y), imp);
+                close(&format!("{imp:?} {g:?}"), &y, &want);
+            }
+        }
+        // Stable Diffusion's widest layers: 1280 input channels, weights at PyTorch's scale.
+        for &cin in &[320usize, 1280] {
+            let g = Conv2dGeom {
+                n: 1,
+                cin,
+                h: 8,
+                w: 8,
+                cout: 16,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad: [1; 4],
+            };
+            let x = r.vec(cin * 64);
+            let bound = 1.0 / ((cin * 9) as f32).sqrt();
+            let wt: Vec<f32> = r.vec(16 * cin * 9).iter().map(|v| v * bound).collect();
+            let want = reference::conv2d(&g, &x, &wt, None);
+            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+            for imp in [ConvImpl::Im2col, ConvImpl::Winograd2, ConvImpl::Winograd4] {
+                let mut y = vec![0f32; g.out_len()];
+                conv2d(imp, &g, &x, &wt, None, &mut y);
+                let err = y
+                    .iter()
+                    .zip(&want)
+                    .fold(0f64, |m, (&a, &b)| m.max((a as f64 - b).abs()))
+                    / scale;
+                eprintln!("{imp:?} cin {cin}: relative error {err:.2e}");
+                assert!(err <= WINOGRAD_TOL, "{imp:?} cin {cin}: {err:e}");
+            }
+        }
+    });
+}
+
+#[test]
+fn attention_variants_match_reference() {
     let mut r = Rng::new();
     pool().install(|| {
         for &(batch, heads, head_dim, lq, lk, causal) in &[
@@ -154,6 +224,10 @@ fn attention_naive_matches_reference() {
             (1, 2, 16, 33, 7, false),
             (2, 4, 4, 9, 9, true),
             (1, 1, 32, 40, 40, false),
+            // Several flash / fused-softmax tiles, ragged edges, causal across tiles.
+            (1, 2, 40, 300, 600, false),
+            (2, 1, 24, 333, 333, true),
+            (1, 3, 8, 70, 77, false),
         ] {
             let g = AttnGeom {
                 batch,
@@ -167,13 +241,24 @@ fn attention_naive_matches_reference() {
             let q = r.vec(batch * lq * heads * head_dim);
             let k = r.vec(batch * lk * heads * head_dim);
             let v = r.vec(batch * lk * heads * head_dim);
-            let mut o = vec![0f32; q.len()];
-            attention_naive(&g, &q, &k, &v, &mut o);
-            close(
-                &format!("attention {g:?}"),
-                &o,
-                &reference::attention(&g, &q, &k, &v),
-            );
+            let want = reference::attention(&g, &q, &k, &v);
+            let mut outs = Vec::new();
+            for imp in [
+                AttentionImpl::Naive,
+                AttentionImpl::FusedSoftmax,
+                AttentionImpl::Flash,
+            ] {
+                let mut o = vec![0f32; q.len()];
+                attention(imp, &g, &q, &k, &v, &mut o);
+                close(&format!("attention {imp:?} {g:?}"), &o, &want);
+                outs.push(o);
+            }
+            // The two softmax orderings agree to 1e-5 absolute.
+            let d = outs[0]
+                .iter()
+                .zip(&outs[1])
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(d <= 1e-5, "naive vs fused-softmax differ by {d}");
         }
     });
 }

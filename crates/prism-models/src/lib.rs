@@ -14,4 +14,6 @@ pub mod schedulers;
 pub mod source;
 pub mod tokenizer;
 pub mod unet;
+pub mod unet3d;
 pub mod vae;
+pub mod video;

@@ -40,6 +40,15 @@ pub const PRESETS: &[Preset] = &[
         scheduler: include_str!("../presets/sd21/scheduler.json"),
         pad: PadToken::Bang,
     },
+    Preset {
+        name: "t2v",
+        description: "ModelScope text-to-video 1.7B architecture (UNet3D with temporal conv and attention, OpenCLIP ViT-H text encoder, SD VAE)",
+        unet: include_str!("../presets/t2v/unet.json"),
+        vae: include_str!("../presets/t2v/vae.json"),
+        text_encoder: include_str!("../presets/t2v/text_encoder.json"),
+        scheduler: include_str!("../presets/t2v/scheduler.json"),
+        pad: PadToken::Bang,
+    },
 ];
 
 pub fn preset_names() -> String {

@@ -1,13 +1,38 @@
 use crate::Weights;
 use prism_core::{Error, Graph, NodeId, Op, Result, Tensor};
+use prism_kernels::attention::AttentionImpl;
+use prism_kernels::conv::ConvImpl;
 use prism_kernels::{attention, conv, elementwise as ew, matmul, norm};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// Which kernel variant runs each operator (None: the automatic choice per shape).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelChoice {
+    pub attention: Option<AttentionImpl>,
+    pub conv: Option<ConvImpl>,
+}
+
+impl KernelChoice {
+    pub fn attention_for(&self, g: &attention::AttnGeom) -> AttentionImpl {
+        self.attention.unwrap_or_else(|| AttentionImpl::auto(g))
+    }
+    pub fn conv_for(&self, g: &conv::Conv2dGeom) -> ConvImpl {
+        let c = self.conv.unwrap_or_else(|| ConvImpl::auto(g));
+        if c.supports(g) {
+            c
+        } else {
+            ConvImpl::Im2col
+        }
+    }
+}
 
 /// One executed node, as an observer sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct NodeEvent {
     pub node: NodeId,
+    /// The kernel variant that ran (e.g. `flash`, `winograd4`), or "" where there is one.
+    pub variant: &'static str,
     /// Start, relative to the start of the run.
     pub start: Duration,
     pub duration: Duration,
@@ -24,7 +49,8 @@ pub struct RunStats {
 
 /// Runs graphs on a private rayon pool of a fixed size.
 pub struct Executor {
-    pool: rayon::ThreadPool,
+    pool: std::sync::Arc<rayon::ThreadPool>,
+    pub kernels: KernelChoice,
 }
 
 impl Executor {
@@ -39,7 +65,26 @@ impl Executor {
             .num_threads(n)
             .build()
             .map_err(|e| Error::invalid(format!("cannot start {n} threads: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: std::sync::Arc::new(pool),
+            kernels: KernelChoice::default(),
+        })
+    }
+
+    /// The same pool with other kernel choices.
+    pub fn with_kernels(&self, kernels: KernelChoice) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            kernels,
+        }
+    }
+
+    /// The same pool with another attention choice (None: automatic).
+    pub fn with_attention(&self, attention: Option<AttentionImpl>) -> Self {
+        self.with_kernels(KernelChoice {
+            attention,
+            ..self.kernels
+        })
     }
 
     /// Run `f` on this executor's thread pool.
@@ -124,7 +169,8 @@ impl Executor {
                 }
                 let start = t0.elapsed();
                 let moved = crate::plan::moves_input(graph, i, &last_use);
-                let out = run_node(graph, i, weights, &mut slots, &last_use)?;
+                let (out, variant) =
+                    run_node(graph, i, weights, &mut slots, &last_use, &self.kernels)?;
                 let dur = t0.elapsed() - start;
                 // A reshape that took its input's buffer adds nothing to the live set.
                 if !moved {
@@ -134,6 +180,7 @@ impl Executor {
                 stats.peak_live_bytes = stats.peak_live_bytes.max(live);
                 observer(NodeEvent {
                     node: i,
+                    variant,
                     start,
                     duration: dur,
                     live_bytes: live,
@@ -172,7 +219,9 @@ fn run_node(
     w: &Weights,
     slots: &mut [Option<Tensor>],
     last_use: &[Option<NodeId>],
-) -> Result<Tensor> {
+    kernels: &KernelChoice,
+) -> Result<(Tensor, &'static str)> {
+    let mut variant = "";
     let node = &graph.nodes[i];
     let out_shape = graph.values[node.output].shape.clone();
     let n_out: usize = out_shape.iter().product();
@@ -206,7 +255,8 @@ fn run_node(
                 pad: c.pad,
             };
             let bias = c.bias.map(|b| w.get(b).data());
-            conv::conv2d_im2col(&g, x.data(), w.get(c.weight).data(), bias, &mut y);
+            let imp = kernels.conv_for(&g);
+            variant = conv::conv2d(imp, &g, x.data(), w.get(c.weight).data(), bias, &mut y).name();
         }
         Op::Linear { weight, bias } => {
             let x = arg(0);
@@ -227,7 +277,9 @@ fn run_node(
                 scale: a.scale,
                 causal: a.causal,
             };
-            attention::attention_naive(&g, q.data(), k.data(), v.data(), &mut y);
+            let imp = kernels.attention_for(&g);
+            attention::attention(imp, &g, q.data(), k.data(), v.data(), &mut y);
+            variant = imp.name();
         }
         Op::GroupNorm {
             groups,
@@ -308,7 +360,7 @@ fn run_node(
             } else {
                 slots[src].clone().expect("input computed")
             };
-            return t.reshape(&out_shape);
+            return Ok((t.reshape(&out_shape)?, variant));
         }
         Op::UpsampleNearest { h, w } => {
             let x = arg(0);
@@ -375,5 +427,5 @@ fn run_node(
             }
         }
     }
-    Tensor::new(out_shape, y)
+    Ok((Tensor::new(out_shape, y)?, variant))
 }

@@ -9,7 +9,7 @@ pub mod observe;
 pub mod plan;
 mod weights;
 
-pub use exec::{Executor, NodeEvent, RunStats};
+pub use exec::{Executor, KernelChoice, NodeEvent, RunStats};
 pub use observe::{mem, NoObserver, Observer};
 pub use plan::{plan, MemoryPlan};
 pub use weights::Weights;

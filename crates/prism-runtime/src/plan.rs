@@ -3,6 +3,7 @@
 //! rule (`Graph::last_uses`), so this is a prediction of its activation memory, not a model
 //! of some other allocator.
 
+use crate::KernelChoice;
 use prism_core::{Graph, NodeId, Op};
 use prism_kernels::{attention, conv};
 
@@ -21,12 +22,12 @@ pub struct MemoryPlan {
 }
 
 /// Scratch bytes node `i` allocates while it runs on `threads` threads.
-pub fn scratch_bytes(g: &Graph, i: NodeId, threads: usize) -> usize {
+pub fn scratch_bytes(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) -> usize {
     let n = &g.nodes[i];
     let floats = match &n.op {
         Op::Conv2d(c) => {
             let s = &g.values[n.inputs[0]].shape;
-            conv::im2col_workspace_floats(&conv::Conv2dGeom {
+            let geom = conv::Conv2dGeom {
                 n: s[0],
                 cin: s[1],
                 h: s[2],
@@ -36,23 +37,23 @@ pub fn scratch_bytes(g: &Graph, i: NodeId, threads: usize) -> usize {
                 kw: c.kw,
                 stride: c.stride,
                 pad: c.pad,
-            })
+            };
+            conv::workspace_floats(k.conv_for(&geom), &geom)
         }
         Op::Attention(a) => {
+            let kc = k;
             let q = &g.values[n.inputs[0]].shape;
             let k = &g.values[n.inputs[1]].shape;
-            attention::naive_workspace_floats(
-                &attention::AttnGeom {
-                    batch: q[0],
-                    heads: a.heads,
-                    head_dim: a.head_dim,
-                    lq: q[1],
-                    lk: k[1],
-                    scale: a.scale,
-                    causal: a.causal,
-                },
-                threads,
-            )
+            let geom = attention::AttnGeom {
+                batch: q[0],
+                heads: a.heads,
+                head_dim: a.head_dim,
+                lq: q[1],
+                lk: k[1],
+                scale: a.scale,
+                causal: a.causal,
+            };
+            attention::workspace_floats(kc.attention_for(&geom), &geom, threads)
         }
         _ => 0,
     };
@@ -65,7 +66,8 @@ pub fn moves_input(g: &Graph, i: NodeId, last_use: &[Option<NodeId>]) -> bool {
     matches!(n.op, Op::Reshape) && last_use[n.inputs[0]] == Some(i)
 }
 
-pub fn plan(g: &Graph, threads: usize) -> MemoryPlan {
+/// The buffer plan of `g` run on `threads` threads with kernel choices `k`.
+pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
     let last_use = g.last_uses();
     let bytes = |v: usize| g.values[v].numel() * 4;
     let mut live: usize = g.inputs.iter().map(|(_, v)| bytes(*v)).sum();
@@ -81,7 +83,7 @@ pub fn plan(g: &Graph, threads: usize) -> MemoryPlan {
             p.live_after[i] = live;
             continue;
         }
-        let scratch = scratch_bytes(g, i, threads);
+        let scratch = scratch_bytes(g, i, threads, k);
         p.scratch[i] = scratch;
         let moved = moves_input(g, i, &last_use);
         if !moved {

@@ -1,0 +1,208 @@
+//! `prism bench`: kernels against their references and whole components, release build,
+//! warm-up, median and spread of several runs. Names match tools/bench_torch.py so the two
+//! systems are compared side by side (tools/bench_compare.py).
+
+use prism_core::{Result, Tensor};
+use prism_kernels::attention::{attention, AttentionImpl, AttnGeom};
+use prism_kernels::conv::{conv2d, Conv2dGeom, ConvImpl};
+use prism_models::pipeline::{LoadOptions, TextEncoder, Unet, VaePart};
+use prism_models::source::ModelSource;
+use prism_runtime::{Executor, NoObserver};
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub name: String,
+    pub median_s: f64,
+    pub min_s: f64,
+    pub max_s: f64,
+    pub runs: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flops: Option<u64>,
+    /// Max |Δ| against the plain reference (kernels) relative to max |ref|.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rel_error: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Every benchmark `prism bench` knows, in the order it runs them.
+pub const BENCHES: &[&str] = &[
+    "attention_b2h8_4096_d40",
+    "attention_b2h8_4096_d40_naive",
+    "attention_b2h8_4096_d40_fused-softmax",
+    "conv3x3_320_64_b2",
+    "conv3x3_320_64_b2_im2col",
+    "conv3x3_320_64_b2_winograd2",
+    "conv3x3_320_64_b2_winograd4",
+    "clip_2prompts",
+    "unet_b2_32",
+    "unet_b2_64",
+    "unet_b2_32_naive",
+    "unet_b2_64_naive",
+    "vae_decode_32",
+    "vae_decode_64",
+];
+
+/// Time `f` `runs` times after one warm-up.
+pub fn time(runs: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
+    f();
+    let mut t: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (t[t.len() / 2], t[0], t[t.len() - 1])
+}
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = prism_models::random::SplitMix64(seed);
+    (0..n).map(|_| r.next_f32() * 2.0 - 1.0).collect()
+}
+
+fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    let d = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs())) as f64;
+    d / scale.max(1e-30)
+}
+
+fn result(name: &str, runs: usize, t: (f64, f64, f64), flops: Option<u64>) -> BenchResult {
+    BenchResult {
+        name: name.into(),
+        median_s: t.0,
+        min_s: t.1,
+        max_s: t.2,
+        runs,
+        flops,
+        rel_error: None,
+        note: None,
+    }
+}
+
+/// Run one named benchmark on `exec`'s pool.
+pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
+    let sd15 = || ModelSource::parse("sd15");
+    let opts = LoadOptions::default();
+    if let Some(rest) = name.strip_prefix("attention_b2h8_4096_d40") {
+        let imp = match rest {
+            "" => AttentionImpl::Flash,
+            r => AttentionImpl::parse(&r[1..])
+                .ok_or_else(|| prism_core::Error::invalid(format!("unknown benchmark {name}")))?,
+        };
+        let g = AttnGeom {
+            batch: 2,
+            heads: 8,
+            head_dim: 40,
+            lq: 4096,
+            lk: 4096,
+            scale: 40f32.powf(-0.5),
+            causal: false,
+        };
+        let n = 2 * 4096 * 8 * 40;
+        let (q, k, v) = (rand_vec(n, 1), rand_vec(n, 2), rand_vec(n, 3));
+        let mut out = vec![0f32; n];
+        let t = exec.install(|| time(runs, || attention(imp, &g, &q, &k, &v, &mut out)));
+        let mut want = vec![0f32; n];
+        exec.install(|| attention(AttentionImpl::Naive, &g, &q, &k, &v, &mut want));
+        let mut r = result(name, runs, t, Some(4 * 2 * 8 * 4096 * 4096 * 40));
+        r.rel_error = Some(rel_err(&out, &want));
+        r.note = Some(format!(
+            "{} vs naive; extra memory {:.1} MiB",
+            imp.name(),
+            prism_kernels::attention::workspace_floats(imp, &g, exec.threads()) as f64 * 4.0
+                / (1 << 20) as f64
+        ));
+        return Ok(r);
+    }
+    if let Some(rest) = name.strip_prefix("conv3x3_320_64_b2") {
+        let imp = match rest {
+            "" | "_winograd4" => ConvImpl::Winograd4,
+            "_im2col" => ConvImpl::Im2col,
+            "_winograd2" => ConvImpl::Winograd2,
+            _ => {
+                return Err(prism_core::Error::invalid(format!(
+                    "unknown benchmark {name}"
+                )))
+            }
+        };
+        let g = Conv2dGeom {
+            n: 2,
+            cin: 320,
+            h: 64,
+            w: 64,
+            cout: 320,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: [1; 4],
+        };
+        let x = rand_vec(2 * 320 * 64 * 64, 4);
+        let w = rand_vec(320 * 320 * 9, 5)
+            .iter()
+            .map(|v| v * 0.06)
+            .collect::<Vec<_>>();
+        let b = rand_vec(320, 6);
+        let mut y = vec![0f32; g.out_len()];
+        let t = exec.install(|| {
+            time(runs, || {
+                conv2d(imp, &g, &x, &w, Some(&b), &mut y);
+            })
+        });
+        let mut want = vec![0f32; g.out_len()];
+        exec.install(|| {
+            conv2d(ConvImpl::Im2col, &g, &x, &w, Some(&b), &mut want);
+        });
+        let mut r = result(name, runs, t, Some(2 * 2 * 320 * 64 * 64 * 320 * 9));
+        r.rel_error = Some(rel_err(&y, &want));
+        r.note = Some(format!("{} vs im2col", imp.name()));
+        return Ok(r);
+    }
+    match name {
+        "clip_2prompts" => {
+            let te = TextEncoder::load(&sd15()?, &opts)?;
+            let ids = Tensor::new(
+                vec![2, 77],
+                (0..154).map(|i| (i * 37 % 49408) as f32).collect(),
+            )?;
+            let t = time(runs, || {
+                te.run(exec, &mut NoObserver, ids.clone())
+                    .expect("text encoder runs");
+            });
+            Ok(result(name, runs, t, None))
+        }
+        "unet_b2_32" | "unet_b2_64" | "unet_b2_32_naive" | "unet_b2_64_naive" => {
+            let s = if name.contains("_32") { 32 } else { 64 };
+            let unet = Unet::load(&sd15()?, &opts)?;
+            let x = Tensor::new(vec![2, 4, s, s], rand_vec(2 * 4 * s * s, 7))?;
+            let ts = Tensor::new(vec![2], vec![500.0; 2])?;
+            let ctx = Tensor::new(vec![2, 77, 768], rand_vec(2 * 77 * 768, 8))?;
+            let naive = name.ends_with("_naive");
+            let ex = exec.with_attention(naive.then_some(AttentionImpl::Naive));
+            let t = time(runs, || {
+                unet.run(&ex, &mut NoObserver, x.clone(), ts.clone(), ctx.clone())
+                    .expect("unet runs");
+            });
+            Ok(result(name, runs, t, None))
+        }
+        "vae_decode_32" | "vae_decode_64" => {
+            let s = if name.ends_with("32") { 32 } else { 64 };
+            let vae = VaePart::load(&sd15()?, &opts, true)?;
+            let z = Tensor::new(vec![1, 4, s, s], rand_vec(4 * s * s, 9))?;
+            let t = time(runs, || {
+                vae.run(exec, &mut NoObserver, z.clone()).expect("vae runs");
+            });
+            Ok(result(name, runs, t, None))
+        }
+        _ => Err(prism_core::Error::invalid(format!(
+            "unknown benchmark {name} (known: {})",
+            BENCHES.join(", ")
+        ))),
+    }
+}

@@ -1,0 +1,363 @@
+//! Vectorized building blocks with run-time dispatch: AVX-512F, AVX2+FMA, or portable code,
+//! chosen once when first used (`is_x86_feature_detected!`), so one binary runs on every
+//! x86-64 machine (no `-C target-cpu=native`).
+
+use std::sync::OnceLock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Avx512 => "avx512",
+            Level::Avx2 => "avx2+fma",
+            Level::Portable => "portable",
+        }
+    }
+}
+
+static LEVEL: OnceLock<Level> = OnceLock::new();
+
+/// The instruction set in use. `PRISM_SIMD=portable|avx2|avx512` forces a lower level (for
+/// testing the other paths on one machine).
+pub fn level() -> Level {
+    *LEVEL.get_or_init(|| {
+        let detected = detect();
+        match std::env::var("PRISM_SIMD").as_deref() {
+            Ok("portable") => Level::Portable,
+            Ok("avx2") if detected != Level::Portable => Level::Avx2,
+            _ => detected,
+        }
+    })
+}
+
+fn detect() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return Level::Avx512;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Level::Avx2;
+        }
+    }
+    Level::Portable
+}
+
+/// Does this CPU have AVX-512 BF16 dot products?
+pub fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+// ---- portable reference versions (also the fallback) ----
+
+fn max_portable(x: &[f32]) -> f32 {
+    x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
+
+/// e[i] = exp(scale·src[i] − m); dst[i] ← e[i]·mul where dst is given; returns Σ e[i].
+///
+/// # Safety
+/// `src` is valid for `n` reads; `dst` is null or valid for `n` writes (it may equal `src`).
+unsafe fn exp_core_portable(
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    scale: f32,
+    m: f32,
+    mul: f32,
+) -> f32 {
+    let mut s = 0f32;
+    for i in 0..n {
+        let e = (*src.add(i)).mul_add(scale, -m).exp();
+        if !dst.is_null() {
+            *dst.add(i) = e * mul;
+        }
+        s += e;
+    }
+    s
+}
+
+#[cfg(test)]
+fn exp_sum_portable(x: &mut [f32], scale: f32, m: f32) -> f32 {
+    // SAFETY: x is valid for its length, read and written in place.
+    unsafe { exp_core_portable(x.as_ptr(), x.as_mut_ptr(), x.len(), scale, m, 1.0) }
+}
+
+/// Dispatch [`exp_core_portable`] and its vector versions.
+///
+/// # Safety
+/// As [`exp_core_portable`].
+unsafe fn exp_core(src: *const f32, dst: *mut f32, n: usize, scale: f32, m: f32, mul: f32) -> f32 {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => x86::exp_core_avx512(src, dst, n, scale, m, mul),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => x86::exp_core_avx2(src, dst, n, scale, m, mul),
+        _ => exp_core_portable(src, dst, n, scale, m, mul),
+    }
+}
+
+/// max(x) (−∞ for empty).
+pub fn max(x: &[f32]) -> f32 {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: level() verified AVX-512F at run time.
+        Level::Avx512 => unsafe { x86::max_avx512(x) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: level() verified AVX2 and FMA at run time.
+        Level::Avx2 => unsafe { x86::max_avx2(x) },
+        _ => max_portable(x),
+    }
+}
+
+/// x[i] ← exp(scale·x[i] − m); returns Σ x[i].
+pub fn exp_sum(x: &mut [f32], scale: f32, m: f32) -> f32 {
+    // SAFETY: x is valid for its length; the level was detected at run time.
+    unsafe { exp_core(x.as_ptr(), x.as_mut_ptr(), x.len(), scale, m, 1.0) }
+}
+
+/// Σ exp(scale·x[i] − m), x unchanged (nothing written).
+pub fn exp_sum_nostore(x: &[f32], scale: f32, m: f32) -> f32 {
+    // SAFETY: x is valid for reads; dst is null, so nothing is written.
+    unsafe { exp_core(x.as_ptr(), std::ptr::null_mut(), x.len(), scale, m, 1.0) }
+}
+
+/// dst[i] ← exp(scale·src[i] − m)·mul.
+pub fn exp_into(src: &[f32], dst: &mut [f32], scale: f32, m: f32, mul: f32) {
+    assert_eq!(src.len(), dst.len());
+    // SAFETY: both slices are valid for their (equal) lengths and do not overlap.
+    unsafe { exp_core(src.as_ptr(), dst.as_mut_ptr(), src.len(), scale, m, mul) };
+}
+
+/// x[i] ← x[i]·a.
+pub fn scale(x: &mut [f32], a: f32) {
+    for v in x.iter_mut() {
+        *v *= a;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    // exp(x) = 2^n · p(r), n = round(x·log2 e), r = x − n·ln 2 (Cody–Waite split), p a
+    // degree-6 polynomial: about 1 ulp on [−87, 88]; inputs below −87 give 0.
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const P: [f32; 7] = [
+        1.0,
+        1.0,
+        0.5,
+        0.166_666_67,
+        0.041_666_668,
+        0.008_333_334,
+        0.001_388_889,
+    ];
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp512(x: __m512) -> __m512 {
+        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+        let x = _mm512_min_ps(x, _mm512_set1_ps(88.0));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(P[6]);
+        for &c in P[..6].iter().rev() {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        _mm512_scalef_ps(p, n)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn exp256(x: __m256) -> __m256 {
+        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+        let x = _mm256_min_ps(x, _mm256_set1_ps(88.0));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+        let mut p = _mm256_set1_ps(P[6]);
+        for &c in P[..6].iter().rev() {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        // 2^n through the exponent bits (n in [−126, 127] after the clamp).
+        let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        ));
+        _mm256_mul_ps(p, _mm256_castsi256_ps(e))
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn max_avx512(x: &[f32]) -> f32 {
+        let mut acc = _mm512_set1_ps(f32::NEG_INFINITY);
+        let chunks = x.chunks_exact(16);
+        let rest = chunks.remainder();
+        for c in chunks {
+            acc = _mm512_max_ps(acc, _mm512_loadu_ps(c.as_ptr()));
+        }
+        let m = _mm512_reduce_max_ps(acc);
+        rest.iter().fold(m, |a, &b| a.max(b))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn max_avx2(x: &[f32]) -> f32 {
+        let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
+        let chunks = x.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            acc = _mm256_max_ps(acc, _mm256_loadu_ps(c.as_ptr()));
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        let m = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        rest.iter().fold(m, |a, &b| a.max(b))
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn exp_core_avx512(
+        src: *const f32,
+        dst: *mut f32,
+        n: usize,
+        scale: f32,
+        m: f32,
+        mul: f32,
+    ) -> f32 {
+        let (vs, vm, vmul) = (
+            _mm512_set1_ps(scale),
+            _mm512_set1_ps(m),
+            _mm512_set1_ps(mul),
+        );
+        let mut acc = _mm512_setzero_ps();
+        let full = n / 16 * 16;
+        let mut i = 0;
+        while i < full {
+            let e = exp512(_mm512_fmsub_ps(_mm512_loadu_ps(src.add(i)), vs, vm));
+            if !dst.is_null() {
+                _mm512_storeu_ps(dst.add(i), _mm512_mul_ps(e, vmul));
+            }
+            acc = _mm512_add_ps(acc, e);
+            i += 16;
+        }
+        let mut s = _mm512_reduce_add_ps(acc);
+        if full < n {
+            let mask: __mmask16 = ((1u32 << (n - full)) - 1) as u16;
+            let e = exp512(_mm512_fmsub_ps(
+                _mm512_maskz_loadu_ps(mask, src.add(full)),
+                vs,
+                vm,
+            ));
+            if !dst.is_null() {
+                _mm512_mask_storeu_ps(dst.add(full), mask, _mm512_mul_ps(e, vmul));
+            }
+            s += _mm512_mask_reduce_add_ps(mask, e);
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp_core_avx2(
+        src: *const f32,
+        dst: *mut f32,
+        n: usize,
+        scale: f32,
+        m: f32,
+        mul: f32,
+    ) -> f32 {
+        let (vs, vm, vmul) = (
+            _mm256_set1_ps(scale),
+            _mm256_set1_ps(m),
+            _mm256_set1_ps(mul),
+        );
+        let mut acc = _mm256_setzero_ps();
+        let full = n / 8 * 8;
+        let mut i = 0;
+        while i < full {
+            let e = exp256(_mm256_fmsub_ps(_mm256_loadu_ps(src.add(i)), vs, vm));
+            if !dst.is_null() {
+                _mm256_storeu_ps(dst.add(i), _mm256_mul_ps(e, vmul));
+            }
+            acc = _mm256_add_ps(acc, e);
+            i += 8;
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        let mut s: f32 = lanes.iter().sum();
+        for k in full..n {
+            let e = (*src.add(k)).mul_add(scale, -m).exp();
+            if !dst.is_null() {
+                *dst.add(k) = e * mul;
+            }
+            s += e;
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_sum_matches_std_on_every_level() {
+        let x: Vec<f32> = (0..1003)
+            .map(|i| (i as f32 * 0.37).sin() * 40.0 - 10.0)
+            .collect();
+        let m = 3.0;
+        let mut want = x.clone();
+        let ws = exp_sum_portable(&mut want, 0.7, m);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut levels = vec![];
+            if is_x86_feature_detected!("avx512f") {
+                levels.push(Level::Avx512);
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                levels.push(Level::Avx2);
+            }
+            for l in levels {
+                let mut got = x.clone();
+                // SAFETY: each level is only run where detected above.
+                let p = got.as_mut_ptr();
+                let s = unsafe {
+                    match l {
+                        Level::Avx512 => x86::exp_core_avx512(p, p, got.len(), 0.7, m, 1.0),
+                        _ => x86::exp_core_avx2(p, p, got.len(), 0.7, m, 1.0),
+                    }
+                };
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 4e-7 * w.abs().max(1e-30),
+                        "{l:?}: {g} vs {w}"
+                    );
+                }
+                assert!((s - ws).abs() <= 1e-5 * ws, "{l:?} sum {s} vs {ws}");
+                // SAFETY: as above.
+                let mx = unsafe {
+                    match l {
+                        Level::Avx512 => x86::max_avx512(&x),
+                        _ => x86::max_avx2(&x),
+                    }
+                };
+                assert_eq!(mx, max_portable(&x));
+            }
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! Text-to-video (diffusers `TextToVideoSDPipeline`, the ModelScope pipeline): tokenizer → CLIP
+//! text encoder → guided denoising of the video latent (1, C, F, h, w) with the 3D UNet and a
+//! scheduler → VAE decoder frame by frame (chunks of `decode_chunk` frames, so memory does
+//! not grow with the frame count) → RGB8 frames → animated GIF or numbered PNGs.
+//!
+//! Differences from the image pipeline, all as diffusers 0.42.1 does them:
+//! - the scheduler config is used as is (`TextToVideoSDPipeline` does not apply
+//!   `StableDiffusionPipeline`'s steps_offset / clip_sample fix-ups);
+//! - pixels: `VideoProcessor.postprocess_video` gives floats `(x/2 + 0.5).clamp(0, 1)`, and the
+//!   documented way to save them (`export_to_video`, like the older `tensor2vid`) converts with
+//!   `(frame * 255).astype(np.uint8)`, i.e. **truncation**, where the image path rounds. prism
+//!   truncates ([`to_rgb8_frames`]).
+
+use crate::clip::{self, ClipConfig};
+use crate::config::Cfg;
+use crate::image::{check_output_path, save_png, write_atomic, RgbImage};
+use crate::pipeline::{LoadOptions, Progress, StageGraph, TextEncoder, VaePart};
+use crate::schedulers::{self, GaussianNoise, NoiseSource, Scheduler};
+use crate::source::{Component, ModelSource};
+use crate::tokenizer::ClipTokenizer;
+use crate::unet3d::{self, UNet3DConfig, Unet3d};
+use crate::vae::{self, VaeConfig};
+use prism_core::{Error, Result, Tensor};
+use prism_runtime::{Executor, Observer};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Frames the VAE decodes at once unless told otherwise: one, so the decoder's activations
+/// stay those of a single image whatever the frame count.
+pub const DEFAULT_DECODE_CHUNK: usize = 1;
+/// diffusers' `TextToVideoSDPipeline` default `num_frames`.
+pub const DEFAULT_FRAMES: usize = 16;
+/// diffusers' `export_to_gif` default.
+pub const DEFAULT_FPS: u32 = 8;
+
+/// Is this model a text-to-video model (its `unet/config.json` `_class_name` is
+/// `UNet3DConditionModel`)? Reads only the UNet config.
+pub fn is_video_model(src: &ModelSource) -> Result<bool> {
+    Ok(unet3d::is_unet3d_config(&src.config(Component::Unet)?))
+}
+
+/// The frame size a video model was trained at (UNet sample size × VAE downscale), from
+/// configs alone (the `t2v` preset: 32 × 8 = 256).
+pub fn native_size(src: &ModelSource) -> Result<usize> {
+    let unet = UNet3DConfig::from_cfg(&src.config(Component::Unet)?)?;
+    let vae = VaeConfig::from_cfg(&src.config(Component::Vae)?)?;
+    Ok(unet.sample_size * vae.downscale())
+}
+
+/// One text-to-video request.
+#[derive(Clone, Debug)]
+pub struct VideoRequest {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub guidance: f32,
+    pub scheduler: Option<String>,
+    pub seed: u64,
+    pub width: usize,
+    pub height: usize,
+    pub frames: usize,
+    /// Frames per VAE decoder run (≥ 1; the last run takes the remainder).
+    pub decode_chunk: usize,
+    /// Initial noise (1, C, F, H/f, W/f), before scaling by the scheduler's initial sigma.
+    pub latents: Option<Tensor>,
+}
+
+pub struct GeneratedVideo {
+    pub frames: Vec<RgbImage>,
+    /// Decoder output per frame mapped to [0, 1] (`output_type="np"`), (F, H, W, 3).
+    pub frames_f32: Tensor,
+    /// (1, C, F, h, w), before `/ scaling_factor` (diffusers' `output_type="latent"`).
+    pub final_latents: Tensor,
+    /// (2 or 1, L, D): negative then positive with guidance.
+    pub prompt_embeds: Tensor,
+    pub scheduler: &'static str,
+    pub text_time: Duration,
+    pub step_times: Vec<Duration>,
+    pub decode_time: Duration,
+    /// Decoder runs (⌈frames / decode_chunk⌉).
+    pub decode_runs: usize,
+}
+
+/// A text-to-video pipeline: text encoder, 3D UNet, VAE decoder, scheduler config.
+pub struct TextToVideo {
+    pub label: String,
+    pub random_weights: bool,
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: TextEncoder,
+    pub unet: Unet3d,
+    pub vae: VaePart,
+    pub scheduler_cfg: Cfg,
+}
+
+fn check_multiple(flag: &str, v: usize, f: usize) -> Result<()> {
+    if v == 0 || v % f != 0 {
+        return Err(Error::invalid(format!(
+            "{flag} {v}: must be a positive multiple of {f} (the VAE's downscale factor)"
+        )));
+    }
+    Ok(())
+}
+
+/// `--frames` / `--decode-chunk` values: positive.
+pub fn check_frames(frames: usize) -> Result<()> {
+    if frames == 0 {
+        return Err(Error::invalid(
+            "--frames 0: a video needs at least one frame",
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_decode_chunk(chunk: usize) -> Result<()> {
+    if chunk == 0 {
+        return Err(Error::invalid(
+            "--decode-chunk 0: the VAE must decode at least one frame per run",
+        ));
+    }
+    Ok(())
+}
+
+/// Build a scheduler from a text-to-video model's config as `TextToVideoSDPipeline` uses it
+/// (no fix-ups), with an optional class override, timesteps set.
+fn make_scheduler(cfg: &Cfg, name: Option<&str>, steps: usize) -> Result<Box<dyn Scheduler>> {
+    let mut s = schedulers::from_config(&cfg.v, name, &cfg.file)?;
+    s.set_timesteps(steps)?;
+    Ok(s)
+}
+
+impl TextToVideo {
+    pub fn load(src: &ModelSource, opts: &LoadOptions) -> Result<Self> {
+        if !is_video_model(src)? {
+            return Err(Error::invalid(format!(
+                "{}: not a text-to-video model (its unet is not a {})",
+                src.label(),
+                unet3d::CLASS_NAME
+            )));
+        }
+        let tokenizer = src.tokenizer()?;
+        let text_encoder = TextEncoder::load(src, opts)?;
+        let unet = Unet3d::load(src, opts.variant.as_deref(), opts.weight_seed)?;
+        let vae = VaePart::load(src, opts, true)?;
+        let scheduler_cfg = src.config(Component::Scheduler)?;
+        if text_encoder.cfg.hidden_size != unet.cfg.cross_attention_dim {
+            return Err(Error::invalid(format!(
+                "{}: text encoder width {} differs from the UNet's cross_attention_dim {}",
+                src.label(),
+                text_encoder.cfg.hidden_size,
+                unet.cfg.cross_attention_dim
+            )));
+        }
+        if vae.cfg.latent_channels != unet.cfg.in_channels {
+            return Err(Error::invalid(format!(
+                "{}: the VAE has {} latent channels but the UNet takes {}",
+                src.label(),
+                vae.cfg.latent_channels,
+                unet.cfg.in_channels
+            )));
+        }
+        Ok(Self {
+            label: src.label(),
+            random_weights: src.is_random(),
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler_cfg,
+        })
+    }
+
+    /// Pixels per latent pixel.
+    pub fn vae_scale(&self) -> usize {
+        self.vae.cfg.downscale()
+    }
+
+    /// The frame size the model was trained at (UNet sample size × VAE downscale).
+    pub fn default_size(&self) -> usize {
+        self.unet.cfg.sample_size * self.vae_scale()
+    }
+
+    pub fn scheduler(&self, name: Option<&str>, steps: usize) -> Result<Box<dyn Scheduler>> {
+        make_scheduler(&self.scheduler_cfg, name, steps)
+    }
+
+    /// Check a request before any work: frames, chunk, sizes, steps, guidance, latents.
+    pub fn validate(&self, req: &VideoRequest) -> Result<()> {
+        check_frames(req.frames)?;
+        check_decode_chunk(req.decode_chunk)?;
+        let f = self.vae_scale();
+        check_multiple("--width", req.width, f)?;
+        check_multiple("--height", req.height, f)?;
+        if req.steps == 0 {
+            return Err(Error::invalid(
+                "--steps 0: at least one denoising step is needed",
+            ));
+        }
+        if !req.guidance.is_finite() {
+            return Err(Error::invalid(format!(
+                "--guidance {}: must be a finite number",
+                req.guidance
+            )));
+        }
+        if let Some(l) = &req.latents {
+            let want = [
+                1,
+                self.unet.cfg.in_channels,
+                req.frames,
+                req.height / f,
+                req.width / f,
+            ];
+            if l.shape() != want {
+                return Err(Error::input(
+                    "latents",
+                    format!(
+                        "shape {:?}; {} frames of {}x{} need {want:?} (--frames, --width/--height over {f})",
+                        l.shape(),
+                        req.frames,
+                        req.width,
+                        req.height
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Token ids for a batch of prompts, as an f32 tensor (B, 77).
+    pub fn tokenize(&self, prompts: &[&str]) -> Result<Tensor> {
+        let mut data = Vec::new();
+        for p in prompts {
+            data.extend(self.tokenizer.encode(p)?.into_iter().map(|i| i as f32));
+        }
+        Tensor::new(vec![prompts.len(), self.tokenizer.max_length()], data)
+    }
+
+    pub fn generate(
+        &self,
+        exec: &Executor,
+        req: &VideoRequest,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<GeneratedVideo> {
+        self.validate(req)?;
+        let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
+        let guided = req.guidance > 1.0;
+
+        // Text: negative (unconditional) first, then the prompt, as diffusers concatenates.
+        let t0 = Instant::now();
+        let prompts: Vec<&str> = if guided {
+            vec![&req.negative_prompt, &req.prompt]
+        } else {
+            vec![&req.prompt]
+        };
+        let ids = self.tokenize(&prompts)?;
+        let mut text = self.text_encoder.run(exec, obs, ids)?;
+        let ctx = text
+            .remove("last_hidden_state")
+            .expect("text encoder output");
+        let text_time = t0.elapsed();
+        progress(Progress::TextEncoded(text_time));
+
+        // Initial latents (1, C, F, h, w).
+        let f = self.vae_scale();
+        let (lh, lw, nf) = (req.height / f, req.width / f, req.frames);
+        let lc = self.unet.cfg.in_channels;
+        let n = lc * nf * lh * lw;
+        let mut latents: Vec<f32> = match &req.latents {
+            Some(t) => t.data().to_vec(),
+            None => {
+                let mut g = GaussianNoise::new(req.seed);
+                let mut v = vec![0f32; n];
+                g.fill_normal(&mut v);
+                v
+            }
+        };
+        let sigma = scheduler.init_noise_sigma();
+        latents.iter_mut().for_each(|v| *v *= sigma);
+        let mut noise = GaussianNoise::new(req.seed.wrapping_add(1));
+
+        let batch = if guided { 2 } else { 1 };
+        let graph = unet3d::build(&self.unet.cfg, batch, nf, lh, lw, ctx.shape()[1])?;
+        let timesteps = scheduler.timesteps().to_vec();
+        let mut step_times = Vec::with_capacity(timesteps.len());
+        for (i, &t) in timesteps.iter().enumerate() {
+            let ts = Instant::now();
+            let mut x = latents.clone();
+            scheduler.scale_model_input(&mut x, i);
+            let mut input = x.clone();
+            if guided {
+                input.extend_from_slice(&x);
+            }
+            let sample = Tensor::new(vec![batch, lc, nf, lh, lw], input)?;
+            let tt = Tensor::new(vec![batch], vec![t as f32; batch])?;
+            let mut out = exec.run_stage(
+                obs,
+                "unet",
+                i,
+                &graph,
+                &self.unet.weights,
+                vec![
+                    ("sample".into(), sample),
+                    ("timestep".into(), tt),
+                    ("encoder_hidden_states".into(), ctx.clone()),
+                ],
+            )?;
+            let eps = out.remove("sample").expect("unet output").into_data();
+            let pred: Vec<f32> = if guided {
+                let (u, c) = eps.split_at(n);
+                u.iter()
+                    .zip(c)
+                    .map(|(u, c)| u + req.guidance * (c - u))
+                    .collect()
+            } else {
+                eps
+            };
+            // diffusers steps on the (F, C, h, w) view; the deterministic schedulers are
+            // elementwise, so the layout does not change the result.
+            latents = scheduler.step(&pred, i, &latents, &mut noise)?;
+            let dt = ts.elapsed();
+            step_times.push(dt);
+            progress(Progress::Step {
+                index: i,
+                total: timesteps.len(),
+                time: dt,
+            });
+        }
+        let final_latents = Tensor::new(vec![1, lc, nf, lh, lw], latents)?;
+
+        // Decode: (1, C, F, h, w) / scaling_factor → frames (F, C, h, w), `decode_chunk` at a time.
+        let td = Instant::now();
+        let inv = 1.0 / self.vae.cfg.scaling_factor;
+        let plane = lh * lw;
+        let (hh, ww) = (req.height, req.width);
+        let mut frames = Vec::with_capacity(nf);
+        let mut frames_f32: Vec<f32> = Vec::with_capacity(nf * hh * ww * 3);
+        let mut run = 0;
+        let mut start = 0;
+        while start < nf {
+            let k = req.decode_chunk.min(nf - start);
+            let mut z = Vec::with_capacity(k * lc * plane);
+            for fr in start..start + k {
+                for c in 0..lc {
+                    let off = (c * nf + fr) * plane;
+                    z.extend(
+                        final_latents.data()[off..off + plane]
+                            .iter()
+                            .map(|v| v * inv),
+                    );
+                }
+            }
+            let g = vae::build_decoder(&self.vae.cfg, k, lh, lw)?;
+            let mut dec = exec.run_stage(
+                obs,
+                "vae_decoder",
+                run,
+                &g,
+                &self.vae.weights,
+                vec![("latent_sample".into(), Tensor::new(vec![k, lc, lh, lw], z)?)],
+            )?;
+            let sample = dec.remove("sample").expect("decoder output");
+            let per = 3 * hh * ww;
+            for i in 0..k {
+                let (img, f32s) = frame_to_rgb(&sample.data()[i * per..(i + 1) * per], hh, ww);
+                frames.push(img);
+                frames_f32.extend(f32s);
+            }
+            start += k;
+            run += 1;
+        }
+        let decode_time = td.elapsed();
+        progress(Progress::Decoded(decode_time));
+        Ok(GeneratedVideo {
+            frames,
+            frames_f32: Tensor::new(vec![nf, hh, ww, 3], frames_f32)?,
+            final_latents,
+            prompt_embeds: ctx,
+            scheduler: scheduler.name(),
+            text_time,
+            step_times,
+            decode_time,
+            decode_runs: run,
+        })
+    }
+}
+
+/// One decoded frame (3, H, W) in [-1, 1] → (RGB8, HWC floats in [0, 1]):
+/// `(x/2 + 0.5).clamp(0, 1)`, then `(v·255) as u8` (truncation, as `export_to_video`).
+fn frame_to_rgb(sample: &[f32], h: usize, w: usize) -> (RgbImage, Vec<f32>) {
+    let plane = h * w;
+    let mut data = vec![0u8; plane * 3];
+    let mut f = vec![0f32; plane * 3];
+    for c in 0..3 {
+        for i in 0..plane {
+            let v = (sample[c * plane + i] / 2.0 + 0.5).clamp(0.0, 1.0);
+            f[i * 3 + c] = v;
+            data[i * 3 + c] = (v * 255.0) as u8;
+        }
+    }
+    (
+        RgbImage {
+            width: w,
+            height: h,
+            data,
+        },
+        f,
+    )
+}
+
+/// Decoder output (F, 3, H, W) in [-1, 1] → F RGB8 frames, as diffusers' video path does
+/// (see the module doc: truncation, not rounding).
+pub fn to_rgb8_frames(sample: &[f32], frames: usize, h: usize, w: usize) -> Vec<RgbImage> {
+    let per = 3 * h * w;
+    (0..frames)
+        .map(|i| frame_to_rgb(&sample[i * per..(i + 1) * per], h, w).0)
+        .collect()
+}
+
+/// What a text-to-video generation executes, from configs alone (no weights read).
+#[derive(Clone, Debug)]
+pub struct VideoShape {
+    pub width: usize,
+    pub height: usize,
+    pub frames: usize,
+    pub steps: usize,
+    pub guidance: f32,
+    pub clip_skip: usize,
+    /// Scheduler override (else the model's).
+    pub scheduler: Option<String>,
+    /// Frames per VAE decoder run.
+    pub decode_chunk: usize,
+}
+
+/// The graphs of a text-to-video generation: the text encoder once (negative and positive
+/// prompts together with guidance), the 3D UNet once per scheduler timestep on the doubled
+/// batch (guidance > 1) over all frames, and the VAE decoder **chunked**: a graph of batch
+/// `decode_chunk` run ⌊F / chunk⌋ times, plus (when chunk does not divide F) a second
+/// `vae_decoder` entry of batch F mod chunk run once. Both decoder entries are named
+/// `vae_decoder`.
+pub fn video_generation_graphs(src: &ModelSource, s: &VideoShape) -> Result<Vec<StageGraph>> {
+    check_frames(s.frames)?;
+    check_decode_chunk(s.decode_chunk)?;
+    let clip_cfg = ClipConfig::from_cfg(&src.config(Component::TextEncoder)?)?;
+    let unet_cfg = UNet3DConfig::from_cfg(&src.config(Component::Unet)?)?;
+    let vae_cfg = VaeConfig::from_cfg(&src.config(Component::Vae)?)?;
+    let f = vae_cfg.downscale();
+    check_multiple("--width", s.width, f)?;
+    check_multiple("--height", s.height, f)?;
+    let cfg_mult = if s.guidance > 1.0 { 2 } else { 1 };
+    let len = clip_cfg.max_position_embeddings;
+    let sched = src.config(Component::Scheduler)?;
+    let unet_runs = make_scheduler(&sched, s.scheduler.as_deref(), s.steps)?
+        .timesteps()
+        .len();
+    let (lh, lw) = (s.height / f, s.width / f);
+    let chunk = s.decode_chunk.min(s.frames);
+    let mut out = vec![
+        StageGraph {
+            name: "text_encoder",
+            graph: clip::build(&clip_cfg, cfg_mult, len, s.clip_skip)?,
+            runs: 1,
+        },
+        StageGraph {
+            name: "unet",
+            graph: unet3d::build(&unet_cfg, cfg_mult, s.frames, lh, lw, len)?,
+            runs: unet_runs,
+        },
+        StageGraph {
+            name: "vae_decoder",
+            graph: vae::build_decoder(&vae_cfg, chunk, lh, lw)?,
+            runs: s.frames / chunk,
+        },
+    ];
+    let rem = s.frames % chunk;
+    if rem > 0 {
+        out.push(StageGraph {
+            name: "vae_decoder",
+            graph: vae::build_decoder(&vae_cfg, rem, lh, lw)?,
+            runs: 1,
+        });
+    }
+    Ok(out)
+}
+
+/// Check frames for writing: at least one, all the same size, GIF-sized.
+fn check_frames_for_output(frames: &[RgbImage]) -> Result<(usize, usize)> {
+    let first = frames
+        .first()
+        .ok_or_else(|| Error::invalid("no frames to write"))?;
+    let (w, h) = (first.width, first.height);
+    if let Some(f) = frames.iter().find(|f| f.width != w || f.height != h) {
+        return Err(Error::invalid(format!(
+            "frames differ in size: {}x{} and {}x{}",
+            w, h, f.width, f.height
+        )));
+    }
+    Ok((w, h))
+}
+
+/// Write an animated, looping GIF (each frame with its own 256-colour palette, NeuQuant),
+/// `fps` frames per second (GIF delays are in 1/100 s: 100/fps rounded, at least 1). Atomic
+/// (temporary file, then rename); refuses to overwrite `path` unless `force`.
+pub fn save_gif(path: &Path, frames: &[RgbImage], fps: u32, force: bool) -> Result<()> {
+    check_output_path(path, force)?;
+    if fps == 0 {
+        return Err(Error::invalid("--fps 0: must be at least 1"));
+    }
+    let (w, h) = check_frames_for_output(frames)?;
+    if w > u16::MAX as usize || h > u16::MAX as usize {
+        return Err(Error::invalid(format!(
+            "{w}x{h} frames are too large for GIF (at most 65535 per side)"
+        )));
+    }
+    let delay = ((100.0 / fps as f64).round() as u16).max(1);
+    write_atomic(path, |out| {
+        let err = |e: gif::EncodingError| Error::file(path, format!("GIF encoding failed: {e}"));
+        let mut enc = gif::Encoder::new(out, w as u16, h as u16, &[]).map_err(err)?;
+        enc.set_repeat(gif::Repeat::Infinite).map_err(err)?;
+        for f in frames {
+            // speed 10: gif's default quality/speed trade-off for NeuQuant.
+            let mut frame = gif::Frame::from_rgb_speed(w as u16, h as u16, &f.data, 10);
+            frame.delay = delay;
+            enc.write_frame(&frame).map_err(err)?;
+        }
+        Ok(())
+    })
+}
+
+/// The file name of frame `i` in a frames folder.
+pub fn frame_file_name(i: usize) -> String {
+    format!("frame_{i:04}.png")
+}
+
+/// Write frames as `dir/frame_0000.png`, `frame_0001.png`, ... (PNG, atomic each). Creates
+/// `dir` (its parent must exist). Refuses, before writing anything, when any of those files
+/// exists, unless `force`. Returns the paths written.
+pub fn save_frames_dir(dir: &Path, frames: &[RgbImage], force: bool) -> Result<Vec<PathBuf>> {
+    check_frames_for_output(frames)?;
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::file(dir, "--frames-dir exists and is not a folder"));
+    }
+    if !dir.exists() {
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !parent.is_dir() {
+            return Err(Error::file(
+                dir,
+                format!("parent folder {} does not exist", parent.display()),
+            ));
+        }
+        std::fs::create_dir(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let paths: Vec<PathBuf> = (0..frames.len())
+        .map(|i| dir.join(frame_file_name(i)))
+        .collect();
+    for p in &paths {
+        check_output_path(p, force)?;
+    }
+    for (p, f) in paths.iter().zip(frames) {
+        save_png(p, f, &[], true)?;
+    }
+    Ok(paths)
+}

@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+"""Time the PyTorch / diffusers reference on prism's benchmark set.
+
+Usage (venv recipe in tools/README.md):
+
+    /work/venv/bin/python tools/bench_torch.py                      # every benchmark, 2 threads, f32
+    /work/venv/bin/python tools/bench_torch.py --only unet_b2_64 --runs 5
+    /work/venv/bin/python tools/bench_torch.py --attention naive --only unet_b2_64
+    /work/venv/bin/python tools/bench_torch.py --quick               # smoke test: tiny sizes, 1 run
+    /work/venv/bin/python tools/bench_torch.py --list
+
+Models are the Stable Diffusion 1.5 architecture built from the configs in
+crates/prism-models/presets/sd15/ with random weights (timing does not depend on
+the values).  Each benchmark: warm-up run(s), then N timed runs; the JSON on
+stdout (schema "prism.bench/1") gives median / min / max seconds, the times of
+every run, the FLOPs (torch.utils.flop_counter on meta tensors; 2 per
+multiply-add) and peak RSS.  Progress goes to stderr.
+
+tools/bench_compare.py runs this script and `prism bench` side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.metadata as md
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+SCHEMA = "prism.bench/1"
+REPO = Path(__file__).resolve().parent.parent
+PRESET = REPO / "crates" / "prism-models" / "presets" / "sd15"
+
+# name -> (kind, full-size parameter, quick parameter, description)
+#   unet: latent side     vae: latent side     clip: token count
+#   attention: sequence length     conv: spatial side
+BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
+    "unet_b2_32": ("unet", 32, 8, "UNet forward, batch 2, latents 2x4x{n}x{n}, t=500, text (2,77,768)"),
+    "unet_b2_64": ("unet", 64, 16, "UNet forward, batch 2, latents 2x4x{n}x{n}, t=500, text (2,77,768)"),
+    "vae_decode_32": ("vae", 32, 4, "VAE decode, z 1x4x{n}x{n}"),
+    "vae_decode_64": ("vae", 64, 8, "VAE decode, z 1x4x{n}x{n}"),
+    "clip_2prompts": ("clip", 77, 16, "CLIP text encoder, ids (2,{n})"),
+    "attention_b2h8_4096_d40": ("attention", 4096, 256, "F.scaled_dot_product_attention, q/k/v (2,8,{n},40)"),
+    "conv3x3_320_64_b2": ("conv", 64, 16, "F.conv2d 320->320 3x3 pad 1, x (2,320,{n},{n})"),
+}
+NAIVE_SUFFIX = "_naive"
+UNET_NAMES = [n for n, b in BENCHMARKS.items() if b[0] == "unet"]
+
+
+def all_names() -> list[str]:
+    """Every accepted name: the base set plus the naive-attention UNet variants."""
+    return list(BENCHMARKS) + [n + NAIVE_SUFFIX for n in UNET_NAMES]
+
+
+def resolve(name: str) -> tuple[str, bool]:
+    """Benchmark name -> (base name, naive attention?)."""
+    if name.endswith(NAIVE_SUFFIX) and name[: -len(NAIVE_SUFFIX)] in UNET_NAMES:
+        return name[: -len(NAIVE_SUFFIX)], True
+    if name in BENCHMARKS:
+        return name, False
+    raise KeyError(name)
+
+
+def log(msg: str) -> None:
+    print(f"[bench_torch] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- memory
+
+def peak_rss_bytes() -> int:
+    """Process-lifetime peak RSS (getrusage; ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_hwm() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) so the peak of one benchmark can be read."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------- versions
+
+def versions(torch) -> dict:
+    out: dict = {}
+    for pkg in ["torch", "diffusers", "transformers", "numpy"]:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    out["python"] = platform.python_version()
+    cfg = torch.__config__.show()
+    m = re.search(r"Math Kernel Library Version ([\d.]+)", cfg)
+    out["mkl"] = m.group(1) if m else None
+    m = re.search(r"MKL-DNN v([\w.]+)", cfg)
+    out["onednn"] = m.group(1) if m else None
+    try:
+        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001
+        out["cpu_capability"] = None
+    return out
+
+
+# ----------------------------------------------------------------------------- models
+
+class Models:
+    """Builds each SD 1.5 component once per process (real and meta copies)."""
+
+    def __init__(self, torch, dtype):
+        self.torch = torch
+        self.dtype = dtype
+        self._cache: dict = {}
+
+    @staticmethod
+    def _cfg(name: str) -> dict:
+        with open(PRESET / name) as f:
+            return json.load(f)
+
+    def _build(self, kind: str):
+        if kind == "unet":
+            from diffusers import UNet2DConditionModel
+            return UNet2DConditionModel.from_config(self._cfg("unet.json"))
+        if kind == "vae":
+            from diffusers import AutoencoderKL
+            return AutoencoderKL.from_config(self._cfg("vae.json"))
+        if kind == "clip":
+            from transformers import CLIPTextConfig, CLIPTextModel
+            return CLIPTextModel(CLIPTextConfig(**self._cfg("text_encoder.json")))
+        raise KeyError(kind)
+
+    def get(self, kind: str, meta: bool = False):
+        key = (kind, meta)
+        if key not in self._cache:
+            t0 = time.perf_counter()
+            if meta:
+                with self.torch.device("meta"):
+                    m = self._build(kind)
+            else:
+                self.torch.manual_seed(0)
+                m = self._build(kind)
+            if self.dtype != self.torch.float32:
+                m = m.to(self.dtype)
+            m = m.eval()
+            self._cache[key] = m
+            if not meta:
+                n = sum(p.numel() for p in m.parameters())
+                log(f"built {kind}: {n:,} parameters in {time.perf_counter() - t0:.1f} s")
+        return self._cache[key]
+
+
+def set_attention(unet, naive: bool) -> None:
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+    unet.set_attn_processor(AttnProcessor() if naive else AttnProcessor2_0())
+
+
+def make_case(torch, models: Models, base: str, naive: bool, n: int, device: str):
+    """Return (callable running the benchmark once, config dict) on `device` (cpu or meta)."""
+    import torch.nn.functional as F
+
+    kind = BENCHMARKS[base][0]
+    dt = models.dtype
+    meta = device == "meta"
+    g = None if meta else torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        if meta:
+            return torch.empty(*shape, dtype=dt, device="meta")
+        return torch.randn(*shape, generator=g).to(dt)
+
+    if kind == "unet":
+        unet = models.get("unet", meta)
+        set_attention(unet, naive)
+        x = randn(2, 4, n, n)
+        ctx = randn(2, 77, 768)
+        t = torch.tensor(500, dtype=torch.long, device=device)
+        fn = lambda: unet(x, t, encoder_hidden_states=ctx, return_dict=False)  # noqa: E731
+        cfg = {"batch": 2, "latent": [n, n], "timestep": 500, "context": [2, 77, 768],
+               "attention": "naive" if naive else "sdpa"}
+    elif kind == "vae":
+        vae = models.get("vae", meta)
+        z = randn(1, 4, n, n)
+        fn = lambda: vae.decode(z, return_dict=False)  # noqa: E731
+        cfg = {"latent": [1, 4, n, n], "image": [1, 3, 8 * n, 8 * n]}
+    elif kind == "clip":
+        clip = models.get("clip", meta)
+        if meta:
+            ids = torch.zeros(2, n, dtype=torch.long, device="meta")
+        else:
+            ids = torch.randint(0, clip.config.vocab_size, (2, n), generator=g)
+        fn = lambda: clip(ids, return_dict=False)  # noqa: E731
+        cfg = {"ids": [2, n]}
+    elif kind == "attention":
+        q, k, v = randn(2, 8, n, 40), randn(2, 8, n, 40), randn(2, 8, n, 40)
+        fn = lambda: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
+        cfg = {"q": [2, 8, n, 40], "k": [2, 8, n, 40], "v": [2, 8, n, 40]}
+    elif kind == "conv":
+        xin = randn(2, 320, n, n)
+        w = randn(320, 320, 3, 3) * (0.02 if not meta else 1)
+        b = randn(320)
+        fn = lambda: F.conv2d(xin, w, b, padding=1)  # noqa: E731
+        cfg = {"input": [2, 320, n, n], "weight": [320, 320, 3, 3], "padding": 1}
+    else:
+        raise KeyError(kind)
+    return fn, cfg
+
+
+def count_flops(torch, models: Models, base: str, naive: bool, n: int) -> int | None:
+    """FLOPs of one run (2 per multiply-add), counted on meta tensors: no real compute."""
+    from torch.utils.flop_counter import FlopCounterMode
+    try:
+        fn, _ = make_case(torch, models, base, naive, n, "meta")
+        with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+            fn()
+        return int(fc.get_total_flops())
+    except Exception as e:  # noqa: BLE001
+        log(f"{base}: FLOP count failed ({type(e).__name__}: {e}); omitted")
+        return None
+
+
+def run_one(torch, models: Models, name: str, quick: bool, warmup: int, runs: int,
+            want_flops: bool) -> dict:
+    base, naive = resolve(name)
+    kind, full_n, quick_n, desc = BENCHMARKS[base]
+    n = quick_n if quick else full_n
+    flops = count_flops(torch, models, base, naive, n) if want_flops else None
+
+    fn, cfg = make_case(torch, models, base, naive, n, "cpu")
+    gc.collect()
+    hwm_ok = reset_hwm()
+    with torch.inference_mode():
+        for i in range(warmup):
+            t0 = time.perf_counter()
+            fn()
+            log(f"{name}: warm-up {i + 1}/{warmup} {time.perf_counter() - t0:.3f} s")
+        times = []
+        gc.disable()
+        try:
+            for i in range(runs):
+                t0 = time.perf_counter()
+                fn()
+                dt = time.perf_counter() - t0
+                times.append(dt)
+                log(f"{name}: run {i + 1}/{runs} {dt:.3f} s")
+        finally:
+            gc.enable()
+    med = statistics.median(times)
+    res = {
+        "name": name,
+        "description": desc.format(n=n),
+        "median_s": med,
+        "min_s": min(times),
+        "max_s": max(times),
+        "runs": runs,
+        "warmup": warmup,
+        "times_s": times,
+        "config": cfg,
+    }
+    if flops is not None:
+        res["flops"] = flops
+        res["gflops_per_s"] = flops / med / 1e9
+    hwm = _status_kib("VmHWM") if hwm_ok else None
+    if hwm is not None:
+        res["run_peak_rss_bytes"] = hwm * 1024   # peak during warm-up + timed runs (models resident)
+    res["peak_rss_bytes"] = peak_rss_bytes()      # process peak so far (includes model construction)
+    extra = f", {res['gflops_per_s']:.1f} GFLOP/s" if "gflops_per_s" in res else ""
+    log(f"{name}: median {med:.4f} s [{min(times):.4f}-{max(times):.4f}]{extra}")
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--runs", type=int, default=None, help="timed runs (default 5; 1 with --quick)")
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up runs before timing (default 1)")
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+    ap.add_argument("--attention", choices=["sdpa", "naive"], default="sdpa",
+                    help="UNet attention: diffusers' AttnProcessor2_0 (sdpa) or AttnProcessor (naive); "
+                         "naive renames the UNet benchmarks NAME_naive")
+    ap.add_argument("--only", default=None, help="comma-separated benchmark names (see --list)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, 1 run: smoke test only, not a measurement")
+    ap.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    ap.add_argument("--list", action="store_true", help="print the benchmark names and exit")
+    ap.add_argument("--output", "-o", type=Path, default=None, help="also write the JSON to this file")
+    args = ap.parse_args()
+
+    if args.list:
+        for name in all_names():
+            base, naive = resolve(name)
+            kind, full_n, quick_n, desc = BENCHMARKS[base]
+            print(f"{name:28s} {desc.format(n=full_n)}{' [naive attention]' if naive else ''}"
+                  f"  (quick: n={quick_n})")
+        return 0
+
+    if args.only:
+        names = [s.strip() for s in args.only.split(",") if s.strip()]
+    else:
+        names = list(BENCHMARKS)
+    if args.attention == "naive":
+        names = [n + NAIVE_SUFFIX if n in UNET_NAMES else n for n in names]
+    for n in names:
+        try:
+            resolve(n)
+        except KeyError:
+            ap.error(f"unknown benchmark {n!r}; known: {', '.join(all_names())}")
+    runs = args.runs if args.runs is not None else (1 if args.quick else 5)
+    if runs < 1 or args.warmup < 0 or args.threads < 1:
+        ap.error("--runs and --threads must be >= 1, --warmup >= 0")
+
+    # Thread pools are sized when torch is imported: set the env first as well.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(args.threads))
+    import torch
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    import diffusers  # noqa: F401  (import before timing; version recorded)
+    import transformers  # noqa: F401
+
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    models = Models(torch, dtype)
+    log(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.dtype}, "
+        f"runs {runs}, warm-up {args.warmup}{', QUICK' if args.quick else ''}: {', '.join(names)}")
+
+    out = {
+        "schema": SCHEMA,
+        "system": "torch",
+        "versions": versions(torch),
+        "threads": torch.get_num_threads(),
+        "dtype": args.dtype,
+        "attention": args.attention,
+        "quick": bool(args.quick),
+        "command": [sys.executable] + sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "results": [],
+    }
+    t_all = time.perf_counter()
+    for name in names:
+        out["results"].append(run_one(torch, models, name, args.quick, args.warmup, runs,
+                                      not args.no_flops))
+    out["peak_rss_bytes"] = peak_rss_bytes()
+    out["wall_s"] = time.perf_counter() - t_all
+    text = json.dumps(out, indent=1)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
