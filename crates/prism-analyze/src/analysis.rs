@@ -84,9 +84,12 @@ pub struct StageReport {
     pub per_run: Costs,
     /// Costs of all runs.
     pub total: Costs,
-    /// Per-run FLOPs under torch's operator names (convolution, addmm, mm, attention).
+    /// Per-run FLOPs by the kind of torch operator FlopCounterMode files them under:
+    /// `convolution`, `linear` (aten.addmm / mm / bmm) and `attention` (see `cost::torch_op`).
     pub torch_ops: BTreeMap<String, u64>,
     pub categories: Vec<CategoryRow>,
+    /// The categories with attention split by kind and convolution into spatial / temporal.
+    pub classes: Vec<CategoryRow>,
     pub layers: Vec<LayerRow>,
     pub attention: Vec<AttentionRow>,
     pub attention_buckets: Vec<AttentionBucket>,
@@ -112,6 +115,17 @@ pub struct Report {
 pub const SCHEMA: &str = "prism.analyze/1";
 
 /// Roofline time of one node on `hw` (f32 math).
+/// A finer class than the category, for the rows the video findings need: attention by kind
+/// (self, cross, temporal, causal) and convolution split into spatial and temporal.
+pub fn node_class(n: &prism_core::Node) -> String {
+    match &n.op {
+        Op::Attention(a) => format!("Attention ({})", a.kind.name()),
+        Op::Conv2d(c) if c.temporal => "Conv (temporal)".into(),
+        Op::Conv2d(_) => "Conv (spatial)".into(),
+        op => op.category().name().into(),
+    }
+}
+
 pub fn node_time(c: &NodeCost, hw: &Hardware) -> f64 {
     (c.flops as f64 / hw.peak_flops_f32).max(c.bytes as f64 / hw.mem_bandwidth)
 }
@@ -167,6 +181,32 @@ fn category_rows(g: &Graph, nc: &[NodeCost], times: &[f64], k: u64) -> Vec<Categ
                 time_share: t / tt,
                 costs: costs(&c.scaled(k), t * k as f64),
             })
+        })
+        .collect()
+}
+
+fn class_rows(g: &Graph, nc: &[NodeCost], times: &[f64]) -> Vec<CategoryRow> {
+    let tf: u64 = nc.iter().map(|c| c.flops).sum::<u64>().max(1);
+    let tt: f64 = times.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+    let mut m: BTreeMap<String, (usize, NodeCost, f64)> = BTreeMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        if matches!(n.op, Op::Input { .. }) {
+            continue;
+        }
+        let e = m
+            .entry(node_class(n))
+            .or_insert((0, NodeCost::default(), 0.0));
+        e.0 += 1;
+        e.1 += nc[i];
+        e.2 += times[i];
+    }
+    m.into_iter()
+        .map(|(class, (nodes, c, t))| CategoryRow {
+            category: class,
+            nodes,
+            flops_share: c.flops as f64 / tf as f64,
+            time_share: t / tt,
+            costs: costs(&c, t),
         })
         .collect()
 }
@@ -273,6 +313,7 @@ pub fn analyze_stage(
         total: costs(&run.scaled(stage.runs as u64), t_run * stage.runs as f64),
         torch_ops,
         categories: category_rows(g, &nc, &times, 1),
+        classes: class_rows(g, &nc, &times),
         layers: layers.into_iter().map(|(_, l)| l).collect(),
         attention,
         attention_buckets,

@@ -86,6 +86,45 @@ fn result(name: &str, runs: usize, t: (f64, f64, f64), flops: Option<u64>) -> Be
     }
 }
 
+/// `conv3x3_{channels}_{size}_b{batch}[_{impl}]` (default impl: the automatic choice).
+fn parse_conv(name: &str) -> Option<Result<(usize, usize, usize, ConvImpl)>> {
+    let rest = name.strip_prefix("conv3x3_")?;
+    let parts: Vec<&str> = rest.splitn(4, '_').collect();
+    let bad = || {
+        prism_core::Error::invalid(format!(
+            "benchmark {name}: expected conv3x3_CHANNELS_SIZE_bBATCH[_IMPL]"
+        ))
+    };
+    let parse = || -> Result<(usize, usize, usize, ConvImpl)> {
+        if parts.len() < 3 {
+            return Err(bad());
+        }
+        let c: usize = parts[0].parse().map_err(|_| bad())?;
+        let s: usize = parts[1].parse().map_err(|_| bad())?;
+        let b: usize = parts[2]
+            .strip_prefix('b')
+            .and_then(|x| x.parse().ok())
+            .ok_or_else(bad)?;
+        let geom = Conv2dGeom {
+            n: b,
+            cin: c,
+            h: s,
+            w: s,
+            cout: c,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: [1; 4],
+        };
+        let imp = match parts.get(3) {
+            None => ConvImpl::auto(&geom),
+            Some(i) => ConvImpl::parse(i).ok_or_else(bad)?,
+        };
+        Ok((c, s, b, imp))
+    };
+    Some(parse())
+}
+
 /// Run one named benchmark on `exec`'s pool.
 pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
     let sd15 = || ModelSource::parse("sd15");
@@ -121,34 +160,23 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
         ));
         return Ok(r);
     }
-    if let Some(rest) = name.strip_prefix("conv3x3_320_64_b2") {
-        let imp = match rest {
-            "" | "_winograd4" => ConvImpl::Winograd4,
-            "_im2col" => ConvImpl::Im2col,
-            "_winograd2" => ConvImpl::Winograd2,
-            _ => {
-                return Err(prism_core::Error::invalid(format!(
-                    "unknown benchmark {name}"
-                )))
-            }
-        };
+    if let Some(spec) = parse_conv(name) {
+        let (c, size, batch, imp) = spec?;
         let g = Conv2dGeom {
-            n: 2,
-            cin: 320,
-            h: 64,
-            w: 64,
-            cout: 320,
+            n: batch,
+            cin: c,
+            h: size,
+            w: size,
+            cout: c,
             kh: 3,
             kw: 3,
             stride: 1,
             pad: [1; 4],
         };
-        let x = rand_vec(2 * 320 * 64 * 64, 4);
-        let w = rand_vec(320 * 320 * 9, 5)
-            .iter()
-            .map(|v| v * 0.06)
-            .collect::<Vec<_>>();
-        let b = rand_vec(320, 6);
+        let x = rand_vec(batch * c * size * size, 4);
+        let bound = 1.0 / ((c * 9) as f32).sqrt();
+        let w: Vec<f32> = rand_vec(c * c * 9, 5).iter().map(|v| v * bound).collect();
+        let b = rand_vec(c, 6);
         let mut y = vec![0f32; g.out_len()];
         let t = exec.install(|| {
             time(runs, || {
@@ -159,7 +187,12 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
         exec.install(|| {
             conv2d(ConvImpl::Im2col, &g, &x, &w, Some(&b), &mut want);
         });
-        let mut r = result(name, runs, t, Some(2 * 2 * 320 * 64 * 64 * 320 * 9));
+        let mut r = result(
+            name,
+            runs,
+            t,
+            Some((2 * batch * c * size * size * c * 9) as u64),
+        );
         r.rel_error = Some(rel_err(&y, &want));
         r.note = Some(format!("{} vs im2col", imp.name()));
         return Ok(r);

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 struct NodeAgg {
+    class: String,
     path: String,
     op: &'static str,
     variant: &'static str,
@@ -30,10 +31,14 @@ struct StageAgg {
     nodes: BTreeMap<usize, NodeAgg>,
     predicted_s: f64,
     predicted_by_cat: BTreeMap<Category, f64>,
+    predicted_by_class: BTreeMap<String, f64>,
     predicted_activation: usize,
     measured_live_peak: usize,
     rss_before: Option<usize>,
     rss_peak: Option<usize>,
+    /// Shape of the graph's first input: a stage name run on graphs of two shapes (a video
+    /// decoder's remainder chunk) is kept as two stages.
+    input_shape: Vec<usize>,
 }
 
 /// Collects every node event of a pipeline run.
@@ -45,6 +50,9 @@ pub struct Profiler {
     trace: Vec<serde_json::Value>,
     keep_trace: bool,
     kernels: KernelChoice,
+    /// Highest resident memory seen (per-stage measurements reset the kernel's counter).
+    max_rss: usize,
+    current_rss_before: Option<usize>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -87,6 +95,8 @@ pub struct ProfileMemory {
 #[derive(Clone, Debug, Serialize)]
 pub struct ProfileStage {
     pub name: String,
+    /// Categories with attention split by kind and convolution into spatial / temporal.
+    pub classes: Vec<ProfileCategory>,
     /// Kernel variants that ran, with how many node executions used each.
     pub variants: BTreeMap<String, usize>,
     pub runs: usize,
@@ -119,6 +129,8 @@ impl Profiler {
     pub fn new(hw: Hardware, threads: usize, kernels: KernelChoice, keep_trace: bool) -> Self {
         Self {
             kernels,
+            max_rss: 0,
+            current_rss_before: None,
             t0: Instant::now(),
             hw,
             threads,
@@ -237,8 +249,34 @@ impl Profiler {
                         .entry(format!("{} {}", n.op, n.variant))
                         .or_insert(0) += n.calls;
                 }
+                let mut by_class: BTreeMap<String, (f64, NodeCost)> = BTreeMap::new();
+                for n in s.nodes.values() {
+                    let e = by_class.entry(n.class.clone()).or_default();
+                    e.0 += n.time_s;
+                    e.1 += n.cost.scaled(n.calls as u64);
+                }
+                let classes = by_class
+                    .into_iter()
+                    .map(|(c, (t, cost))| {
+                        let p =
+                            s.predicted_by_class.get(&c).copied().unwrap_or(0.0) * s.runs as f64;
+                        ProfileCategory {
+                            category: c,
+                            time_s: t,
+                            share: t / total,
+                            flops: cost.flops,
+                            bytes: cost.bytes,
+                            achieved_gflops: cost.flops as f64 / t.max(1e-12) / 1e9,
+                            achieved_gbps: cost.bytes as f64 / t.max(1e-12) / 1e9,
+                            predicted_s: p,
+                            predicted_share: p
+                                / (s.predicted_s * s.runs as f64).max(f64::MIN_POSITIVE),
+                        }
+                    })
+                    .collect();
                 ProfileStage {
                     name: name.clone(),
+                    classes,
                     variants,
                     runs: s.runs,
                     wall_s: s.wall_s,
@@ -269,26 +307,17 @@ impl Profiler {
             hardware: self.hw.clone(),
             wall_s: self.t0.elapsed().as_secs_f64(),
             stages,
-            peak_rss_bytes: mem::peak_rss_bytes().map(|v| v as u64),
+            peak_rss_bytes: mem::peak_rss_bytes().map(|v| v.max(self.max_rss) as u64),
         }
     }
 }
 
 impl Observer for Profiler {
-    fn before_run(&mut self, stage: &str, run: usize) {
-        let order = self.stages.len();
-        let s = self
-            .stages
-            .entry(stage.to_string())
-            .or_insert_with(|| StageAgg {
-                order,
-                ..Default::default()
-            });
-        if run == 0 && s.runs == 0 {
-            // Measure resident growth over the first run of each stage.
-            mem::reset_peak();
-            s.rss_before = mem::rss_bytes();
-        }
+    fn before_run(&mut self, _stage: &str, _run: usize) {
+        // Resident growth is measured over every run; a stage keeps its first run's.
+        self.max_rss = self.max_rss.max(mem::peak_rss_bytes().unwrap_or(0));
+        mem::reset_peak();
+        self.current_rss_before = mem::rss_bytes();
     }
 
     fn after_run(
@@ -301,14 +330,29 @@ impl Observer for Profiler {
         stats: &RunStats,
     ) {
         let costs = graph_costs(graph, 4);
+        let shape = graph
+            .inputs
+            .first()
+            .map(|(_, v)| graph.values[*v].shape.clone())
+            .unwrap_or_default();
+        let key = match self.stages.get(stage) {
+            Some(s) if s.input_shape != shape => format!("{stage} {shape:?}"),
+            _ => stage.to_string(),
+        };
+        let stage = key.as_str();
+        let order = self.stages.len();
+        let rss_before = self.current_rss_before;
+        self.stages.entry(key.clone()).or_insert_with(|| StageAgg {
+            order,
+            input_shape: shape.clone(),
+            rss_before,
+            ..Default::default()
+        });
         let tid = self.tid(stage);
         let base_us = (started - self.t0).as_secs_f64() * 1e6;
         let hw = self.hw.clone();
         let first = self.stages.get(stage).is_some_and(|s| s.runs == 0);
-        let s = self
-            .stages
-            .get_mut(stage)
-            .expect("before_run registered the stage");
+        let s = self.stages.get_mut(stage).expect("registered above");
         if first {
             s.rss_peak = mem::peak_rss_bytes();
             let mp = plan(graph, self.threads, &self.kernels);
@@ -320,6 +364,9 @@ impl Observer for Profiler {
                 let t = node_time(&costs[i], &hw);
                 s.predicted_s += t;
                 *s.predicted_by_cat.entry(n.op.category()).or_default() += t;
+                *s.predicted_by_class
+                    .entry(crate::analysis::node_class(n))
+                    .or_default() += t;
             }
         }
         s.runs += 1;
@@ -330,6 +377,7 @@ impl Observer for Profiler {
             let t = e.duration.as_secs_f64();
             s.node_sum_s += t;
             let agg = s.nodes.entry(e.node).or_insert_with(|| NodeAgg {
+                class: crate::analysis::node_class(n),
                 path: n.path.clone(),
                 op: n.op.name(),
                 variant: e.variant,

@@ -244,6 +244,43 @@ pub fn analysis(r: &Report, layers: bool) -> String {
     o
 }
 
+/// Temporal vs spatial attention, from per-class rows: (temporal share of attention time,
+/// of attention FLOPs, seconds per GFLOP temporal, seconds per GFLOP spatial self).
+pub fn temporal_summary(rows: &[(String, f64, u64)]) -> Option<(f64, f64, f64, f64)> {
+    let get = |k: &str| rows.iter().find(|r| r.0 == k).map(|r| (r.1, r.2));
+    let (tt, tf) = get("Attention (temporal)")?;
+    let (at, af) = rows
+        .iter()
+        .filter(|r| r.0.starts_with("Attention"))
+        .fold((0.0, 0u64), |(a, b), r| (a + r.1, b + r.2));
+    let (st, sf) = get("Attention (self)").unwrap_or((0.0, 0));
+    let per = |t: f64, f: u64| {
+        if f == 0 {
+            f64::NAN
+        } else {
+            t / (f as f64 / 1e9)
+        }
+    };
+    Some((
+        tt / at.max(1e-30),
+        tf as f64 / af.max(1) as f64,
+        per(tt, tf),
+        per(st, sf),
+    ))
+}
+
+fn temporal_line(rows: &[(String, f64, u64)], what: &str) -> Option<String> {
+    let (ts, fs, pt, ps) = temporal_summary(rows)?;
+    Some(format!(
+        "  temporal attention: {:.1}% of attention {what}, {:.1}% of attention FLOPs; {:.3} s/GFLOP temporal vs {:.3} s/GFLOP spatial self ({:.1}x)",
+        ts * 100.0,
+        fs * 100.0,
+        pt,
+        ps,
+        pt / ps
+    ))
+}
+
 pub fn profile(r: &ProfileReport) -> String {
     let mut o = String::new();
     let settings: Vec<String> = r.settings.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -315,6 +352,14 @@ pub fn profile(r: &ProfileReport) -> String {
             ]);
         }
         o += &t.render("  ");
+        let rows: Vec<(String, f64, u64)> = s
+            .classes
+            .iter()
+            .map(|c| (c.category.clone(), c.time_s, c.flops))
+            .collect();
+        if let Some(l) = temporal_line(&rows, "time") {
+            let _ = writeln!(o, "{l}");
+        }
         let _ = writeln!(o, "  top operators:");
         let mut t = Table::new(&["node", "op", "calls", "time", "share", "GFLOP/s"]);
         for op in &s.top_ops {
@@ -331,6 +376,73 @@ pub fn profile(r: &ProfileReport) -> String {
     }
     if let Some(p) = r.peak_rss_bytes {
         let _ = writeln!(o, "\nprocess peak resident memory: {}", bytes(p));
+    }
+    o
+}
+
+/// A frame-count sweep of a video model: one row per analysis.
+pub fn sweep(reports: &[(usize, Report)]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "prism analyze sweep: {} over frame counts\n",
+        reports.first().map_or("", |r| r.1.model.as_str())
+    );
+    let mut t = Table::new(&[
+        "frames",
+        "FLOPs (all)",
+        "UNet FLOPs/step",
+        "peak memory",
+        "roofline (all)",
+        "temporal attn FLOP %",
+        "temporal attn time %",
+        "temporal s/GFLOP",
+        "spatial s/GFLOP",
+    ]);
+    for (f, r) in reports {
+        let unet = r.stages.iter().find(|s| s.name == "unet");
+        let rows: Vec<(String, f64, u64)> = unet
+            .map(|u| {
+                u.classes
+                    .iter()
+                    .map(|c| (c.category.clone(), c.costs.predicted_s, c.costs.flops))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ts = temporal_summary(&rows);
+        t.row(vec![
+            f.to_string(),
+            si(r.total.flops as f64, "FLOP"),
+            unet.map_or(String::new(), |u| si(u.per_run.flops as f64, "FLOP")),
+            bytes(r.peak_memory_bytes),
+            secs(r.total.predicted_s),
+            ts.map_or("-".into(), |t| format!("{:.1}%", t.1 * 100.0)),
+            ts.map_or("-".into(), |t| format!("{:.1}%", t.0 * 100.0)),
+            ts.map_or("-".into(), |t| format!("{:.4}", t.2)),
+            ts.map_or("-".into(), |t| format!("{:.4}", t.3)),
+        ]);
+    }
+    o += &t.render("");
+    for (f, r) in reports {
+        if let Some(u) = r.stages.iter().find(|s| s.name == "unet") {
+            let _ = writeln!(o, "\n{f} frames, UNet per step:");
+            let mut t = Table::new(&[
+                "class", "nodes", "FLOPs", "FLOP %", "bytes", "FLOP/B", "roofline", "time %",
+            ]);
+            for c in &u.classes {
+                t.row(vec![
+                    c.category.clone(),
+                    c.nodes.to_string(),
+                    si(c.costs.flops as f64, "FLOP"),
+                    format!("{:.1}%", c.flops_share * 100.0),
+                    bytes(c.costs.bytes),
+                    format!("{:.1}", c.costs.intensity),
+                    secs(c.costs.predicted_s),
+                    format!("{:.1}%", c.time_share * 100.0),
+                ]);
+            }
+            o += &t.render("  ");
+        }
     }
     o
 }

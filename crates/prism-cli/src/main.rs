@@ -16,6 +16,7 @@ use prism_models::pipeline::{
 use prism_models::pipeline::{generation_graphs, native_size, GenerationShape};
 use prism_models::schedulers::SCHEDULER_NAMES;
 use prism_models::source::{preset_names, ModelSource};
+use prism_models::video::{self, TextToVideo, VideoRequest, VideoShape};
 use prism_runtime::Executor;
 use prism_runtime::KernelChoice;
 use std::collections::BTreeMap;
@@ -82,9 +83,12 @@ struct StudyArgs {
     width: Option<usize>,
     #[arg(long)]
     height: Option<usize>,
-    /// Frame counts, comma-separated (video models only).
+    /// Frame counts, comma-separated (video models only; analyze sweeps them).
     #[arg(long)]
     frames: Option<String>,
+    /// Frames per VAE decoder run (video models).
+    #[arg(long, default_value_t = video::DEFAULT_DECODE_CHUNK)]
+    decode_chunk: usize,
     /// Images per prompt.
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -138,20 +142,45 @@ impl StudyArgs {
         }
         m
     }
+    /// Frame counts for a video model (default: one, the model's default); None for an
+    /// image model (where --frames is an error).
+    fn frame_counts(&self, src: &ModelSource) -> Result<Option<Vec<usize>>> {
+        let video = video::is_video_model(src)?;
+        match (&self.frames, video) {
+            (Some(_), false) => anyhow::bail!(
+                "--frames: {} is an image model; frame counts apply to video models (such as t2v)",
+                src.label()
+            ),
+            (None, false) => Ok(None),
+            (None, true) => Ok(Some(vec![video::DEFAULT_FRAMES])),
+            (Some(list), true) => {
+                let mut v = Vec::new();
+                for part in list.split(',') {
+                    let f: usize = part.trim().parse().map_err(|_| {
+                        anyhow::anyhow!(
+                            "--frames {list}: expected frame counts such as 16 or 8,16,32"
+                        )
+                    })?;
+                    video::check_frames(f)?;
+                    v.push(f);
+                }
+                Ok(Some(v))
+            }
+        }
+    }
     /// Resolve the model, check flags, and fill defaults.
     fn shape(&self, steps: usize) -> Result<(ModelSource, GenerationShape)> {
         let src = ModelSource::parse(&self.model()?)?;
-        if self.frames.is_some() {
-            anyhow::bail!(
-                "--frames: {} is an image model; frame counts apply to video models",
-                src.label()
-            );
-        }
+        let video = self.frame_counts(&src)?.is_some();
         if steps == 0 {
             anyhow::bail!("--steps 0: at least one denoising step is needed");
         }
         check_image_size(&src, self.width, self.height)?;
-        let native = native_size(&src)?;
+        let native = if video {
+            video::native_size(&src)?
+        } else {
+            native_size(&src)?
+        };
         Ok((
             src,
             GenerationShape {
@@ -247,6 +276,20 @@ enum Cmd {
         /// Run all but the last N text-encoder layers (diffusers' clip_skip).
         #[arg(long, default_value_t = 0)]
         clip_skip: usize,
+        /// Frames to generate (video models only; default 16).
+        #[arg(long)]
+        frames: Option<usize>,
+        /// Frames per VAE decoder run: bounds decoder memory (video models).
+        #[arg(long, default_value_t = video::DEFAULT_DECODE_CHUNK)]
+        decode_chunk: usize,
+        /// Also write the frames as numbered PNGs into this folder (video models).
+        #[arg(long)]
+        frames_dir: Option<PathBuf>,
+        /// Frames per second of the GIF (video models).
+        #[arg(long, default_value_t = video::DEFAULT_FPS)]
+        fps: u32,
+        #[command(flatten)]
+        kernels: KernelArgs,
         /// Overwrite the output file if it exists.
         #[arg(long)]
         force: bool,
@@ -301,25 +344,73 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(c) = &study.csv {
                 check_output_path(c, study.force)?;
             }
-            let graphs = generation_graphs(&src, &shape)?;
             let hw = exec.install(|| hardware::resolve(&study.hardware))?;
-            let stages: Vec<Stage> = graphs
-                .iter()
-                .map(|g| Stage {
-                    name: g.name,
-                    graph: &g.graph,
-                    runs: g.runs,
-                })
-                .collect();
-            let report = analyze(
-                &src.label(),
-                study.settings(&shape),
-                &stages,
-                &hw,
-                exec.threads(),
-                &study.kernels.choice(),
-                study.layer_depth,
-            );
+            let analyze_graphs = |graphs: &[prism_models::pipeline::StageGraph], settings| {
+                let stages: Vec<Stage> = graphs
+                    .iter()
+                    .map(|g| Stage {
+                        name: g.name,
+                        graph: &g.graph,
+                        runs: g.runs,
+                    })
+                    .collect();
+                analyze(
+                    &src.label(),
+                    settings,
+                    &stages,
+                    &hw,
+                    exec.threads(),
+                    &study.kernels.choice(),
+                    study.layer_depth,
+                )
+            };
+            if let Some(frames) = study.frame_counts(&src)? {
+                let mut reports = Vec::new();
+                for f in frames {
+                    let vs = VideoShape {
+                        width: shape.width,
+                        height: shape.height,
+                        frames: f,
+                        steps: shape.steps,
+                        guidance: shape.guidance,
+                        clip_skip: shape.clip_skip,
+                        scheduler: shape.scheduler.clone(),
+                        decode_chunk: study.decode_chunk,
+                    };
+                    let mut settings = study.settings(&shape);
+                    settings.insert("frames".into(), f.into());
+                    reports.push((
+                        f,
+                        analyze_graphs(&video::video_generation_graphs(&src, &vs)?, settings),
+                    ));
+                }
+                if study.json {
+                    let runs: Vec<&prism_analyze::Report> = reports.iter().map(|r| &r.1).collect();
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(
+                            &serde_json::json!({"schema": "prism.analyze-sweep/1", "runs": runs})
+                        )?
+                    );
+                } else {
+                    print!("{}", render::sweep(&reports));
+                }
+                if let Some(c) = &study.csv {
+                    let mut csv = String::new();
+                    for (i, (f, r)) in reports.iter().enumerate() {
+                        for (j, line) in render::analysis_csv(r).lines().enumerate() {
+                            match (i, j) {
+                                (0, 0) => csv += &format!("frames,{line}\n"),
+                                (_, 0) => {}
+                                _ => csv += &format!("{f},{line}\n"),
+                            }
+                        }
+                    }
+                    write_text_file(c, &csv, study.force)?;
+                }
+                return Ok(());
+            }
+            let report = analyze_graphs(&generation_graphs(&src, &shape)?, study.settings(&shape));
             if study.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -347,24 +438,6 @@ fn run(cli: Cli) -> Result<()> {
                 clip_skip: shape.clip_skip,
                 weight_seed: 0,
             };
-            let sd = StableDiffusion::load(&src, &opts)?;
-            if sd.random_weights {
-                eprintln!(
-                    "note: {} runs on seeded random weights; timings are real",
-                    sd.label
-                );
-            }
-            let req = GenerateRequest {
-                prompt: "a lighthouse at dusk".into(),
-                negative_prompt: String::new(),
-                steps,
-                guidance: shape.guidance,
-                scheduler: shape.scheduler.clone(),
-                seed,
-                width: shape.width,
-                height: shape.height,
-                latents: None,
-            };
             if shape.batch != 1 {
                 anyhow::bail!(
                     "--batch {}: profile runs one image per prompt; use analyze for larger batches",
@@ -374,19 +447,58 @@ fn run(cli: Cli) -> Result<()> {
             let kernels = study.kernels.choice();
             let exec = exec.with_kernels(kernels);
             let mut prof = Profiler::new(hw, exec.threads(), kernels, trace.is_some());
-            sd.generate(
-                &exec,
-                &req,
-                &mut |p| {
-                    if let Progress::Step { index, total, time } = p {
-                        eprintln!("step {}/{}: {:.2}s", index + 1, total, time.as_secs_f64());
-                    }
-                },
-                &mut prof,
-            )?;
+            let mut on_step = |p: Progress| {
+                if let Progress::Step { index, total, time } = p {
+                    eprintln!("step {}/{}: {:.2}s", index + 1, total, time.as_secs_f64());
+                }
+            };
+            let mut settings = study.settings(&shape);
+            if src.is_random() {
+                eprintln!(
+                    "note: {} runs on seeded random weights; timings are real",
+                    src.label()
+                );
+            }
+            if let Some(frames) = study.frame_counts(&src)? {
+                let [frames] = frames[..] else {
+                    anyhow::bail!(
+                        "--frames: profile takes one frame count (analyze sweeps several)"
+                    );
+                };
+                settings.insert("frames".into(), frames.into());
+                let tv = TextToVideo::load(&src, &opts)?;
+                let req = VideoRequest {
+                    prompt: "a boat on a lake".into(),
+                    negative_prompt: String::new(),
+                    steps,
+                    guidance: shape.guidance,
+                    scheduler: shape.scheduler.clone(),
+                    seed,
+                    width: shape.width,
+                    height: shape.height,
+                    frames,
+                    decode_chunk: study.decode_chunk,
+                    latents: None,
+                };
+                tv.generate(&exec, &req, &mut on_step, &mut prof)?;
+            } else {
+                let sd = StableDiffusion::load(&src, &opts)?;
+                let req = GenerateRequest {
+                    prompt: "a lighthouse at dusk".into(),
+                    negative_prompt: String::new(),
+                    steps,
+                    guidance: shape.guidance,
+                    scheduler: shape.scheduler.clone(),
+                    seed,
+                    width: shape.width,
+                    height: shape.height,
+                    latents: None,
+                };
+                sd.generate(&exec, &req, &mut on_step, &mut prof)?;
+            }
             let report = prof.report(
                 &src.label(),
-                study.settings(&shape),
+                settings,
                 &study.kernels.attention,
                 top,
                 study.layer_depth,
@@ -492,6 +604,11 @@ fn run(cli: Cli) -> Result<()> {
             height,
             latents,
             clip_skip,
+            frames,
+            decode_chunk,
+            frames_dir,
+            fps,
+            kernels,
             force,
             output,
         } => {
@@ -501,6 +618,92 @@ fn run(cli: Cli) -> Result<()> {
             }
             let src = ModelSource::parse(&model.model)?;
             check_image_size(&src, width, height)?;
+            let exec = exec.with_kernels(kernels.choice());
+            if video::is_video_model(&src)? {
+                let frames = frames.unwrap_or(video::DEFAULT_FRAMES);
+                video::check_frames(frames)?;
+                video::check_decode_chunk(decode_chunk)?;
+                if output.extension().and_then(|e| e.to_str()) != Some("gif") {
+                    anyhow::bail!(
+                        "-o {}: a video is written as an animated GIF; name the file *.gif",
+                        output.display()
+                    );
+                }
+                let latents = latents
+                    .map(|p| {
+                        read_tensor(&p, "latents")
+                            .with_context(|| format!("--latents {}", p.display()))
+                    })
+                    .transpose()?;
+                let t0 = Instant::now();
+                let tv = TextToVideo::load(&src, &load_opts(&model, clip_skip))?;
+                let size = tv.default_size();
+                let req = VideoRequest {
+                    prompt,
+                    negative_prompt,
+                    steps,
+                    guidance,
+                    scheduler,
+                    seed,
+                    width: width.unwrap_or(size),
+                    height: height.unwrap_or(size),
+                    frames,
+                    decode_chunk,
+                    latents,
+                };
+                tv.validate(&req)?;
+                if tv.random_weights {
+                    eprintln!(
+                        "note: {} has seeded random weights: the video is noise; timings are real",
+                        tv.label
+                    );
+                }
+                eprintln!(
+                    "loaded {} in {:.1}s; {} frames of {}x{}, {} steps, guidance {}, {} threads",
+                    tv.label,
+                    t0.elapsed().as_secs_f64(),
+                    frames,
+                    req.width,
+                    req.height,
+                    steps,
+                    guidance,
+                    exec.threads()
+                );
+                let gen = tv.generate(
+                    &exec,
+                    &req,
+                    &mut |p| match p {
+                        Progress::TextEncoded(d) => {
+                            eprintln!("text encoder: {:.2}s", d.as_secs_f64())
+                        }
+                        Progress::Step { index, total, time } => {
+                            eprintln!("step {}/{}: {:.2}s", index + 1, total, time.as_secs_f64())
+                        }
+                        Progress::Decoded(d) => eprintln!("vae decode: {:.2}s", d.as_secs_f64()),
+                    },
+                    &mut prism_runtime::NoObserver,
+                )?;
+                video::save_gif(&output, &gen.frames, fps, force)?;
+                if let Some(d) = &frames_dir {
+                    video::save_frames_dir(d, &gen.frames, force)?;
+                    eprintln!("wrote {} frames to {}", gen.frames.len(), d.display());
+                }
+                eprintln!(
+                    "wrote {} ({} frames, {}x{}); total {:.1}s",
+                    output.display(),
+                    gen.frames.len(),
+                    req.width,
+                    req.height,
+                    t0.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            if frames.is_some() || frames_dir.is_some() {
+                anyhow::bail!(
+                    "--frames: {} is an image model; frames apply to video models (such as t2v)",
+                    src.label()
+                );
+            }
             let latents = latents
                 .map(|p| {
                     read_tensor(&p, "latents").with_context(|| format!("--latents {}", p.display()))

@@ -1,6 +1,7 @@
 //! 2-D convolution as im2col + GEMM, in row bands so the column buffer stays bounded.
 
 use crate::matmul::{matmul, matmul_ptr, MatRef, Par};
+use crate::scratch::Scratch;
 use crate::SendPtr;
 use rayon::prelude::*;
 
@@ -79,7 +80,7 @@ pub fn conv2d_im2col(g: &Conv2dGeom, x: &[f32], wt: &[f32], bias: Option<&[f32]>
         return;
     }
     let band_rows = (COL_BUDGET / (kk * wo).max(1)).clamp(1, ho);
-    let mut col = vec![0f32; kk * band_rows * wo];
+    let mut col = Scratch::take(kk * band_rows * wo);
     for b in 0..g.n {
         let xs = &x[b * g.cin * g.h * g.w..(b + 1) * g.cin * g.h * g.w];
         let ys = &mut y[b * g.cout * hw_out..(b + 1) * g.cout * hw_out];
@@ -186,10 +187,14 @@ impl ConvImpl {
         }
     }
     /// The automatic choice: F(4×4, 3×3) for 3×3 stride-1 convolutions with enough channels
-    /// to be GEMM-bound (its error against an f64 direct convolution stays within the model
-    /// tolerance there: `tests/kernels.rs` checks SD's channel counts), im2col otherwise.
+    /// and output tiles to amortize the filter transform (its error against an f64 direct
+    /// convolution stays within the model tolerance: `tests/kernels.rs` checks SD's channel
+    /// counts), im2col otherwise. The crossover (≈ 64 tiles) was measured with `prism bench`
+    /// on conv3x3_{640,1280}_{16,32}_b2.
     pub fn auto(g: &Conv2dGeom) -> Self {
-        if ConvImpl::Winograd4.supports(g) && g.cin >= 32 && g.cout >= 32 {
+        let (ho, wo) = g.out_hw();
+        let tiles = g.n * ho.div_ceil(4) * wo.div_ceil(4);
+        if ConvImpl::Winograd4.supports(g) && g.cin >= 32 && g.cout >= 32 && tiles >= 64 {
             ConvImpl::Winograd4
         } else {
             ConvImpl::Im2col
@@ -386,7 +391,7 @@ fn winograd<const M: usize, const A: usize>(
     assert_eq!(y.len(), g.out_len(), "winograd output length");
 
     // U[p][co][ci] = (G g Gᵀ)[p], LANES filters (consecutive ci) at a time.
-    let mut u = vec![0f32; a2 * cout * cin];
+    let mut u = Scratch::take(a2 * cout * cin);
     let up = SendPtr(u.as_mut_ptr());
     (0..cout).into_par_iter().for_each(|co| {
         let mut gl = [[[0f32; LANES]; 3]; 3];
@@ -418,8 +423,8 @@ fn winograd<const M: usize, const A: usize>(
     });
 
     let chunk = wino_chunk(a, m, g);
-    let mut v = vec![0f32; a2 * cin * chunk];
-    let mut mm = vec![0f32; a2 * cout * chunk];
+    let mut v = Scratch::take(a2 * cin * chunk);
+    let mut mm = Scratch::take(a2 * cout * chunk);
     let yp = SendPtr(y.as_mut_ptr());
     let (pt, pl) = (g.pad[0] as isize, g.pad[2] as isize);
     let tile_pos = |tile: usize| {

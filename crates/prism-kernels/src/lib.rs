@@ -10,6 +10,7 @@ pub mod elementwise;
 pub mod matmul;
 pub mod norm;
 pub mod reference;
+pub mod scratch;
 pub mod simd;
 
 /// Minimum elements per parallel task for memory-bound element-wise loops.

@@ -79,6 +79,17 @@ pub fn forward(
     }
     let mut take = |n: &str| inputs.remove(n).expect("checked above");
     let outs: BTreeMap<String, Tensor> = match component {
+        ForwardComponent::Unet if crate::video::is_video_model(src)? => {
+            let unet = crate::unet3d::Unet3d::load(src, opts.variant.as_deref(), opts.weight_seed)?;
+            let out = unet.run(
+                exec,
+                &mut NoObserver,
+                take("sample"),
+                take("timestep"),
+                take("encoder_hidden_states"),
+            )?;
+            [("sample".to_string(), out)].into()
+        }
         ForwardComponent::Unet => {
             let unet = Unet::load(src, opts)?;
             let sample = take("sample");

@@ -94,8 +94,9 @@ pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
             p.peak_bytes = live + scratch;
             p.peak_node = i;
         }
-        for &v in &n.inputs {
-            if last_use[v] == Some(i) && !moved {
+        // A value may feed a node several times (a concat of copies): free it once.
+        for (k, &v) in n.inputs.iter().enumerate() {
+            if last_use[v] == Some(i) && !moved && !n.inputs[..k].contains(&v) {
                 live -= bytes(v);
             }
         }
