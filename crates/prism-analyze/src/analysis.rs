@@ -218,7 +218,8 @@ pub fn analyze_stage(
     kernels: &KernelChoice,
     layer_depth: usize,
 ) -> StageReport {
-    let g = stage.graph;
+    let prepared = kernels.prepare(stage.graph);
+    let g: &Graph = &prepared;
     let nc = graph_costs(g, 4);
     let times: Vec<f64> = nc.iter().map(|c| node_time(c, hw)).collect();
     let mut run = NodeCost::default();
@@ -343,7 +344,8 @@ pub fn analyze(
     // Whole-generation categories: per-category sums over stages × runs.
     let mut cats: BTreeMap<String, (usize, NodeCost, f64)> = BTreeMap::new();
     for (s, r) in stages.iter().zip(&reports) {
-        let g = s.graph;
+        let prepared = kernels.prepare(s.graph);
+        let g: &Graph = &prepared;
         let nc = graph_costs(g, 4);
         for (i, n) in g.nodes.iter().enumerate() {
             if matches!(n.op, Op::Input { .. }) {

@@ -5,7 +5,7 @@ use prism_analyze::hardware::builtin;
 use prism_analyze::Profiler;
 use prism_models::pipeline::{GenerateRequest, LoadOptions, StableDiffusion};
 use prism_models::source::ModelSource;
-use prism_runtime::{plan, Executor};
+use prism_runtime::{plan, Executor, KernelChoice};
 use std::collections::{BTreeMap, BTreeSet};
 
 fn request(steps: usize, size: usize) -> GenerateRequest {
@@ -69,10 +69,9 @@ fn trace_has_every_node_once_per_run() {
         assert_eq!(nodes.len(), n, "{stage} run {run}: a node appears twice");
     }
     // Every non-input node of the UNet graph appears in each run.
-    let unet_nodes = prism_models::unet::build(&sd.unet.cfg, 2, 16, 16, 77)
-        .unwrap()
-        .nodes
-        .len();
+    // The executor runs the fused graph.
+    let unet_graph = prism_models::unet::build(&sd.unet.cfg, 2, 16, 16, 77).unwrap();
+    let unet_nodes = KernelChoice::default().prepare(&unet_graph).nodes.len();
     let unet_inputs = 3;
     let report = prof.report("tiny", BTreeMap::new(), "naive", 5, 2);
     let u = report.stages.iter().find(|s| s.name == "unet").unwrap();
@@ -137,7 +136,7 @@ fn buffer_plan_predicts_the_executors_live_set() {
     let (_, stats) = exec
         .run_observed(&g, &sd.unet.weights, inputs, &mut |_| {})
         .unwrap();
-    let p = plan(&g, 2, &Default::default());
+    let p = plan(&KernelChoice::default().prepare(&g), 2, &Default::default());
     assert_eq!(p.peak_live_bytes, stats.peak_live_bytes);
     assert!(p.peak_bytes >= p.peak_live_bytes);
 }

@@ -59,6 +59,9 @@ struct KernelArgs {
     /// Convolution implementation for 3x3 stride-1 convolutions (auto: Winograd F(4x4,3x3) where it is accurate and pays).
     #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(["auto", "im2col", "winograd2", "winograd4"]))]
     conv: String,
+    /// Run graphs as built, without fusing GroupNorm+SiLU, GEGLU projections and residual adds.
+    #[arg(long)]
+    no_fuse: bool,
 }
 
 impl KernelArgs {
@@ -66,6 +69,7 @@ impl KernelArgs {
         KernelChoice {
             attention: AttentionImpl::parse(&self.attention),
             conv: ConvImpl::parse(&self.conv),
+            no_fuse: self.no_fuse,
         }
     }
 }

@@ -61,6 +61,10 @@ pub fn elem_ops_per_output(op: &Op) -> u64 {
         // gelu of the gate, then the product
         Op::Geglu => 9,
         Op::Add | Op::Mul | Op::Scale { .. } | Op::Clamp { .. } => 1,
+        // the residual add
+        Op::Linear { residual: true, .. } => 1,
+        Op::Conv2d(c) if c.residual => 1,
+        Op::LinearGeglu { .. } => 9,
         Op::PositionEmbedding { .. } => 1,
         // sin and cos of t·f
         Op::TimestepProj { .. } => 2,
@@ -85,7 +89,7 @@ pub fn elem_ops_per_output(op: &Op) -> u64 {
 pub fn torch_op(node: &Node) -> Option<&'static str> {
     match &node.op {
         Op::Conv2d(_) => Some("convolution"),
-        Op::Linear { .. } => Some("linear"),
+        Op::Linear { .. } | Op::LinearGeglu { .. } => Some("linear"),
         Op::Attention(_) => Some("attention"),
         _ => None,
     }
@@ -111,6 +115,11 @@ pub fn node_cost(g: &Graph, i: usize, weight_elem_bytes: u64) -> NodeCost {
         Op::Linear { weight, .. } => {
             let w = &g.params[*weight].shape;
             2 * (out / w[0] as u64) * (w[0] * w[1]) as u64
+        }
+        Op::LinearGeglu { weight, .. } => {
+            // y has n = out/2 features per row; the product has 2n.
+            let w = &g.params[*weight].shape;
+            2 * (out / (w[0] as u64 / 2)) * (w[0] * w[1]) as u64
         }
         Op::Attention(a) => {
             let q = &g.values[n.inputs[0]].shape;

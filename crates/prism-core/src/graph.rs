@@ -117,6 +117,8 @@ pub struct Conv2dSpec {
     /// A temporal convolution: a (k, 1, 1) Conv3d over frames, run as a (k × 1) conv on
     /// (B, C, F, H·W). Reports keep it apart from spatial convolutions.
     pub temporal: bool,
+    /// A second input of the output's shape is added (a fused residual connection).
+    pub residual: bool,
 }
 
 /// Scaled-dot-product attention as one node. Inputs q (B, Lq, H·D), k and v (B, Lk, H·D);
@@ -139,10 +141,18 @@ pub enum Op {
         name: String,
     },
     Conv2d(Conv2dSpec),
-    /// y = x·Wᵀ + b over the last axis; weight (out, in).
+    /// y = x·Wᵀ + b [+ r] over the last axis; weight (out, in). With `residual`, a second
+    /// input r of y's shape is added (a fused residual connection).
     Linear {
         weight: ParamId,
         bias: Option<ParamId>,
+        residual: bool,
+    },
+    /// Fused GEGLU projection: y = h[..., :n] · gelu(h[..., n:]) with h = x·Wᵀ + b, W (2n, in),
+    /// computed a row block at a time so h is never written whole.
+    LinearGeglu {
+        weight: ParamId,
+        bias: ParamId,
     },
     Attention(AttentionSpec),
     /// Group norm over (N, C, ...) with per-channel affine; optionally followed by SiLU.
@@ -223,7 +233,11 @@ impl Op {
         match self {
             Op::Input { .. } => "input",
             Op::Conv2d(_) => "conv2d",
-            Op::Linear { .. } => "linear",
+            Op::Linear {
+                residual: false, ..
+            } => "linear",
+            Op::Linear { residual: true, .. } => "linear_residual",
+            Op::LinearGeglu { .. } => "linear_geglu",
             Op::Attention(_) => "attention",
             Op::GroupNorm { silu: false, .. } => "group_norm",
             Op::GroupNorm { silu: true, .. } => "group_norm_silu",
@@ -249,7 +263,7 @@ impl Op {
     pub fn category(&self) -> Category {
         match self {
             Op::Conv2d(_) => Category::Conv,
-            Op::Linear { .. } => Category::Linear,
+            Op::Linear { .. } | Op::LinearGeglu { .. } => Category::Linear,
             Op::Attention(_) => Category::Attention,
             Op::GroupNorm { .. } => Category::GroupNorm,
             Op::LayerNorm { .. } => Category::LayerNorm,
@@ -273,7 +287,8 @@ impl Op {
     pub fn params(&self) -> Vec<ParamId> {
         match self {
             Op::Conv2d(c) => std::iter::once(c.weight).chain(c.bias).collect(),
-            Op::Linear { weight, bias } => std::iter::once(*weight).chain(*bias).collect(),
+            Op::Linear { weight, bias, .. } => std::iter::once(*weight).chain(*bias).collect(),
+            Op::LinearGeglu { weight, bias } => vec![*weight, *bias],
             Op::GroupNorm { weight, bias, .. } | Op::LayerNorm { weight, bias, .. } => {
                 vec![*weight, *bias]
             }
@@ -507,6 +522,7 @@ impl GraphBuilder {
             stride,
             pad,
             temporal: false,
+            residual: false,
         };
         Ok(self.push(
             path,
@@ -547,6 +563,7 @@ impl GraphBuilder {
             stride: 1,
             pad: [p, p, 0, 0],
             temporal: true,
+            residual: false,
         };
         let out = vec![s[0], cout, s[2], s[3]];
         Ok(self.push(path, Op::Conv2d(spec), vec![x], out, DType::F32))
@@ -565,7 +582,12 @@ impl GraphBuilder {
             None
         };
         *s.last_mut().unwrap() = out;
-        Ok(self.push(path, Op::Linear { weight, bias }, vec![x], s, DType::F32))
+        let op = Op::Linear {
+            weight,
+            bias,
+            residual: false,
+        };
+        Ok(self.push(path, op, vec![x], s, DType::F32))
     }
 
     pub fn attention(

@@ -7,6 +7,7 @@
 
 pub mod cost;
 pub mod error;
+pub mod fuse;
 pub mod graph;
 pub mod tensor;
 

@@ -51,6 +51,18 @@ pub fn im2col_workspace_floats(g: &Conv2dGeom) -> usize {
 
 /// y = conv2d(x, w) + bias. x: (n, cin, h, w); y: (n, cout, ho, wo).
 pub fn conv2d_im2col(g: &Conv2dGeom, x: &[f32], wt: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    conv2d_im2col_res(g, x, wt, bias, None, y)
+}
+
+/// [`conv2d_im2col`] plus a residual of y's shape, folded into the output's initial value.
+pub fn conv2d_im2col_res(
+    g: &Conv2dGeom,
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let (ho, wo) = g.out_hw();
     let kk = g.cin * g.kh * g.kw;
     assert_eq!(x.len(), g.n * g.cin * g.h * g.w, "conv2d input length");
@@ -62,6 +74,10 @@ pub fn conv2d_im2col(g: &Conv2dGeom, x: &[f32], wt: &[f32], bias: Option<&[f32]>
         for (co, plane) in img.chunks_exact_mut(hw_out).enumerate() {
             plane.fill(bias.map_or(0.0, |b| b[co]));
         }
+    }
+    if let Some(r) = residual {
+        assert_eq!(r.len(), y.len(), "conv2d residual length");
+        crate::add_assign(y, r);
     }
     let wmat = MatRef::row_major(wt, g.cout, kk);
     if g.is_pointwise() {
@@ -212,11 +228,24 @@ pub fn conv2d(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> ConvImpl {
+    conv2d_res(imp, g, x, w, bias, None, y)
+}
+
+/// [`conv2d`] plus a residual of y's shape added to the output (a fused residual add).
+pub fn conv2d_res(
+    imp: ConvImpl,
+    g: &Conv2dGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+) -> ConvImpl {
     match imp {
-        ConvImpl::Winograd2 if imp.supports(g) => winograd(&F23, g, x, w, bias, y),
-        ConvImpl::Winograd4 if imp.supports(g) => winograd(&F43, g, x, w, bias, y),
+        ConvImpl::Winograd2 if imp.supports(g) => winograd(&F23, g, x, w, bias, residual, y),
+        ConvImpl::Winograd4 if imp.supports(g) => winograd(&F43, g, x, w, bias, residual, y),
         _ => {
-            conv2d_im2col(g, x, w, bias, y);
+            conv2d_im2col_res(g, x, w, bias, residual, y);
             return ConvImpl::Im2col;
         }
     }
@@ -377,9 +406,13 @@ fn winograd<const M: usize, const A: usize>(
     x: &[f32],
     wt: &[f32],
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     y: &mut [f32],
 ) {
     let (m, a) = (M, A);
+    if let Some(r) = residual {
+        assert_eq!(r.len(), y.len(), "winograd residual length");
+    }
     let a2 = a * a;
     let (ho, wo) = g.out_hw();
     let (th, tw) = (ho.div_ceil(m), wo.div_ceil(m));
@@ -526,8 +559,9 @@ fn winograd<const M: usize, const A: usize>(
                     for (i, orow) in out.iter().enumerate().take(ho - oy) {
                         let row = ((img * cout + co) * ho + oy + i) * wo + ox;
                         for (j, ol) in orow.iter().enumerate().take(wo - ox) {
+                            let r = residual.map_or(0.0, |r| r[row + j]);
                             // SAFETY: output channel co is written by this task only.
-                            unsafe { *yp.get().add(row + j) = ol[l] + b };
+                            unsafe { *yp.get().add(row + j) = ol[l] + b + r };
                         }
                     }
                 }

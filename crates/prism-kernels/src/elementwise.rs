@@ -1,8 +1,12 @@
 //! Activations, broadcasting arithmetic, layout copies, resampling and embeddings.
 
+use crate::simd::{self, erf_approx, exp_approx, simd_fn, Level};
 use crate::PAR_CHUNK;
 use prism_core::ActKind;
 use rayon::prelude::*;
+
+// The scalar forms below are the definitions (libm/std functions); the kernels run the `*_fast`
+// forms, which vectorize inside `simd_fn!` bodies and match them to about 1e−7.
 
 #[inline]
 pub fn silu(v: f32) -> f32 {
@@ -25,43 +29,129 @@ pub fn quick_gelu(v: f32) -> f32 {
     v / (1.0 + (-1.702 * v).exp())
 }
 
-pub fn activation(kind: ActKind, x: &[f32], y: &mut [f32]) {
-    let f: fn(f32) -> f32 = match kind {
-        ActKind::Silu => silu,
-        ActKind::Gelu => gelu,
-        ActKind::GeluTanh => gelu_tanh,
-        ActKind::QuickGelu => quick_gelu,
-    };
-    map(x, y, f);
+/// silu(v) = v·σ(v), vectorizable.
+#[inline(always)]
+pub fn silu_fast(v: f32) -> f32 {
+    v / (1.0 + exp_approx(-v))
 }
+
+/// Exact (erf) GELU, vectorizable.
+#[inline(always)]
+pub fn gelu_fast(v: f32) -> f32 {
+    0.5 * v * (1.0 + erf_approx(v * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// Tanh GELU, vectorizable: ½·v·(1 + tanh z) = v·σ(2z).
+#[inline(always)]
+pub fn gelu_tanh_fast(v: f32) -> f32 {
+    const C2: f32 = 2.0 * 0.797_884_6; // 2·sqrt(2/π)
+    v / (1.0 + exp_approx(-C2 * (v + 0.044715 * v * v * v)))
+}
+
+/// Quick GELU v·σ(1.702·v), vectorizable.
+#[inline(always)]
+pub fn quick_gelu_fast(v: f32) -> f32 {
+    v / (1.0 + exp_approx(-1.702 * v))
+}
+
+simd_fn!(fn act_chunk[](kind: ActKind, x: &[f32], y: &mut [f32]) {
+    let y = &mut y[..x.len()];
+    match kind {
+        ActKind::Silu => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = silu_fast(v);
+            }
+        }
+        ActKind::Gelu => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = gelu_fast(v);
+            }
+        }
+        ActKind::GeluTanh => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = gelu_tanh_fast(v);
+            }
+        }
+        ActKind::QuickGelu => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = quick_gelu_fast(v);
+            }
+        }
+    }
+});
+
+pub fn activation(kind: ActKind, x: &[f32], y: &mut [f32]) {
+    activation_at(simd::level(), kind, x, y);
+}
+
+/// [`activation`] at a given instruction-set level (lowered to what the CPU has): for tests.
+pub fn activation_at(lvl: Level, kind: ActKind, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len());
+    y.par_chunks_mut(PAR_CHUNK)
+        .zip(x.par_chunks(PAR_CHUNK))
+        .for_each(|(yc, xc)| act_chunk(lvl, kind, xc, yc));
+}
+
+simd_fn!(fn map_chunk[F: Fn(f32) -> f32](x: &[f32], y: &mut [f32], f: &F) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = f(v);
+    }
+});
 
 /// y[i] = f(x[i]), in parallel chunks.
 pub fn map(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
     assert_eq!(x.len(), y.len());
+    let lvl = simd::level();
     y.par_chunks_mut(PAR_CHUNK)
         .zip(x.par_chunks(PAR_CHUNK))
-        .for_each(|(yc, xc)| {
-            for (o, &v) in yc.iter_mut().zip(xc) {
-                *o = f(v);
-            }
-        });
+        .for_each(|(yc, xc)| map_chunk(lvl, xc, yc, &f));
 }
+
+simd_fn!(fn geglu_rows[](x: &[f32], n: usize, y: &mut [f32]) {
+    for (yr, xr) in y.chunks_exact_mut(n).zip(x.chunks_exact(2 * n)) {
+        let (a, g) = xr.split_at(n);
+        for ((o, &av), &gv) in yr.iter_mut().zip(a).zip(g) {
+            *o = av * gelu_fast(gv);
+        }
+    }
+});
 
 /// GEGLU over rows of 2n: y = x[:n] · gelu(x[n:]).
 pub fn geglu(x: &[f32], n: usize, y: &mut [f32]) {
+    geglu_at(simd::level(), x, n, y);
+}
+
+/// [`geglu`] at a given instruction-set level (lowered to what the CPU has): for tests.
+pub fn geglu_at(lvl: Level, x: &[f32], n: usize, y: &mut [f32]) {
     assert_eq!(x.len(), 2 * y.len());
+    if n == 0 {
+        return;
+    }
     let rows_per_task = (PAR_CHUNK / n).max(1);
     y.par_chunks_mut(n * rows_per_task)
         .zip(x.par_chunks(2 * n * rows_per_task))
-        .for_each(|(yc, xc)| {
-            for (yr, xr) in yc.chunks_exact_mut(n).zip(xc.chunks_exact(2 * n)) {
-                let (a, g) = xr.split_at(n);
-                for j in 0..n {
-                    yr[j] = a[j] * gelu(g[j]);
-                }
-            }
-        });
+        .for_each(|(yc, xc)| geglu_rows(lvl, xc, n, yc));
 }
+
+simd_fn!(fn zip_chunk[F: Fn(f32, f32) -> f32](a: &[f32], b: &[f32], y: &mut [f32], f: &F) {
+    for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
+        *o = f(p, q);
+    }
+});
+
+simd_fn!(fn repeat_chunk[F: Fn(f32, f32) -> f32](a: &[f32], b: &[f32], y: &mut [f32], f: &F) {
+    for (yr, ar) in y.chunks_mut(b.len()).zip(a.chunks(b.len())) {
+        for ((o, &p), &q) in yr.iter_mut().zip(ar).zip(b) {
+            *o = f(p, q);
+        }
+    }
+});
+
+simd_fn!(fn const_chunk[F: Fn(f32, f32) -> f32](a: &[f32], q: f32, y: &mut [f32], f: &F) {
+    for (o, &p) in y.iter_mut().zip(a) {
+        *o = f(p, q);
+    }
+});
 
 /// y = a ∘ b with b broadcast to a's shape (trailing alignment, size-1 axes repeat).
 pub fn broadcast_binary(
@@ -72,23 +162,42 @@ pub fn broadcast_binary(
     y: &mut [f32],
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) {
+    broadcast_binary_at(simd::level(), a, a_shape, b, b_shape, y, f);
+}
+
+/// [`broadcast_binary`] at a given instruction-set level (lowered to what the CPU has): for
+/// tests.
+pub fn broadcast_binary_at(
+    lvl: Level,
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    y: &mut [f32],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) {
     assert_eq!(a.len(), y.len());
-    if a_shape.ends_with(b_shape) || b.len() == a.len() {
+    if a.is_empty() {
+        return;
+    }
+    if b.len() == a.len() {
+        // Same size: y[i] = f(a[i], b[i]).
+        y.par_chunks_mut(PAR_CHUNK)
+            .zip(a.par_chunks(PAR_CHUNK))
+            .zip(b.par_chunks(PAR_CHUNK))
+            .for_each(|((yc, ac), bc)| zip_chunk(lvl, ac, bc, yc, &f));
+        return;
+    }
+    if b.is_empty() {
+        return;
+    }
+    if a_shape.ends_with(b_shape) {
         // b repeats whole: y[i] = f(a[i], b[i mod |b|]).
         let bl = b.len();
-        if bl == 0 {
-            return;
-        }
         let chunk = (PAR_CHUNK / bl).max(1) * bl;
         y.par_chunks_mut(chunk)
             .zip(a.par_chunks(chunk))
-            .for_each(|(yc, ac)| {
-                for (yr, ar) in yc.chunks_mut(bl).zip(ac.chunks(bl)) {
-                    for ((o, &x), &z) in yr.iter_mut().zip(ar).zip(b) {
-                        *o = f(x, z);
-                    }
-                }
-            });
+            .for_each(|(yc, ac)| repeat_chunk(lvl, ac, b, yc, &f));
         return;
     }
     // General case: strides of b over a's axes (0 where broadcast).
@@ -102,22 +211,43 @@ pub fn broadcast_binary(
         }
         stride *= b_shape[i];
     }
-    let inner = a_shape[nd - 1];
-    let inner_stride = bs[nd - 1];
-    y.par_chunks_mut(inner)
-        .zip(a.par_chunks(inner))
-        .enumerate()
-        .for_each(|(row, (yr, ar))| {
-            // Decompose the row index over the outer axes.
-            let mut rem = row;
-            let mut bo = 0;
-            for ax in (0..nd - 1).rev() {
-                let i = rem % a_shape[ax];
-                rem /= a_shape[ax];
-                bo += i * bs[ax];
+    // The longest run of trailing axes over which b is either constant (all strides 0) or
+    // laid out like a (contiguous): rows of `run` elements then need one b offset each.
+    let mut run = 1;
+    let mut k = nd;
+    let mut konst = None;
+    while k > 0 {
+        let ax = k - 1;
+        if a_shape[ax] != 1 {
+            let c = *konst.get_or_insert(bs[ax] == 0);
+            if (c && bs[ax] != 0) || (!c && bs[ax] != run) {
+                break;
             }
-            for (j, (o, &x)) in yr.iter_mut().zip(ar).enumerate() {
-                *o = f(x, b[bo + j * inner_stride]);
+            run *= a_shape[ax];
+        }
+        k -= 1;
+    }
+    let konst = konst.unwrap_or(true);
+    let rows_per_task = (PAR_CHUNK / run).max(1);
+    let outer = &a_shape[..k];
+    y.par_chunks_mut(run * rows_per_task)
+        .zip(a.par_chunks(run * rows_per_task))
+        .enumerate()
+        .for_each(|(t, (yc, ac))| {
+            for (i, (yr, ar)) in yc.chunks_mut(run).zip(ac.chunks(run)).enumerate() {
+                // Decompose the row index over the outer axes.
+                let mut rem = t * rows_per_task + i;
+                let mut bo = 0;
+                for ax in (0..outer.len()).rev() {
+                    let j = rem % outer[ax];
+                    rem /= outer[ax];
+                    bo += j * bs[ax];
+                }
+                if konst {
+                    const_chunk(lvl, ar, b[bo], yr, &f);
+                } else {
+                    zip_chunk(lvl, ar, &b[bo..bo + run], yr, &f);
+                }
             }
         });
 }

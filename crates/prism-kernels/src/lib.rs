@@ -30,3 +30,15 @@ impl SendPtr {
         self.0
     }
 }
+
+/// y += r, in parallel chunks.
+pub(crate) fn add_assign(y: &mut [f32], r: &[f32]) {
+    use rayon::prelude::*;
+    y.par_chunks_mut(PAR_CHUNK)
+        .zip(r.par_chunks(PAR_CHUNK))
+        .for_each(|(a, b)| {
+            for (v, w) in a.iter_mut().zip(b) {
+                *v += w;
+            }
+        });
+}

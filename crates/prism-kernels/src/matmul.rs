@@ -149,20 +149,86 @@ pub fn linear(
     out: usize,
     y: &mut [f32],
 ) {
+    linear_res(x, w, bias, None, rows, inf, out, y)
+}
+
+/// Rows of the GEGLU projection computed per block (the block's 2n-wide product stays in
+/// cache-sized scratch).
+pub const GEGLU_ROWS: usize = 64;
+
+/// Fused GEGLU projection: y (rows × n) = h[:, :n] · gelu(h[:, n:]), h = x · Wᵀ + b with W
+/// (2n × in), a block of rows at a time.
+pub fn linear_geglu(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    rows: usize,
+    inf: usize,
+    n: usize,
+    y: &mut [f32],
+) {
+    assert_eq!(x.len(), rows * inf);
+    assert_eq!(w.len(), 2 * n * inf);
+    assert_eq!(y.len(), rows * n);
+    let mut h = crate::scratch::Scratch::take(GEGLU_ROWS * 2 * n);
+    let mut r0 = 0;
+    while r0 < rows {
+        let r = GEGLU_ROWS.min(rows - r0);
+        let hb = &mut h[..r * 2 * n];
+        linear_res(
+            &x[r0 * inf..(r0 + r) * inf],
+            w,
+            Some(b),
+            None,
+            r,
+            inf,
+            2 * n,
+            hb,
+        );
+        crate::elementwise::geglu(hb, n, &mut y[r0 * n..(r0 + r) * n]);
+        r0 += r;
+    }
+}
+
+/// [`linear`] plus a residual of y's shape (a fused residual add).
+pub fn linear_res(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    rows: usize,
+    inf: usize,
+    out: usize,
+    y: &mut [f32],
+) {
     assert_eq!(x.len(), rows * inf);
     assert_eq!(w.len(), out * inf);
     assert_eq!(y.len(), rows * out);
-    if let Some(b) = bias {
-        for r in y.chunks_exact_mut(out) {
-            r.copy_from_slice(b);
+    match (residual, bias) {
+        (Some(res), _) => {
+            assert_eq!(res.len(), y.len(), "linear residual length");
+            y.copy_from_slice(res);
+            if let Some(b) = bias {
+                for r in y.chunks_exact_mut(out) {
+                    for (v, bb) in r.iter_mut().zip(b) {
+                        *v += bb;
+                    }
+                }
+            }
         }
+        (None, Some(b)) => {
+            for r in y.chunks_exact_mut(out) {
+                r.copy_from_slice(b);
+            }
+        }
+        (None, None) => {}
     }
     matmul(
         y,
         out,
         MatRef::row_major(x, rows, inf),
         MatRef::transposed(w, inf, out),
-        bias.is_some(),
+        bias.is_some() || residual.is_some(),
         Par::Pool,
     );
 }

@@ -1,12 +1,188 @@
 //! Group norm (optionally fused with SiLU) and layer norm.
+//!
+//! Statistics: each run of up to [`STAT_CHUNK`] elements is summed in f32 lanes twice while it
+//! sits in L1 (once for a shift, once for Σ(x − shift) and Σ(x − shift)²), and the runs are
+//! combined in f64 (Chan et al.'s pairwise update), in a fixed order. Groups span up to
+//! millions of elements, so both the statistics and the normalization are split within a
+//! group across threads.
 
-use crate::elementwise::silu;
+use crate::elementwise::silu_fast;
+use crate::simd::{self, simd_fn, Level};
+use crate::PAR_CHUNK;
 use rayon::prelude::*;
 
+/// Elements per statistics run (16 KiB: the second sweep reads from L1).
+const STAT_CHUNK: usize = 4096;
+
+/// Count, mean and sum of squared deviations of a run.
+#[derive(Clone, Copy, Debug)]
+struct Moments {
+    n: f64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    const EMPTY: Moments = Moments {
+        n: 0.0,
+        mean: 0.0,
+        m2: 0.0,
+    };
+
+    #[inline(always)]
+    fn merge(self, o: Moments) -> Moments {
+        if o.n == 0.0 {
+            return self;
+        }
+        if self.n == 0.0 {
+            return o;
+        }
+        let n = self.n + o.n;
+        let d = o.mean - self.mean;
+        Moments {
+            n,
+            mean: self.mean + d * (o.n / n),
+            m2: self.m2 + o.m2 + d * d * (self.n * o.n / n),
+        }
+    }
+
+    /// Population variance.
+    #[inline(always)]
+    fn var(self) -> f64 {
+        if self.n == 0.0 {
+            0.0
+        } else {
+            (self.m2 / self.n).max(0.0)
+        }
+    }
+}
+
+/// f32 lanes per accumulator (a few vector registers at every level).
+const LANES: usize = 32;
+
+#[inline(always)]
+fn lane_sum(acc: &[f32; LANES]) -> f64 {
+    acc.iter().map(|&v| v as f64).sum()
+}
+
+/// Moments of a short run (meant for ≤ [`STAT_CHUNK`] elements: f32 partial sums).
+#[inline(always)]
+fn moments_inl(x: &[f32]) -> Moments {
+    if x.is_empty() {
+        return Moments::EMPTY;
+    }
+    let n = x.len() as f64;
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    let mut acc = [0f32; LANES];
+    for c in chunks.clone() {
+        let c: &[f32; LANES] = c.try_into().unwrap();
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    let s = lane_sum(&acc) + rest.iter().map(|&v| v as f64).sum::<f64>();
+    let shift = (s / n) as f32;
+    let (mut d1, mut d2) = ([0f32; LANES], [0f32; LANES]);
+    for c in chunks {
+        let c: &[f32; LANES] = c.try_into().unwrap();
+        for l in 0..LANES {
+            let d = c[l] - shift;
+            d1[l] += d;
+            d2[l] += d * d;
+        }
+    }
+    let (mut s1, mut s2) = (lane_sum(&d1), lane_sum(&d2));
+    for &v in rest {
+        let d = (v - shift) as f64;
+        s1 += d;
+        s2 += d * d;
+    }
+    Moments {
+        n,
+        mean: shift as f64 + s1 / n,
+        m2: (s2 - s1 * s1 / n).max(0.0),
+    }
+}
+
+simd_fn!(fn moments[](x: &[f32]) -> Moments {
+    moments_inl(x)
+});
+
+/// Moments of any length: runs of [`STAT_CHUNK`] merged in order.
+#[inline(always)]
+fn moments_long(x: &[f32]) -> Moments {
+    // A plain loop, not `fold`: a closure would be compiled outside the `simd_fn!` body.
+    let mut m = Moments::EMPTY;
+    for c in x.chunks(STAT_CHUNK) {
+        m = m.merge(moments_inl(c));
+    }
+    m
+}
+
+simd_fn!(fn normalize_chunk[](
+    start: usize,
+    x: &[f32],
+    y: &mut [f32],
+    spatial: usize,
+    ab: &[(f32, f32)],
+    fuse_silu: bool,
+) {
+    // x, y cover elements start.. of the whole tensor; channel ch spans ch·spatial.. .
+    let len = x.len().min(y.len());
+    let mut pos = 0;
+    while pos < len {
+        let ch = (start + pos) / spatial;
+        let end = ((ch + 1) * spatial - start).min(len);
+        let (a, b) = ab[ch];
+        let (xs, ys) = (&x[pos..end], &mut y[pos..end]);
+        if fuse_silu {
+            for (o, &v) in ys.iter_mut().zip(xs) {
+                *o = silu_fast(v * a + b);
+            }
+        } else {
+            for (o, &v) in ys.iter_mut().zip(xs) {
+                *o = v * a + b;
+            }
+        }
+        pos = end;
+    }
+});
+
 /// Group norm over x (n, c, spatial...) with `groups` groups and per-channel affine.
-/// Statistics are accumulated in f64 (groups span up to millions of elements).
+/// Statistics are combined in f64 (groups span up to millions of elements).
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    spatial: usize,
+    groups: usize,
+    eps: f32,
+    gamma: &[f32],
+    beta: &[f32],
+    fuse_silu: bool,
+    y: &mut [f32],
+) {
+    group_norm_at(
+        simd::level(),
+        x,
+        n,
+        c,
+        spatial,
+        groups,
+        eps,
+        gamma,
+        beta,
+        fuse_silu,
+        y,
+    );
+}
+
+/// [`group_norm`] at a given instruction-set level (lowered to what the CPU has): for tests.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_at(
+    lvl: Level,
     x: &[f32],
     n: usize,
     c: usize,
@@ -22,65 +198,79 @@ pub fn group_norm(
     assert_eq!(y.len(), x.len());
     let cpg = c / groups;
     let glen = cpg * spatial;
-    y.par_chunks_mut(glen)
-        .zip(x.par_chunks(glen))
+    if glen == 0 {
+        return;
+    }
+    // Statistics: one task per run of every group, merged per group in order.
+    let per = glen.div_ceil(STAT_CHUNK);
+    let ng = n * groups;
+    let parts: Vec<Moments> = (0..ng * per)
+        .into_par_iter()
+        .map(|k| {
+            let (g, j) = (k / per, k % per);
+            let lo = g * glen + j * STAT_CHUNK;
+            let hi = (g * glen + glen).min(lo + STAT_CHUNK);
+            moments(lvl, &x[lo..hi])
+        })
+        .collect();
+    // Per channel (over the batch): y = x·a + b.
+    let mut ab = Vec::with_capacity(n * c);
+    for (bg, ps) in parts.chunks(per).enumerate() {
+        let m = ps.iter().fold(Moments::EMPTY, |m, &p| m.merge(p));
+        let rstd = 1.0 / (m.var() + eps as f64).sqrt();
+        let g = bg % groups;
+        for ch in g * cpg..(g + 1) * cpg {
+            let a = gamma[ch] as f64 * rstd;
+            ab.push((a as f32, (beta[ch] as f64 - m.mean * a) as f32));
+        }
+    }
+    let ab = &ab;
+    y.par_chunks_mut(PAR_CHUNK)
+        .zip(x.par_chunks(PAR_CHUNK))
         .enumerate()
-        .for_each(|(i, (yg, xg))| {
-            let g = i % groups;
-            let mut sum = 0f64;
-            for &v in xg {
-                sum += v as f64;
-            }
-            let mean = sum / glen as f64;
-            let mut var = 0f64;
-            for &v in xg {
-                let d = v as f64 - mean;
-                var += d * d;
-            }
-            let rstd = 1.0 / (var / glen as f64 + eps as f64).sqrt();
-            for ci in 0..cpg {
-                let ch = g * cpg + ci;
-                let a = (gamma[ch] as f64 * rstd) as f32;
-                let b = (beta[ch] as f64 - mean * rstd * gamma[ch] as f64) as f32;
-                let (xs, ys) = (
-                    &xg[ci * spatial..(ci + 1) * spatial],
-                    &mut yg[ci * spatial..(ci + 1) * spatial],
-                );
-                if fuse_silu {
-                    for (o, &v) in ys.iter_mut().zip(xs) {
-                        *o = silu(v * a + b);
-                    }
-                } else {
-                    for (o, &v) in ys.iter_mut().zip(xs) {
-                        *o = v * a + b;
-                    }
-                }
-            }
+        .for_each(|(t, (yc, xc))| {
+            normalize_chunk(lvl, t * PAR_CHUNK, xc, yc, spatial, ab, fuse_silu)
         });
 }
 
+simd_fn!(fn layer_norm_rows[](
+    x: &[f32],
+    d: usize,
+    eps: f32,
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+) {
+    let (gamma, beta) = (&gamma[..d], &beta[..d]);
+    for (yr, xr) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        let m = moments_long(xr);
+        let rstd = (1.0 / (m.var() + eps as f64).sqrt()) as f32;
+        let mean = m.mean as f32;
+        for (((o, &v), &g), &b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
+            *o = (v - mean) * rstd * g + b;
+        }
+    }
+});
+
 /// Layer norm over rows of length `d`.
 pub fn layer_norm(x: &[f32], d: usize, eps: f32, gamma: &[f32], beta: &[f32], y: &mut [f32]) {
+    layer_norm_at(simd::level(), x, d, eps, gamma, beta, y);
+}
+
+/// [`layer_norm`] at a given instruction-set level (lowered to what the CPU has): for tests.
+pub fn layer_norm_at(
+    lvl: Level,
+    x: &[f32],
+    d: usize,
+    eps: f32,
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+) {
     assert_eq!(x.len() % d, 0);
     assert_eq!(y.len(), x.len());
-    let rows_per_task = (crate::PAR_CHUNK / d).max(1);
+    let rows_per_task = (PAR_CHUNK / d).max(1);
     y.par_chunks_mut(d * rows_per_task)
         .zip(x.par_chunks(d * rows_per_task))
-        .for_each(|(yc, xc)| {
-            for (yr, xr) in yc.chunks_exact_mut(d).zip(xc.chunks_exact(d)) {
-                let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-                let var = xr
-                    .iter()
-                    .map(|&v| {
-                        let t = v as f64 - mean;
-                        t * t
-                    })
-                    .sum::<f64>()
-                    / d as f64;
-                let rstd = 1.0 / (var + eps as f64).sqrt();
-                for j in 0..d {
-                    yr[j] = ((xr[j] as f64 - mean) * rstd) as f32 * gamma[j] + beta[j];
-                }
-            }
-        });
+        .for_each(|(yc, xc)| layer_norm_rows(lvl, xc, d, eps, gamma, beta, yc));
 }

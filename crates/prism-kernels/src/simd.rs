@@ -49,6 +49,135 @@ fn detect() -> Level {
     Level::Portable
 }
 
+static DETECTED: OnceLock<Level> = OnceLock::new();
+
+fn rank(l: Level) -> u8 {
+    match l {
+        Level::Portable => 0,
+        Level::Avx2 => 1,
+        Level::Avx512 => 2,
+    }
+}
+
+/// `l`, lowered to what this CPU supports: safe to hand to [`simd_fn!`] functions (tests ask
+/// for every level; a CPU without AVX-512 then runs the best one it has).
+pub fn supported(l: Level) -> Level {
+    let d = *DETECTED.get_or_init(detect);
+    if rank(l) <= rank(d) {
+        l
+    } else {
+        d
+    }
+}
+
+/// Every level this CPU can run, best first (for tests).
+pub fn available_levels() -> Vec<Level> {
+    let d = *DETECTED.get_or_init(detect);
+    [Level::Avx512, Level::Avx2, Level::Portable]
+        .into_iter()
+        .filter(|&l| rank(l) <= rank(d))
+        .collect()
+}
+
+/// Defines `fn name<generics>(lvl: Level, args...) -> ret` whose body is plain Rust compiled
+/// three times: inside an `avx512f` function, inside an `avx2,fma` function, and as is
+/// (portable), chosen by `lvl` (lowered by [`supported`]). Loops in the body over
+/// `#[inline(always)]` helpers (such as [`exp_approx`]) vectorize for the chosen level.
+/// Generics go in square brackets: `simd_fn!(fn f[F: Fn(f32) -> f32](x: &[f32], f: F) {..})`.
+macro_rules! simd_fn {
+    (
+        $(#[$m:meta])*
+        $vis:vis fn $name:ident[$($gen:tt)*]($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
+    ) => {
+        $(#[$m])*
+        #[inline(always)]
+        $vis fn $name<$($gen)*>(lvl: $crate::simd::Level, $($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512<$($gen)*>($($arg: $ty),*) $(-> $ret)? $body
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<$($gen)*>($($arg: $ty),*) $(-> $ret)? $body
+                match $crate::simd::supported(lvl) {
+                    // SAFETY: `supported` only returns levels detected on this CPU.
+                    $crate::simd::Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::simd::Level::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::simd::Level::Portable => {}
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = lvl;
+            $body
+        }
+    };
+}
+pub(crate) use simd_fn;
+
+// ---- scalar approximations written so that loops over them vectorize ----
+//
+// Plain f32 arithmetic (no `mul_add`, which is a library call without FMA), branch-free
+// selects and bit casts: inside a `simd_fn!` body LLVM turns a loop over these into AVX-512 /
+// AVX2 / SSE2 code.
+
+/// exp(x), within about 2 ulp on [−87, 88]; inputs are clamped to that range (so very
+/// negative x give ≈1e−38, never 0, and large x never overflow to ∞).
+#[inline(always)]
+pub fn exp_approx(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer
+    const LN2_HI: f32 = 0.693_359_4; // 0.693359375, exact in 9 bits
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = if x < -87.0 { -87.0 } else { x };
+    let x = if x > 88.0 { 88.0 } else { x };
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // Cephes expf minimax polynomial: e^r ≈ 1 + r + r²·P(r) on |r| ≤ ln2/2.
+    let mut p = 1.987_569_2e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5; // Cephes: 5.0000001e-1, which rounds to 0.5
+    let e = p * (r * r) + r + 1.0;
+    // 2^n from the low bits of t (n + 127 in [1, 254] after the clamp).
+    e * f32::from_bits(t.to_bits().wrapping_add(127) << 23)
+}
+
+/// erf(x), absolute error about 1e−7 (N. Juffa's single-precision erff: an odd polynomial
+/// below |x| = 0.9277, 1 − exp(poly(|x|)) above; both are computed and one selected, so a loop
+/// over it stays branch-free).
+#[inline(always)]
+pub fn erf_approx(x: f32) -> f32 {
+    let t = x.abs();
+    let s = x * x;
+    // |x| ≤ 0.927734375: x + x·P(x²).
+    let mut p = -5.967_617e-4;
+    p = p * s + 4.991_194_2e-3;
+    p = p * s + -2.676_813_5e-2;
+    p = p * s + 1.128_199_3e-1;
+    p = p * s + -3.761_253_4e-1;
+    p = p * s + 1.283_791_7e-1;
+    let small = p * x + x;
+    // Above: 1 − exp(Q(t)) with the sign of x (t clamped: erf is ±1 in f32 past 4).
+    let tc = if t > 4.0 { 4.0 } else { t };
+    let sc = tc * tc;
+    let r = -1.728_534_7e-5 * tc + 3.831_971_3e-4;
+    let u = -3.883_964_4e-3 * tc + 2.425_462_2e-2;
+    let mut q = r * sc + u;
+    q = q * tc + -1.067_778_8e-1;
+    q = q * tc + -6.348_467e-1;
+    q = q * tc + -1.287_175_1e-1;
+    q = q * tc - tc;
+    let big = 1.0 - exp_approx(q);
+    let big = if x < 0.0 { -big } else { big };
+    if t > 0.927_734_4 {
+        big
+    } else {
+        small
+    }
+}
+
 /// Does this CPU have AVX-512 BF16 dot products?
 pub fn has_avx512_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -359,5 +488,28 @@ mod tests {
                 assert_eq!(mx, max_portable(&x));
             }
         }
+    }
+
+    #[test]
+    fn exp_and_erf_approximations_are_accurate() {
+        let (mut worst_exp, mut worst_erf) = (0f64, 0f64);
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            worst_exp = worst_exp.max((exp_approx(x) as f64 - want).abs() / want);
+            x += 0.001_3;
+        }
+        let mut x = -6.0f32;
+        while x < 6.0 {
+            worst_erf = worst_erf.max((erf_approx(x) as f64 - libm::erf(x as f64)).abs());
+            x += 0.000_37;
+        }
+        eprintln!("exp rel err {worst_exp:e}, erf abs err {worst_erf:e}");
+        assert!(worst_exp < 3e-7, "exp rel err {worst_exp:e}");
+        assert!(worst_erf < 2e-7, "erf abs err {worst_erf:e}");
+        assert_eq!(exp_approx(-1000.0), exp_approx(-87.0));
+        assert!(exp_approx(1000.0).is_finite());
+        assert_eq!(erf_approx(10.0), 1.0);
+        assert_eq!(erf_approx(-10.0), -1.0);
     }
 }

@@ -386,3 +386,177 @@ fn layout_ops() {
         assert_eq!(y[i], a[i] + b[(i / 4) % 3]);
     }
 }
+
+/// Each element within `tol`·max(1, |ref|) (stricter than `close` for the fast activations).
+fn close_each(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g as f64 - w).abs() <= tol * w.abs().max(1.0),
+            "{what}[{i}]: {g} vs {w}"
+        );
+    }
+}
+
+#[test]
+fn norms_match_reference_on_every_simd_level() {
+    use prism_kernels::norm::{group_norm_at, layer_norm_at};
+    use prism_kernels::simd::available_levels;
+    let mut r = Rng::new();
+    // (n, c, spatial, groups, offset): tiny planes, planes longer than a statistics run,
+    // groups not a multiple of the vector width, a large mean.
+    let shapes = [
+        (2, 12, 10, 4, 1.0),
+        (1, 8, 5000, 2, -3.0),
+        (2, 6, 33, 3, 50.0),
+        (1, 64, 4099, 32, 0.5),
+    ];
+    for lvl in available_levels() {
+        for &(n, c, sp, groups, off) in &shapes {
+            let x: Vec<f32> = r.vec(n * c * sp).iter().map(|v| v * 3.0 + off).collect();
+            let gamma = r.vec(c);
+            let beta = r.vec(c);
+            let want = reference::group_norm(&x, n, c, sp, groups, 1e-5, &gamma, &beta);
+            let mut y = vec![0f32; x.len()];
+            let what = format!("group_norm {lvl:?} {:?}", (n, c, sp, groups));
+            pool().install(|| {
+                group_norm_at(
+                    lvl, &x, n, c, sp, groups, 1e-5, &gamma, &beta, false, &mut y,
+                )
+            });
+            close(&what, &y, &want);
+            pool().install(|| {
+                group_norm_at(lvl, &x, n, c, sp, groups, 1e-5, &gamma, &beta, true, &mut y)
+            });
+            let silu: Vec<f64> = want.iter().map(|v| v / (1.0 + (-v).exp())).collect();
+            close(&format!("{what}+silu"), &y, &silu);
+        }
+        for &(d, rows, off) in &[(24, 5, 0.0), (77, 40, 10.0), (768, 9, -2.0), (5000, 3, 1.0)] {
+            let x: Vec<f32> = r.vec(rows * d).iter().map(|v| v * 2.0 + off).collect();
+            let (g1, b1) = (r.vec(d), r.vec(d));
+            let mut y = vec![0f32; x.len()];
+            pool().install(|| layer_norm_at(lvl, &x, d, 1e-5, &g1, &b1, &mut y));
+            let mut want = Vec::new();
+            for row in x.chunks(d) {
+                want.extend(reference::group_norm(row, 1, 1, d, 1, 1e-5, &[1.0], &[0.0]));
+            }
+            for (i, v) in want.iter_mut().enumerate() {
+                *v = *v * g1[i % d] as f64 + b1[i % d] as f64;
+            }
+            close(&format!("layer_norm {lvl:?} d={d}"), &y, &want);
+        }
+    }
+}
+
+#[test]
+fn activations_match_closed_forms_on_every_simd_level() {
+    use prism_core::ActKind;
+    use prism_kernels::simd::available_levels;
+    let mut r = Rng::new();
+    // Random values over ±12, a dense sweep of [−10, 10], and extremes.
+    let mut x: Vec<f32> = r.vec(40_000).iter().map(|v| v * 12.0).collect();
+    x.extend((0..20_001).map(|i| i as f32 * 0.001 - 10.0));
+    x.extend([
+        0.0, -0.0, 1e-30, -1e-30, 80.0, -80.0, 200.0, -200.0, 1e20, -1e20,
+    ]);
+    let erf = |v: f64| libm::erf(v);
+    let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+    type Form = Box<dyn Fn(f64) -> f64>;
+    let forms: [(ActKind, Form); 4] = [
+        (ActKind::Silu, Box::new(move |v| v * sig(v))),
+        (
+            ActKind::Gelu,
+            Box::new(move |v| 0.5 * v * (1.0 + erf(v / 2f64.sqrt()))),
+        ),
+        (ActKind::QuickGelu, Box::new(move |v| v * sig(1.702 * v))),
+        (
+            ActKind::GeluTanh,
+            Box::new(|v| {
+                0.5 * v
+                    * (1.0
+                        + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
+            }),
+        ),
+    ];
+    for lvl in available_levels() {
+        for (kind, f) in &forms {
+            let mut y = vec![0f32; x.len()];
+            pool().install(|| ew::activation_at(lvl, *kind, &x, &mut y));
+            let want: Vec<f64> = x.iter().map(|&v| f(v as f64)).collect();
+            close_each(&format!("{} {lvl:?}", kind.name()), &y, &want, 1e-6);
+        }
+        // GEGLU, rows long and short.
+        for &(rows, n) in &[(3, 7), (5, 1280), (2, 20_000)] {
+            let x: Vec<f32> = r.vec(rows * 2 * n).iter().map(|v| v * 5.0).collect();
+            let mut y = vec![0f32; rows * n];
+            pool().install(|| ew::geglu_at(lvl, &x, n, &mut y));
+            let want: Vec<f64> = (0..rows * n)
+                .map(|i| {
+                    let (row, j) = (i / n, i % n);
+                    let a = x[row * 2 * n + j] as f64;
+                    let g = x[row * 2 * n + n + j] as f64;
+                    a * 0.5 * g * (1.0 + erf(g / 2f64.sqrt()))
+                })
+                .collect();
+            close_each(&format!("geglu {lvl:?} n={n}"), &y, &want, 2e-6);
+        }
+    }
+}
+
+#[test]
+fn broadcast_binary_matches_indexing_on_every_simd_level() {
+    use prism_kernels::simd::available_levels;
+    let mut r = Rng::new();
+    // (a shape, b shape)
+    let cases: [(&[usize], &[usize]); 9] = [
+        (&[2, 3, 40, 50], &[2, 3, 40, 50]),
+        (&[2, 3, 40, 50], &[3, 1, 1]),
+        (&[2, 3, 40, 50], &[2, 3, 1, 1]),
+        (&[2, 3, 40, 50], &[2, 1, 40, 50]),
+        (&[2, 3, 40, 50], &[40, 50]),
+        (&[2, 3, 40, 50], &[1, 3, 1, 50]),
+        (&[4, 77, 96], &[77, 96]),
+        (&[3, 1, 200, 7], &[1, 1, 200, 1]),
+        (&[5, 300], &[1]),
+    ];
+    for lvl in available_levels() {
+        for (sa, sb) in cases {
+            let a = r.vec(sa.iter().product());
+            let b = r.vec(sb.iter().product());
+            // Reference: index b by a's multi-index (trailing alignment, size-1 axes repeat).
+            let nd = sa.len();
+            let want: Vec<(f32, f32)> = (0..a.len())
+                .map(|i| {
+                    let (mut rem, mut bi, mut bstride) = (i, 0, 1);
+                    for ax in (0..nd).rev() {
+                        let j = rem % sa[ax];
+                        rem /= sa[ax];
+                        if let Some(bax) = (ax + sb.len()).checked_sub(nd) {
+                            if sb[bax] != 1 {
+                                bi += j * bstride;
+                            }
+                            bstride *= sb[bax];
+                        }
+                    }
+                    (a[i] + b[bi], a[i] * b[bi])
+                })
+                .collect();
+            let mut y = vec![0f32; a.len()];
+            pool().install(|| ew::broadcast_binary_at(lvl, &a, sa, &b, sb, &mut y, |p, q| p + q));
+            for (i, (&g, w)) in y.iter().zip(&want).enumerate() {
+                assert_eq!(g, w.0, "{lvl:?} add {sa:?} {sb:?} at {i}");
+            }
+            pool().install(|| ew::broadcast_binary_at(lvl, &a, sa, &b, sb, &mut y, |p, q| p * q));
+            for (i, (&g, w)) in y.iter().zip(&want).enumerate() {
+                assert_eq!(g, w.1, "{lvl:?} mul {sa:?} {sb:?} at {i}");
+            }
+        }
+        // map with a closure, compiled per level.
+        let x = r.vec(50_001);
+        let mut y = vec![0f32; x.len()];
+        ew::map(&x, &mut y, |v| (v * 3.0).clamp(-1.0, 1.0));
+        for (&g, &v) in y.iter().zip(&x) {
+            assert_eq!(g, (v * 3.0).clamp(-1.0, 1.0));
+        }
+    }
+}

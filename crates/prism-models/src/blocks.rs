@@ -26,7 +26,8 @@ pub fn resnet(
     eps: f32,
 ) -> Result<ValueId> {
     let cin = b.shape(x)[1];
-    let h = b.group_norm(&join(p, "norm1"), x, groups, eps, true)?;
+    let h = b.group_norm(&join(p, "norm1"), x, groups, eps, false)?;
+    let h = b.act(&join(p, "nonlinearity"), h, ActKind::Silu);
     let mut h = b.conv2d(&join(p, "conv1"), h, cout, 3, 1, SAME3, true)?;
     if let Some(t) = temb {
         let e = b.linear(&join(p, "time_emb_proj"), t, cout, true)?;
@@ -34,7 +35,8 @@ pub fn resnet(
         let e = b.reshape(&join(p, "time_emb_proj"), e, &[n, cout, 1, 1])?;
         h = b.add(&join(p, "add_temb"), h, e)?;
     }
-    let h = b.group_norm(&join(p, "norm2"), h, groups, eps, true)?;
+    let h = b.group_norm(&join(p, "norm2"), h, groups, eps, false)?;
+    let h = b.act(&join(p, "nonlinearity"), h, ActKind::Silu);
     let h = b.conv2d(&join(p, "conv2"), h, cout, 3, 1, SAME3, true)?;
     let skip = if cin != cout {
         b.conv2d(&join(p, "conv_shortcut"), x, cout, 1, 1, NOPAD, true)?

@@ -2,7 +2,7 @@
 
 use crate::blocks::{self, join, SAME3};
 use crate::config::Cfg;
-use prism_core::{DType, Graph, GraphBuilder, Result, ValueId};
+use prism_core::{ActKind, DType, Graph, GraphBuilder, Result, ValueId};
 use serde_json::{json, Value};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -291,7 +291,8 @@ pub fn build(cfg: &UNetConfig, batch: usize, h: usize, w: usize, text_len: usize
             )?;
         }
     }
-    let x = b.group_norm("conv_norm_out", x, groups, eps, true)?;
+    let x = b.group_norm("conv_norm_out", x, groups, eps, false)?;
+    let x = b.act("conv_norm_out", x, ActKind::Silu);
     let out = b.conv2d("conv_out", x, cfg.out_channels, 3, 1, SAME3, true)?;
     b.output("sample", out);
     Ok(b.finish())

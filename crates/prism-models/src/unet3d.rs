@@ -14,7 +14,9 @@
 use crate::blocks::{self, join, SAME3};
 use crate::config::Cfg;
 use crate::source::{Component, ModelSource};
-use prism_core::{AttentionKind, DType, Error, Graph, GraphBuilder, Result, Tensor, ValueId};
+use prism_core::{
+    ActKind, AttentionKind, DType, Error, Graph, GraphBuilder, Result, Tensor, ValueId,
+};
 use prism_runtime::{Executor, Observer, Weights};
 use serde_json::json;
 
@@ -180,7 +182,8 @@ pub fn temporal_conv(
     let identity = b.permute(&join(p, "to_temporal"), v, &[0, 2, 1, 3])?;
     let mut t = identity;
     for (i, conv) in [(1, 2), (2, 3), (3, 3), (4, 3)] {
-        let n = b.group_norm(&format!("{p}.conv{i}.0"), t, groups, TEMP_CONV_EPS, true)?;
+        let n = b.group_norm(&format!("{p}.conv{i}.0"), t, groups, TEMP_CONV_EPS, false)?;
+        let n = b.act(&format!("{p}.conv{i}.0"), n, ActKind::Silu);
         t = b.conv_temporal(&format!("{p}.conv{i}.{conv}"), n, c, 3)?;
     }
     let sum = b.add(&join(p, "residual"), identity, t)?;
@@ -406,7 +409,8 @@ pub fn build(
             )?;
         }
     }
-    let x = b.group_norm("conv_norm_out", x, groups, eps, true)?;
+    let x = b.group_norm("conv_norm_out", x, groups, eps, false)?;
+    let x = b.act("conv_norm_out", x, ActKind::Silu);
     let out = b.conv2d("conv_out", x, cfg.out_channels, 3, 1, SAME3, true)?;
     // (B·F, C, h, w) → (B, C, F, h, w)
     let out = b.reshape("from_frames", out, &[batch, frames, cfg.out_channels, h, w])?;

@@ -2,7 +2,7 @@
 
 use crate::blocks::{self, join, NOPAD, SAME3};
 use crate::config::Cfg;
-use prism_core::{DType, Graph, GraphBuilder, Result, ValueId};
+use prism_core::{ActKind, DType, Graph, GraphBuilder, Result, ValueId};
 use serde_json::json;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -125,7 +125,8 @@ pub fn build_encoder(cfg: &VaeConfig, batch: usize, h: usize, w: usize) -> Resul
         }
     }
     x = mid_block(&mut b, "encoder.mid_block", x, cfg)?;
-    let x = b.group_norm("encoder.conv_norm_out", x, g, EPS, true)?;
+    let x = b.group_norm("encoder.conv_norm_out", x, g, EPS, false)?;
+    let x = b.act("encoder.conv_norm_out", x, ActKind::Silu);
     let lc = cfg.latent_channels;
     let mut x = b.conv2d("encoder.conv_out", x, 2 * lc, 3, 1, SAME3, true)?;
     if cfg.use_quant_conv {
@@ -175,7 +176,8 @@ pub fn build_decoder(cfg: &VaeConfig, batch: usize, h: usize, w: usize) -> Resul
             x = blocks::upsample(&mut b, &join(&p, "upsamplers.0"), x, None)?;
         }
     }
-    let x = b.group_norm("decoder.conv_norm_out", x, g, EPS, true)?;
+    let x = b.group_norm("decoder.conv_norm_out", x, g, EPS, false)?;
+    let x = b.act("decoder.conv_norm_out", x, ActKind::Silu);
     let out = b.conv2d("decoder.conv_out", x, cfg.out_channels, 3, 1, SAME3, true)?;
     b.output("sample", out);
     Ok(b.finish())

@@ -266,3 +266,47 @@ fn pipeline_sd1_pndm_from_latents() {
 fn pipeline_sd2_ddim_vprediction_from_latents() {
     pipeline("sd2_tiny");
 }
+
+/// The fusion pass (GroupNorm+SiLU, GEGLU projection, residual adds) changes how the graph
+/// runs, not what it computes: fused and unfused runs agree, and both match diffusers.
+#[test]
+fn fused_and_unfused_graphs_agree() {
+    use prism_core::fuse::{fuse, FuseOptions};
+    use prism_runtime::KernelChoice;
+    let dir = fixtures().join("sd2_tiny");
+    let src = ModelSource::parse(dir.to_str().unwrap()).unwrap();
+    let unet = prism_models::pipeline::Unet::load(&src, &LoadOptions::default()).unwrap();
+    let g = prism_models::unet::build(&unet.cfg, 2, 8, 8, 77).unwrap();
+    let (fused, n) = fuse(&g, FuseOptions::ALL);
+    assert!(
+        n > 0 && fused.nodes.len() + n == g.nodes.len(),
+        "{n} fusions, {} → {} nodes",
+        g.nodes.len(),
+        fused.nodes.len()
+    );
+    assert!(fused
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, prism_core::Op::LinearGeglu { .. })));
+    let ins = read_tensors(&dir.join("io/unet_in.safetensors")).unwrap();
+    let want = read_tensor(&dir.join("io/unet_out.safetensors"), "sample").unwrap();
+    let mut outs = Vec::new();
+    for no_fuse in [false, true] {
+        let ex = exec().with_kernels(KernelChoice {
+            no_fuse,
+            ..Default::default()
+        });
+        let got = forward(
+            &src,
+            &LoadOptions::default(),
+            &ex,
+            ForwardComponent::Unet,
+            ins.clone(),
+        )
+        .unwrap();
+        assert_close(&format!("unet no_fuse={no_fuse}"), &got[0].1, &want);
+        outs.push(got[0].1.clone());
+    }
+    let d = outs[0].max_abs_diff(&outs[1]).unwrap();
+    assert!(d <= 1e-5 * want.max_abs(), "fused vs unfused: {d}");
+}

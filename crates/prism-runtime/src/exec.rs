@@ -11,9 +11,22 @@ use std::time::{Duration, Instant};
 pub struct KernelChoice {
     pub attention: Option<AttentionImpl>,
     pub conv: Option<ConvImpl>,
+    /// Run graphs as built, without the fusion pass (`prism_core::fuse`).
+    pub no_fuse: bool,
 }
 
 impl KernelChoice {
+    /// The graph these choices run: fused unless `no_fuse`.
+    pub fn prepare<'g>(&self, graph: &'g Graph) -> std::borrow::Cow<'g, Graph> {
+        if self.no_fuse {
+            std::borrow::Cow::Borrowed(graph)
+        } else {
+            std::borrow::Cow::Owned(
+                prism_core::fuse::fuse(graph, prism_core::fuse::FuseOptions::ALL).0,
+            )
+        }
+    }
+
     pub fn attention_for(&self, g: &attention::AttnGeom) -> AttentionImpl {
         self.attention.unwrap_or_else(|| AttentionImpl::auto(g))
     }
@@ -117,16 +130,28 @@ impl Executor {
         weights: &Weights,
         inputs: Vec<(String, Tensor)>,
     ) -> Result<HashMap<String, Tensor>> {
+        let graph = self.kernels.prepare(graph);
         obs.before_run(stage, run);
         let started = Instant::now();
         let mut events = Vec::with_capacity(graph.nodes.len());
-        let (out, stats) = self.run_observed(graph, weights, inputs, &mut |e| events.push(e))?;
-        obs.after_run(stage, run, graph, started, &events, &stats);
+        let (out, stats) = self.run_prepared(&graph, weights, inputs, &mut |e| events.push(e))?;
+        obs.after_run(stage, run, &graph, started, &events, &stats);
         Ok(out)
     }
 
-    /// [`Executor::run`], calling `observer` after every node.
+    /// [`Executor::run`], calling `observer` after every node (node ids are those of
+    /// `self.kernels.prepare(graph)`, the graph that actually runs).
     pub fn run_observed(
+        &self,
+        graph: &Graph,
+        weights: &Weights,
+        inputs: Vec<(String, Tensor)>,
+        observer: &mut (dyn FnMut(NodeEvent) + Send),
+    ) -> Result<(HashMap<String, Tensor>, RunStats)> {
+        self.run_prepared(&self.kernels.prepare(graph), weights, inputs, observer)
+    }
+
+    fn run_prepared(
         &self,
         graph: &Graph,
         weights: &Weights,
@@ -255,16 +280,46 @@ fn run_node(
                 pad: c.pad,
             };
             let bias = c.bias.map(|b| w.get(b).data());
+            let residual = c.residual.then(|| arg(1).data());
             let imp = kernels.conv_for(&g);
-            variant = conv::conv2d(imp, &g, x.data(), w.get(c.weight).data(), bias, &mut y).name();
+            variant = conv::conv2d_res(
+                imp,
+                &g,
+                x.data(),
+                w.get(c.weight).data(),
+                bias,
+                residual,
+                &mut y,
+            )
+            .name();
         }
-        Op::Linear { weight, bias } => {
+        Op::Linear {
+            weight,
+            bias,
+            residual,
+        } => {
             let x = arg(0);
             let wt = w.get(*weight);
             let (out, inf) = (wt.shape()[0], wt.shape()[1]);
             let rows = x.numel() / inf;
             let b = bias.map(|b| w.get(b).data());
-            matmul::linear(x.data(), wt.data(), b, rows, inf, out, &mut y);
+            let r = residual.then(|| arg(1).data());
+            matmul::linear_res(x.data(), wt.data(), b, r, rows, inf, out, &mut y);
+        }
+        Op::LinearGeglu { weight, bias } => {
+            let x = arg(0);
+            let wt = w.get(*weight);
+            let (out2, inf) = (wt.shape()[0], wt.shape()[1]);
+            let rows = x.numel() / inf;
+            matmul::linear_geglu(
+                x.data(),
+                wt.data(),
+                w.get(*bias).data(),
+                rows,
+                inf,
+                out2 / 2,
+                &mut y,
+            );
         }
         Op::Attention(a) => {
             let (q, k, v) = (arg(0), arg(1), arg(2));

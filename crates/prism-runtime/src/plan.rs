@@ -55,6 +55,9 @@ pub fn scratch_bytes(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) -> 
             };
             attention::workspace_floats(kc.attention_for(&geom), &geom, threads)
         }
+        Op::LinearGeglu { weight, .. } => {
+            prism_kernels::matmul::GEGLU_ROWS * g.params[*weight].shape[0]
+        }
         _ => 0,
     };
     floats * 4
@@ -66,7 +69,8 @@ pub fn moves_input(g: &Graph, i: NodeId, last_use: &[Option<NodeId>]) -> bool {
     matches!(n.op, Op::Reshape) && last_use[n.inputs[0]] == Some(i)
 }
 
-/// The buffer plan of `g` run on `threads` threads with kernel choices `k`.
+/// The buffer plan of `g` run on `threads` threads with kernel choices `k` (`g` as it runs:
+/// callers pass `k.prepare(graph)`).
 pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
     let last_use = g.last_uses();
     let bytes = |v: usize| g.values[v].numel() * 4;
