@@ -18,7 +18,7 @@ use prism_models::schedulers::SCHEDULER_NAMES;
 use prism_models::source::{preset_names, ModelSource};
 use prism_models::video::{self, TextToVideo, VideoRequest, VideoShape};
 use prism_runtime::Executor;
-use prism_runtime::KernelChoice;
+use prism_runtime::{KernelChoice, WeightDType};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -48,6 +48,9 @@ struct ModelArgs {
     /// Seed of a preset's random weights.
     #[arg(long, default_value_t = 0)]
     weight_seed: u64,
+    /// Keep weight matrices in 16 bits (half the memory; f32 math, f32 accumulation).
+    #[arg(long, default_value = "f32", value_parser = clap::builder::PossibleValuesParser::new(WeightDType::NAMES))]
+    weights_dtype: String,
 }
 
 /// Kernel variants.
@@ -235,6 +238,9 @@ enum Cmd {
         variant: Option<String>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Keep weight matrices in 16 bits (f32 math).
+        #[arg(long, default_value = "f32", value_parser = clap::builder::PossibleValuesParser::new(WeightDType::NAMES))]
+        weights_dtype: String,
     },
     /// Measure this CPU (matrix product and memory copy) for `--hardware cpu`.
     Calibrate,
@@ -323,6 +329,7 @@ fn load_opts(m: &ModelArgs, clip_skip: usize) -> LoadOptions {
         variant: m.variant.clone(),
         clip_skip,
         weight_seed: m.weight_seed,
+        weights_dtype: WeightDType::parse(&m.weights_dtype).unwrap_or_default(),
     }
 }
 
@@ -431,6 +438,7 @@ fn run(cli: Cli) -> Result<()> {
             top,
             variant,
             seed,
+            weights_dtype,
         } => {
             let (src, shape) = study.shape(steps)?;
             for p in [&study.csv, &trace].into_iter().flatten() {
@@ -441,6 +449,7 @@ fn run(cli: Cli) -> Result<()> {
                 variant,
                 clip_skip: shape.clip_skip,
                 weight_seed: 0,
+                weights_dtype: WeightDType::parse(&weights_dtype).unwrap_or_default(),
             };
             if shape.batch != 1 {
                 anyhow::bail!(

@@ -80,7 +80,12 @@ pub fn forward(
     let mut take = |n: &str| inputs.remove(n).expect("checked above");
     let outs: BTreeMap<String, Tensor> = match component {
         ForwardComponent::Unet if crate::video::is_video_model(src)? => {
-            let unet = crate::unet3d::Unet3d::load(src, opts.variant.as_deref(), opts.weight_seed)?;
+            let unet = crate::unet3d::Unet3d::load(
+                src,
+                opts.variant.as_deref(),
+                opts.weight_seed,
+                opts.weights_dtype,
+            )?;
             let out = unet.run(
                 exec,
                 &mut NoObserver,

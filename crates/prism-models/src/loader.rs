@@ -5,7 +5,7 @@
 
 use prism_core::tensor::decode_to_f32;
 use prism_core::{DType, Error, Graph, Result, Tensor};
-use prism_runtime::Weights;
+use prism_runtime::{WeightDType, Weights};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -193,7 +193,12 @@ pub struct KeyRules {
 }
 
 /// Bind every parameter of `graph` to a tensor of `files`, converted to f32.
-pub fn bind(graph: &Graph, files: &TensorFiles, rules: &KeyRules) -> Result<Weights> {
+pub fn bind(
+    graph: &Graph,
+    files: &TensorFiles,
+    rules: &KeyRules,
+    dtype: WeightDType,
+) -> Result<Weights> {
     let mut by_name: HashMap<&str, &str> = HashMap::new();
     for key in files.tensors.keys() {
         let k = match rules.optional_prefix {
@@ -258,10 +263,7 @@ pub fn bind(graph: &Graph, files: &TensorFiles, rules: &KeyRules) -> Result<Weig
             msg: problems.join("; "),
         });
     }
-    let tensors = graph
-        .params
-        .iter()
-        .map(|p| files.get(by_name[p.name.as_str()]))
-        .collect::<Result<Vec<_>>>()?;
-    Weights::new(graph, tensors, files.describe())
+    Weights::from_fn_par(graph, dtype, files.describe(), |p| {
+        files.get(by_name[p.name.as_str()])
+    })
 }

@@ -22,6 +22,8 @@ pub struct LoadOptions {
     pub clip_skip: usize,
     /// Seed of the random weights of a preset.
     pub weight_seed: u64,
+    /// How weight matrices are kept in memory (computation is f32 either way).
+    pub weights_dtype: prism_runtime::WeightDType,
 }
 
 /// A text encoder with its weights.
@@ -40,6 +42,7 @@ impl TextEncoder {
             Component::TextEncoder,
             opts.variant.as_deref(),
             opts.weight_seed,
+            opts.weights_dtype,
         )?;
         Ok(Self {
             cfg,
@@ -92,6 +95,7 @@ impl Unet {
             Component::Unet,
             opts.variant.as_deref(),
             opts.weight_seed,
+            opts.weights_dtype,
         )?;
         Ok(Self { cfg, weights })
     }
@@ -163,6 +167,7 @@ impl VaePart {
             Component::Vae,
             opts.variant.as_deref(),
             opts.weight_seed,
+            opts.weights_dtype,
         )?;
         Ok(Self {
             cfg,

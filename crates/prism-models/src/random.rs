@@ -2,8 +2,7 @@
 //! not depend on weight values; the scales below only keep activations finite.
 
 use prism_core::{Graph, Result, Tensor};
-use prism_runtime::Weights;
-use rayon::prelude::*;
+use prism_runtime::{WeightDType, Weights};
 
 /// splitmix64: a small, fast, well-mixed generator.
 #[derive(Clone)]
@@ -41,33 +40,28 @@ fn name_seed(seed: u64, name: &str) -> u64 {
 
 /// Random weights for every parameter of `graph`: PyTorch's default scale (uniform ±1/√fan_in)
 /// for matrices and convolutions, N(0, 0.02) for embedding tables, ones and zeros for norms.
-pub fn random_weights(graph: &Graph, seed: u64) -> Result<Weights> {
-    let tensors: Vec<Tensor> = graph
-        .params
-        .par_iter()
-        .map(|p| {
-            let n = p.numel();
-            let mut rng = SplitMix64(name_seed(seed, &p.name));
-            let data: Vec<f32> = if p.shape.len() == 1 {
-                let is_norm = p.name.contains("norm");
-                if p.name.ends_with(".weight") && is_norm {
-                    vec![1.0; n]
-                } else if is_norm {
-                    vec![0.0; n]
-                } else {
-                    (0..n).map(|_| (rng.next_f32() - 0.5) * 0.04).collect()
-                }
-            } else if p.name.ends_with("_embedding.weight") && p.shape.len() == 2 {
-                (0..n).map(|_| rng.normal() * 0.02).collect()
+pub fn random_weights(graph: &Graph, seed: u64, dtype: WeightDType) -> Result<Weights> {
+    Weights::from_fn_par(graph, dtype, format!("random (seed {seed})"), |p| {
+        let n = p.numel();
+        let mut rng = SplitMix64(name_seed(seed, &p.name));
+        let data: Vec<f32> = if p.shape.len() == 1 {
+            let is_norm = p.name.contains("norm");
+            if p.name.ends_with(".weight") && is_norm {
+                vec![1.0; n]
+            } else if is_norm {
+                vec![0.0; n]
             } else {
-                let fan_in: usize = p.shape[1..].iter().product();
-                let bound = 1.0 / (fan_in as f32).sqrt();
-                (0..n)
-                    .map(|_| (rng.next_f32() * 2.0 - 1.0) * bound)
-                    .collect()
-            };
-            Tensor::new(p.shape.clone(), data)
-        })
-        .collect::<Result<_>>()?;
-    Weights::new(graph, tensors, format!("random (seed {seed})"))
+                (0..n).map(|_| (rng.next_f32() - 0.5) * 0.04).collect()
+            }
+        } else if p.name.ends_with("_embedding.weight") && p.shape.len() == 2 {
+            (0..n).map(|_| rng.normal() * 0.02).collect()
+        } else {
+            let fan_in: usize = p.shape[1..].iter().product();
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            (0..n)
+                .map(|_| (rng.next_f32() * 2.0 - 1.0) * bound)
+                .collect()
+        };
+        Tensor::new(p.shape.clone(), data)
+    })
 }

@@ -6,7 +6,7 @@ use crate::loader::{self, KeyRules, TensorFiles};
 use crate::random::random_weights;
 use crate::tokenizer::{ClipTokenizer, PadToken};
 use prism_core::{Error, Graph, Result};
-use prism_runtime::Weights;
+use prism_runtime::{WeightDType, Weights};
 use std::path::{Path, PathBuf};
 
 /// A built-in model: published configs, no weights.
@@ -172,9 +172,10 @@ impl ModelSource {
         c: Component,
         variant: Option<&str>,
         seed: u64,
+        dtype: WeightDType,
     ) -> Result<Weights> {
         match self {
-            ModelSource::Preset(_) => random_weights(graph, seed ^ (c as u64) << 32),
+            ModelSource::Preset(_) => random_weights(graph, seed ^ (c as u64) << 32, dtype),
             ModelSource::Folder(_) => {
                 let dir = self.component_dir(c)?;
                 let files = TensorFiles::open(&loader::weight_files(&dir, variant)?)?;
@@ -194,7 +195,7 @@ impl ModelSource {
                 } else {
                     rules
                 };
-                loader::bind(graph, &files, &rules)
+                loader::bind(graph, &files, &rules, dtype)
             }
         }
     }

@@ -465,11 +465,16 @@ pub struct Unet3d {
 }
 
 impl Unet3d {
-    pub fn load(src: &ModelSource, variant: Option<&str>, weight_seed: u64) -> Result<Self> {
+    pub fn load(
+        src: &ModelSource,
+        variant: Option<&str>,
+        weight_seed: u64,
+        dtype: prism_runtime::WeightDType,
+    ) -> Result<Self> {
         let cfg = UNet3DConfig::from_cfg(&src.config(Component::Unet)?)?;
         let d = cfg.downscale();
         let g = build(&cfg, 1, 1, d, d, 1)?;
-        let weights = src.weights(&g, Component::Unet, variant, weight_seed)?;
+        let weights = src.weights(&g, Component::Unet, variant, weight_seed, dtype)?;
         Ok(Self { cfg, weights })
     }
 

@@ -139,7 +139,12 @@ impl TextToVideo {
         }
         let tokenizer = src.tokenizer()?;
         let text_encoder = TextEncoder::load(src, opts)?;
-        let unet = Unet3d::load(src, opts.variant.as_deref(), opts.weight_seed)?;
+        let unet = Unet3d::load(
+            src,
+            opts.variant.as_deref(),
+            opts.weight_seed,
+            opts.weights_dtype,
+        )?;
         let vae = VaePart::load(src, opts, true)?;
         let scheduler_cfg = src.config(Component::Scheduler)?;
         if text_encoder.cfg.hidden_size != unet.cfg.cross_attention_dim {

@@ -25,12 +25,16 @@ fn exec() -> Executor {
 }
 
 fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
+    assert_close_tol(what, got, want, TOL_REL)
+}
+
+fn assert_close_tol(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
     let diff = got.max_abs_diff(want).unwrap();
     let scale = want.max_abs();
     assert!(
-        diff <= TOL_REL * scale,
-        "{what}: max|Δ| = {diff:e} > {TOL_REL:e} · max|ref| ({scale:e})"
+        diff <= tol * scale,
+        "{what}: max|Δ| = {diff:e} > {tol:e} · max|ref| ({scale:e})"
     );
     eprintln!("{what}: max|Δ| = {diff:.3e} (ref max {scale:.3e})");
 }
@@ -47,7 +51,7 @@ fn run_component(
     let opts = LoadOptions {
         variant: variant.map(str::to_string),
         clip_skip,
-        weight_seed: 0,
+        ..Default::default()
     };
     let ins = read_tensors(&dir.join("io").join(input)).unwrap();
     forward(&src, &opts, &exec(), comp, ins)
@@ -200,12 +204,16 @@ fn text_encoder_clip_skip_is_penultimate_layer_normed() {
 }
 
 fn pipeline(model: &str) {
+    pipeline_with(model, &LoadOptions::default(), TOL_REL, PIXEL_TOL);
+}
+
+fn pipeline_with(model: &str, opts: &LoadOptions, tol: f32, pixel_tol: i32) {
     let dir = fixtures().join(model);
     let p: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("pipeline/params.json")).unwrap())
             .unwrap();
     let src = ModelSource::parse(dir.to_str().unwrap()).unwrap();
-    let sd = StableDiffusion::load(&src, &LoadOptions::default()).unwrap();
+    let sd = StableDiffusion::load(&src, opts).unwrap();
     let req = GenerateRequest {
         prompt: p["prompt"].as_str().unwrap().into(),
         negative_prompt: p["negative_prompt"].as_str().unwrap().into(),
@@ -225,13 +233,19 @@ fn pipeline(model: &str) {
         "prompt_embeds",
     )
     .unwrap();
-    assert_close(
+    assert_close_tol(
         &format!("{model} prompt_embeds"),
         &gen.prompt_embeds,
         &embeds,
+        tol,
     );
     let lat = read_tensor(&dir.join("pipeline/final_latents.safetensors"), "latents").unwrap();
-    assert_close(&format!("{model} final latents"), &gen.final_latents, &lat);
+    assert_close_tol(
+        &format!("{model} final latents"),
+        &gen.final_latents,
+        &lat,
+        tol,
+    );
     let img = read_tensor(&dir.join("pipeline/image.safetensors"), "image_u8").unwrap();
     assert_eq!(img.numel(), gen.image.data.len());
     let worst = img
@@ -255,6 +269,18 @@ fn pipeline(model: &str) {
         worst <= PIXEL_TOL,
         "{model}: pixel differs by {worst} > {PIXEL_TOL}"
     );
+}
+
+/// Pixels of a whole pipeline run with bf16 weight storage against diffusers' f32 image.
+const BF16_PIXEL_TOL: i32 = 8;
+
+#[test]
+fn pipeline_sd1_bf16_weights() {
+    let opts = LoadOptions {
+        weights_dtype: prism_runtime::WeightDType::Bf16,
+        ..Default::default()
+    };
+    pipeline_with("sd1_tiny", &opts, BF16_TOL_REL, BF16_PIXEL_TOL);
 }
 
 #[test]
@@ -309,4 +335,35 @@ fn fused_and_unfused_graphs_agree() {
     }
     let d = outs[0].max_abs_diff(&outs[1]).unwrap();
     assert!(d <= 1e-5 * want.max_abs(), "fused vs unfused: {d}");
+}
+
+/// Tolerance of 16-bit weight storage (`--weights-dtype bf16`): bf16 keeps 8 significant
+/// bits, so each weight moves by up to 2^-9 relative; through the tiny SD2-style UNet that
+/// compounds to about 1.1e-2 of the output scale (measured). max|Δ| ≤ BF16_TOL_REL · max|ref|.
+const BF16_TOL_REL: f32 = 3e-2;
+
+#[test]
+fn sixteen_bit_weights() {
+    use prism_runtime::WeightDType;
+    let dir = fixtures().join("sd2_tiny");
+    let src = ModelSource::parse(dir.to_str().unwrap()).unwrap();
+    let ins = read_tensors(&dir.join("io/unet_in.safetensors")).unwrap();
+    let want = read_tensor(&dir.join("io/unet_out.safetensors"), "sample").unwrap();
+    for (dtype, tol) in [
+        (WeightDType::Bf16, BF16_TOL_REL),
+        (WeightDType::F16, TOL_REL),
+    ] {
+        // sd2_tiny's weights are f16-representable, so f16 storage is exact.
+        let opts = LoadOptions {
+            weights_dtype: dtype,
+            ..Default::default()
+        };
+        let got = forward(&src, &opts, &exec(), ForwardComponent::Unet, ins.clone()).unwrap();
+        let d = got[0].1.max_abs_diff(&want).unwrap();
+        eprintln!("{dtype:?}: max|Δ| {d:.3e} of {:.3e}", want.max_abs());
+        assert!(d <= tol * want.max_abs(), "{dtype:?}: {d}");
+        if dtype == WeightDType::Bf16 {
+            assert!(d > 0.0, "bf16 storage should perturb the output");
+        }
+    }
 }

@@ -44,7 +44,7 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
 
 fn unet_parity(model: &str) {
     let dir = fixtures().join(model);
-    let unet = Unet3d::load(&src(model), None, 0).unwrap();
+    let unet = Unet3d::load(&src(model), None, 0, Default::default()).unwrap();
     let mut ins = read_tensors(&dir.join("io/unet_in.safetensors")).unwrap();
     let want = read_tensor(&dir.join("io/unet_out.safetensors"), "sample").unwrap();
     let got = unet

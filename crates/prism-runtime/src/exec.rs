@@ -279,19 +279,12 @@ fn run_node(
                 stride: c.stride,
                 pad: c.pad,
             };
-            let bias = c.bias.map(|b| w.get(b).data());
+            let bias = c.bias.map(|b| w.f32(b));
+            let wt = w.f32(c.weight);
             let residual = c.residual.then(|| arg(1).data());
             let imp = kernels.conv_for(&g);
-            variant = conv::conv2d_res(
-                imp,
-                &g,
-                x.data(),
-                w.get(c.weight).data(),
-                bias,
-                residual,
-                &mut y,
-            )
-            .name();
+            variant =
+                conv::conv2d_res(imp, &g, x.data(), &wt, bias.as_deref(), residual, &mut y).name();
         }
         Op::Linear {
             weight,
@@ -299,27 +292,19 @@ fn run_node(
             residual,
         } => {
             let x = arg(0);
-            let wt = w.get(*weight);
-            let (out, inf) = (wt.shape()[0], wt.shape()[1]);
+            let (out, inf) = (w.shape(*weight)[0], w.shape(*weight)[1]);
+            let wt = w.f32(*weight);
             let rows = x.numel() / inf;
-            let b = bias.map(|b| w.get(b).data());
+            let b = bias.map(|b| w.f32(b));
             let r = residual.then(|| arg(1).data());
-            matmul::linear_res(x.data(), wt.data(), b, r, rows, inf, out, &mut y);
+            matmul::linear_res(x.data(), &wt, b.as_deref(), r, rows, inf, out, &mut y);
         }
         Op::LinearGeglu { weight, bias } => {
             let x = arg(0);
-            let wt = w.get(*weight);
-            let (out2, inf) = (wt.shape()[0], wt.shape()[1]);
+            let (out2, inf) = (w.shape(*weight)[0], w.shape(*weight)[1]);
+            let wt = w.f32(*weight);
             let rows = x.numel() / inf;
-            matmul::linear_geglu(
-                x.data(),
-                wt.data(),
-                w.get(*bias).data(),
-                rows,
-                inf,
-                out2 / 2,
-                &mut y,
-            );
+            matmul::linear_geglu(x.data(), &wt, &w.f32(*bias), rows, inf, out2 / 2, &mut y);
         }
         Op::Attention(a) => {
             let (q, k, v) = (arg(0), arg(1), arg(2));
@@ -353,8 +338,8 @@ fn run_node(
                 spatial,
                 *groups,
                 *eps,
-                w.get(*weight).data(),
-                w.get(*bias).data(),
+                &w.f32(*weight),
+                &w.f32(*bias),
                 *silu,
                 &mut y,
             );
@@ -362,14 +347,7 @@ fn run_node(
         Op::LayerNorm { eps, weight, bias } => {
             let x = arg(0);
             let d = *x.shape().last().unwrap();
-            norm::layer_norm(
-                x.data(),
-                d,
-                *eps,
-                w.get(*weight).data(),
-                w.get(*bias).data(),
-                &mut y,
-            );
+            norm::layer_norm(x.data(), d, *eps, &w.f32(*weight), &w.f32(*bias), &mut y);
         }
         Op::Activation(kind) => ew::activation(*kind, arg(0).data(), &mut y),
         Op::Geglu => ew::geglu(arg(0).data(), *out_shape.last().unwrap(), &mut y),
@@ -437,8 +415,8 @@ fn run_node(
         ),
         Op::TokenEmbedding { table } => {
             let ids = arg(0);
-            let tab = w.get(*table);
-            let (vocab, d) = (tab.shape()[0], tab.shape()[1]);
+            let (vocab, d) = (w.shape(*table)[0], w.shape(*table)[1]);
+            let tab = w.f32(*table);
             for (r, &id) in ids.data().iter().enumerate() {
                 let id = id as usize;
                 if id >= vocab {
@@ -447,13 +425,14 @@ fn run_node(
                         format!("token id {id} is outside the vocabulary of {vocab}"),
                     ));
                 }
-                y[r * d..(r + 1) * d].copy_from_slice(&tab.data()[id * d..(id + 1) * d]);
+                y[r * d..(r + 1) * d].copy_from_slice(&tab[id * d..(id + 1) * d]);
             }
         }
         Op::PositionEmbedding { table } => {
             let x = arg(0);
             let (l, d) = (x.shape()[1], x.shape()[2]);
-            let pos = &w.get(*table).data()[..l * d];
+            let table = w.f32(*table);
+            let pos = &table[..l * d];
             ew::broadcast_binary(x.data(), x.shape(), pos, &[l, d], &mut y, |a, b| a + b);
         }
         Op::GatherEos { eos_id } => {

@@ -12,4 +12,4 @@ mod weights;
 pub use exec::{Executor, KernelChoice, NodeEvent, RunStats};
 pub use observe::{mem, NoObserver, Observer};
 pub use plan::{plan, MemoryPlan};
-pub use weights::Weights;
+pub use weights::{WeightDType, WeightRef, Weights};
