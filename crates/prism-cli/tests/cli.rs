@@ -261,3 +261,160 @@ fn forward_writes_named_outputs() {
     bad[8] = out2.to_str().unwrap();
     fails(&bad, &out2, &["sample", "unet"]);
 }
+
+#[test]
+fn analyze_and_profile_bad_input() {
+    let d = scratch("analyze");
+    let nothing = d.join("nothing");
+    fails(&["analyze", "sd99"], &nothing, &["sd99", "sd15"]);
+    fails(
+        &["analyze", "sd15", "--frames", "8"],
+        &nothing,
+        &["--frames", "image model"],
+    );
+    let hw = d.join("hw.toml");
+    std::fs::write(&hw, "name = \"my gpu\"\npeak_flops_f32 = 1e13\n").unwrap();
+    fails(
+        &["analyze", "sd15", "--hardware", hw.to_str().unwrap()],
+        &nothing,
+        &["hw.toml", "mem_bandwidth"],
+    );
+    fails(
+        &["analyze", "t2v", "--frames", "0"],
+        &nothing,
+        &["--frames 0"],
+    );
+    fails(
+        &["profile", "sd15", "--steps", "0"],
+        &nothing,
+        &["--steps 0"],
+    );
+}
+
+#[test]
+fn analyze_sd15_reports_torch_counts() {
+    let o = prism(&[
+        "analyze",
+        "sd15",
+        "--width",
+        "512",
+        "--height",
+        "512",
+        "--steps",
+        "20",
+        "--hardware",
+        "a100",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let unet = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "unet")
+        .unwrap();
+    // Batch 2 with guidance: twice torch's batch-1 count.
+    assert_eq!(
+        unet["per_run"]["flops"].as_u64().unwrap(),
+        2 * 803_273_441_280
+    );
+    // PNDM takes steps + 1 UNet runs.
+    assert_eq!(unet["runs"].as_u64().unwrap(), 21);
+    let mut q: Vec<u64> = unet["attention"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "self")
+        .map(|a| a["query_len"].as_u64().unwrap())
+        .collect();
+    q.sort_unstable();
+    q.dedup();
+    assert_eq!(q, vec![64, 256, 1024, 4096]);
+    assert!(unet["attention"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "cross")
+        .all(|a| a["key_len"] == 77));
+}
+
+#[test]
+fn video_bad_input() {
+    let d = scratch("video");
+    let gif = d.join("clip.gif");
+    std::fs::write(&gif, b"not mine").unwrap();
+    let g = gif.to_str().unwrap();
+    // An existing GIF without --force: refused before any work, file untouched.
+    fails(
+        &[
+            "generate", "--model", "t2v", "--prompt", "p", "--frames", "2", "-o", g,
+        ],
+        &gif,
+        &["already exists", "--force"],
+    );
+    assert_eq!(std::fs::read(&gif).unwrap(), b"not mine");
+    let out = d.join("new.gif");
+    fails(
+        &[
+            "generate",
+            "--model",
+            "t2v",
+            "--prompt",
+            "p",
+            "--frames",
+            "0",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &out,
+        &["--frames 0"],
+    );
+    let png = d.join("x.png");
+    fails(
+        &[
+            "generate",
+            "--model",
+            "sd15",
+            "--prompt",
+            "p",
+            "--frames",
+            "8",
+            "-o",
+            png.to_str().unwrap(),
+        ],
+        &png,
+        &["--frames", "image model"],
+    );
+}
+
+#[test]
+fn tiny_video_folder_writes_a_gif() {
+    let d = scratch("gif");
+    let out = d.join("clip.gif");
+    let frames = d.join("frames");
+    let model = fixtures().join("t2v_tiny");
+    let o = prism(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a boat",
+        "--frames",
+        "3",
+        "--steps",
+        "1",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--frames-dir",
+        frames.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[..6], b"GIF89a");
+    assert_eq!(std::fs::read_dir(&frames).unwrap().count(), 3);
+}

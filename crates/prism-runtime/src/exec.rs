@@ -60,8 +60,49 @@ pub struct RunStats {
     pub peak_live_bytes: usize,
 }
 
+/// Released activation buffers kept for reuse: a fresh multi-megabyte allocation is fresh
+/// pages, and the kernel's page faults (it zeroes each page) can cost more than the operator.
+#[derive(Default)]
+struct BufferPool {
+    free: Vec<Vec<f32>>,
+    bytes: usize,
+}
+
+/// Buffers smaller than this (floats) are left to the allocator.
+const POOL_MIN: usize = 1 << 14;
+/// Most bytes the pool keeps.
+const POOL_MAX_BYTES: usize = 1 << 30;
+
+impl BufferPool {
+    /// A zeroed buffer of `n` floats, reusing a pooled one that fits (at most 2x larger).
+    fn take(&mut self, n: usize) -> Vec<f32> {
+        if n >= POOL_MIN {
+            let best = (0..self.free.len())
+                .filter(|&i| self.free[i].capacity() >= n && self.free[i].capacity() <= 2 * n)
+                .min_by_key(|&i| self.free[i].capacity());
+            if let Some(i) = best {
+                let mut v = self.free.swap_remove(i);
+                self.bytes -= v.capacity() * 4;
+                v.clear();
+                v.resize(n, 0.0);
+                return v;
+            }
+        }
+        vec![0f32; n]
+    }
+
+    fn give(&mut self, v: Vec<f32>) {
+        let b = v.capacity() * 4;
+        if v.capacity() >= POOL_MIN && self.bytes + b <= POOL_MAX_BYTES {
+            self.bytes += b;
+            self.free.push(v);
+        }
+    }
+}
+
 /// Runs graphs on a private rayon pool of a fixed size.
 pub struct Executor {
+    buffers: std::sync::Arc<std::sync::Mutex<BufferPool>>,
     pool: std::sync::Arc<rayon::ThreadPool>,
     pub kernels: KernelChoice,
 }
@@ -80,6 +121,7 @@ impl Executor {
             .map_err(|e| Error::invalid(format!("cannot start {n} threads: {e}")))?;
         Ok(Self {
             pool: std::sync::Arc::new(pool),
+            buffers: Default::default(),
             kernels: KernelChoice::default(),
         })
     }
@@ -88,6 +130,7 @@ impl Executor {
     pub fn with_kernels(&self, kernels: KernelChoice) -> Self {
         Self {
             pool: self.pool.clone(),
+            buffers: self.buffers.clone(),
             kernels,
         }
     }
@@ -188,14 +231,22 @@ impl Executor {
         };
         let t0 = Instant::now();
         self.pool.install(|| -> Result<()> {
+            let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
             for (i, node) in graph.nodes.iter().enumerate() {
                 if matches!(node.op, Op::Input { .. }) {
                     continue;
                 }
                 let start = t0.elapsed();
                 let moved = crate::plan::moves_input(graph, i, &last_use);
-                let (out, variant) =
-                    run_node(graph, i, weights, &mut slots, &last_use, &self.kernels)?;
+                let (out, variant) = run_node(
+                    graph,
+                    i,
+                    weights,
+                    &mut slots,
+                    &last_use,
+                    &self.kernels,
+                    &mut buffers,
+                )?;
                 let dur = t0.elapsed() - start;
                 // A reshape that took its input's buffer adds nothing to the live set.
                 if !moved {
@@ -214,6 +265,7 @@ impl Executor {
                     if last_use[v] == Some(i) {
                         if let Some(t) = slots[v].take() {
                             live -= t.numel() * 4;
+                            buffers.give(t.into_data());
                         }
                     }
                 }
@@ -221,6 +273,7 @@ impl Executor {
                 if last_use[node.output].is_none() {
                     if let Some(t) = slots[node.output].take() {
                         live -= t.numel() * 4;
+                        buffers.give(t.into_data());
                     }
                 }
             }
@@ -245,6 +298,7 @@ fn run_node(
     slots: &mut [Option<Tensor>],
     last_use: &[Option<NodeId>],
     kernels: &KernelChoice,
+    buffers: &mut BufferPool,
 ) -> Result<(Tensor, &'static str)> {
     let mut variant = "";
     let node = &graph.nodes[i];
@@ -255,14 +309,11 @@ fn run_node(
             .as_ref()
             .expect("executor invariant: inputs are computed before use and released after")
     };
-    let mut y = vec![
-        0f32;
-        if matches!(node.op, Op::Reshape) {
-            0
-        } else {
-            n_out
-        }
-    ];
+    let mut y = if matches!(node.op, Op::Reshape) {
+        Vec::new()
+    } else {
+        buffers.take(n_out)
+    };
     match &node.op {
         Op::Input { .. } => unreachable!("inputs are bound before the walk"),
         Op::Conv2d(c) => {
