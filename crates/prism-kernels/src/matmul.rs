@@ -154,7 +154,7 @@ pub fn linear(
 
 /// Rows of the GEGLU projection computed per block (the block's 2n-wide product stays in
 /// cache-sized scratch).
-pub const GEGLU_ROWS: usize = 64;
+pub const GEGLU_ROWS: usize = 512;
 
 /// Fused GEGLU projection: y (rows × n) = h[:, :n] · gelu(h[:, n:]), h = x · Wᵀ + b with W
 /// (2n × in), a block of rows at a time.

@@ -62,10 +62,14 @@ pub struct RunStats {
 
 /// Released activation buffers kept for reuse: a fresh multi-megabyte allocation is fresh
 /// pages, and the kernel's page faults (it zeroes each page) can cost more than the operator.
+///
+/// The pool never lets pooled + live bytes exceed the largest live set seen so far (`cap`), so
+/// the resident set stays at the buffer plan's peak instead of growing with the pool.
 #[derive(Default)]
 struct BufferPool {
     free: Vec<Vec<f32>>,
     bytes: usize,
+    cap: usize,
 }
 
 /// Buffers smaller than this (floats) are left to the allocator.
@@ -91,9 +95,13 @@ impl BufferPool {
         vec![0f32; n]
     }
 
-    fn give(&mut self, v: Vec<f32>) {
+    /// Keep a released buffer while `live` bytes are in use elsewhere.
+    fn give(&mut self, v: Vec<f32>, live: usize) {
         let b = v.capacity() * 4;
-        if v.capacity() >= POOL_MIN && self.bytes + b <= POOL_MAX_BYTES {
+        if v.capacity() >= POOL_MIN
+            && self.bytes + b <= POOL_MAX_BYTES
+            && live + self.bytes + b <= self.cap
+        {
             self.bytes += b;
             self.free.push(v);
         }
@@ -254,6 +262,7 @@ impl Executor {
                 }
                 slots[node.output] = Some(out);
                 stats.peak_live_bytes = stats.peak_live_bytes.max(live);
+                buffers.cap = buffers.cap.max(live);
                 observer(NodeEvent {
                     node: i,
                     variant,
@@ -265,7 +274,7 @@ impl Executor {
                     if last_use[v] == Some(i) {
                         if let Some(t) = slots[v].take() {
                             live -= t.numel() * 4;
-                            buffers.give(t.into_data());
+                            buffers.give(t.into_data(), live);
                         }
                     }
                 }
@@ -273,7 +282,7 @@ impl Executor {
                 if last_use[node.output].is_none() {
                     if let Some(t) = slots[node.output].take() {
                         live -= t.numel() * 4;
-                        buffers.give(t.into_data());
+                        buffers.give(t.into_data(), live);
                     }
                 }
             }

@@ -9,9 +9,11 @@ use prism_kernels::{attention, conv};
 
 #[derive(Clone, Debug, Default)]
 pub struct MemoryPlan {
-    /// Largest activations + scratch held at once (bytes).
+    /// Predicted peak of activation memory (bytes): the largest live set plus the largest
+    /// kernel scratch. Scratch buffers are pooled and kept once taken (prism_kernels::scratch),
+    /// so the largest one stays resident beside whatever is live later.
     pub peak_bytes: usize,
-    /// The node running at the peak.
+    /// The node whose output brings the live set to its peak.
     pub peak_node: NodeId,
     /// Largest activation set alone (no scratch): what the executor's own live count reaches.
     pub peak_live_bytes: usize,
@@ -75,6 +77,7 @@ pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
     let last_use = g.last_uses();
     let bytes = |v: usize| g.values[v].numel() * 4;
     let mut live: usize = g.inputs.iter().map(|(_, v)| bytes(*v)).sum();
+    let mut max_scratch = 0;
     let mut p = MemoryPlan {
         peak_bytes: live,
         peak_live_bytes: live,
@@ -93,11 +96,11 @@ pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
         if !moved {
             live += bytes(n.output);
         }
-        p.peak_live_bytes = p.peak_live_bytes.max(live);
-        if live + scratch > p.peak_bytes {
-            p.peak_bytes = live + scratch;
+        if live > p.peak_live_bytes {
+            p.peak_live_bytes = live;
             p.peak_node = i;
         }
+        max_scratch = max_scratch.max(scratch);
         // A value may feed a node several times (a concat of copies): free it once.
         for (k, &v) in n.inputs.iter().enumerate() {
             if last_use[v] == Some(i) && !moved && !n.inputs[..k].contains(&v) {
@@ -109,5 +112,6 @@ pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
         }
         p.live_after[i] = live;
     }
+    p.peak_bytes = p.peak_live_bytes + max_scratch;
     p
 }
