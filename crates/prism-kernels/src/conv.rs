@@ -254,10 +254,24 @@ pub fn conv2d_res(
 
 /// Scratch floats a kernel allocates for one call.
 pub fn workspace_floats(imp: ConvImpl, g: &Conv2dGeom) -> usize {
+    scratch_requests(imp, g).iter().sum()
+}
+
+/// The scratch buffers (floats) a kernel takes from the pool, in the order it takes them.
+pub fn scratch_requests(imp: ConvImpl, g: &Conv2dGeom) -> Vec<usize> {
+    let wino = |a: usize, m: usize| {
+        let chunk = wino_chunk(a, m, g);
+        vec![
+            a * a * g.cout * g.cin,
+            a * a * g.cin * chunk,
+            a * a * g.cout * chunk,
+        ]
+    };
     match imp {
-        ConvImpl::Winograd2 if imp.supports(g) => winograd_workspace(4, 2, g),
-        ConvImpl::Winograd4 if imp.supports(g) => winograd_workspace(6, 4, g),
-        _ => im2col_workspace_floats(g),
+        ConvImpl::Winograd2 if imp.supports(g) => wino(4, 2),
+        ConvImpl::Winograd4 if imp.supports(g) => wino(6, 4),
+        _ if g.is_pointwise() => vec![],
+        _ => vec![im2col_workspace_floats(g)],
     }
 }
 
@@ -318,10 +332,6 @@ fn wino_chunk(a: usize, m: usize, g: &Conv2dGeom) -> usize {
     let tiles = g.n * ho.div_ceil(m) * wo.div_ceil(m);
     let per_tile = a * a * (g.cin + g.cout);
     (WINO_BUDGET / per_tile.max(1)).clamp(1, tiles)
-}
-
-fn winograd_workspace(a: usize, m: usize, g: &Conv2dGeom) -> usize {
-    a * a * g.cout * g.cin + wino_chunk(a, m, g) * a * a * (g.cin + g.cout)
 }
 
 /// Tiles (or filters) transformed together, one f32 lane each: an AVX-512 register.

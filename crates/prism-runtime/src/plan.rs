@@ -9,9 +9,9 @@ use prism_kernels::{attention, conv};
 
 #[derive(Clone, Debug, Default)]
 pub struct MemoryPlan {
-    /// Predicted peak of activation memory (bytes): the largest live set plus the largest
-    /// kernel scratch. Scratch buffers are pooled and kept once taken (prism_kernels::scratch),
-    /// so the largest one stays resident beside whatever is live later.
+    /// Predicted peak of activation memory (bytes): live activations + the kernels' scratch
+    /// pool (simulated with its own policy: buffers are kept once taken, so the pool only
+    /// grows) + transient per-call scratch, at the worst node.
     pub peak_bytes: usize,
     /// The node whose output brings the live set to its peak.
     pub peak_node: NodeId,
@@ -23,27 +23,40 @@ pub struct MemoryPlan {
     pub scratch: Vec<usize>,
 }
 
-/// Scratch bytes node `i` allocates while it runs on `threads` threads.
-pub fn scratch_bytes(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) -> usize {
-    let n = &g.nodes[i];
-    let floats = match &n.op {
+fn conv_geom(g: &Graph, i: NodeId, c: &prism_core::Conv2dSpec) -> conv::Conv2dGeom {
+    let s = &g.values[g.nodes[i].inputs[0]].shape;
+    conv::Conv2dGeom {
+        n: s[0],
+        cin: s[1],
+        h: s[2],
+        w: s[3],
+        cout: c.cout,
+        kh: c.kh,
+        kw: c.kw,
+        stride: c.stride,
+        pad: c.pad,
+    }
+}
+
+/// Scratch buffers (floats) node `i` takes from the kernels' pool, which keeps them afterwards.
+pub fn pooled_scratch(g: &Graph, i: NodeId, k: &KernelChoice) -> Vec<usize> {
+    match &g.nodes[i].op {
         Op::Conv2d(c) => {
-            let s = &g.values[n.inputs[0]].shape;
-            let geom = conv::Conv2dGeom {
-                n: s[0],
-                cin: s[1],
-                h: s[2],
-                w: s[3],
-                cout: c.cout,
-                kh: c.kh,
-                kw: c.kw,
-                stride: c.stride,
-                pad: c.pad,
-            };
-            conv::workspace_floats(k.conv_for(&geom), &geom)
+            let geom = conv_geom(g, i, c);
+            conv::scratch_requests(k.conv_for(&geom), &geom)
         }
+        Op::LinearGeglu { weight, .. } => {
+            vec![prism_kernels::matmul::GEGLU_ROWS * g.params[*weight].shape[0]]
+        }
+        _ => vec![],
+    }
+}
+
+/// Scratch bytes node `i` allocates only while it runs (attention's per-thread tiles).
+pub fn transient_scratch_bytes(g: &Graph, i: NodeId, threads: usize, kc: &KernelChoice) -> usize {
+    let n = &g.nodes[i];
+    match &n.op {
         Op::Attention(a) => {
-            let kc = k;
             let q = &g.values[n.inputs[0]].shape;
             let k = &g.values[n.inputs[1]].shape;
             let geom = attention::AttnGeom {
@@ -55,14 +68,45 @@ pub fn scratch_bytes(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) -> 
                 scale: a.scale,
                 causal: a.causal,
             };
-            attention::workspace_floats(kc.attention_for(&geom), &geom, threads)
-        }
-        Op::LinearGeglu { weight, .. } => {
-            prism_kernels::matmul::GEGLU_ROWS * g.params[*weight].shape[0]
+            attention::workspace_floats(kc.attention_for(&geom), &geom, threads) * 4
         }
         _ => 0,
-    };
-    floats * 4
+    }
+}
+
+/// Scratch bytes node `i` uses while it runs on `threads` threads (pooled + transient).
+pub fn scratch_bytes(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) -> usize {
+    pooled_scratch(g, i, k).iter().sum::<usize>() * 4 + transient_scratch_bytes(g, i, threads, k)
+}
+
+/// The kernels' scratch pool as the plan simulates it (the policy of
+/// `prism_kernels::scratch::Scratch::take`): free buffer lengths, in floats.
+#[derive(Default)]
+struct PoolSim {
+    free: Vec<usize>,
+}
+
+impl PoolSim {
+    /// Take buffers for `reqs`, return them, and report the pool's total floats meanwhile.
+    fn run(&mut self, reqs: &[usize]) -> usize {
+        let mut taken = Vec::new();
+        for &r in reqs {
+            let fit = (0..self.free.len())
+                .filter(|&i| self.free[i] >= r)
+                .min_by_key(|&i| self.free[i]);
+            let buf = match fit {
+                Some(i) => self.free.swap_remove(i),
+                None => match (0..self.free.len()).max_by_key(|&i| self.free[i]) {
+                    Some(i) => self.free.swap_remove(i).max(r),
+                    None => r,
+                },
+            };
+            taken.push(buf);
+        }
+        let total = self.free.iter().sum::<usize>() + taken.iter().sum::<usize>();
+        self.free.extend(taken);
+        total
+    }
 }
 
 /// Does node `i` reuse its input's buffer (a reshape that is its input's last reader)?
@@ -77,7 +121,7 @@ pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
     let last_use = g.last_uses();
     let bytes = |v: usize| g.values[v].numel() * 4;
     let mut live: usize = g.inputs.iter().map(|(_, v)| bytes(*v)).sum();
-    let mut max_scratch = 0;
+    let mut pool = PoolSim::default();
     let mut p = MemoryPlan {
         peak_bytes: live,
         peak_live_bytes: live,
@@ -92,6 +136,8 @@ pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
         }
         let scratch = scratch_bytes(g, i, threads, k);
         p.scratch[i] = scratch;
+        let pooled = pool.run(&pooled_scratch(g, i, k)) * 4;
+        let transient = transient_scratch_bytes(g, i, threads, k);
         let moved = moves_input(g, i, &last_use);
         if !moved {
             live += bytes(n.output);
@@ -100,7 +146,7 @@ pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
             p.peak_live_bytes = live;
             p.peak_node = i;
         }
-        max_scratch = max_scratch.max(scratch);
+        p.peak_bytes = p.peak_bytes.max(live + pooled + transient);
         // A value may feed a node several times (a concat of copies): free it once.
         for (k, &v) in n.inputs.iter().enumerate() {
             if last_use[v] == Some(i) && !moved && !n.inputs[..k].contains(&v) {
@@ -112,6 +158,5 @@ pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
         }
         p.live_after[i] = live;
     }
-    p.peak_bytes = p.peak_live_bytes + max_scratch;
     p
 }
