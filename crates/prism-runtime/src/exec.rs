@@ -108,6 +108,24 @@ impl BufferPool {
     }
 }
 
+/// Make glibc serve every allocation of 4 MiB or more with its own mapping, returned to the
+/// system when freed. By default glibc raises that threshold as large blocks are freed and
+/// then keeps freed megabytes in its heap, so resident memory drifts above the live set the
+/// buffer plan predicts (prism pools the buffers it wants to keep itself).
+fn limit_heap_retention() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: mallopt only changes allocator tuning; it is safe to call at any time.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 4 << 20);
+        }
+    }
+}
+
 /// Runs graphs on a private rayon pool of a fixed size.
 pub struct Executor {
     buffers: std::sync::Arc<std::sync::Mutex<BufferPool>>,
@@ -118,6 +136,7 @@ pub struct Executor {
 impl Executor {
     /// `threads` = 0 uses every core.
     pub fn new(threads: usize) -> Result<Self> {
+        limit_heap_retention();
         let n = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
