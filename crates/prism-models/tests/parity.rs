@@ -266,8 +266,8 @@ fn pipeline_with(model: &str, opts: &LoadOptions, tol: f32, pixel_tol: i32) {
         img.numel()
     );
     assert!(
-        worst <= PIXEL_TOL,
-        "{model}: pixel differs by {worst} > {PIXEL_TOL}"
+        worst <= pixel_tol,
+        "{model}: pixel differs by {worst} > {pixel_tol}"
     );
 }
 
