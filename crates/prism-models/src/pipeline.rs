@@ -419,65 +419,19 @@ impl StableDiffusion {
         let f = self.vae_scale();
         let (lh, lw) = (req.height / f, req.width / f);
         let lc = self.unet.cfg.in_channels;
-        let n = lc * lh * lw;
-        let mut latents: Vec<f32> = match &req.latents {
-            Some(t) => t.data().to_vec(),
-            None => {
-                let mut g = GaussianNoise::new(req.seed);
-                let mut v = vec![0f32; n];
-                schedulers::NoiseSource::fill_normal(&mut g, &mut v);
-                v
-            }
-        };
-        let sigma = scheduler.init_noise_sigma();
-        latents.iter_mut().for_each(|v| *v *= sigma);
-        let mut noise = GaussianNoise::new(req.seed.wrapping_add(1));
-
         let batch = if guided { 2 } else { 1 };
         let graph = unet::build(&self.unet.cfg, batch, lh, lw, ctx.shape()[1])?;
-        let timesteps = scheduler.timesteps().to_vec();
-        let mut step_times = Vec::with_capacity(timesteps.len());
-        for (i, &t) in timesteps.iter().enumerate() {
-            let ts = Instant::now();
-            let mut x = latents.clone();
-            scheduler.scale_model_input(&mut x, i);
-            let mut input = x.clone();
-            if guided {
-                input.extend_from_slice(&x);
-            }
-            let sample = Tensor::new(vec![batch, lc, lh, lw], input)?;
-            let tt = Tensor::new(vec![batch], vec![t as f32; batch])?;
-            let mut out = exec.run_stage(
-                obs,
-                "unet",
-                i,
-                &graph,
-                &self.unet.weights,
-                vec![
-                    ("sample".into(), sample),
-                    ("timestep".into(), tt),
-                    ("encoder_hidden_states".into(), ctx.clone()),
-                ],
-            )?;
-            let eps = out.remove("sample").expect("unet output").into_data();
-            let pred: Vec<f32> = if guided {
-                let (u, c) = eps.split_at(n);
-                u.iter()
-                    .zip(c)
-                    .map(|(u, c)| u + req.guidance * (c - u))
-                    .collect()
-            } else {
-                eps
-            };
-            latents = scheduler.step(&pred, i, &latents, &mut noise)?;
-            let dt = ts.elapsed();
-            step_times.push(dt);
-            progress(Progress::Step {
-                index: i,
-                total: timesteps.len(),
-                time: dt,
-            });
-        }
+        let (latents, step_times) = denoise(
+            exec,
+            obs,
+            &graph,
+            &self.unet.weights,
+            scheduler.as_mut(),
+            &[lc, lh, lw],
+            &ctx,
+            req,
+            progress,
+        )?;
         let final_latents = Tensor::new(vec![1, lc, lh, lw], latents)?;
 
         let td = Instant::now();
@@ -499,6 +453,104 @@ impl StableDiffusion {
             step_times,
             decode_time,
         })
+    }
+}
+
+/// The guided denoising loop of the image and video pipelines: initial noise (seeded, or
+/// `req.latents`) scaled by the scheduler's initial sigma, then per timestep: scale the input,
+/// run `graph` on the doubled batch (negative, positive) when guided, combine with the
+/// guidance scale, and step. `latent` is one latent's shape without the batch axis. Returns
+/// the final latents and the time of each step.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn denoise(
+    exec: &Executor,
+    obs: &mut dyn Observer,
+    graph: &prism_core::Graph,
+    weights: &Weights,
+    scheduler: &mut dyn Scheduler,
+    latent: &[usize],
+    ctx: &Tensor,
+    req: &impl DenoiseRequest,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Vec<f32>, Vec<Duration>)> {
+    let n: usize = latent.iter().product();
+    let guided = req.guidance() > 1.0;
+    let mut latents: Vec<f32> = match req.latents() {
+        Some(t) => t.data().to_vec(),
+        None => {
+            let mut v = vec![0f32; n];
+            schedulers::NoiseSource::fill_normal(&mut GaussianNoise::new(req.seed()), &mut v);
+            v
+        }
+    };
+    let sigma = scheduler.init_noise_sigma();
+    latents.iter_mut().for_each(|v| *v *= sigma);
+    let mut noise = GaussianNoise::new(req.seed().wrapping_add(1));
+    let batch = if guided { 2 } else { 1 };
+    let mut shape = vec![batch];
+    shape.extend_from_slice(latent);
+    let timesteps = scheduler.timesteps().to_vec();
+    let mut step_times = Vec::with_capacity(timesteps.len());
+    for (i, &t) in timesteps.iter().enumerate() {
+        let ts = Instant::now();
+        let mut x = latents.clone();
+        scheduler.scale_model_input(&mut x, i);
+        let mut input = x.clone();
+        if guided {
+            input.extend_from_slice(&x);
+        }
+        let sample = Tensor::new(shape.clone(), input)?;
+        let tt = Tensor::new(vec![batch], vec![t as f32; batch])?;
+        let mut out = exec.run_stage(
+            obs,
+            "unet",
+            i,
+            graph,
+            weights,
+            vec![
+                ("sample".into(), sample),
+                ("timestep".into(), tt),
+                ("encoder_hidden_states".into(), ctx.clone()),
+            ],
+        )?;
+        let eps = out.remove("sample").expect("unet output").into_data();
+        let pred: Vec<f32> = if guided {
+            let (u, c) = eps.split_at(n);
+            u.iter()
+                .zip(c)
+                .map(|(u, c)| u + req.guidance() * (c - u))
+                .collect()
+        } else {
+            eps
+        };
+        latents = scheduler.step(&pred, i, &latents, &mut noise)?;
+        let dt = ts.elapsed();
+        step_times.push(dt);
+        progress(Progress::Step {
+            index: i,
+            total: timesteps.len(),
+            time: dt,
+        });
+    }
+    Ok((latents, step_times))
+}
+
+/// What the denoising loop needs of a request.
+pub(crate) trait DenoiseRequest {
+    fn guidance(&self) -> f32;
+    fn seed(&self) -> u64;
+    fn latents(&self) -> Option<&Tensor>;
+}
+
+impl DenoiseRequest for GenerateRequest {
+    fn guidance(&self) -> f32 {
+        self.guidance
+    }
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn latents(&self) -> Option<&Tensor> {
+        self.latents.as_ref()
     }
 }
 

@@ -14,8 +14,9 @@
 use crate::clip::{self, ClipConfig};
 use crate::config::Cfg;
 use crate::image::{check_output_path, save_png, write_atomic, RgbImage};
+use crate::pipeline::{denoise, DenoiseRequest};
 use crate::pipeline::{LoadOptions, Progress, StageGraph, TextEncoder, VaePart};
-use crate::schedulers::{self, GaussianNoise, NoiseSource, Scheduler};
+use crate::schedulers::{self, Scheduler};
 use crate::source::{Component, ModelSource};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet3d::{self, UNet3DConfig, Unet3d};
@@ -269,67 +270,21 @@ impl TextToVideo {
         let f = self.vae_scale();
         let (lh, lw, nf) = (req.height / f, req.width / f, req.frames);
         let lc = self.unet.cfg.in_channels;
-        let n = lc * nf * lh * lw;
-        let mut latents: Vec<f32> = match &req.latents {
-            Some(t) => t.data().to_vec(),
-            None => {
-                let mut g = GaussianNoise::new(req.seed);
-                let mut v = vec![0f32; n];
-                g.fill_normal(&mut v);
-                v
-            }
-        };
-        let sigma = scheduler.init_noise_sigma();
-        latents.iter_mut().for_each(|v| *v *= sigma);
-        let mut noise = GaussianNoise::new(req.seed.wrapping_add(1));
-
         let batch = if guided { 2 } else { 1 };
         let graph = unet3d::build(&self.unet.cfg, batch, nf, lh, lw, ctx.shape()[1])?;
-        let timesteps = scheduler.timesteps().to_vec();
-        let mut step_times = Vec::with_capacity(timesteps.len());
-        for (i, &t) in timesteps.iter().enumerate() {
-            let ts = Instant::now();
-            let mut x = latents.clone();
-            scheduler.scale_model_input(&mut x, i);
-            let mut input = x.clone();
-            if guided {
-                input.extend_from_slice(&x);
-            }
-            let sample = Tensor::new(vec![batch, lc, nf, lh, lw], input)?;
-            let tt = Tensor::new(vec![batch], vec![t as f32; batch])?;
-            let mut out = exec.run_stage(
-                obs,
-                "unet",
-                i,
-                &graph,
-                &self.unet.weights,
-                vec![
-                    ("sample".into(), sample),
-                    ("timestep".into(), tt),
-                    ("encoder_hidden_states".into(), ctx.clone()),
-                ],
-            )?;
-            let eps = out.remove("sample").expect("unet output").into_data();
-            let pred: Vec<f32> = if guided {
-                let (u, c) = eps.split_at(n);
-                u.iter()
-                    .zip(c)
-                    .map(|(u, c)| u + req.guidance * (c - u))
-                    .collect()
-            } else {
-                eps
-            };
-            // diffusers steps on the (F, C, h, w) view; the deterministic schedulers are
-            // elementwise, so the layout does not change the result.
-            latents = scheduler.step(&pred, i, &latents, &mut noise)?;
-            let dt = ts.elapsed();
-            step_times.push(dt);
-            progress(Progress::Step {
-                index: i,
-                total: timesteps.len(),
-                time: dt,
-            });
-        }
+        // diffusers steps on the (F, C, h, w) view; the schedulers are elementwise (ancestral
+        // noise aside), so the (C, F, h, w) layout used here gives the same result.
+        let (latents, step_times) = denoise(
+            exec,
+            obs,
+            &graph,
+            &self.unet.weights,
+            scheduler.as_mut(),
+            &[lc, nf, lh, lw],
+            &ctx,
+            req,
+            progress,
+        )?;
         let final_latents = Tensor::new(vec![1, lc, nf, lh, lw], latents)?;
 
         // Decode: (1, C, F, h, w) / scaling_factor → frames (F, C, h, w), `decode_chunk` at a time.
@@ -567,4 +522,16 @@ pub fn save_frames_dir(dir: &Path, frames: &[RgbImage], force: bool) -> Result<V
         save_png(p, f, &[], true)?;
     }
     Ok(paths)
+}
+
+impl DenoiseRequest for VideoRequest {
+    fn guidance(&self) -> f32 {
+        self.guidance
+    }
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn latents(&self) -> Option<&Tensor> {
+        self.latents.as_ref()
+    }
 }
