@@ -98,18 +98,7 @@ pub fn forward(
         ForwardComponent::Unet => {
             let unet = Unet::load(src, opts)?;
             let sample = take("sample");
-            let batch = sample.shape().first().copied().unwrap_or(0);
             let t = take("timestep");
-            let t = match t.shape() {
-                [] | [1] => Tensor::new(vec![batch], vec![t.data()[0]; batch])?,
-                [b] if *b == batch => t,
-                s => {
-                    return Err(Error::input(
-                        "timestep",
-                        format!("shape {s:?}; expected a scalar or ({batch},)"),
-                    ))
-                }
-            };
             let out = unet.run(
                 exec,
                 &mut NoObserver,

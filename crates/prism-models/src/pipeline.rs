@@ -80,6 +80,18 @@ impl TextEncoder {
     }
 }
 
+/// A timestep given as a scalar, (1,) or one per batch item → (batch,).
+pub(crate) fn batch_timestep(t: Tensor, batch: usize) -> Result<Tensor> {
+    match t.shape() {
+        [] | [1] => Tensor::new(vec![batch], vec![t.data()[0]; batch]),
+        [n] if *n == batch => Ok(t),
+        s => Err(Error::input(
+            "timestep",
+            format!("shape {s:?}; expected a scalar or ({batch},)"),
+        )),
+    }
+}
+
 pub struct Unet {
     pub cfg: UNetConfig,
     pub weights: Weights,
@@ -129,6 +141,7 @@ impl Unet {
                 ),
             ));
         }
+        let timestep = batch_timestep(timestep, s[0])?;
         let g = unet::build(&self.cfg, s[0], s[2], s[3], c[1])?;
         let mut out = exec.run_stage(
             obs,

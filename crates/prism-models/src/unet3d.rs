@@ -508,16 +508,7 @@ impl Unet3d {
                 ),
             ));
         }
-        let timestep = match timestep.shape() {
-            [] | [1] => Tensor::new(vec![s[0]], vec![timestep.data()[0]; s[0]])?,
-            [n] if *n == s[0] => timestep,
-            ts => {
-                return Err(Error::input(
-                    "timestep",
-                    format!("shape {ts:?}; expected a scalar or ({},)", s[0]),
-                ))
-            }
-        };
+        let timestep = crate::pipeline::batch_timestep(timestep, s[0])?;
         let g = build(&self.cfg, s[0], s[2], s[3], s[4], c[1])?;
         let mut out = exec.run_stage(
             obs,
