@@ -632,7 +632,19 @@ fn run(cli: Cli) -> Result<()> {
             let src = ModelSource::parse(&model.model)?;
             check_image_size(&src, width, height)?;
             let exec = exec.with_kernels(kernels.choice());
-            if video::is_video_model(&src)? {
+            let is_video = video::is_video_model(&src)?;
+            if !is_video && (frames.is_some() || frames_dir.is_some()) {
+                anyhow::bail!(
+                    "--frames: {} is an image model; frames apply to video models (such as t2v)",
+                    src.label()
+                );
+            }
+            let latents = latents
+                .map(|p| {
+                    read_tensor(&p, "latents").with_context(|| format!("--latents {}", p.display()))
+                })
+                .transpose()?;
+            if is_video {
                 let frames = frames.unwrap_or(video::DEFAULT_FRAMES);
                 video::check_frames(frames)?;
                 video::check_decode_chunk(decode_chunk)?;
@@ -642,12 +654,6 @@ fn run(cli: Cli) -> Result<()> {
                         output.display()
                     );
                 }
-                let latents = latents
-                    .map(|p| {
-                        read_tensor(&p, "latents")
-                            .with_context(|| format!("--latents {}", p.display()))
-                    })
-                    .transpose()?;
                 let t0 = Instant::now();
                 let tv = TextToVideo::load(&src, &load_opts(&model, clip_skip))?;
                 let size = tv.default_size();
@@ -711,17 +717,6 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 return Ok(());
             }
-            if frames.is_some() || frames_dir.is_some() {
-                anyhow::bail!(
-                    "--frames: {} is an image model; frames apply to video models (such as t2v)",
-                    src.label()
-                );
-            }
-            let latents = latents
-                .map(|p| {
-                    read_tensor(&p, "latents").with_context(|| format!("--latents {}", p.display()))
-                })
-                .transpose()?;
             let t0 = Instant::now();
             let sd = StableDiffusion::load(&src, &load_opts(&model, clip_skip))?;
             let size = sd.default_size();
