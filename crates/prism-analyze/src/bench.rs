@@ -5,6 +5,7 @@
 use prism_core::{Result, Tensor};
 use prism_kernels::attention::{attention, AttentionImpl, AttnGeom};
 use prism_kernels::conv::{conv2d, Conv2dGeom, ConvImpl};
+use prism_kernels::matmul::{matmul, MatRef, Par};
 use prism_models::pipeline::{LoadOptions, TextEncoder, Unet, VaePart};
 use prism_models::source::ModelSource;
 use prism_runtime::{Executor, NoObserver};
@@ -32,6 +33,8 @@ pub const BENCHES: &[&str] = &[
     "attention_b2h8_4096_d40",
     "attention_b2h8_4096_d40_naive",
     "attention_b2h8_4096_d40_fused-softmax",
+    "matmul_8192_320_320",
+    "linear_8192_320_320",
     "conv3x3_320_64_b2",
     "conv3x3_320_64_b2_im2col",
     "conv3x3_320_64_b2_winograd2",
@@ -125,10 +128,61 @@ fn parse_conv(name: &str) -> Option<Result<(usize, usize, usize, ConvImpl)>> {
     Some(parse())
 }
 
+/// `matmul_{m}_{k}_{n}`: a row-major (m × k) · (k × n) product; `linear_{m}_{k}_{n}`: the
+/// Linear layer, x (m × k) · Wᵀ + bias with W row-major (n × k).
+fn parse_matmul(name: &str) -> Option<Result<(bool, usize, usize, usize)>> {
+    let (linear, rest) = match name.strip_prefix("matmul_") {
+        Some(r) => (false, r),
+        None => (true, name.strip_prefix("linear_")?),
+    };
+    let dims: Option<Vec<usize>> = rest
+        .split('_')
+        .map(|p| p.parse().ok().filter(|&v: &usize| v > 0))
+        .collect();
+    Some(match dims {
+        Some(d) if d.len() == 3 => Ok((linear, d[0], d[1], d[2])),
+        _ => Err(prism_core::Error::invalid(format!(
+            "benchmark {name}: expected matmul_M_K_N or linear_M_K_N"
+        ))),
+    })
+}
+
 /// Run one named benchmark on `exec`'s pool.
 pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
     let sd15 = || ModelSource::parse("sd15");
     let opts = LoadOptions::default();
+    if let Some(spec) = parse_matmul(name) {
+        let (linear, m, k, n) = spec?;
+        let (a, b, bias) = (rand_vec(m * k, 10), rand_vec(k * n, 11), rand_vec(n, 12));
+        let mut c = vec![0f32; m * n];
+        let t = exec.install(|| {
+            time(runs, || {
+                if linear {
+                    prism_kernels::matmul::linear(&a, &b, Some(&bias), m, k, n, &mut c)
+                } else {
+                    let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+                    matmul(&mut c, n, am, bm, false, Par::Pool)
+                }
+            })
+        });
+        // The first rows against a float64 dot product.
+        let rows = m.min(16);
+        let mut want = vec![0f32; rows * n];
+        for i in 0..rows {
+            for j in 0..n {
+                let mut s = if linear { bias[j] as f64 } else { 0.0 };
+                for l in 0..k {
+                    let w = if linear { b[j * k + l] } else { b[l * n + j] };
+                    s += a[i * k + l] as f64 * w as f64;
+                }
+                want[i * n + j] = s as f32;
+            }
+        }
+        let mut r = result(name, runs, t, Some((2 * m * k * n) as u64));
+        r.rel_error = Some(rel_err(&c[..rows * n], &want));
+        r.note = Some("first rows vs float64".into());
+        return Ok(r);
+    }
     if let Some(rest) = name.strip_prefix("attention_b2h8_4096_d40") {
         let imp = match rest {
             "" => AttentionImpl::Flash,

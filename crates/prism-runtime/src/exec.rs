@@ -60,52 +60,38 @@ pub struct RunStats {
     pub peak_live_bytes: usize,
 }
 
-/// Released activation buffers kept for reuse: a fresh multi-megabyte allocation is fresh
-/// pages, and the kernel's page faults (it zeroes each page) can cost more than the operator.
-///
-/// The pool never lets pooled + live bytes exceed the largest live set seen so far (`cap`), so
-/// the resident set stays at the buffer plan's peak instead of growing with the pool.
-#[derive(Default)]
-struct BufferPool {
-    free: Vec<Vec<f32>>,
-    bytes: usize,
-    cap: usize,
+type BufferPool = crate::pool::BufferPool<Vec<f32>>;
+
+static POISON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Fill every reused activation buffer with NaN before its operator runs (tests: an operator
+/// that does not write its whole output then shows NaN instead of stale values).
+pub fn poison_reused_buffers(on: bool) {
+    POISON.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Buffers smaller than this (floats) are left to the allocator.
-const POOL_MIN: usize = 1 << 14;
-/// Most bytes the pool keeps.
-const POOL_MAX_BYTES: usize = 1 << 30;
-
-impl BufferPool {
-    /// A zeroed buffer of `n` floats, reusing a pooled one that fits (at most 2x larger).
-    fn take(&mut self, n: usize) -> Vec<f32> {
-        if n >= POOL_MIN {
-            let best = (0..self.free.len())
-                .filter(|&i| self.free[i].capacity() >= n && self.free[i].capacity() <= 2 * n)
-                .min_by_key(|&i| self.free[i].capacity());
-            if let Some(i) = best {
-                let mut v = self.free.swap_remove(i);
-                self.bytes -= v.capacity() * 4;
+/// An output buffer of `n` floats: a pooled one when it fits (holding stale values, which the
+/// operator overwrites: it writes its whole output), else a fresh zeroed allocation.
+fn take_buffer(pool: &mut BufferPool, n: usize) -> Vec<f32> {
+    match pool.take(n) {
+        Some(mut v) => {
+            if POISON.load(std::sync::atomic::Ordering::Relaxed) {
                 v.clear();
+                v.resize(n, f32::NAN);
+            } else if v.len() >= n {
+                v.truncate(n);
+            } else {
                 v.resize(n, 0.0);
-                return v;
             }
+            v
         }
-        vec![0f32; n]
+        None => vec![0f32; n],
     }
+}
 
-    /// Keep a released buffer while `live` bytes are in use elsewhere.
-    fn give(&mut self, v: Vec<f32>, live: usize) {
-        let b = v.capacity() * 4;
-        if v.capacity() >= POOL_MIN
-            && self.bytes + b <= POOL_MAX_BYTES
-            && live + self.bytes + b <= self.cap
-        {
-            self.bytes += b;
-            self.free.push(v);
-        }
-    }
+/// The graph a pool serves (a pool is kept across runs of one graph).
+fn pool_key(g: &Graph) -> String {
+    format!("{}#{}#{}", g.name, g.nodes.len(), g.values.len())
 }
 
 /// Make glibc serve every allocation of 4 MiB or more with its own mapping, returned to the
@@ -201,6 +187,12 @@ impl Executor {
         inputs: Vec<(String, Tensor)>,
     ) -> Result<HashMap<String, Tensor>> {
         let graph = self.kernels.prepare(graph);
+        // Switch the buffer pool first, so that what it frees is not in the observer's
+        // resident-memory baseline.
+        self.buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .enter(&pool_key(&graph));
         obs.before_run(stage, run);
         let started = Instant::now();
         let mut events = Vec::with_capacity(graph.nodes.len());
@@ -259,6 +251,7 @@ impl Executor {
         let t0 = Instant::now();
         self.pool.install(|| -> Result<()> {
             let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+            buffers.enter(&pool_key(graph));
             for (i, node) in graph.nodes.iter().enumerate() {
                 if matches!(node.op, Op::Input { .. }) {
                     continue;
@@ -293,7 +286,7 @@ impl Executor {
                     if last_use[v] == Some(i) {
                         if let Some(t) = slots[v].take() {
                             live -= t.numel() * 4;
-                            buffers.give(t.into_data(), live);
+                            buffers.give(t.into_data());
                         }
                     }
                 }
@@ -301,7 +294,7 @@ impl Executor {
                 if last_use[node.output].is_none() {
                     if let Some(t) = slots[node.output].take() {
                         live -= t.numel() * 4;
-                        buffers.give(t.into_data(), live);
+                        buffers.give(t.into_data());
                     }
                 }
             }
@@ -340,7 +333,7 @@ fn run_node(
     let mut y = if matches!(node.op, Op::Reshape) {
         Vec::new()
     } else {
-        buffers.take(n_out)
+        take_buffer(buffers, n_out)
     };
     match &node.op {
         Op::Input { .. } => unreachable!("inputs are bound before the walk"),

@@ -7,9 +7,10 @@
 mod exec;
 pub mod observe;
 pub mod plan;
+pub mod pool;
 mod weights;
 
-pub use exec::{Executor, KernelChoice, NodeEvent, RunStats};
+pub use exec::{poison_reused_buffers, Executor, KernelChoice, NodeEvent, RunStats};
 pub use observe::{mem, NoObserver, Observer};
 pub use plan::{plan, MemoryPlan};
 pub use weights::{WeightDType, WeightRef, Weights};

@@ -9,9 +9,10 @@ use prism_kernels::{attention, conv};
 
 #[derive(Clone, Debug, Default)]
 pub struct MemoryPlan {
-    /// Predicted peak of activation memory (bytes): live activations + the kernels' scratch
-    /// pool (simulated with its own policy: buffers are kept once taken, so the pool only
-    /// grows) + transient per-call scratch, at the worst node.
+    /// Predicted peak of activation memory (bytes) on a first run from empty pools: the live
+    /// activations' buffers (a reused buffer may be up to twice its tensor) + the executor's
+    /// pool of released buffers + the kernels' scratch pool (both simulated with their own
+    /// policies) + transient per-call scratch, at the worst node.
     pub peak_bytes: usize,
     /// The node whose output brings the live set to its peak.
     pub peak_node: NodeId,
@@ -121,6 +122,13 @@ pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
     let last_use = g.last_uses();
     let bytes = |v: usize| g.values[v].numel() * 4;
     let mut live: usize = g.inputs.iter().map(|(_, v)| bytes(*v)).sum();
+    // The executor's buffers: capacity (floats) of each live value, and its pool.
+    let mut held: Vec<usize> = vec![0; g.values.len()];
+    for (_, v) in &g.inputs {
+        held[*v] = g.values[*v].numel();
+    }
+    let mut resident: usize = live;
+    let mut buffers = crate::pool::BufferPool::<usize>::default();
     let mut pool = PoolSim::default();
     let mut p = MemoryPlan {
         peak_bytes: live,
@@ -139,22 +147,39 @@ pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
         let pooled = pool.run(&pooled_scratch(g, i, k)) * 4;
         let transient = transient_scratch_bytes(g, i, threads, k);
         let moved = moves_input(g, i, &last_use);
-        if !moved {
+        let numel = g.values[n.output].numel();
+        if moved {
+            // The reshape takes its input's buffer.
+            held[n.output] = std::mem::take(&mut held[n.inputs[0]]);
+        } else {
             live += bytes(n.output);
+            held[n.output] = if matches!(n.op, Op::Reshape) {
+                numel
+            } else {
+                buffers.take(numel).unwrap_or(numel)
+            };
+            resident += held[n.output] * 4;
         }
         if live > p.peak_live_bytes {
             p.peak_live_bytes = live;
             p.peak_node = i;
         }
-        p.peak_bytes = p.peak_bytes.max(live + pooled + transient);
+        buffers.cap = buffers.cap.max(live);
+        p.peak_bytes = p
+            .peak_bytes
+            .max(resident + buffers.bytes + pooled + transient);
         // A value may feed a node several times (a concat of copies): free it once.
         for (k, &v) in n.inputs.iter().enumerate() {
             if last_use[v] == Some(i) && !moved && !n.inputs[..k].contains(&v) {
                 live -= bytes(v);
+                resident -= held[v] * 4;
+                buffers.give(std::mem::take(&mut held[v]));
             }
         }
         if last_use[n.output].is_none() {
             live -= bytes(n.output);
+            resident -= held[n.output] * 4;
+            buffers.give(std::mem::take(&mut held[n.output]));
         }
         p.live_after[i] = live;
     }
