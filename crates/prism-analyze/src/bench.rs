@@ -209,7 +209,11 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
         r.note = Some(format!(
             "{} vs naive; extra memory {:.1} MiB",
             imp.name(),
-            prism_kernels::attention::workspace_floats(imp, &g, exec.threads()) as f64 * 4.0
+            (prism_kernels::attention::workspace_floats(imp, &g, exec.threads())
+                + prism_kernels::attention::scratch_requests(imp, &g)
+                    .iter()
+                    .sum::<usize>()) as f64
+                * 4.0
                 / (1 << 20) as f64
         ));
         return Ok(r);

@@ -71,7 +71,7 @@ impl AttnGeom {
         }
     }
     /// Keys a query row may see (causal masking).
-    fn valid(&self, row: usize) -> usize {
+    pub(crate) fn valid(&self, row: usize) -> usize {
         if self.causal {
             (row + 1).min(self.lk)
         } else {
@@ -131,10 +131,24 @@ pub fn attention(
     }
 }
 
-/// Scratch floats a kernel holds at once on `threads` threads.
+/// Scratch buffers (floats) a kernel takes from the kernels' pool (which keeps them): the
+/// AVX-512 flash kernel's transposed keys and padded values.
+pub fn scratch_requests(imp: AttentionImpl, g: &AttnGeom) -> Vec<usize> {
+    if imp == AttentionImpl::Flash && crate::flash512::available() {
+        crate::flash512::pooled_floats(g).to_vec()
+    } else {
+        vec![]
+    }
+}
+
+/// Transient scratch floats a kernel holds at once on `threads` threads (besides
+/// [`scratch_requests`]).
 pub fn workspace_floats(imp: AttentionImpl, g: &AttnGeom, threads: usize) -> usize {
     let tasks = g.batch * g.heads;
     match imp {
+        AttentionImpl::Flash if crate::flash512::available() => {
+            threads * crate::flash512::tile_floats(g)
+        }
         AttentionImpl::Naive => {
             let concurrent = if tasks >= threads { threads } else { 1 };
             concurrent * g.lq * g.lk
@@ -276,8 +290,19 @@ pub fn attention_fused_softmax(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], ou
 const FL_BQ: usize = 256;
 const FL_BK: usize = 256;
 
-/// Flash attention (see the module docs).
+/// Flash attention (see the module docs): AVX-512 micro-kernels ([`crate::flash512`]) where the
+/// CPU has them, else tiles multiplied through the GEMM crate.
 pub fn attention_flash(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    if crate::flash512::available() {
+        g.check(q, k, v, out);
+        crate::flash512::attention(g, q, k, v, out);
+    } else {
+        attention_flash_gemm(g, q, k, v, out);
+    }
+}
+
+/// Flash attention with the tiles multiplied through the GEMM crate (any CPU).
+pub fn attention_flash_gemm(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     g.check(q, k, v, out);
     let hd = g.hd();
     let d = g.head_dim;

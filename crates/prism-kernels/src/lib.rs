@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod conv;
 pub mod elementwise;
+pub mod flash512;
 pub mod matmul;
 pub mod norm;
 pub mod reference;

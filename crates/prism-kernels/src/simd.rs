@@ -279,7 +279,7 @@ pub fn scale(x: &mut [f32], a: f32) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     // exp(x) = 2^n · p(r), n = round(x·log2 e), r = x − n·ln 2 (Cody–Waite split), p a
@@ -298,7 +298,7 @@ mod x86 {
     ];
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn exp512(x: __m512) -> __m512 {
+    pub(crate) unsafe fn exp512(x: __m512) -> __m512 {
         let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
         let x = _mm512_min_ps(x, _mm512_set1_ps(88.0));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(

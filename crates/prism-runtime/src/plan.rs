@@ -49,7 +49,29 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, k: &KernelChoice) -> Vec<usize> {
         Op::LinearGeglu { weight, .. } => {
             vec![prism_kernels::matmul::GEGLU_ROWS * g.params[*weight].shape[0]]
         }
+        Op::Attention(_) => {
+            let geom = attn_geom(g, i);
+            attention::scratch_requests(k.attention_for(&geom), &geom)
+        }
         _ => vec![],
+    }
+}
+
+fn attn_geom(g: &Graph, i: NodeId) -> attention::AttnGeom {
+    let n = &g.nodes[i];
+    let Op::Attention(a) = &n.op else {
+        unreachable!("attn_geom on an attention node")
+    };
+    let q = &g.values[n.inputs[0]].shape;
+    let k = &g.values[n.inputs[1]].shape;
+    attention::AttnGeom {
+        batch: q[0],
+        heads: a.heads,
+        head_dim: a.head_dim,
+        lq: q[1],
+        lk: k[1],
+        scale: a.scale,
+        causal: a.causal,
     }
 }
 
@@ -57,18 +79,8 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, k: &KernelChoice) -> Vec<usize> {
 pub fn transient_scratch_bytes(g: &Graph, i: NodeId, threads: usize, kc: &KernelChoice) -> usize {
     let n = &g.nodes[i];
     match &n.op {
-        Op::Attention(a) => {
-            let q = &g.values[n.inputs[0]].shape;
-            let k = &g.values[n.inputs[1]].shape;
-            let geom = attention::AttnGeom {
-                batch: q[0],
-                heads: a.heads,
-                head_dim: a.head_dim,
-                lq: q[1],
-                lk: k[1],
-                scale: a.scale,
-                causal: a.causal,
-            };
+        Op::Attention(_) => {
+            let geom = attn_geom(g, i);
             attention::workspace_floats(kc.attention_for(&geom), &geom, threads) * 4
         }
         _ => 0,
