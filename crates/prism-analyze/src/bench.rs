@@ -35,6 +35,7 @@ pub const BENCHES: &[&str] = &[
     "attention_b2h8_4096_d40_fused-softmax",
     "matmul_8192_320_320",
     "linear_8192_320_320",
+    "geglu_8192_320_1280",
     "conv3x3_320_64_b2",
     "conv3x3_320_64_b2_im2col",
     "conv3x3_320_64_b2_winograd2",
@@ -128,21 +129,32 @@ fn parse_conv(name: &str) -> Option<Result<(usize, usize, usize, ConvImpl)>> {
     Some(parse())
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Product {
+    Matmul,
+    Linear,
+    Geglu,
+}
+
 /// `matmul_{m}_{k}_{n}`: a row-major (m × k) · (k × n) product; `linear_{m}_{k}_{n}`: the
-/// Linear layer, x (m × k) · Wᵀ + bias with W row-major (n × k).
-fn parse_matmul(name: &str) -> Option<Result<(bool, usize, usize, usize)>> {
-    let (linear, rest) = match name.strip_prefix("matmul_") {
-        Some(r) => (false, r),
-        None => (true, name.strip_prefix("linear_")?),
+/// Linear layer, x (m × k) · Wᵀ + bias with W row-major (n × k); `geglu_{m}_{k}_{n}`: the
+/// fused GEGLU projection to n features (W is 2n × k).
+fn parse_matmul(name: &str) -> Option<Result<(Product, usize, usize, usize)>> {
+    let (kind, rest) = if let Some(r) = name.strip_prefix("matmul_") {
+        (Product::Matmul, r)
+    } else if let Some(r) = name.strip_prefix("linear_") {
+        (Product::Linear, r)
+    } else {
+        (Product::Geglu, name.strip_prefix("geglu_")?)
     };
     let dims: Option<Vec<usize>> = rest
         .split('_')
         .map(|p| p.parse().ok().filter(|&v: &usize| v > 0))
         .collect();
     Some(match dims {
-        Some(d) if d.len() == 3 => Ok((linear, d[0], d[1], d[2])),
+        Some(d) if d.len() == 3 => Ok((kind, d[0], d[1], d[2])),
         _ => Err(prism_core::Error::invalid(format!(
-            "benchmark {name}: expected matmul_M_K_N or linear_M_K_N"
+            "benchmark {name}: expected matmul_M_K_N, linear_M_K_N or geglu_M_K_N"
         ))),
     })
 }
@@ -152,33 +164,56 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
     let sd15 = || ModelSource::parse("sd15");
     let opts = LoadOptions::default();
     if let Some(spec) = parse_matmul(name) {
-        let (linear, m, k, n) = spec?;
-        let (a, b, bias) = (rand_vec(m * k, 10), rand_vec(k * n, 11), rand_vec(n, 12));
+        let (kind, m, k, n) = spec?;
+        let wn = if kind == Product::Geglu { 2 * n } else { n };
+        let (a, b, bias) = (rand_vec(m * k, 10), rand_vec(k * wn, 11), rand_vec(wn, 12));
         let mut c = vec![0f32; m * n];
         let t = exec.install(|| {
-            time(runs, || {
-                if linear {
+            time(runs, || match kind {
+                Product::Linear => {
                     prism_kernels::matmul::linear(&a, &b, Some(&bias), m, k, n, &mut c)
-                } else {
+                }
+                Product::Geglu => {
+                    prism_kernels::matmul::linear_geglu(&a, &b, &bias, m, k, n, &mut c)
+                }
+                Product::Matmul => {
                     let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
                     matmul(&mut c, n, am, bm, false, Par::Pool)
                 }
             })
         });
-        // The first rows against a float64 dot product.
+        // The first rows against a float64 computation.
         let rows = m.min(16);
         let mut want = vec![0f32; rows * n];
+        let dot = |i: usize, j: usize| -> f64 {
+            let mut s = if kind == Product::Matmul {
+                0.0
+            } else {
+                bias[j] as f64
+            };
+            for l in 0..k {
+                let w = if kind == Product::Matmul {
+                    b[l * n + j]
+                } else {
+                    b[j * k + l]
+                };
+                s += a[i * k + l] as f64 * w as f64;
+            }
+            s
+        };
         for i in 0..rows {
             for j in 0..n {
-                let mut s = if linear { bias[j] as f64 } else { 0.0 };
-                for l in 0..k {
-                    let w = if linear { b[j * k + l] } else { b[l * n + j] };
-                    s += a[i * k + l] as f64 * w as f64;
-                }
-                want[i * n + j] = s as f32;
+                want[i * n + j] = if kind == Product::Geglu {
+                    let gate = dot(i, n + j);
+                    let gelu = 0.5 * gate * (1.0 + libm::erf(gate / std::f64::consts::SQRT_2));
+                    (dot(i, j) * gelu) as f32
+                } else {
+                    dot(i, j) as f32
+                };
             }
         }
-        let mut r = result(name, runs, t, Some((2 * m * k * n) as u64));
+        let flops = if kind == Product::Geglu { 4 } else { 2 } * m * k * n;
+        let mut r = result(name, runs, t, Some(flops as u64));
         r.rel_error = Some(rel_err(&c[..rows * n], &want));
         r.note = Some("first rows vs float64".into());
         return Ok(r);
