@@ -35,6 +35,7 @@ pub const BENCHES: &[&str] = &[
     "attention_b2h8_4096_d40_fused-softmax",
     "matmul_8192_320_320",
     "linear_8192_320_320",
+    "linearbf16_8192_320_320",
     "geglu_8192_320_1280",
     "conv3x3_320_64_b2",
     "conv3x3_320_64_b2_im2col",
@@ -133,17 +134,26 @@ fn parse_conv(name: &str) -> Option<Result<(usize, usize, usize, ConvImpl)>> {
 enum Product {
     Matmul,
     Linear,
+    LinearBf16,
     Geglu,
 }
 
 /// `matmul_{m}_{k}_{n}`: a row-major (m × k) · (k × n) product; `linear_{m}_{k}_{n}`: the
 /// Linear layer, x (m × k) · Wᵀ + bias with W row-major (n × k); `geglu_{m}_{k}_{n}`: the
-/// fused GEGLU projection to n features (W is 2n × k).
+/// fused GEGLU projection to n features (W is 2n × k); `linearbf16_{m}_{k}_{n}`: the Linear
+/// layer on bf16 weights with AVX-512 BF16 dot products (activations rounded to bf16).
 fn parse_matmul(name: &str) -> Option<Result<(Product, usize, usize, usize)>> {
     let (kind, rest) = if let Some(r) = name.strip_prefix("matmul_") {
         (Product::Matmul, r)
     } else if let Some(r) = name.strip_prefix("linear_") {
         (Product::Linear, r)
+    } else if let Some(r) = name.strip_prefix("linearbf16_") {
+        if !prism_kernels::bf16dot::available() {
+            return Some(Err(prism_core::Error::invalid(format!(
+                "benchmark {name}: this CPU has no AVX-512 BF16 dot products"
+            ))));
+        }
+        (Product::LinearBf16, r)
     } else {
         (Product::Geglu, name.strip_prefix("geglu_")?)
     };
@@ -154,7 +164,7 @@ fn parse_matmul(name: &str) -> Option<Result<(Product, usize, usize, usize)>> {
     Some(match dims {
         Some(d) if d.len() == 3 => Ok((kind, d[0], d[1], d[2])),
         _ => Err(prism_core::Error::invalid(format!(
-            "benchmark {name}: expected matmul_M_K_N, linear_M_K_N or geglu_M_K_N"
+            "benchmark {name}: expected matmul_M_K_N, linear_M_K_N, linearbf16_M_K_N or geglu_M_K_N"
         ))),
     })
 }
@@ -166,13 +176,33 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
     if let Some(spec) = parse_matmul(name) {
         let (kind, m, k, n) = spec?;
         let wn = if kind == Product::Geglu { 2 * n } else { n };
-        let (a, b, bias) = (rand_vec(m * k, 10), rand_vec(k * wn, 11), rand_vec(wn, 12));
+        let (a, mut b, bias) = (rand_vec(m * k, 10), rand_vec(k * wn, 11), rand_vec(wn, 12));
+        let bits: Vec<u16> = b
+            .iter()
+            .map(|&v| prism_kernels::bf16dot::to_bf16(v))
+            .collect();
+        if kind == Product::LinearBf16 {
+            // The reference below then sees the weights the kernel sees.
+            for (v, &h) in b.iter_mut().zip(&bits) {
+                *v = prism_kernels::bf16dot::from_bf16(h);
+            }
+        }
         let mut c = vec![0f32; m * n];
         let t = exec.install(|| {
             time(runs, || match kind {
                 Product::Linear => {
                     prism_kernels::matmul::linear(&a, &b, Some(&bias), m, k, n, &mut c)
                 }
+                Product::LinearBf16 => prism_kernels::matmul::linear_res_bf16(
+                    &a,
+                    &bits,
+                    Some(&bias),
+                    None,
+                    m,
+                    k,
+                    n,
+                    &mut c,
+                ),
                 Product::Geglu => {
                     prism_kernels::matmul::linear_geglu(&a, &b, &bias, m, k, n, &mut c)
                 }
@@ -215,7 +245,17 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
         let flops = if kind == Product::Geglu { 4 } else { 2 } * m * k * n;
         let mut r = result(name, runs, t, Some(flops as u64));
         r.rel_error = Some(rel_err(&c[..rows * n], &want));
-        r.note = Some("first rows vs float64".into());
+        r.note = Some(if kind == Product::LinearBf16 {
+            let (dot, fma) = prism_kernels::bf16dot::throughput();
+            format!(
+                "first rows vs float64 on the same bf16 weights (activations unrounded); one core: vdpbf16ps {:.0}, f32 FMA {:.0} GFLOP/s; executor uses it: {}",
+                2.0 * dot / 1e9,
+                2.0 * fma / 1e9,
+                if prism_kernels::bf16dot::pays() { "yes" } else { "no" }
+            )
+        } else {
+            "first rows vs float64".into()
+        });
         return Ok(r);
     }
     if let Some(rest) = name.strip_prefix("attention_b2h8_4096_d40") {

@@ -5,6 +5,7 @@
 //! current thread pool (the executor installs one sized by `--threads`).
 
 pub mod attention;
+pub mod bf16dot;
 pub mod conv;
 pub mod elementwise;
 pub mod flash512;

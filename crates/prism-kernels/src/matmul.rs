@@ -167,30 +167,63 @@ pub fn linear_geglu(
     n: usize,
     y: &mut [f32],
 ) {
-    assert_eq!(x.len(), rows * inf);
     assert_eq!(w.len(), 2 * n * inf);
+    linear_geglu_with(x, rows, inf, n, y, |xb, r, hb| {
+        linear_res(xb, w, Some(b), None, r, inf, 2 * n, hb)
+    })
+}
+
+/// [`linear_geglu`] with the projection h = x · Wᵀ + b of a row block done by `proj(x_block,
+/// rows, h_block)` (the bf16 path passes its own).
+pub fn linear_geglu_with(
+    x: &[f32],
+    rows: usize,
+    inf: usize,
+    n: usize,
+    y: &mut [f32],
+    proj: impl Fn(&[f32], usize, &mut [f32]),
+) {
+    assert_eq!(x.len(), rows * inf);
     assert_eq!(y.len(), rows * n);
     let mut h = crate::scratch::Scratch::take(GEGLU_ROWS * 2 * n);
     let mut r0 = 0;
     while r0 < rows {
         let r = GEGLU_ROWS.min(rows - r0);
         let hb = &mut h[..r * 2 * n];
-        linear_res(
-            &x[r0 * inf..(r0 + r) * inf],
-            w,
-            Some(b),
-            None,
-            r,
-            inf,
-            2 * n,
-            hb,
-        );
+        proj(&x[r0 * inf..(r0 + r) * inf], r, hb);
         crate::elementwise::geglu(hb, n, &mut y[r0 * n..(r0 + r) * n]);
         r0 += r;
     }
 }
 
+/// Fill y (rows × out) with the bias and residual a linear layer adds to its product; returns
+/// whether anything was written (else the product overwrites y).
+fn init_output(y: &mut [f32], out: usize, bias: Option<&[f32]>, residual: Option<&[f32]>) -> bool {
+    match (residual, bias) {
+        (Some(res), _) => {
+            assert_eq!(res.len(), y.len(), "linear residual length");
+            y.copy_from_slice(res);
+            if let Some(b) = bias {
+                for r in y.chunks_exact_mut(out) {
+                    for (v, bb) in r.iter_mut().zip(b) {
+                        *v += bb;
+                    }
+                }
+            }
+            true
+        }
+        (None, Some(b)) => {
+            for r in y.chunks_exact_mut(out) {
+                r.copy_from_slice(b);
+            }
+            true
+        }
+        (None, None) => false,
+    }
+}
+
 /// [`linear`] plus a residual of y's shape (a fused residual add).
+#[allow(clippy::too_many_arguments)]
 pub fn linear_res(
     x: &[f32],
     w: &[f32],
@@ -204,31 +237,47 @@ pub fn linear_res(
     assert_eq!(x.len(), rows * inf);
     assert_eq!(w.len(), out * inf);
     assert_eq!(y.len(), rows * out);
-    match (residual, bias) {
-        (Some(res), _) => {
-            assert_eq!(res.len(), y.len(), "linear residual length");
-            y.copy_from_slice(res);
-            if let Some(b) = bias {
-                for r in y.chunks_exact_mut(out) {
-                    for (v, bb) in r.iter_mut().zip(b) {
-                        *v += bb;
-                    }
-                }
-            }
-        }
-        (None, Some(b)) => {
-            for r in y.chunks_exact_mut(out) {
-                r.copy_from_slice(b);
-            }
-        }
-        (None, None) => {}
-    }
+    let acc = init_output(y, out, bias, residual);
     matmul(
         y,
         out,
         MatRef::row_major(x, rows, inf),
         MatRef::transposed(w, inf, out),
-        bias.is_some() || residual.is_some(),
+        acc,
         Par::Pool,
     );
+}
+
+/// [`linear_res`] on bf16 weight bits with AVX-512 BF16 dot products ([`crate::bf16dot`]; the
+/// CPU must have them).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_res_bf16(
+    x: &[f32],
+    w: &[u16],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    rows: usize,
+    inf: usize,
+    out: usize,
+    y: &mut [f32],
+) {
+    let packed = crate::bf16dot::pack_weights(w, out, inf);
+    linear_res_bf16_packed(x, &packed, bias, residual, rows, out, y)
+}
+
+/// [`linear_res_bf16`] with the weights already packed (the GEGLU projection packs once for
+/// all its row blocks).
+pub fn linear_res_bf16_packed(
+    x: &[f32],
+    w: &crate::bf16dot::PackedWeights,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    rows: usize,
+    out: usize,
+    y: &mut [f32],
+) {
+    if !init_output(y, out, bias, residual) {
+        y.fill(0.0);
+    }
+    crate::bf16dot::linear_acc_packed(x, w, rows, y);
 }

@@ -569,3 +569,52 @@ fn broadcast_binary_matches_indexing_on_every_simd_level() {
         }
     }
 }
+
+#[test]
+fn bf16_dot_linear_matches_reference_on_rounded_inputs() {
+    use prism_kernels::bf16dot::{available, from_bf16, linear_acc, to_bf16};
+    if !available() {
+        eprintln!("no AVX-512 BF16 on this CPU: the bf16 dot-product path is not used");
+        return;
+    }
+    let mut r = Rng::new();
+    pool().install(|| {
+        // Ragged rows (register tile 14, task 112), odd input widths, outputs off 32.
+        for &(rows, inf, out) in &[(1, 1, 1), (13, 7, 33), (115, 320, 64), (230, 95, 70)] {
+            let x = r.vec(rows * inf);
+            let w: Vec<u16> = r.vec(out * inf).iter().map(|&v| to_bf16(v)).collect();
+            let y0 = r.vec(rows * out);
+            let mut y = y0.clone();
+            linear_acc(&x, &w, rows, inf, out, &mut y);
+            // The same sum in f64 over bf16-rounded activations: only the f32 accumulation
+            // order differs.
+            let mut worst = 0f64;
+            for i in 0..rows {
+                for j in 0..out {
+                    let mut s = y0[i * out + j] as f64;
+                    for k in 0..inf {
+                        s += from_bf16(to_bf16(x[i * inf + k])) as f64
+                            * from_bf16(w[j * inf + k]) as f64;
+                    }
+                    worst = worst.max((s - y[i * out + j] as f64).abs());
+                }
+            }
+            assert!(
+                worst <= 1e-5 * (inf as f64).sqrt().max(1.0),
+                "bf16 linear {rows}x{inf}x{out}: max|Δ| {worst:e}"
+            );
+        }
+        // Rounding is to nearest even.
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        assert_eq!(
+            from_bf16(to_bf16(1.0 + 1.0 / 256.0)),
+            1.0,
+            "tie to even (down)"
+        );
+        assert_eq!(
+            from_bf16(to_bf16(1.0 + 3.0 / 256.0)),
+            1.0 + 4.0 / 256.0,
+            "tie to even (up)"
+        );
+    });
+}

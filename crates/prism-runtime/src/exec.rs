@@ -2,7 +2,7 @@ use crate::Weights;
 use prism_core::{Error, Graph, NodeId, Op, Result, Tensor};
 use prism_kernels::attention::AttentionImpl;
 use prism_kernels::conv::ConvImpl;
-use prism_kernels::{attention, conv, elementwise as ew, matmul, norm};
+use prism_kernels::{attention, bf16dot, conv, elementwise as ew, matmul, norm};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -365,18 +365,54 @@ fn run_node(
         } => {
             let x = arg(0);
             let (out, inf) = (w.shape(*weight)[0], w.shape(*weight)[1]);
-            let wt = w.f32(*weight);
             let rows = x.numel() / inf;
             let b = bias.map(|b| w.f32(b));
             let r = residual.then(|| arg(1).data());
-            matmul::linear_res(x.data(), &wt, b.as_deref(), r, rows, inf, out, &mut y);
+            match w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
+                Some(bits) => {
+                    matmul::linear_res_bf16(
+                        x.data(),
+                        bits,
+                        b.as_deref(),
+                        r,
+                        rows,
+                        inf,
+                        out,
+                        &mut y,
+                    );
+                    variant = "bf16-dot";
+                }
+                None => {
+                    let wt = w.f32(*weight);
+                    matmul::linear_res(x.data(), &wt, b.as_deref(), r, rows, inf, out, &mut y);
+                }
+            }
         }
         Op::LinearGeglu { weight, bias } => {
             let x = arg(0);
             let (out2, inf) = (w.shape(*weight)[0], w.shape(*weight)[1]);
-            let wt = w.f32(*weight);
             let rows = x.numel() / inf;
-            matmul::linear_geglu(x.data(), &wt, &w.f32(*bias), rows, inf, out2 / 2, &mut y);
+            let b = w.f32(*bias);
+            match w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
+                Some(bits) => {
+                    let packed = bf16dot::pack_weights(bits, out2, inf);
+                    matmul::linear_geglu_with(
+                        x.data(),
+                        rows,
+                        inf,
+                        out2 / 2,
+                        &mut y,
+                        |xb, r, hb| {
+                            matmul::linear_res_bf16_packed(xb, &packed, Some(&b), None, r, out2, hb)
+                        },
+                    );
+                    variant = "bf16-dot";
+                }
+                None => {
+                    let wt = w.f32(*weight);
+                    matmul::linear_geglu(x.data(), &wt, &b, rows, inf, out2 / 2, &mut y);
+                }
+            }
         }
         Op::Attention(a) => {
             let (q, k, v) = (arg(0), arg(1), arg(2));
