@@ -40,7 +40,7 @@ PRESET = REPO / "crates" / "prism-models" / "presets" / "sd15"
 
 # name -> (kind, full-size parameter, quick parameter, description)
 #   unet: latent side     vae: latent side     clip: token count
-#   attention: sequence length     conv: spatial side
+#   attention: sequence length     conv: spatial side     linear, geglu: rows
 BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "unet_b2_32": ("unet", 32, 8, "UNet forward, batch 2, latents 2x4x{n}x{n}, t=500, text (2,77,768)"),
     "unet_b2_64": ("unet", 64, 16, "UNet forward, batch 2, latents 2x4x{n}x{n}, t=500, text (2,77,768)"),
@@ -49,6 +49,8 @@ BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "clip_2prompts": ("clip", 77, 16, "CLIP text encoder, ids (2,{n})"),
     "attention_b2h8_4096_d40": ("attention", 4096, 256, "F.scaled_dot_product_attention, q/k/v (2,8,{n},40)"),
     "conv3x3_320_64_b2": ("conv", 64, 16, "F.conv2d 320->320 3x3 pad 1, x (2,320,{n},{n})"),
+    "linear_8192_320_320": ("linear", 8192, 256, "F.linear, x ({n},320), W (320,320), bias"),
+    "geglu_8192_320_1280": ("geglu", 8192, 256, "diffusers GEGLU(320, 1280), x ({n},320)"),
 }
 NAIVE_SUFFIX = "_naive"
 UNET_NAMES = [n for n, b in BENCHMARKS.items() if b[0] == "unet"]
@@ -220,6 +222,20 @@ def make_case(torch, models: Models, base: str, naive: bool, n: int, device: str
         b = randn(320)
         fn = lambda: F.conv2d(xin, w, b, padding=1)  # noqa: E731
         cfg = {"input": [2, 320, n, n], "weight": [320, 320, 3, 3], "padding": 1}
+    elif kind == "linear":
+        xin, w, b = randn(n, 320), randn(320, 320), randn(320)
+        fn = lambda: F.linear(xin, w, b)  # noqa: E731
+        cfg = {"input": [n, 320], "weight": [320, 320]}
+    elif kind == "geglu":
+        from diffusers.models.activations import GEGLU
+
+        mod = GEGLU(320, 1280).to(dt)
+        if meta:
+            mod = mod.to("meta")
+        mod.eval()
+        xin = randn(n, 320)
+        fn = lambda: mod(xin)  # noqa: E731
+        cfg = {"input": [n, 320], "proj": [320, 2560]}
     else:
         raise KeyError(kind)
     return fn, cfg
