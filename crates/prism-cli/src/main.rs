@@ -59,7 +59,7 @@ struct KernelArgs {
     /// Attention implementation (auto: the fastest for each shape).
     #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(["auto", "naive", "fused-softmax", "flash"]))]
     attention: String,
-    /// Convolution implementation for 3x3 stride-1 convolutions (auto: Winograd F(4x4,3x3) where it is accurate and pays).
+    /// Convolution implementation for 3x3 stride-1 convolutions (auto: Winograd F(4x4,3x3) or F(2x2,3x3) where accurate and faster, by tile count).
     #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(["auto", "im2col", "winograd2", "winograd4"]))]
     conv: String,
     /// Run graphs as built, without fusing GroupNorm+SiLU, GEGLU projections and residual adds.

@@ -202,16 +202,23 @@ impl ConvImpl {
             ConvImpl::Winograd2 | ConvImpl::Winograd4 => g.kh == 3 && g.kw == 3 && g.stride == 1,
         }
     }
-    /// The automatic choice: F(4×4, 3×3) for 3×3 stride-1 convolutions with enough channels
-    /// and output tiles to amortize the filter transform (its error against an f64 direct
-    /// convolution stays within the model tolerance: `tests/kernels.rs` checks SD's channel
-    /// counts), im2col otherwise. The crossover (≈ 64 tiles) was measured with `prism bench`
-    /// on conv3x3_{640,1280}_{16,32}_b2.
+    /// The automatic choice for 3×3 stride-1 convolutions with at least 32 channels in and
+    /// out: F(4×4, 3×3) where there are enough 4×4 output tiles to amortize the filter
+    /// transform (≥ 64), else F(2×2, 3×3) where there are ≥ 128 2×2 tiles, else im2col. Both
+    /// Winograd errors against an f64 direct convolution stay within the model tolerance
+    /// (`tests/kernels.rs` checks SD's channel counts). Crossovers measured with `prism bench`
+    /// on conv3x3_{640,1280}_{8,12,16,32}_b{1,2}: at 1280 channels, 16², batch 2 (the SD UNet's
+    /// third level at 512²) F(2×2) takes 59 ms against 77 ms for im2col and 78 ms for
+    /// F(4×4); at 12² and 8² im2col wins.
     pub fn auto(g: &Conv2dGeom) -> Self {
         let (ho, wo) = g.out_hw();
-        let tiles = g.n * ho.div_ceil(4) * wo.div_ceil(4);
-        if ConvImpl::Winograd4.supports(g) && g.cin >= 32 && g.cout >= 32 && tiles >= 64 {
+        let tiles4 = g.n * ho.div_ceil(4) * wo.div_ceil(4);
+        let tiles2 = g.n * ho.div_ceil(2) * wo.div_ceil(2);
+        let wide = g.cin >= 32 && g.cout >= 32;
+        if wide && ConvImpl::Winograd4.supports(g) && tiles4 >= 64 {
             ConvImpl::Winograd4
+        } else if wide && ConvImpl::Winograd2.supports(g) && tiles2 >= 128 {
+            ConvImpl::Winograd2
         } else {
             ConvImpl::Im2col
         }
