@@ -177,10 +177,13 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
         let (kind, m, k, n) = spec?;
         let wn = if kind == Product::Geglu { 2 * n } else { n };
         let (a, mut b, bias) = (rand_vec(m * k, 10), rand_vec(k * wn, 11), rand_vec(wn, 12));
-        let bits: Vec<u16> = b
-            .iter()
-            .map(|&v| prism_kernels::bf16dot::to_bf16(v))
-            .collect();
+        let bits: Vec<u16> = if kind == Product::LinearBf16 {
+            b.iter()
+                .map(|&v| prism_kernels::bf16dot::to_bf16(v))
+                .collect()
+        } else {
+            Vec::new()
+        };
         if kind == Product::LinearBf16 {
             // The reference below then sees the weights the kernel sees.
             for (v, &h) in b.iter_mut().zip(&bits) {

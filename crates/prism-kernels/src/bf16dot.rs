@@ -95,18 +95,15 @@ unsafe fn rate_fma(iters: usize) -> f64 {
     (iters * 16 * 16) as f64 / dt
 }
 
-/// f32 → bf16 bits, rounding to nearest even (finite inputs; NaN stays NaN).
+/// f32 → bf16 bits, rounding to nearest even (the `half` crate's conversion, as the weights
+/// are stored).
 pub fn to_bf16(x: f32) -> u16 {
-    let b = x.to_bits();
-    if x.is_nan() {
-        return ((b >> 16) | 0x40) as u16;
-    }
-    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    half::bf16::from_f32(x).to_bits()
 }
 
 /// bf16 bits → f32.
 pub fn from_bf16(h: u16) -> f32 {
-    f32::from_bits((h as u32) << 16)
+    half::bf16::from_bits(h).to_f32()
 }
 
 /// W packed for the register tile: wp[p][t][j] = pair (W[32p + j][2t], W[32p + j][2t + 1]),

@@ -214,11 +214,7 @@ impl Weights {
     /// The weight's bf16 bits, when it is stored in bf16.
     pub fn bf16_bits(&self, id: ParamId) -> Option<&[u16]> {
         match &self.data[id] {
-            Stored::Bf16(v) => {
-                // SAFETY: half::bf16 is #[repr(transparent)] over u16, so the slice has the
-                // same layout, length and alignment as one of u16.
-                Some(unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u16>(), v.len()) })
-            }
+            Stored::Bf16(v) => Some(half::slice::HalfFloatSliceExt::reinterpret_cast(&v[..])),
             _ => None,
         }
     }
