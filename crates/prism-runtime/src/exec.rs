@@ -189,10 +189,7 @@ impl Executor {
         let graph = self.kernels.prepare(graph);
         // Switch the buffer pool first, so that what it frees is not in the observer's
         // resident-memory baseline.
-        self.buffers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .enter(&pool_key(&graph));
+        self.enter_pool(&graph);
         obs.before_run(stage, run);
         let started = Instant::now();
         let mut events = Vec::with_capacity(graph.nodes.len());
@@ -210,7 +207,17 @@ impl Executor {
         inputs: Vec<(String, Tensor)>,
         observer: &mut (dyn FnMut(NodeEvent) + Send),
     ) -> Result<(HashMap<String, Tensor>, RunStats)> {
-        self.run_prepared(&self.kernels.prepare(graph), weights, inputs, observer)
+        let graph = self.kernels.prepare(graph);
+        self.enter_pool(&graph);
+        self.run_prepared(&graph, weights, inputs, observer)
+    }
+
+    /// Point the buffer pool at `graph` (it empties when the graph changes).
+    fn enter_pool(&self, graph: &Graph) {
+        self.buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .enter(&pool_key(graph));
     }
 
     fn run_prepared(
@@ -251,7 +258,6 @@ impl Executor {
         let t0 = Instant::now();
         self.pool.install(|| -> Result<()> {
             let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
-            buffers.enter(&pool_key(graph));
             for (i, node) in graph.nodes.iter().enumerate() {
                 if matches!(node.op, Op::Input { .. }) {
                     continue;
