@@ -407,14 +407,103 @@ macro_rules! simd_variants {
     };
 }
 
-simd_variants!(filter_block<M, A>(t: &Winograd<M, A>, g: &[[Lane; 3]; 3]) -> [[Lane; A]; A] {
-    sandwich(&t.g, g, &t.g)
+/// Store the first `n` floats of a lane at `dst` (a whole-register store when the lane is
+/// full).
+///
+/// # Safety
+/// `dst` must be valid for `n` writes.
+#[inline(always)]
+unsafe fn store_lane(dst: *mut f32, lane: &Lane, n: usize) {
+    if n == LANES {
+        std::ptr::write_unaligned(dst as *mut Lane, *lane);
+    } else {
+        std::ptr::copy_nonoverlapping(lane.as_ptr(), dst, n);
+    }
+}
+
+/// Where a tile starts in its image plane: (image, first input row, first input column,
+/// wholly inside the plane so no zero padding applies).
+type TileStart = (usize, isize, isize, bool);
+
+simd_variants!(filter_lanes<M, A>(t: &Winograd<M, A>, src: &[f32], dst: SendPtr, stride: usize) -> () {
+    // src: n ≤ LANES filters of 9 taps each; U[p] lane l goes to dst + p·stride + l.
+    let n = src.len() / 9;
+    let mut gl = [[[0f32; LANES]; 3]; 3];
+    for (l, taps) in src.chunks_exact(9).enumerate() {
+        for (e, &v) in taps.iter().enumerate() {
+            gl[e / 3][e % 3][l] = v;
+        }
+    }
+    let uu = sandwich(&t.g, &gl, &t.g);
+    for (p, lane) in uu.iter().flatten().enumerate() {
+        // SAFETY: the caller owns dst + p·stride .. + n for every p.
+        unsafe { store_lane(dst.get().add(p * stride), lane, n) };
+    }
 });
-simd_variants!(input_block<M, A>(t: &Winograd<M, A>, d: &[[Lane; A]; A]) -> [[Lane; A]; A] {
-    sandwich(&t.bt, d, &t.bt)
+
+simd_variants!(input_lanes<M, A>(t: &Winograd<M, A>, x: &[f32], chan: (usize, usize, usize, usize), starts: &[TileStart], dst: SendPtr, stride: usize) -> () {
+    // Input channel ci's A×A patches of n ≤ LANES tiles of (cin, h, w) images, transformed;
+    // V[p] lane l goes to dst + p·stride + l.
+    let (ci, cin, h, w) = chan;
+    let n = starts.len();
+    let mut d = [[[0f32; LANES]; A]; A];
+    for (l, &(img, iy, ix, inside)) in starts.iter().enumerate() {
+        let plane = &x[(img * cin + ci) * h * w..(img * cin + ci + 1) * h * w];
+        if inside {
+            let base = iy as usize * w + ix as usize;
+            for (i, drow) in d.iter_mut().enumerate() {
+                let src = &plane[base + i * w..base + i * w + A];
+                for (j, &v) in src.iter().enumerate() {
+                    drow[j][l] = v;
+                }
+            }
+        } else {
+            for (i, drow) in d.iter_mut().enumerate() {
+                let yy = iy + i as isize;
+                for (j, dl) in drow.iter_mut().enumerate() {
+                    let xx = ix + j as isize;
+                    dl[l] = if yy >= 0 && xx >= 0 && yy < h as isize && xx < w as isize {
+                        plane[yy as usize * w + xx as usize]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+    let vv = sandwich(&t.bt, &d, &t.bt);
+    for (p, lane) in vv.iter().flatten().enumerate() {
+        // SAFETY: the caller owns dst + p·stride .. + n for every p.
+        unsafe { store_lane(dst.get().add(p * stride), lane, n) };
+    }
 });
-simd_variants!(output_block<M, A>(t: &Winograd<M, A>, mt: &[[Lane; A]; A]) -> [[Lane; M]; M] {
-    sandwich(&t.at, mt, &t.at)
+
+simd_variants!(output_lanes<M, A>(t: &Winograd<M, A>, src: &[f32], stride: usize, starts: &[TileStart], pad: (isize, isize), chan: (usize, usize, usize, usize), bias: f32, residual: Option<&[f32]>, y: SendPtr) -> () {
+    // M[p] lanes of n ≤ LANES tiles at src[p·stride ..], inverse-transformed, plus bias and
+    // residual, cropped and written to output channel co of (cout, ho, wo) images.
+    let (co, cout, ho, wo) = chan;
+    let n = starts.len();
+    let mut mt = [[[0f32; LANES]; A]; A];
+    for (p, lane) in mt.iter_mut().flatten().enumerate() {
+        let s = &src[p * stride..p * stride + n];
+        if let Ok(full) = <&Lane>::try_from(s) {
+            *lane = *full;
+        } else {
+            lane[..n].copy_from_slice(s);
+        }
+    }
+    let out = sandwich(&t.at, &mt, &t.at);
+    for (l, &(img, iy, ix, _)) in starts.iter().enumerate() {
+        let (oy, ox) = ((iy + pad.0) as usize, (ix + pad.1) as usize);
+        for (i, orow) in out.iter().enumerate().take(ho - oy) {
+            let row = ((img * cout + co) * ho + oy + i) * wo + ox;
+            for (j, ol) in orow.iter().enumerate().take(wo - ox) {
+                let r = residual.map_or(0.0, |r| r[row + j]);
+                // SAFETY: the caller owns output channel co.
+                unsafe { *y.get().add(row + j) = ol[l] + bias + r };
+            }
+        }
+    }
 });
 
 fn winograd<const M: usize, const A: usize>(
@@ -444,31 +533,11 @@ fn winograd<const M: usize, const A: usize>(
     let mut u = Scratch::take(a2 * cout * cin);
     let up = SendPtr(u.as_mut_ptr());
     (0..cout).into_par_iter().for_each(|co| {
-        let mut gl = [[[0f32; LANES]; 3]; 3];
-        let mut ci0 = 0;
-        while ci0 < cin {
-            let n = LANES.min(cin - ci0);
-            for l in 0..LANES {
-                for e in 0..9 {
-                    gl[e / 3][e % 3][l] = if l < n {
-                        wt[(co * cin + ci0 + l) * 9 + e]
-                    } else {
-                        0.0
-                    };
-                }
-            }
-            let uu = filter_block(t, &gl);
-            for (p, lane) in uu.iter().flatten().enumerate() {
-                // SAFETY: task co writes only row co of each U[p]; u outlives the loop.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        lane.as_ptr(),
-                        up.get().add((p * cout + co) * cin + ci0),
-                        n,
-                    )
-                };
-            }
-            ci0 += n;
+        let row = &wt[co * cin * 9..(co + 1) * cin * 9];
+        for (blk, src) in row.chunks(LANES * 9).enumerate() {
+            // SAFETY: task co writes only row co of each U[p]; u outlives the loop.
+            let dst = SendPtr(unsafe { up.get().add(co * cin + blk * LANES) });
+            filter_lanes(t, src, dst, cout * cin);
         }
     });
 
@@ -486,7 +555,7 @@ fn winograd<const M: usize, const A: usize>(
         let tc = chunk.min(tiles - t0);
         // Where each tile of the chunk starts in its image plane, and whether it lies wholly
         // inside (no zero padding to apply).
-        let starts: Vec<(usize, isize, isize, bool)> = (0..tc)
+        let starts: Vec<TileStart> = (0..tc)
             .map(|tt| {
                 let (img, ty, tx) = tile_pos(t0 + tt);
                 let (iy, ix) = ((ty * m) as isize - pt, (tx * m) as isize - pl);
@@ -501,45 +570,10 @@ fn winograd<const M: usize, const A: usize>(
         let vp = SendPtr(v.as_mut_ptr());
         let starts = &starts;
         (0..cin).into_par_iter().for_each(|ci| {
-            let mut d = [[[0f32; LANES]; A]; A];
-            let mut tt0 = 0;
-            while tt0 < tc {
-                let n = LANES.min(tc - tt0);
-                for (l, &(img, iy, ix, inside)) in starts[tt0..tt0 + n].iter().enumerate() {
-                    let plane = &x[(img * cin + ci) * g.h * g.w..(img * cin + ci + 1) * g.h * g.w];
-                    for (i, drow) in d.iter_mut().enumerate() {
-                        let yy = iy + i as isize;
-                        if inside {
-                            let base = yy as usize * g.w + ix as usize;
-                            for (j, &val) in plane[base..base + a].iter().enumerate() {
-                                drow[j][l] = val;
-                            }
-                        } else {
-                            for (j, dl) in drow.iter_mut().enumerate() {
-                                let xx = ix + j as isize;
-                                dl[l] =
-                                    if yy >= 0 && xx >= 0 && yy < g.h as isize && xx < g.w as isize
-                                    {
-                                        plane[yy as usize * g.w + xx as usize]
-                                    } else {
-                                        0.0
-                                    };
-                            }
-                        }
-                    }
-                }
-                let vv = input_block(t, &d);
-                for (p, lane) in vv.iter().flatten().enumerate() {
-                    // SAFETY: task ci writes only rows ci of each V[p]; v outlives the loop.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            lane.as_ptr(),
-                            vp.get().add((p * cin + ci) * tc + tt0),
-                            n,
-                        )
-                    };
-                }
-                tt0 += n;
+            for (blk, st) in starts.chunks(LANES).enumerate() {
+                // SAFETY: task ci writes only row ci of each V[p]; v outlives the loop.
+                let dst = SendPtr(unsafe { vp.get().add(ci * tc + blk * LANES) });
+                input_lanes(t, x, (ci, cin, g.h, g.w), st, dst, cin * tc);
             }
         });
         // M[p] = U[p] · V[p]: α² independent products.
@@ -561,28 +595,11 @@ fn winograd<const M: usize, const A: usize>(
         // Y = Aᵀ M A per tile and output channel, plus bias, cropped at the borders.
         let mm = &mm;
         (0..cout).into_par_iter().for_each(|co| {
-            let mut mt = [[[0f32; LANES]; A]; A];
             let b = bias.map_or(0.0, |b| b[co]);
-            let mut tt0 = 0;
-            while tt0 < tc {
-                let n = LANES.min(tc - tt0);
-                for (p, lane) in mt.iter_mut().flatten().enumerate() {
-                    let src = (p * cout + co) * tc + tt0;
-                    lane[..n].copy_from_slice(&mm[src..src + n]);
-                }
-                let out = output_block(t, &mt);
-                for (l, &(img, iy, ix, _)) in starts[tt0..tt0 + n].iter().enumerate() {
-                    let (oy, ox) = ((iy + pt) as usize, (ix + pl) as usize);
-                    for (i, orow) in out.iter().enumerate().take(ho - oy) {
-                        let row = ((img * cout + co) * ho + oy + i) * wo + ox;
-                        for (j, ol) in orow.iter().enumerate().take(wo - ox) {
-                            let r = residual.map_or(0.0, |r| r[row + j]);
-                            // SAFETY: output channel co is written by this task only.
-                            unsafe { *yp.get().add(row + j) = ol[l] + b + r };
-                        }
-                    }
-                }
-                tt0 += n;
+            for (blk, st) in starts.chunks(LANES).enumerate() {
+                let src = &mm[co * tc + blk * LANES..];
+                let chan = (co, cout, ho, wo);
+                output_lanes(t, src, cout * tc, st, (pt, pl), chan, b, residual, yp);
             }
         });
         t0 += tc;
