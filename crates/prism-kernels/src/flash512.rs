@@ -5,14 +5,17 @@
 //! dimension is only ever a broadcast: no lanes are wasted on D = 40, 80 or 160, and the
 //! softmax needs no horizontal reductions.
 //!
-//! - Per (batch, head) K and V are first copied into contiguous (Lk' × D) panels (Lk' = Lk
-//!   rounded up to [`KB`], zero rows past Lk): O(L·D) extra memory, like the inputs.
+//! - Per (batch, head) K and V are first copied into contiguous panels (Lk' = Lk rounded up
+//!   to [`KB`], zero keys past Lk): V as (Lk' × D), K as blocks of [`KB`] keys stored (D ×
+//!   KB), so a score tile's key broadcasts come from consecutive addresses. O(L·D) extra
+//!   memory, like the inputs.
 //! - Each task takes [`BQ`] query rows, scaled by the softmax scale and transposed into groups
 //!   of 32 rows, (D × 32) each. For every tile of [`BK`] keys and every group:
 //!   - scores Sᵀ (keys × 32 rows) with a 12-key × 32-row register tile (24 accumulators; per
 //!     head-dim step two query loads and twelve key broadcasts);
 //!   - online softmax down the key axis, one vector op per 16 rows: running max m and sum l,
-//!     the output rescaled by exp(m_old − m_new);
+//!     the output rescaled by exp(m_old − m_new); the tile's row maxima come out of the score
+//!     tiles' registers, so the softmax reads the scores once (unless masking changed them);
 //!   - Oᵀ (D × 32 rows) += Vᵀ · P with a (≤ 12)-dim × 32-row register tile, the head dimension
 //!     split into near-equal blocks (40 = 4 × 10).
 //! - The group's scores (BK × 32 floats, 32 KiB) stay in L1, the tile's keys and values in L2.
@@ -55,9 +58,10 @@ pub fn pooled_floats(g: &AttnGeom) -> [usize; 2] {
     [n, n]
 }
 
-/// Each thread's tiles (floats): transposed queries, scores, output, row statistics.
+/// Each thread's tiles (floats): transposed queries, scores, output, row statistics, the
+/// score tile's row maxima.
 pub fn tile_floats(g: &AttnGeom) -> usize {
-    2 * BQ * g.head_dim + BK * G + 2 * BQ
+    2 * BQ * g.head_dim + BK * G + 2 * BQ + G
 }
 
 /// Copy head h of batch b of x (B, Lk, H·D) into (Lk' × D) panels, zero rows past Lk.
@@ -77,13 +81,40 @@ fn pack_heads(g: &AttnGeom, x: &[f32], dst: &mut [f32]) {
         });
 }
 
+/// Copy head h of batch b of x (B, Lk, H·D) into panels of [`KB`]-key blocks, each (D × KB):
+/// element j of key c0 + c at block offset j·KB + c, zero keys past Lk. The score tile then
+/// broadcasts its twelve keys from consecutive addresses.
+fn pack_keys(g: &AttnGeom, x: &[f32], dst: &mut [f32]) {
+    let (d, hd, lkp) = (g.head_dim, g.heads * g.head_dim, lk_pad(g));
+    dst.par_chunks_mut(lkp * d)
+        .enumerate()
+        .for_each(|(bh, panel)| {
+            let (b, h) = (bh / g.heads, bh % g.heads);
+            for (blk, block) in panel.chunks_exact_mut(KB * d).enumerate() {
+                for c in 0..KB {
+                    let key = blk * KB + c;
+                    if key < g.lk {
+                        let src = &x[(b * g.lk + key) * hd + h * d..][..d];
+                        for (j, &v) in src.iter().enumerate() {
+                            block[j * KB + c] = v;
+                        }
+                    } else {
+                        for j in 0..d {
+                            block[j * KB + c] = 0.0;
+                        }
+                    }
+                }
+            }
+        });
+}
+
 /// Flash attention (see the module docs). The CPU must have AVX-512F ([`available`]).
 pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     assert!(available(), "flash512 needs AVX-512F");
     let (d, hd, lkp) = (g.head_dim, g.heads * g.head_dim, lk_pad(g));
     let [kn, vn] = pooled_floats(g);
     let mut kp = Scratch::take(kn);
-    pack_heads(g, k, &mut kp);
+    pack_keys(g, k, &mut kp);
     let mut vp = Scratch::take(vn);
     pack_heads(g, v, &mut vp);
     let (kp, vp) = (&kp[..], &vp[..]);
@@ -108,9 +139,10 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                     vec![0f32; BK * G],
                     vec![0f32; BQ * d],
                     vec![0f32; 2 * BQ],
+                    [0f32; G],
                 )
             },
-            |(qt, st, ot, ml), t| {
+            |(qt, st, ot, ml, tmax), t| {
                 let (bh, blk) = (t / blocks, t % blocks);
                 let (b, h) = (bh / g.heads, bh % g.heads);
                 let r0 = blk * BQ;
@@ -155,15 +187,17 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                         }
                         let qg = &qt[grp * d * G..(grp + 1) * d * G];
                         let og = &mut ot[grp * d * G..(grp + 1) * d * G];
+                        tmax.fill(f32::NEG_INFINITY);
                         for kb in (0..cols_p).step_by(KB) {
                             // SAFETY: qg is (d × G); key rows c0+kb..+KB exist in the panel
-                            // (c0 + cols_p ≤ lkp); st holds BK ≥ cols_p rows of G.
+                            // (c0 + cols_p ≤ lkp); st holds BK ≥ cols_p rows of G; tmax G.
                             unsafe {
                                 scores_tile(
                                     d,
                                     qg.as_ptr(),
                                     kpanel.as_ptr().add((c0 + kb) * d),
                                     st.as_mut_ptr().add(kb * G),
+                                    tmax.as_mut_ptr(),
                                 )
                             };
                         }
@@ -171,7 +205,8 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                         // `rows` (padding) see every key, so no row is wholly masked on its
                         // first tile.
                         let min_valid = if g.causal { (row0 + 1).min(g.lk) } else { g.lk };
-                        if c0 + cols_p > min_valid {
+                        let masked = c0 + cols_p > min_valid;
+                        if masked {
                             for c in 0..cols_p {
                                 for r in 0..G {
                                     let i = grp * G + r;
@@ -188,6 +223,7 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                             softmax_tile(
                                 cols_p,
                                 st.as_mut_ptr(),
+                                (!masked).then_some(tmax.as_ptr()),
                                 m.as_mut_ptr().add(grp * G),
                                 l.as_mut_ptr().add(grp * G),
                                 og.as_mut_ptr(),
@@ -227,10 +263,11 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
         );
 }
 
-/// Sᵀ[KB × G] = K[KB × d] · Qᵀ[d × G]: key rows `d` apart, q (d × G), s (KB × G).
+/// Sᵀ[KB × G] = K[KB × d] · Qᵀ[d × G]: k a packed key block (d × KB), q (d × G), s (KB × G);
+/// the row maxima of the tile are folded into mx (G).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn scores_tile(d: usize, q: *const f32, k: *const f32, s: *mut f32) {
+unsafe fn scores_tile(d: usize, q: *const f32, k: *const f32, s: *mut f32, mx: *mut f32) {
     let mut lo = [_mm512_setzero_ps(); KB];
     let mut hi = [_mm512_setzero_ps(); KB];
     let mut q = q;
@@ -238,7 +275,7 @@ unsafe fn scores_tile(d: usize, q: *const f32, k: *const f32, s: *mut f32) {
         let q0 = _mm512_loadu_ps(q);
         let q1 = _mm512_loadu_ps(q.add(16));
         for c in 0..KB {
-            let kv = _mm512_set1_ps(*k.add(c * d + j));
+            let kv = _mm512_set1_ps(*k.add(j * KB + c));
             lo[c] = _mm512_fmadd_ps(kv, q0, lo[c]);
             hi[c] = _mm512_fmadd_ps(kv, q1, hi[c]);
         }
@@ -248,20 +285,51 @@ unsafe fn scores_tile(d: usize, q: *const f32, k: *const f32, s: *mut f32) {
         _mm512_storeu_ps(s.add(c * G), lo[c]);
         _mm512_storeu_ps(s.add(c * G + 16), hi[c]);
     }
+    // The tile's maximum per row, folded into mx (a balanced tree, no serial chain).
+    let mut w = KB;
+    while w > 1 {
+        let half = w / 2;
+        for c in 0..half {
+            lo[c] = _mm512_max_ps(lo[c], lo[w - 1 - c]);
+            hi[c] = _mm512_max_ps(hi[c], hi[w - 1 - c]);
+        }
+        w -= half;
+    }
+    _mm512_storeu_ps(mx, _mm512_max_ps(_mm512_loadu_ps(mx), lo[0]));
+    _mm512_storeu_ps(
+        mx.add(16),
+        _mm512_max_ps(_mm512_loadu_ps(mx.add(16)), hi[0]),
+    );
 }
 
 /// Online softmax of a tile of scores (keys × G rows) in place: per row, the running max m
 /// and sum l are updated, the probabilities written over the scores, and the output rows
-/// (o: d × G) rescaled by exp(m_old − m_new).
+/// (o: d × G) rescaled by exp(m_old − m_new). `tile_max` (G entries) holds the tile's row
+/// maxima from [`scores_tile`], or None where masking changed the scores since.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn softmax_tile(keys: usize, s: *mut f32, m: *mut f32, l: *mut f32, o: *mut f32, d: usize) {
+unsafe fn softmax_tile(
+    keys: usize,
+    s: *mut f32,
+    tile_max: Option<*const f32>,
+    m: *mut f32,
+    l: *mut f32,
+    o: *mut f32,
+    d: usize,
+) {
     for half in 0..2 {
         let off = half * 16;
-        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
-        for c in 0..keys {
-            mx = _mm512_max_ps(mx, _mm512_loadu_ps(s.add(c * G + off)));
-        }
+        let mx = match tile_max {
+            Some(t) => _mm512_loadu_ps(t.add(off)),
+            None => {
+                // Four chains, so the loop is not bound by the latency of one.
+                let mut acc = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
+                for c in 0..keys {
+                    acc[c % 4] = _mm512_max_ps(acc[c % 4], _mm512_loadu_ps(s.add(c * G + off)));
+                }
+                _mm512_max_ps(_mm512_max_ps(acc[0], acc[1]), _mm512_max_ps(acc[2], acc[3]))
+            }
+        };
         let m_old = _mm512_loadu_ps(m.add(off));
         let m_new = _mm512_max_ps(m_old, mx);
         // exp(−∞ − m) clamps to exp(−87) ≈ 0 on the first tile, where l and O are 0.
@@ -334,12 +402,20 @@ unsafe fn pv_tile_n<const W: usize>(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn scores_tile(_: usize, _: *const f32, _: *const f32, _: *mut f32) {
+unsafe fn scores_tile(_: usize, _: *const f32, _: *const f32, _: *mut f32, _: *mut f32) {
     unreachable!("flash512 runs only where available() says AVX-512F is present")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn softmax_tile(_: usize, _: *mut f32, _: *mut f32, _: *mut f32, _: *mut f32, _: usize) {
+unsafe fn softmax_tile(
+    _: usize,
+    _: *mut f32,
+    _: Option<*const f32>,
+    _: *mut f32,
+    _: *mut f32,
+    _: *mut f32,
+    _: usize,
+) {
     unreachable!("flash512 runs only where available() says AVX-512F is present")
 }
 
