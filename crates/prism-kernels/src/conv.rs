@@ -5,6 +5,45 @@ use crate::scratch::Scratch;
 use crate::SendPtr;
 use rayon::prelude::*;
 
+/// A convolution's weights as stored: f32, or 16-bit (widened to f32 as the kernel reads
+/// them).
+#[derive(Clone, Copy)]
+pub enum ConvWeights<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [half::bf16]),
+    F16(&'a [half::f16]),
+}
+
+impl ConvWeights<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            ConvWeights::F32(v) => v.len(),
+            ConvWeights::Bf16(v) => v.len(),
+            ConvWeights::F16(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Elements `range` widened to f32 into `dst` (same length).
+    fn widen_into(&self, start: usize, dst: &mut [f32]) {
+        let end = start + dst.len();
+        match self {
+            ConvWeights::F32(v) => dst.copy_from_slice(&v[start..end]),
+            ConvWeights::Bf16(v) => {
+                for (d, s) in dst.iter_mut().zip(&v[start..end]) {
+                    *d = s.to_f32();
+                }
+            }
+            ConvWeights::F16(v) => {
+                for (d, s) in dst.iter_mut().zip(&v[start..end]) {
+                    *d = s.to_f32();
+                }
+            }
+        }
+    }
+}
+
 /// Geometry of one conv2d call (NCHW input, weight (cout, cin, kh, kw)).
 #[derive(Clone, Copy, Debug)]
 pub struct Conv2dGeom {
@@ -248,11 +287,32 @@ pub fn conv2d_res(
     residual: Option<&[f32]>,
     y: &mut [f32],
 ) -> ConvImpl {
+    conv2d_stored(imp, g, x, ConvWeights::F32(w), bias, residual, y)
+}
+
+/// [`conv2d_res`] on weights as stored. Winograd widens 16-bit filters one output channel at
+/// a time inside its filter transform; im2col widens the whole weight into scratch first.
+pub fn conv2d_stored(
+    imp: ConvImpl,
+    g: &Conv2dGeom,
+    x: &[f32],
+    w: ConvWeights,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+) -> ConvImpl {
     match imp {
         ConvImpl::Winograd2 if imp.supports(g) => winograd(&F23, g, x, w, bias, residual, y),
         ConvImpl::Winograd4 if imp.supports(g) => winograd(&F43, g, x, w, bias, residual, y),
         _ => {
-            conv2d_im2col_res(g, x, w, bias, residual, y);
+            match w {
+                ConvWeights::F32(w) => conv2d_im2col_res(g, x, w, bias, residual, y),
+                _ => {
+                    let mut wide = Scratch::take(w.len());
+                    w.widen_into(0, &mut wide);
+                    conv2d_im2col_res(g, x, &wide, bias, residual, y)
+                }
+            }
             return ConvImpl::Im2col;
         }
     }
@@ -510,7 +570,7 @@ fn winograd<const M: usize, const A: usize>(
     t: &Winograd<M, A>,
     g: &Conv2dGeom,
     x: &[f32],
-    wt: &[f32],
+    wt: ConvWeights,
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
     y: &mut [f32],
@@ -532,14 +592,23 @@ fn winograd<const M: usize, const A: usize>(
     // U[p][co][ci] = (G g Gᵀ)[p], LANES filters (consecutive ci) at a time.
     let mut u = Scratch::take(a2 * cout * cin);
     let up = SendPtr(u.as_mut_ptr());
-    (0..cout).into_par_iter().for_each(|co| {
-        let row = &wt[co * cin * 9..(co + 1) * cin * 9];
-        for (blk, src) in row.chunks(LANES * 9).enumerate() {
-            // SAFETY: task co writes only row co of each U[p]; u outlives the loop.
-            let dst = SendPtr(unsafe { up.get().add(co * cin + blk * LANES) });
-            filter_lanes(t, src, dst, cout * cin);
-        }
-    });
+    (0..cout)
+        .into_par_iter()
+        .for_each_init(Vec::new, |wide, co| {
+            let row = match wt {
+                ConvWeights::F32(w) => &w[co * cin * 9..(co + 1) * cin * 9],
+                _ => {
+                    wide.resize(cin * 9, 0.0);
+                    wt.widen_into(co * cin * 9, wide);
+                    &wide[..]
+                }
+            };
+            for (blk, src) in row.chunks(LANES * 9).enumerate() {
+                // SAFETY: task co writes only row co of each U[p]; u outlives the loop.
+                let dst = SendPtr(unsafe { up.get().add(co * cin + blk * LANES) });
+                filter_lanes(t, src, dst, cout * cin);
+            }
+        });
 
     let chunk = wino_chunk(a, m, g);
     let mut v = Scratch::take(a2 * cin * chunk);

@@ -1,7 +1,9 @@
 //! Every kernel against its plain f64 reference on fresh random inputs.
 
 use prism_kernels::attention::{attention, AttentionImpl, AttnGeom};
-use prism_kernels::conv::{conv2d, conv2d_im2col, Conv2dGeom, ConvImpl};
+use prism_kernels::conv::{
+    conv2d, conv2d_im2col, conv2d_stored, Conv2dGeom, ConvImpl, ConvWeights,
+};
 use prism_kernels::matmul::{linear, matmul, MatRef, Par};
 use prism_kernels::norm::{group_norm, layer_norm};
 use prism_kernels::{elementwise as ew, reference};
@@ -210,6 +212,53 @@ fn winograd_matches_direct_convolution() {
                     / scale;
                 eprintln!("{imp:?} cin {cin}: relative error {err:.2e}");
                 assert!(err <= WINOGRAD_TOL, "{imp:?} cin {cin}: {err:e}");
+            }
+        }
+    });
+}
+
+#[test]
+fn conv_on_16_bit_weights_equals_conv_on_widened_weights() {
+    // Winograd widens 16-bit filters row by row inside its transform, im2col up front: both
+    // must give exactly what the f32 kernel gives on the widened weights.
+    let mut r = Rng::new();
+    pool().install(|| {
+        let g = Conv2dGeom {
+            n: 2,
+            cin: 37,
+            h: 10,
+            w: 9,
+            cout: 21,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: [1; 4],
+        };
+        let x = r.vec(g.n * g.cin * g.h * g.w);
+        let wt = r.vec(g.cout * g.cin * 9);
+        let b = r.vec(g.cout);
+        let wb: Vec<half::bf16> = wt.iter().map(|&v| half::bf16::from_f32(v)).collect();
+        let wh: Vec<half::f16> = wt.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let stored = [
+            (
+                ConvWeights::Bf16(&wb),
+                wb.iter().map(|v| v.to_f32()).collect::<Vec<_>>(),
+            ),
+            (
+                ConvWeights::F16(&wh),
+                wh.iter().map(|v| v.to_f32()).collect(),
+            ),
+        ];
+        for (w16, wide) in stored {
+            for imp in [ConvImpl::Im2col, ConvImpl::Winograd2, ConvImpl::Winograd4] {
+                let mut want = vec![0f32; g.out_len()];
+                conv2d(imp, &g, &x, &wide, Some(&b), &mut want);
+                let mut got = vec![0f32; g.out_len()];
+                assert_eq!(
+                    conv2d_stored(imp, &g, &x, w16, Some(&b), None, &mut got),
+                    imp
+                );
+                assert_eq!(got, want, "{imp:?}");
             }
         }
     });

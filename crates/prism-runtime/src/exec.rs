@@ -358,11 +358,11 @@ fn run_node(
                 pad: c.pad,
             };
             let bias = c.bias.map(|b| w.f32(b));
-            let wt = w.f32(c.weight);
+            let wt = w.conv(c.weight);
             let residual = c.residual.then(|| arg(1).data());
             let imp = kernels.conv_for(&g);
-            variant =
-                conv::conv2d_res(imp, &g, x.data(), &wt, bias.as_deref(), residual, &mut y).name();
+            variant = conv::conv2d_stored(imp, &g, x.data(), wt, bias.as_deref(), residual, &mut y)
+                .name();
         }
         Op::Linear {
             weight,

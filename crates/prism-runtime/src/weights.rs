@@ -211,6 +211,16 @@ impl Weights {
         }
     }
 
+    /// The weight as stored, for kernels that widen 16-bit weights themselves.
+    pub fn conv(&self, id: ParamId) -> prism_kernels::conv::ConvWeights<'_> {
+        use prism_kernels::conv::ConvWeights;
+        match &self.data[id] {
+            Stored::F32(v) => ConvWeights::F32(v),
+            Stored::Bf16(v) => ConvWeights::Bf16(v),
+            Stored::F16(v) => ConvWeights::F16(v),
+        }
+    }
+
     /// The weight's bf16 bits, when it is stored in bf16.
     pub fn bf16_bits(&self, id: ParamId) -> Option<&[u16]> {
         match &self.data[id] {
