@@ -507,7 +507,7 @@ fn run(cli: Cli) -> Result<()> {
                     height: shape.height,
                     latents: None,
                 };
-                sd.generate(&exec, &req, &mut on_step, &mut prof)?;
+                sd.generate_once(&exec, &req, &mut on_step, &mut prof)?;
             }
             let report = prof.report(
                 &src.label(),
@@ -753,7 +753,8 @@ fn run(cli: Cli) -> Result<()> {
                 ProgressStyle::with_template("{spinner} denoising {bar:30} {pos}/{len} {msg}")
                     .expect("static template"),
             );
-            let gen = sd.generate(
+            let (label, random_weights) = (sd.label.clone(), sd.random_weights);
+            let gen = sd.generate_once(
                 &exec,
                 &req,
                 &mut |p| match p {
@@ -784,8 +785,8 @@ fn run(cli: Cli) -> Result<()> {
                 if req.latents.is_some() { "latents file".to_string() } else { seed.to_string() },
                 req.width,
                 req.height,
-                sd.label,
-                if sd.random_weights { " (random weights)" } else { "" }
+                label,
+                if random_weights { " (random weights)" } else { "" }
             );
             let text = vec![
                 ("parameters".to_string(), params),

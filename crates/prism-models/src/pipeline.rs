@@ -411,11 +411,62 @@ impl StableDiffusion {
     ) -> Result<Generated> {
         self.validate(req)?;
         let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
-        let guided = req.guidance > 1.0;
+        let (ctx, text_time) = self.encode_prompts(exec, req, progress, obs)?;
+        let (final_latents, step_times) =
+            self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
+        let (image, decode_time) = self.decode_latents(exec, req, &final_latents, progress, obs)?;
+        Ok(Generated {
+            image,
+            final_latents,
+            prompt_embeds: ctx,
+            scheduler: scheduler.name(),
+            text_time,
+            step_times,
+            decode_time,
+        })
+    }
 
-        // Text: negative (unconditional) first, then the prompt, as diffusers concatenates.
+    /// [`StableDiffusion::generate`] for a pipeline used once (the CLI): each component's
+    /// weights are freed as soon as its stage is done, so the text encoder's weights are gone
+    /// while the UNet runs and the UNet's while the VAE decodes (its activations are the
+    /// largest of the three at 512×512). Same results as `generate`.
+    pub fn generate_once(
+        mut self,
+        exec: &Executor,
+        req: &GenerateRequest,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<Generated> {
+        self.validate(req)?;
+        let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
+        let (ctx, text_time) = self.encode_prompts(exec, req, progress, obs)?;
+        self.text_encoder.weights.release();
+        let (final_latents, step_times) =
+            self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
+        self.unet.weights.release();
+        let (image, decode_time) = self.decode_latents(exec, req, &final_latents, progress, obs)?;
+        Ok(Generated {
+            image,
+            final_latents,
+            prompt_embeds: ctx,
+            scheduler: scheduler.name(),
+            text_time,
+            step_times,
+            decode_time,
+        })
+    }
+
+    /// Text embeddings: negative (unconditional) first, then the prompt, as diffusers
+    /// concatenates (the prompt alone without guidance).
+    fn encode_prompts(
+        &self,
+        exec: &Executor,
+        req: &GenerateRequest,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<(Tensor, Duration)> {
         let t0 = Instant::now();
-        let prompts: Vec<&str> = if guided {
+        let prompts: Vec<&str> = if req.guidance > 1.0 {
             vec![&req.negative_prompt, &req.prompt]
         } else {
             vec![&req.prompt]
@@ -427,45 +478,59 @@ impl StableDiffusion {
             .expect("text encoder output");
         let text_time = t0.elapsed();
         progress(Progress::TextEncoded(text_time));
+        Ok((ctx, text_time))
+    }
 
-        // Initial latents.
+    /// The scheduler's loop from the initial noise (or the request's latents) to the final
+    /// latents (1, C, h, w).
+    fn denoise_latents(
+        &self,
+        exec: &Executor,
+        req: &GenerateRequest,
+        ctx: &Tensor,
+        scheduler: &mut dyn Scheduler,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<(Tensor, Vec<Duration>)> {
         let f = self.vae_scale();
         let (lh, lw) = (req.height / f, req.width / f);
         let lc = self.unet.cfg.in_channels;
-        let batch = if guided { 2 } else { 1 };
+        let batch = if req.guidance > 1.0 { 2 } else { 1 };
         let graph = unet::build(&self.unet.cfg, batch, lh, lw, ctx.shape()[1])?;
         let (latents, step_times) = denoise(
             exec,
             obs,
             &graph,
             &self.unet.weights,
-            scheduler.as_mut(),
+            scheduler,
             &[lc, lh, lw],
-            &ctx,
+            ctx,
             req,
             progress,
         )?;
-        let final_latents = Tensor::new(vec![1, lc, lh, lw], latents)?;
+        Ok((Tensor::new(vec![1, lc, lh, lw], latents)?, step_times))
+    }
 
+    /// Final latents → RGB8 pixels through the VAE decoder.
+    fn decode_latents(
+        &self,
+        exec: &Executor,
+        req: &GenerateRequest,
+        latents: &Tensor,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<(RgbImage, Duration)> {
         let td = Instant::now();
         let inv = 1.0 / self.vae.cfg.scaling_factor;
-        let z: Vec<f32> = final_latents.data().iter().map(|v| v * inv).collect();
+        let z: Vec<f32> = latents.data().iter().map(|v| v * inv).collect();
         let mut dec = self
             .vae
-            .run(exec, obs, Tensor::new(vec![1, lc, lh, lw], z)?)?;
+            .run(exec, obs, Tensor::new(latents.shape().to_vec(), z)?)?;
         let sample = dec.remove("sample").expect("decoder output");
         let image = to_rgb8(sample.data(), req.height, req.width);
         let decode_time = td.elapsed();
         progress(Progress::Decoded(decode_time));
-        Ok(Generated {
-            image,
-            final_latents,
-            prompt_embeds: ctx,
-            scheduler: scheduler.name(),
-            text_time,
-            step_times,
-            decode_time,
-        })
+        Ok((image, decode_time))
     }
 }
 

@@ -171,6 +171,14 @@ impl Weights {
         })
     }
 
+    /// Free the tensors (a pipeline done with this component). Running a graph on released
+    /// weights fails [`Weights::check_fits`].
+    pub fn release(&mut self) {
+        self.shapes = Vec::new();
+        self.data = Vec::new();
+        self.source = format!("{} (released)", self.source);
+    }
+
     /// Check that these weights (bound to one build of a model) fit `graph`, another build of
     /// the same model at other input sizes: same parameters in the same order.
     pub fn check_fits(&self, graph: &Graph) -> Result<()> {
