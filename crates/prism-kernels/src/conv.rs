@@ -77,10 +77,36 @@ impl Conv2dGeom {
 /// Column buffer budget per band (floats): 16 Mi floats = 64 MiB.
 const COL_BUDGET: usize = 16 << 20;
 
+/// Output planes below this many pixels run as one product over the whole batch.
+const BATCHED_PLANE: usize = 256;
+
+/// Whether [`conv2d_im2col`] builds one column matrix for all images (small planes).
+fn batched_columns(g: &Conv2dGeom) -> bool {
+    let (ho, wo) = g.out_hw();
+    let kk = g.cin * g.kh * g.kw;
+    !g.is_pointwise() && g.n > 1 && ho * wo < BATCHED_PLANE && kk * g.n * ho * wo <= COL_BUDGET
+}
+
+/// The scratch buffers (floats) [`conv2d_im2col`] takes, in order.
+fn im2col_requests(g: &Conv2dGeom) -> Vec<usize> {
+    let (ho, wo) = g.out_hw();
+    let kk = g.cin * g.kh * g.kw;
+    if g.is_pointwise() {
+        vec![]
+    } else if batched_columns(g) {
+        vec![kk * g.n * ho * wo, g.cout * g.n * ho * wo, kk * ho * wo]
+    } else {
+        vec![im2col_workspace_floats(g)]
+    }
+}
+
 /// Scratch floats [`conv2d_im2col`] allocates for one call (its column buffer).
 pub fn im2col_workspace_floats(g: &Conv2dGeom) -> usize {
     if g.is_pointwise() {
         return 0;
+    }
+    if batched_columns(g) {
+        return im2col_requests(g).iter().sum();
     }
     let (ho, wo) = g.out_hw();
     let kk = g.cin * g.kh * g.kw;
@@ -131,6 +157,39 @@ pub fn conv2d_im2col_res(
                 true,
                 Par::Pool,
             );
+        }
+        return;
+    }
+    if batched_columns(g) {
+        // Small planes: one product over every image's columns (N = n·ho·wo), which the
+        // GEMM runs far better than n products of ho·wo columns (1280 → 1280 at 8×8, batch
+        // 2: 209 against 169 GFLOP/s), then added into y image by image.
+        let ncol = hw_out;
+        let mut col = Scratch::take(kk * g.n * ncol);
+        let mut z = Scratch::take(g.cout * g.n * ncol);
+        let mut one = Scratch::take(kk * ncol);
+        for b in 0..g.n {
+            let xs = &x[b * g.cin * g.h * g.w..(b + 1) * g.cin * g.h * g.w];
+            im2col_band(g, xs, 0, ho, &mut one);
+            for (r, src) in one.chunks_exact(ncol).enumerate() {
+                col[r * g.n * ncol + b * ncol..][..ncol].copy_from_slice(src);
+            }
+        }
+        matmul(
+            &mut z,
+            g.n * ncol,
+            wmat,
+            MatRef::row_major(&col, kk, g.n * ncol),
+            false,
+            Par::Pool,
+        );
+        for (b, img) in y.chunks_exact_mut(g.cout * hw_out).enumerate() {
+            for (co, plane) in img.chunks_exact_mut(hw_out).enumerate() {
+                let src = &z[co * g.n * ncol + b * ncol..][..ncol];
+                for (v, s) in plane.iter_mut().zip(src) {
+                    *v += s;
+                }
+            }
         }
         return;
     }
@@ -337,8 +396,7 @@ pub fn scratch_requests(imp: ConvImpl, g: &Conv2dGeom) -> Vec<usize> {
     match imp {
         ConvImpl::Winograd2 if imp.supports(g) => wino(4, 2),
         ConvImpl::Winograd4 if imp.supports(g) => wino(6, 4),
-        _ if g.is_pointwise() => vec![],
-        _ => vec![im2col_workspace_floats(g)],
+        _ => im2col_requests(g),
     }
 }
 

@@ -117,6 +117,8 @@ fn conv2d_im2col_matches_direct() {
         (2, 3, 9, 7, 5, 3, 1, [1, 1, 1, 1]),
         (1, 4, 8, 8, 6, 3, 2, [1, 1, 1, 1]),
         (1, 4, 8, 8, 6, 3, 2, [0, 1, 0, 1]),
+        // Batches of small planes run as one product over every image's columns.
+        (3, 4, 8, 8, 6, 3, 2, [0, 1, 0, 1]),
         (2, 8, 5, 6, 3, 1, 1, [0, 0, 0, 0]),
         (1, 2, 4, 4, 2, 3, 1, [0, 0, 0, 0]),
     ];
