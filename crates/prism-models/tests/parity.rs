@@ -272,6 +272,20 @@ fn pipeline_with(model: &str, opts: &LoadOptions, tol: f32, pixel_tol: i32) {
         worst <= pixel_tol,
         "{model}: pixel differs by {worst} > {pixel_tol}"
     );
+    // The CLI's variant, which frees each component's weights after its stage, gives the
+    // same image and latents.
+    let once = sd
+        .generate_once(&exec(), &req, &mut |_| {}, &mut prism_runtime::NoObserver)
+        .unwrap();
+    assert_eq!(
+        once.image.data, gen.image.data,
+        "{model}: generate_once image"
+    );
+    assert_eq!(
+        once.final_latents.data(),
+        gen.final_latents.data(),
+        "{model}: generate_once latents"
+    );
 }
 
 /// Pixels of a whole pipeline run with bf16 weight storage against diffusers' f32 image.
