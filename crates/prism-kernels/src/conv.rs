@@ -94,7 +94,7 @@ fn im2col_requests(g: &Conv2dGeom) -> Vec<usize> {
     if g.is_pointwise() {
         vec![]
     } else if batched_columns(g) {
-        vec![kk * g.n * ho * wo, g.cout * g.n * ho * wo, kk * ho * wo]
+        vec![kk * g.n * ho * wo, g.cout * g.n * ho * wo]
     } else {
         vec![im2col_workspace_floats(g)]
     }
@@ -167,13 +167,10 @@ pub fn conv2d_im2col_res(
         let ncol = hw_out;
         let mut col = Scratch::take(kk * g.n * ncol);
         let mut z = Scratch::take(g.cout * g.n * ncol);
-        let mut one = Scratch::take(kk * ncol);
         for b in 0..g.n {
             let xs = &x[b * g.cin * g.h * g.w..(b + 1) * g.cin * g.h * g.w];
-            im2col_band(g, xs, 0, ho, &mut one);
-            for (r, src) in one.chunks_exact(ncol).enumerate() {
-                col[r * g.n * ncol + b * ncol..][..ncol].copy_from_slice(src);
-            }
+            // Image b's columns, in place: rows g.n·ncol apart, starting at column b·ncol.
+            im2col_band(g, xs, 0, ho, &mut col[b * ncol..], g.n * ncol);
         }
         matmul(
             &mut z,
@@ -202,7 +199,7 @@ pub fn conv2d_im2col_res(
         while r0 < ho {
             let rows = band_rows.min(ho - r0);
             let ncol = rows * wo;
-            im2col_band(g, xs, r0, rows, &mut col[..kk * ncol]);
+            im2col_band(g, xs, r0, rows, &mut col[..kk * ncol], ncol);
             matmul(
                 &mut ys[r0 * wo..],
                 hw_out,
@@ -216,19 +213,20 @@ pub fn conv2d_im2col_res(
     }
 }
 
-/// Fill col (cin·kh·kw × rows·wo) for output rows r0..r0+rows of one image.
-fn im2col_band(g: &Conv2dGeom, x: &[f32], r0: usize, rows: usize, col: &mut [f32]) {
+/// Fill col (cin·kh·kw rows of rows·wo columns, rows `col_rs` apart) for output rows
+/// r0..r0+rows of one image.
+fn im2col_band(g: &Conv2dGeom, x: &[f32], r0: usize, rows: usize, col: &mut [f32], col_rs: usize) {
     let (_, wo) = g.out_hw();
     let ncol = rows * wo;
     let (h, w, s) = (g.h as isize, g.w as isize, g.stride as isize);
     let (pt, pl) = (g.pad[0] as isize, g.pad[2] as isize);
-    col.par_chunks_mut(g.kh * g.kw * ncol)
+    col.par_chunks_mut(g.kh * g.kw * col_rs)
         .enumerate()
         .for_each(|(ci, cblock)| {
             let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
             for ki in 0..g.kh {
                 for kj in 0..g.kw {
-                    let row = &mut cblock[(ki * g.kw + kj) * ncol..(ki * g.kw + kj + 1) * ncol];
+                    let row = &mut cblock[(ki * g.kw + kj) * col_rs..][..ncol];
                     for r in 0..rows {
                         let iy = (r0 + r) as isize * s + ki as isize - pt;
                         let dst = &mut row[r * wo..(r + 1) * wo];
