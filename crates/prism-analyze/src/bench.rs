@@ -35,8 +35,12 @@ pub const BENCHES: &[&str] = &[
     "attention_b2h8_4096_d40_fused-softmax",
     "matmul_8192_320_320",
     "linear_8192_320_320",
+    "linear_8192_320_320_gemm",
+    "linear_128_5120_1280",
+    "linear_128_5120_1280_gemm",
     "linearbf16_8192_320_320",
     "geglu_8192_320_1280",
+    "geglu_8192_320_1280_gemm",
     "conv3x3_320_64_b2",
     "conv3x3_320_64_b2_im2col",
     "conv3x3_320_64_b2_winograd2",
@@ -130,6 +134,9 @@ fn parse_conv(name: &str) -> Option<Result<(usize, usize, usize, ConvImpl)>> {
     Some(parse())
 }
 
+/// A product benchmark: kind, m, k, n, and whether W goes row-major through the gemm crate.
+type ProductSpec = (Product, usize, usize, usize, bool);
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Product {
     Matmul,
@@ -139,10 +146,12 @@ enum Product {
 }
 
 /// `matmul_{m}_{k}_{n}`: a row-major (m × k) · (k × n) product; `linear_{m}_{k}_{n}`: the
-/// Linear layer, x (m × k) · Wᵀ + bias with W row-major (n × k); `geglu_{m}_{k}_{n}`: the
-/// fused GEGLU projection to n features (W is 2n × k); `linearbf16_{m}_{k}_{n}`: the Linear
-/// layer on bf16 weights with AVX-512 BF16 dot products (activations rounded to bf16).
-fn parse_matmul(name: &str) -> Option<Result<(Product, usize, usize, usize)>> {
+/// Linear layer, x (m × k) · Wᵀ + bias with W (n × k) stored as the executor stores it (in
+/// linear512 panels on AVX-512 CPUs, packed before timing like bound weights); with `_gemm`,
+/// W row-major through the gemm crate; `geglu_{m}_{k}_{n}[_gemm]`: the fused GEGLU projection
+/// to n features (W is 2n × k), the same two ways; `linearbf16_{m}_{k}_{n}`: the Linear layer
+/// on bf16 weights with AVX-512 BF16 dot products (activations rounded to bf16).
+fn parse_matmul(name: &str) -> Option<Result<ProductSpec>> {
     let (kind, rest) = if let Some(r) = name.strip_prefix("matmul_") {
         (Product::Matmul, r)
     } else if let Some(r) = name.strip_prefix("linear_") {
@@ -157,14 +166,19 @@ fn parse_matmul(name: &str) -> Option<Result<(Product, usize, usize, usize)>> {
     } else {
         (Product::Geglu, name.strip_prefix("geglu_")?)
     };
+    let takes_gemm = matches!(kind, Product::Linear | Product::Geglu);
+    let (rest, gemm) = match rest.strip_suffix("_gemm") {
+        Some(r) if takes_gemm => (r, true),
+        _ => (rest, false),
+    };
     let dims: Option<Vec<usize>> = rest
         .split('_')
         .map(|p| p.parse().ok().filter(|&v: &usize| v > 0))
         .collect();
     Some(match dims {
-        Some(d) if d.len() == 3 => Ok((kind, d[0], d[1], d[2])),
+        Some(d) if d.len() == 3 => Ok((kind, d[0], d[1], d[2], gemm)),
         _ => Err(prism_core::Error::invalid(format!(
-            "benchmark {name}: expected matmul_M_K_N, linear_M_K_N, linearbf16_M_K_N or geglu_M_K_N"
+            "benchmark {name}: expected matmul_M_K_N, linear_M_K_N[_gemm], linearbf16_M_K_N or geglu_M_K_N[_gemm]"
         ))),
     })
 }
@@ -174,8 +188,9 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
     let sd15 = || ModelSource::parse("sd15");
     let opts = LoadOptions::default();
     if let Some(spec) = parse_matmul(name) {
-        let (kind, m, k, n) = spec?;
+        let (kind, m, k, n, gemm) = spec?;
         let wn = if kind == Product::Geglu { 2 * n } else { n };
+        let panels = !gemm && prism_kernels::linear512::available();
         let (a, mut b, bias) = (rand_vec(m * k, 10), rand_vec(k * wn, 11), rand_vec(wn, 12));
         let bits: Vec<u16> = if kind == Product::LinearBf16 {
             b.iter()
@@ -191,8 +206,27 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
             }
         }
         let mut c = vec![0f32; m * n];
+        let wp = if panels {
+            prism_kernels::linear512::pack_panels(&b, wn, k)
+        } else {
+            Vec::new()
+        };
+        let wp = prism_kernels::conv::ConvWeights::F32(&wp);
         let t = exec.install(|| {
             time(runs, || match kind {
+                Product::Linear if panels => prism_kernels::matmul::linear_res_panels(
+                    &a,
+                    &wp,
+                    Some(&bias),
+                    None,
+                    m,
+                    k,
+                    n,
+                    &mut c,
+                ),
+                Product::Geglu if panels => {
+                    prism_kernels::matmul::linear_geglu_panels(&a, &wp, &bias, m, k, n, &mut c)
+                }
                 Product::Linear => {
                     prism_kernels::matmul::linear(&a, &b, Some(&bias), m, k, n, &mut c)
                 }
@@ -256,8 +290,10 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
                 2.0 * fma / 1e9,
                 if prism_kernels::bf16dot::pays() { "yes" } else { "no" }
             )
+        } else if panels {
+            "first rows vs float64; weights in linear512 panels".into()
         } else {
-            "first rows vs float64".into()
+            "first rows vs float64; gemm crate".into()
         });
         return Ok(r);
     }

@@ -26,7 +26,7 @@ impl ConvWeights<'_> {
         self.len() == 0
     }
     /// Elements `range` widened to f32 into `dst` (same length).
-    fn widen_into(&self, start: usize, dst: &mut [f32]) {
+    pub fn widen_into(&self, start: usize, dst: &mut [f32]) {
         let end = start + dst.len();
         match self {
             ConvWeights::F32(v) => dst.copy_from_slice(&v[start..end]),

@@ -116,6 +116,17 @@ simd_fn!(fn geglu_rows[](x: &[f32], n: usize, y: &mut [f32]) {
     }
 });
 
+simd_fn!(fn geglu_pair[](a: &[f32], g: &[f32], y: &mut [f32]) {
+    for ((o, &av), &gv) in y.iter_mut().zip(a).zip(g) {
+        *o = av * gelu_fast(gv);
+    }
+});
+
+/// y = a · gelu(g), element-wise (one row of a fused GEGLU projection).
+pub fn geglu_row(a: &[f32], g: &[f32], y: &mut [f32]) {
+    geglu_pair(simd::level(), a, g, y);
+}
+
 /// GEGLU over rows of 2n: y = x[:n] · gelu(x[n:]).
 pub fn geglu(x: &[f32], n: usize, y: &mut [f32]) {
     geglu_at(simd::level(), x, n, y);

@@ -9,6 +9,7 @@ pub mod bf16dot;
 pub mod conv;
 pub mod elementwise;
 pub mod flash512;
+pub mod linear512;
 pub mod matmul;
 pub mod norm;
 pub mod reference;

@@ -248,6 +248,43 @@ pub fn linear_res(
     );
 }
 
+/// [`linear_res`] on weights stored in [`crate::linear512`] panels (f32, bf16 or f16).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_res_panels(
+    x: &[f32],
+    w: &crate::conv::ConvWeights,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    rows: usize,
+    inf: usize,
+    out: usize,
+    y: &mut [f32],
+) {
+    assert_eq!(y.len(), rows * out, "linear output length");
+    let acc = init_output(y, out, bias, residual);
+    crate::linear512::linear(x, w, rows, inf, out, y, acc);
+}
+
+/// [`linear_geglu`] on weights stored in [`crate::linear512`] panels: fused in the register
+/// tile where n is a whole number of panels, else a row block at a time through scratch.
+pub fn linear_geglu_panels(
+    x: &[f32],
+    w: &crate::conv::ConvWeights,
+    b: &[f32],
+    rows: usize,
+    inf: usize,
+    n: usize,
+    y: &mut [f32],
+) {
+    if crate::linear512::geglu_fits(n) {
+        crate::linear512::linear_geglu(x, w, b, rows, inf, n, y);
+    } else {
+        linear_geglu_with(x, rows, inf, n, y, |xb, r, hb| {
+            linear_res_panels(xb, w, Some(b), None, r, inf, 2 * n, hb)
+        });
+    }
+}
+
 /// [`linear_res`] on bf16 weight bits with AVX-512 BF16 dot products ([`crate::bf16dot`]; the
 /// CPU must have them).
 #[allow(clippy::too_many_arguments)]

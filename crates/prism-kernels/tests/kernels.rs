@@ -669,3 +669,155 @@ fn bf16_dot_linear_matches_reference_on_rounded_inputs() {
         );
     });
 }
+
+/// x · Wᵀ (+ y0) in f64, W (out × inf) row-major.
+fn linear_f64(
+    x: &[f32],
+    w: &[f32],
+    y0: Option<&[f32]>,
+    rows: usize,
+    inf: usize,
+    out: usize,
+) -> Vec<f64> {
+    (0..rows * out)
+        .map(|o| {
+            let (i, j) = (o / out, o % out);
+            let s: f64 = (0..inf)
+                .map(|k| x[i * inf + k] as f64 * w[j * inf + k] as f64)
+                .sum();
+            s + y0.map_or(0.0, |y| y[o] as f64)
+        })
+        .collect()
+}
+
+#[test]
+fn panel_linear_matches_reference_on_every_weight_dtype() {
+    use prism_kernels::linear512::{available, linear, pack_panels, unpack_panels};
+    let mut r = Rng::new();
+    // Layout round trip (needs no AVX-512): outputs off 32, one input feature.
+    for &(out, inf) in &[(1, 1), (33, 5), (64, 300)] {
+        let w = r.vec(out * inf);
+        let p = pack_panels(&w, out, inf);
+        let mut back = vec![0f32; out * inf];
+        unpack_panels(&p, out, inf, &mut back);
+        assert_eq!(back, w, "panels round trip {out}x{inf}");
+    }
+    if !available() {
+        eprintln!("no AVX-512F on this CPU: Linear runs through the gemm crate");
+        return;
+    }
+    pool().install(|| {
+        // Ragged rows (tile 14, task 224), outputs off 32, inputs past one 256-wide chunk.
+        for &(rows, inf, out) in &[(1, 1, 1), (13, 7, 33), (15, 300, 64), (230, 600, 70)] {
+            let x = r.vec(rows * inf);
+            let w = r.vec(out * inf);
+            let y0 = r.vec(rows * out);
+            let mut y = y0.clone();
+            linear(
+                &x,
+                &ConvWeights::F32(&pack_panels(&w, out, inf)),
+                rows,
+                inf,
+                out,
+                &mut y,
+                true,
+            );
+            close(
+                &format!("panel linear {rows}x{inf}x{out} (accumulate)"),
+                &y,
+                &linear_f64(&x, &w, Some(&y0), rows, inf, out),
+            );
+            let mut y = vec![f32::NAN; rows * out];
+            linear(
+                &x,
+                &ConvWeights::F32(&pack_panels(&w, out, inf)),
+                rows,
+                inf,
+                out,
+                &mut y,
+                false,
+            );
+            close(
+                &format!("panel linear {rows}x{inf}x{out}"),
+                &y,
+                &linear_f64(&x, &w, None, rows, inf, out),
+            );
+            // 16-bit panels: the product of the widened weights.
+            let wb: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let wh: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let wide_b: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
+            let wide_h: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
+            let mut yb = vec![0f32; rows * out];
+            linear(
+                &x,
+                &ConvWeights::Bf16(&pack_panels(&wb, out, inf)),
+                rows,
+                inf,
+                out,
+                &mut yb,
+                false,
+            );
+            close(
+                "bf16 panel linear",
+                &yb,
+                &linear_f64(&x, &wide_b, None, rows, inf, out),
+            );
+            let mut yh = vec![0f32; rows * out];
+            linear(
+                &x,
+                &ConvWeights::F16(&pack_panels(&wh, out, inf)),
+                rows,
+                inf,
+                out,
+                &mut yh,
+                false,
+            );
+            close(
+                "f16 panel linear",
+                &yh,
+                &linear_f64(&x, &wide_h, None, rows, inf, out),
+            );
+        }
+    });
+}
+
+#[test]
+fn panel_geglu_matches_unfused_projection_and_gate() {
+    use prism_kernels::linear512::{available, geglu_fits, linear_geglu, pack_panels};
+    use prism_kernels::matmul::linear_geglu_panels;
+    if !available() {
+        eprintln!("no AVX-512F on this CPU: GEGLU runs through the gemm crate");
+        return;
+    }
+    let mut r = Rng::new();
+    pool().install(|| {
+        // n = 64 and 160 take the fused tile path, n = 40 the row-block fallback.
+        for &(rows, inf, n) in &[(1, 3, 64), (29, 300, 160), (250, 40, 64), (17, 33, 40)] {
+            let x = r.vec(rows * inf);
+            let w = r.vec(2 * n * inf);
+            let b = r.vec(2 * n);
+            let h = linear_f64(&x, &w, None, rows, inf, 2 * n);
+            let want: Vec<f64> = (0..rows * n)
+                .map(|o| {
+                    let (i, j) = (o / n, o % n);
+                    let v = h[i * 2 * n + j] + b[j] as f64;
+                    let g = h[i * 2 * n + n + j] + b[n + j] as f64;
+                    v * 0.5 * g * (1.0 + libm::erf(g / std::f64::consts::SQRT_2))
+                })
+                .collect();
+            let p = pack_panels(&w, 2 * n, inf);
+            let mut y = vec![f32::NAN; rows * n];
+            if geglu_fits(n) {
+                linear_geglu(&x, &ConvWeights::F32(&p), &b, rows, inf, n, &mut y);
+                close(&format!("panel geglu {rows}x{inf}x{n}"), &y, &want);
+            }
+            let mut y2 = vec![f32::NAN; rows * n];
+            linear_geglu_panels(&x, &ConvWeights::F32(&p), &b, rows, inf, n, &mut y2);
+            close(
+                &format!("panel geglu (dispatch) {rows}x{inf}x{n}"),
+                &y2,
+                &want,
+            );
+        }
+    });
+}

@@ -374,23 +374,28 @@ fn run_node(
             let rows = x.numel() / inf;
             let b = bias.map(|b| w.f32(b));
             let r = residual.then(|| arg(1).data());
-            match w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
-                Some(bits) => {
-                    matmul::linear_res_bf16(
-                        x.data(),
-                        bits,
-                        b.as_deref(),
-                        r,
-                        rows,
-                        inf,
-                        out,
-                        &mut y,
-                    );
-                    variant = "bf16-dot";
-                }
-                None => {
-                    let wt = w.f32(*weight);
-                    matmul::linear_res(x.data(), &wt, b.as_deref(), r, rows, inf, out, &mut y);
+            if let Some(p) = w.linear_panels(*weight) {
+                matmul::linear_res_panels(x.data(), &p, b.as_deref(), r, rows, inf, out, &mut y);
+                variant = "panels";
+            } else {
+                match w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
+                    Some(bits) => {
+                        matmul::linear_res_bf16(
+                            x.data(),
+                            bits,
+                            b.as_deref(),
+                            r,
+                            rows,
+                            inf,
+                            out,
+                            &mut y,
+                        );
+                        variant = "bf16-dot";
+                    }
+                    None => {
+                        let wt = w.f32(*weight);
+                        matmul::linear_res(x.data(), &wt, b.as_deref(), r, rows, inf, out, &mut y);
+                    }
                 }
             }
         }
@@ -399,24 +404,37 @@ fn run_node(
             let (out2, inf) = (w.shape(*weight)[0], w.shape(*weight)[1]);
             let rows = x.numel() / inf;
             let b = w.f32(*bias);
-            match w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
-                Some(bits) => {
-                    let packed = bf16dot::pack_weights(bits, out2, inf);
-                    matmul::linear_geglu_with(
-                        x.data(),
-                        rows,
-                        inf,
-                        out2 / 2,
-                        &mut y,
-                        |xb, r, hb| {
-                            matmul::linear_res_bf16_packed(xb, &packed, Some(&b), None, r, out2, hb)
-                        },
-                    );
-                    variant = "bf16-dot";
-                }
-                None => {
-                    let wt = w.f32(*weight);
-                    matmul::linear_geglu(x.data(), &wt, &b, rows, inf, out2 / 2, &mut y);
+            if let Some(p) = w.linear_panels(*weight) {
+                matmul::linear_geglu_panels(x.data(), &p, &b, rows, inf, out2 / 2, &mut y);
+                variant = "panels";
+            } else {
+                match w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
+                    Some(bits) => {
+                        let packed = bf16dot::pack_weights(bits, out2, inf);
+                        matmul::linear_geglu_with(
+                            x.data(),
+                            rows,
+                            inf,
+                            out2 / 2,
+                            &mut y,
+                            |xb, r, hb| {
+                                matmul::linear_res_bf16_packed(
+                                    xb,
+                                    &packed,
+                                    Some(&b),
+                                    None,
+                                    r,
+                                    out2,
+                                    hb,
+                                )
+                            },
+                        );
+                        variant = "bf16-dot";
+                    }
+                    None => {
+                        let wt = w.f32(*weight);
+                        matmul::linear_geglu(x.data(), &wt, &b, rows, inf, out2 / 2, &mut y);
+                    }
                 }
             }
         }

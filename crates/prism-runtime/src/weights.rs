@@ -1,11 +1,18 @@
 //! Weights bound to a graph's parameter table, stored in f32 or in 16 bits (bf16 / f16).
 //!
 //! 16-bit storage halves resident memory; kernels still compute in f32: a 16-bit matrix is
-//! widened into a reused scratch buffer right before the kernel that reads it (f32
-//! accumulation throughout). Vectors (biases, norm scales) always stay f32.
+//! widened into a reused scratch buffer right before the kernel that reads it, or in registers
+//! by kernels that read 16 bits themselves (f32 accumulation throughout). Vectors (biases,
+//! norm scales) always stay f32.
+//!
+//! On CPUs with AVX-512F, matrices that the graph reads only as `Linear` / `LinearGeglu`
+//! weights are stored re-laid out in 32-feature panels (`prism_kernels::linear512`), once, as
+//! they are bound: same bytes and dtype, and no per-call packing. [`Weights::f32`] still gives
+//! them row-major.
 
-use prism_core::{DType, Error, Graph, Param, ParamId, Result, Tensor};
+use prism_core::{DType, Error, Graph, Op, Param, ParamId, Result, Tensor};
 use prism_kernels::scratch::Scratch;
+use prism_kernels::{bf16dot, linear512};
 use rayon::prelude::*;
 
 /// How weights are kept in memory.
@@ -76,22 +83,68 @@ impl std::ops::Deref for WeightRef<'_> {
 pub struct Weights {
     shapes: Vec<Vec<usize>>,
     data: Vec<Stored>,
+    /// Per parameter: stored in linear512 panels (see the module docs).
+    panels: Vec<bool>,
     dtype: WeightDType,
     /// Where the weights came from, for reports ("random (seed 0)" or a folder).
     pub source: String,
 }
 
-fn store(t: Tensor, dtype: WeightDType) -> Stored {
+fn store(t: Tensor, dtype: WeightDType, panels: bool) -> Stored {
     if t.shape().len() < 2 {
         return Stored::F32(t.into_data());
     }
-    match dtype {
-        WeightDType::F32 => Stored::F32(t.into_data()),
-        WeightDType::Bf16 => {
-            Stored::Bf16(t.data().iter().map(|&v| half::bf16::from_f32(v)).collect())
+    let (out, inf) = (t.shape()[0], t.shape()[1..].iter().product());
+    fn lay<T: Copy + Default + Send + Sync>(
+        v: Vec<T>,
+        panels: bool,
+        out: usize,
+        inf: usize,
+    ) -> Vec<T> {
+        if panels {
+            linear512::pack_panels(&v, out, inf)
+        } else {
+            v
         }
-        WeightDType::F16 => Stored::F16(t.data().iter().map(|&v| half::f16::from_f32(v)).collect()),
     }
+    match dtype {
+        WeightDType::F32 => Stored::F32(lay(t.into_data(), panels, out, inf)),
+        WeightDType::Bf16 => {
+            let v = t.data().iter().map(|&v| half::bf16::from_f32(v)).collect();
+            Stored::Bf16(lay(v, panels, out, inf))
+        }
+        WeightDType::F16 => {
+            let v = t.data().iter().map(|&v| half::f16::from_f32(v)).collect();
+            Stored::F16(lay(v, panels, out, inf))
+        }
+    }
+}
+
+/// Which parameters to store in panels: 2-D weights that `graph` reads only as the weight of
+/// `Linear` / `LinearGeglu` nodes, on CPUs that run linear512 (and not where bf16 weights take
+/// the bf16-dot path, which packs its own layout).
+fn panel_params(graph: &Graph, dtype: WeightDType) -> Vec<bool> {
+    let n = graph.params.len();
+    if !linear512::available() || (dtype == WeightDType::Bf16 && bf16dot::pays()) {
+        return vec![false; n];
+    }
+    let (mut linear, mut other) = (vec![false; n], vec![false; n]);
+    for node in &graph.nodes {
+        let weight = match &node.op {
+            Op::Linear { weight, .. } | Op::LinearGeglu { weight, .. } => Some(*weight),
+            _ => None,
+        };
+        for p in node.op.params() {
+            if Some(p) == weight {
+                linear[p] = true;
+            } else {
+                other[p] = true;
+            }
+        }
+    }
+    (0..n)
+        .map(|i| linear[i] && !other[i] && graph.params[i].shape.len() == 2)
+        .collect()
 }
 
 impl Weights {
@@ -123,6 +176,7 @@ impl Weights {
     ) -> Result<Self> {
         let mut shapes = Vec::with_capacity(graph.params.len());
         let mut data = Vec::with_capacity(graph.params.len());
+        let panels = panel_params(graph, dtype);
         for (i, p) in graph.params.iter().enumerate() {
             let t = make(i, p)?;
             if p.shape != t.shape() {
@@ -132,11 +186,12 @@ impl Weights {
                 });
             }
             shapes.push(p.shape.clone());
-            data.push(store(t, dtype));
+            data.push(store(t, dtype, panels[i]));
         }
         Ok(Self {
             shapes,
             data,
+            panels,
             dtype,
             source,
         })
@@ -149,10 +204,12 @@ impl Weights {
         source: String,
         make: impl Fn(&Param) -> Result<Tensor> + Sync,
     ) -> Result<Self> {
+        let panels = panel_params(graph, dtype);
         let stored: Vec<Stored> = graph
             .params
             .par_iter()
-            .map(|p| {
+            .zip(&panels)
+            .map(|(p, &lay)| {
                 let t = make(p)?;
                 if p.shape != t.shape() {
                     return Err(Error::Weights {
@@ -160,12 +217,13 @@ impl Weights {
                         msg: format!("{}: shape {:?}, expected {:?}", p.name, t.shape(), p.shape),
                     });
                 }
-                Ok(store(t, dtype))
+                Ok(store(t, dtype, lay))
             })
             .collect::<Result<_>>()?;
         Ok(Self {
             shapes: graph.params.iter().map(|p| p.shape.clone()).collect(),
             data: stored,
+            panels,
             dtype,
             source,
         })
@@ -176,6 +234,7 @@ impl Weights {
     pub fn release(&mut self) {
         self.shapes = Vec::new();
         self.data = Vec::new();
+        self.panels = Vec::new();
         self.source = format!("{} (released)", self.source);
     }
 
@@ -202,8 +261,17 @@ impl Weights {
         &self.shapes[id]
     }
 
-    /// The weight as f32 (widened from 16 bits into scratch if stored so).
+    /// The weight as f32, row-major (widened from 16 bits, or unpacked from panels, into
+    /// scratch if stored so).
     pub fn f32(&self, id: ParamId) -> WeightRef<'_> {
+        if self.panels[id] {
+            let (out, inf) = (self.shapes[id][0], self.shapes[id][1]);
+            let mut s = Scratch::take(out * inf);
+            let mut wide = Scratch::take(linear512::panels_len(out, inf));
+            self.conv(id).widen_into(0, &mut wide);
+            linear512::unpack_panels(&wide, out, inf, &mut s);
+            return WeightRef::Widened(s);
+        }
         match &self.data[id] {
             Stored::F32(v) => WeightRef::Borrowed(v),
             Stored::Bf16(v) => {
@@ -219,7 +287,13 @@ impl Weights {
         }
     }
 
-    /// The weight as stored, for kernels that widen 16-bit weights themselves.
+    /// A linear weight stored in linear512 panels, as stored (None: row-major).
+    pub fn linear_panels(&self, id: ParamId) -> Option<prism_kernels::conv::ConvWeights<'_>> {
+        self.panels[id].then(|| self.conv(id))
+    }
+
+    /// The weight as stored, for kernels that widen 16-bit weights themselves (row-major
+    /// unless [`Weights::linear_panels`] says otherwise).
     pub fn conv(&self, id: ParamId) -> prism_kernels::conv::ConvWeights<'_> {
         use prism_kernels::conv::ConvWeights;
         match &self.data[id] {
@@ -231,6 +305,9 @@ impl Weights {
 
     /// The weight's bf16 bits, when it is stored in bf16.
     pub fn bf16_bits(&self, id: ParamId) -> Option<&[u16]> {
+        if self.panels[id] {
+            return None;
+        }
         match &self.data[id] {
             Stored::Bf16(v) => Some(half::slice::HalfFloatSliceExt::reinterpret_cast(&v[..])),
             _ => None,
@@ -263,4 +340,67 @@ fn widen<T: Copy + Sync>(src: &[T], dst: &mut [f32], f: impl Fn(T) -> f32 + Sync
                 *o = f(v);
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prism_core::GraphBuilder;
+
+    /// A token table (read by an embedding) and two Linear weights, one of them 40 wide (not a
+    /// whole number of panels).
+    fn graph() -> Graph {
+        let mut b = GraphBuilder::new("t");
+        let ids = b.input("ids", &[1, 3], DType::I64);
+        let h = b.token_embedding("emb", ids, 11, 8).unwrap();
+        let h = b.linear("a", h, 40, true).unwrap();
+        let h = b.linear("b", h, 64, false).unwrap();
+        b.output("y", h);
+        b.finish()
+    }
+
+    #[test]
+    fn linear_weights_go_to_panels_and_still_read_back_row_major() {
+        let g = graph();
+        for dtype in [WeightDType::F32, WeightDType::Bf16, WeightDType::F16] {
+            let mut k = 0u32;
+            let w = Weights::from_fn(&g, dtype, "test".into(), |_, p| {
+                let n = p.shape.iter().product::<usize>();
+                let v = (0..n)
+                    .map(|_| {
+                        k += 1;
+                        (k % 97) as f32 / 8.0
+                    })
+                    .collect();
+                Ok(Tensor::new(p.shape.clone(), v).unwrap())
+            })
+            .unwrap();
+            let mut k = 0u32;
+            for (i, p) in g.params.iter().enumerate() {
+                let n = p.shape.iter().product::<usize>();
+                // Values k/8 with k < 97 are exact in bf16 and f16.
+                let want: Vec<f32> = (0..n)
+                    .map(|_| {
+                        k += 1;
+                        (k % 97) as f32 / 8.0
+                    })
+                    .collect();
+                assert_eq!(&*w.f32(i), &want[..], "{} ({})", p.name, dtype.name());
+                let linear = p.shape.len() == 2 && p.name != "emb.weight";
+                assert_eq!(
+                    w.linear_panels(i).is_some(),
+                    linear && panel_params(&g, dtype)[i],
+                    "{}",
+                    p.name
+                );
+                if w.linear_panels(i).is_some() {
+                    assert!(w.bf16_bits(i).is_none());
+                }
+            }
+            if linear512::available() && !(dtype == WeightDType::Bf16 && bf16dot::pays()) {
+                let packed = (0..g.params.len()).filter(|&i| w.linear_panels(i).is_some());
+                assert_eq!(packed.count(), 2, "both Linear weights in panels");
+            }
+        }
+    }
 }

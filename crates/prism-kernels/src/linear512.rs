@@ -1,0 +1,396 @@
+//! Linear layers with AVX-512 f32 register tiles on weights stored in panels: the path of
+//! `Linear` and of the fused GEGLU projection on CPUs with AVX-512F (elsewhere the weights
+//! stay row-major and `matmul` runs them through the `gemm` crate).
+//!
+//! y (rows × out) [+]= x (rows × in) · Wᵀ, W (out × in).
+//!
+//! - W is re-laid out once, when the weights are bound ([`pack_panels`]), into panels of
+//!   [`NR`] = 32 output features, (in × 32) each: the transpose the register tile reads with
+//!   two vector loads per input feature. Same bytes as W (plus padding to 32 features), same
+//!   dtype: 16-bit panels are widened in registers as they are loaded.
+//! - x is read in place: the tile broadcasts from [`MR`] = 14 row pointers, folded into the
+//!   multiply-adds as memory operands.
+//! - Tasks are blocks of [`MC`] rows × [`NC`] panels, so even 32 rows (the UNet's 4×4 level at
+//!   batch 2) spread over every thread; within a task each weight panel is read from memory
+//!   once and reused for all its rows from L2. Inputs wider than [`KC`] are done in chunks of
+//!   the input axis, accumulated in y, so a task's rows of x stay in L2.
+//! - The GEGLU projection (W = [value; gate], 2n × in) runs a 7-row tile over value panel p and
+//!   gate panel p + n/32 together (28 accumulators), so it ends with both halves of 32
+//!   outputs in registers and writes value · gelu(gate): the (rows × 2n) projection is never
+//!   stored.
+//!
+//! Packing per call (the `gemm` crate's way) cost as much as the product at 128 rows: 18 ms
+//! of 38 for the 1280 → 10240 projection.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use crate::conv::ConvWeights;
+use crate::SendPtr;
+use rayon::prelude::*;
+
+/// Output features per panel (two vectors of 16).
+pub const NR: usize = 32;
+/// Rows of the plain register tile.
+const MR: usize = 14;
+/// Rows per task (a multiple of MR).
+const MC: usize = 16 * MR;
+/// Largest chunk of the input axis per pass (a panel chunk, KC × 32 floats, stays in L1).
+const KC: usize = 256;
+
+/// Whether this CPU runs these kernels (bound weights are packed only then).
+pub fn available() -> bool {
+    crate::simd::level() == crate::simd::Level::Avx512
+}
+
+/// Elements of W (out × inf) laid out in panels: `out` rounded up to [`NR`].
+pub fn panels_len(out: usize, inf: usize) -> usize {
+    out.div_ceil(NR) * NR * inf
+}
+
+/// W (out × inf, row-major) into panels: element (j, k) at `(j / 32)·inf·32 + k·32 + j % 32`,
+/// zero past `out`.
+pub fn pack_panels<T: Copy + Default + Send + Sync>(w: &[T], out: usize, inf: usize) -> Vec<T> {
+    assert_eq!(w.len(), out * inf, "linear weight length");
+    let mut dst = vec![T::default(); panels_len(out, inf)];
+    if inf == 0 {
+        return dst;
+    }
+    dst.par_chunks_mut(inf * NR)
+        .enumerate()
+        .for_each(|(p, panel)| {
+            // Blocks of 16 input features, so reads and writes both stay in a few lines.
+            for k0 in (0..inf).step_by(16) {
+                let k1 = (k0 + 16).min(inf);
+                for j in 0..NR.min(out - p * NR) {
+                    let row = &w[(p * NR + j) * inf..];
+                    for k in k0..k1 {
+                        panel[k * NR + j] = row[k];
+                    }
+                }
+            }
+        });
+    dst
+}
+
+/// The inverse of [`pack_panels`]: W (out × inf) row-major.
+pub fn unpack_panels<T: Copy + Send + Sync>(panels: &[T], out: usize, inf: usize, w: &mut [T]) {
+    assert_eq!(panels.len(), panels_len(out, inf), "panel length");
+    assert_eq!(w.len(), out * inf, "linear weight length");
+    if inf == 0 {
+        return;
+    }
+    w.par_chunks_mut(inf).enumerate().for_each(|(j, row)| {
+        let panel = &panels[(j / NR) * inf * NR..];
+        for (k, v) in row.iter_mut().enumerate() {
+            *v = panel[k * NR + j % NR];
+        }
+    });
+}
+
+/// Whether [`linear_geglu`] takes a projection to 2n features (n a whole number of panels).
+pub fn geglu_fits(n: usize) -> bool {
+    n % NR == 0
+}
+
+/// What the plain tile does with its sums.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Epilogue {
+    /// y = sums.
+    Store,
+    /// y += sums.
+    Add,
+}
+
+/// dtype codes of the panels, for the const-generic tiles.
+const F32: u8 = 0;
+const BF16: u8 = 1;
+const F16: u8 = 2;
+
+/// Tasks of a product over `rows` and `panels`: `rb` blocks of at most [`MC`] rows × `cb`
+/// runs of panels, at least two tasks per thread where the shape allows, and runs narrow
+/// enough that a task's block of y stays in L2 between input chunks.
+fn split(rows: usize, panels: usize) -> (usize, usize) {
+    const Y_BLOCK: usize = 384 << 10;
+    let want = 2 * rayon::current_num_threads().max(1);
+    let rb = rows.div_ceil(MC);
+    let fit = (MC.min(rows) * panels * NR * 4).div_ceil(Y_BLOCK);
+    let cb = want.div_ceil(rb).max(fit).clamp(1, panels);
+    (rb, cb)
+}
+
+/// Chunks of the input axis: near-equal, at most [`KC`] each.
+fn chunk(inf: usize) -> usize {
+    inf.div_ceil(inf.div_ceil(KC))
+}
+
+/// Range `i` of `n` near-equal runs of `len` items, in whole multiples of `unit`.
+fn run(len: usize, n: usize, i: usize, unit: usize) -> (usize, usize) {
+    let units = len.div_ceil(unit);
+    let (a, b) = (units * i / n, units * (i + 1) / n);
+    ((a * unit).min(len), (b * unit).min(len))
+}
+
+/// One task's block: y[r0..r1, panels p0..p1] (y row stride `y_rs`, panel p at column
+/// `col(p)`) = x[r0..r1] · W panels, plus what y holds when `accumulate`. Input chunks of
+/// [`KC`] outside, panels inside, rows innermost: a chunk of x rows stays in L2 for all the
+/// panels and a panel chunk in L1 for all the rows.
+#[allow(clippy::too_many_arguments)]
+fn block(
+    x: &[f32],
+    inf: usize,
+    (r0, r1): (usize, usize),
+    w: (usize, u8),
+    (p0, p1): (usize, usize),
+    y: SendPtr,
+    y_rs: usize,
+    col: impl Fn(usize) -> (usize, usize),
+    accumulate: bool,
+) {
+    let (wb, dt) = w;
+    let mut k0 = 0;
+    while k0 < inf {
+        let kc = chunk(inf).min(inf - k0);
+        let ep = if k0 == 0 && !accumulate {
+            Epilogue::Store
+        } else {
+            Epilogue::Add
+        };
+        for p in p0..p1 {
+            let (c0, nc) = col(p);
+            let b = (p * inf + k0) * NR;
+            for row in (r0..r1).step_by(MR) {
+                let nrows = MR.min(r1 - row);
+                // Rows past the block repeat its first row (computed, not stored).
+                let a: [*const f32; MR] = std::array::from_fn(|i| {
+                    x[(row + if i < nrows { i } else { 0 }) * inf + k0..].as_ptr()
+                });
+                // SAFETY: each of the 14 rows has kc floats from k0; the panel holds kc × 32
+                // elements from b; the caller owns rows r0..r1 × columns col(p) of y for
+                // p0..p1 and no other task writes them.
+                unsafe {
+                    let c = y.get().add((row - r0) * y_rs + c0);
+                    let wb = wb as *const u8;
+                    match dt {
+                        F32 => tile::<F32>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
+                        BF16 => tile::<BF16>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
+                        _ => tile::<F16>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
+                    }
+                }
+            }
+        }
+        k0 += kc;
+    }
+}
+
+/// y (rows × out) = x · Wᵀ, plus what y holds when `accumulate` (a bias or residual the
+/// caller wrote there). W in panels ([`pack_panels`]) of f32, bf16 or f16.
+pub fn linear(
+    x: &[f32],
+    w: &ConvWeights,
+    rows: usize,
+    inf: usize,
+    out: usize,
+    y: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(available(), "linear512 needs AVX-512F");
+    assert_eq!(x.len(), rows * inf, "linear input length");
+    assert_eq!(w.len(), panels_len(out, inf), "linear weight panels length");
+    assert_eq!(y.len(), rows * out, "linear output length");
+    if rows == 0 || out == 0 {
+        return;
+    }
+    if inf == 0 {
+        if !accumulate {
+            y.fill(0.0);
+        }
+        return;
+    }
+    let panels = out.div_ceil(NR);
+    let (wb, dt) = raw(w);
+    let wb = wb as usize;
+    let (rb, cb) = split(rows, panels);
+    let yp = SendPtr(y.as_mut_ptr());
+    (0..rb * cb).into_par_iter().for_each(|t| {
+        let rr = run(rows, rb, t / cb, MR);
+        let pp = run(panels, cb, t % cb, 1);
+        // SAFETY (of the offset): row rr.0 is in y.
+        let yb = SendPtr(unsafe { yp.get().add(rr.0 * out) });
+        let col = |p: usize| (p * NR, NR.min(out - p * NR));
+        block(x, inf, rr, (wb, dt), pp, yb, out, col, accumulate);
+    });
+}
+
+/// Fused GEGLU projection: y (rows × n) = h[:, :n] · gelu(h[:, n:]) with h = x · Wᵀ + b, W
+/// (2n × inf) in panels, b (2n); n a multiple of [`NR`] ([`geglu_fits`]). Each task computes
+/// its block of h (value and gate panels side by side) into an L2-sized scratch block and
+/// writes the gated product from there: h never goes to memory whole.
+pub fn linear_geglu(
+    x: &[f32],
+    w: &ConvWeights,
+    b: &[f32],
+    rows: usize,
+    inf: usize,
+    n: usize,
+    y: &mut [f32],
+) {
+    assert!(available(), "linear512 needs AVX-512F");
+    assert!(geglu_fits(n), "GEGLU width {n} is not a multiple of {NR}");
+    assert_eq!(x.len(), rows * inf, "GEGLU input length");
+    assert_eq!(
+        w.len(),
+        panels_len(2 * n, inf),
+        "GEGLU weight panels length"
+    );
+    assert_eq!(b.len(), 2 * n, "GEGLU bias length");
+    assert_eq!(y.len(), rows * n, "GEGLU output length");
+    if rows == 0 || n == 0 {
+        return;
+    }
+    let panels = n / NR;
+    let (wb, dt) = raw(w);
+    let wb = wb as usize;
+    // Value panels 0..panels, gate panels panels..2·panels; a task takes a run of value
+    // panels and their gates, in groups of at most GB value panels per scratch block.
+    const GB: usize = 4;
+    let (rb, cb) = split(rows, panels);
+    let yp = SendPtr(y.as_mut_ptr());
+    (0..rb * cb).into_par_iter().for_each(|t| {
+        let (r0, r1) = run(rows, rb, t / cb, MR);
+        let (p0, p1) = run(panels, cb, t % cb, 1);
+        let mut h = crate::scratch::Scratch::take(MC * 2 * GB * NR);
+        let hp = SendPtr(h.as_mut_ptr());
+        for g0 in (p0..p1).step_by(GB) {
+            let g1 = (g0 + GB).min(p1);
+            let wide = (g1 - g0) * NR;
+            let h_rs = 2 * wide;
+            // h block columns: the group's value panels, then their gates; biases first.
+            for r in 0..r1 - r0 {
+                let hr = &mut h[r * h_rs..(r + 1) * h_rs];
+                hr[..wide].copy_from_slice(&b[g0 * NR..g1 * NR]);
+                hr[wide..].copy_from_slice(&b[n + g0 * NR..n + g1 * NR]);
+            }
+            block(
+                x,
+                inf,
+                (r0, r1),
+                (wb, dt),
+                (g0, g1),
+                hp,
+                h_rs,
+                |p| ((p - g0) * NR, NR),
+                true,
+            );
+            block(
+                x,
+                inf,
+                (r0, r1),
+                (wb, dt),
+                (panels + g0, panels + g1),
+                hp,
+                h_rs,
+                |p| (wide + (p - panels - g0) * NR, NR),
+                true,
+            );
+            for r in 0..r1 - r0 {
+                let hr = &h[r * h_rs..(r + 1) * h_rs];
+                // SAFETY: row r0 + r, columns g0·32..g1·32 of y belong to this task alone.
+                let yr = unsafe {
+                    std::slice::from_raw_parts_mut(yp.get().add((r0 + r) * n + g0 * NR), wide)
+                };
+                crate::elementwise::geglu_row(&hr[..wide], &hr[wide..], yr);
+            }
+        }
+    });
+}
+
+/// The panels' base address and dtype code.
+fn raw(w: &ConvWeights) -> (*const u8, u8) {
+    match w {
+        ConvWeights::F32(v) => (v.as_ptr() as *const u8, F32),
+        ConvWeights::Bf16(v) => (v.as_ptr() as *const u8, BF16),
+        ConvWeights::F16(v) => (v.as_ptr() as *const u8, F16),
+    }
+}
+
+/// 16 panel elements from element index `i`, widened to f32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load16<const DT: u8>(base: *const u8, i: usize) -> __m512 {
+    match DT {
+        F32 => _mm512_loadu_ps((base as *const f32).add(i)),
+        BF16 => {
+            let h = _mm256_loadu_si256((base as *const u16).add(i) as *const __m256i);
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+        _ => _mm512_cvtph_ps(_mm256_loadu_si256(
+            (base as *const u16).add(i) as *const __m256i
+        )),
+    }
+}
+
+fn mask(n: usize) -> u16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as u16
+    }
+}
+
+/// The 14 × 32 register tile over kc input features: rows from `a`, the panel from element
+/// `b` of `base`; writes `nrows` rows and `ncols` columns of c.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const DT: u8>(
+    kc: usize,
+    a: &[*const f32; MR],
+    base: *const u8,
+    b: usize,
+    c: *mut f32,
+    c_rs: usize,
+    nrows: usize,
+    ncols: usize,
+    ep: Epilogue,
+) {
+    let mut lo = [_mm512_setzero_ps(); MR];
+    let mut hi = [_mm512_setzero_ps(); MR];
+    for k in 0..kc {
+        let b0 = load16::<DT>(base, b + k * NR);
+        let b1 = load16::<DT>(base, b + k * NR + 16);
+        for i in 0..MR {
+            let av = _mm512_set1_ps(*a[i].add(k));
+            lo[i] = _mm512_fmadd_ps(av, b0, lo[i]);
+            hi[i] = _mm512_fmadd_ps(av, b1, hi[i]);
+        }
+    }
+    let (m0, m1) = (mask(ncols), mask(ncols.saturating_sub(16)));
+    for i in 0..nrows {
+        let p = c.add(i * c_rs);
+        let (mut v0, mut v1) = (lo[i], hi[i]);
+        if ep == Epilogue::Add {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, p));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, p.add(16)));
+        }
+        _mm512_mask_storeu_ps(p, m0, v0);
+        _mm512_mask_storeu_ps(p.add(16), m1, v1);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const DT: u8>(
+    _: usize,
+    _: &[*const f32; MR],
+    _: *const u8,
+    _: usize,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: Epilogue,
+) {
+    unreachable!("linear512 runs only where available() says AVX-512F is present")
+}
