@@ -35,6 +35,11 @@ pub const NR: usize = 32;
 const MR: usize = 14;
 /// Rows per task (a multiple of MR).
 const MC: usize = 16 * MR;
+/// Value panels per GEGLU scratch block.
+const GB: usize = 4;
+/// Floats of the scratch block each running GEGLU task takes: MC rows of GB value and GB
+/// gate panels.
+pub const GEGLU_BLOCK: usize = MC * 2 * GB * NR;
 /// Largest chunk of the input axis per pass (a panel chunk, KC × 32 floats, stays in L1).
 const KC: usize = 256;
 
@@ -253,13 +258,12 @@ pub fn linear_geglu(
     let wb = wb as usize;
     // Value panels 0..panels, gate panels panels..2·panels; a task takes a run of value
     // panels and their gates, in groups of at most GB value panels per scratch block.
-    const GB: usize = 4;
     let (rb, cb) = split(rows, panels);
     let yp = SendPtr(y.as_mut_ptr());
     (0..rb * cb).into_par_iter().for_each(|t| {
         let (r0, r1) = run(rows, rb, t / cb, MR);
         let (p0, p1) = run(panels, cb, t % cb, 1);
-        let mut h = crate::scratch::Scratch::take(MC * 2 * GB * NR);
+        let mut h = crate::scratch::Scratch::take(GEGLU_BLOCK);
         let hp = SendPtr(h.as_mut_ptr());
         for g0 in (p0..p1).step_by(GB) {
             let g1 = (g0 + GB).min(p1);

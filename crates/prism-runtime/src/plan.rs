@@ -40,14 +40,22 @@ fn conv_geom(g: &Graph, i: NodeId, c: &prism_core::Conv2dSpec) -> conv::Conv2dGe
 }
 
 /// Scratch buffers (floats) node `i` takes from the kernels' pool, which keeps them afterwards.
-pub fn pooled_scratch(g: &Graph, i: NodeId, k: &KernelChoice) -> Vec<usize> {
+pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) -> Vec<usize> {
     match &g.nodes[i].op {
         Op::Conv2d(c) => {
             let geom = conv_geom(g, i, c);
             conv::scratch_requests(k.conv_for(&geom), &geom)
         }
         Op::LinearGeglu { weight, .. } => {
-            vec![prism_kernels::matmul::GEGLU_ROWS * g.params[*weight].shape[0]]
+            use prism_kernels::linear512;
+            let n2 = g.params[*weight].shape[0];
+            if linear512::available() && linear512::geglu_fits(n2 / 2) {
+                // One block per running task, on panel weights (bf16 weights on a CPU where
+                // bf16-dot pays take the row-block path instead: not modelled).
+                vec![linear512::GEGLU_BLOCK; threads.max(1)]
+            } else {
+                vec![prism_kernels::matmul::GEGLU_ROWS * n2]
+            }
         }
         Op::Attention(_) => {
             let geom = attn_geom(g, i);
@@ -89,7 +97,8 @@ pub fn transient_scratch_bytes(g: &Graph, i: NodeId, threads: usize, kc: &Kernel
 
 /// Scratch bytes node `i` uses while it runs on `threads` threads (pooled + transient).
 pub fn scratch_bytes(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) -> usize {
-    pooled_scratch(g, i, k).iter().sum::<usize>() * 4 + transient_scratch_bytes(g, i, threads, k)
+    pooled_scratch(g, i, threads, k).iter().sum::<usize>() * 4
+        + transient_scratch_bytes(g, i, threads, k)
 }
 
 /// The kernels' scratch pool as the plan simulates it (the policy of
@@ -156,7 +165,7 @@ pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
         }
         let scratch = scratch_bytes(g, i, threads, k);
         p.scratch[i] = scratch;
-        let pooled = pool.run(&pooled_scratch(g, i, k)) * 4;
+        let pooled = pool.run(&pooled_scratch(g, i, threads, k)) * 4;
         let transient = transient_scratch_bytes(g, i, threads, k);
         let moved = moves_input(g, i, &last_use);
         let numel = g.values[n.output].numel();
