@@ -8,19 +8,23 @@
 //!   [`NR`] = 32 output features, (in × 32) each: the transpose the register tile reads with
 //!   two vector loads per input feature. Same bytes as W (plus padding to 32 features), same
 //!   dtype: 16-bit panels are widened in registers as they are loaded.
-//! - x is read in place: the tile broadcasts from [`MR`] = 14 row pointers, folded into the
-//!   multiply-adds as memory operands.
-//! - Tasks are blocks of [`MC`] rows × [`NC`] panels, so even 32 rows (the UNet's 4×4 level at
-//!   batch 2) spread over every thread; within a task each weight panel is read from memory
-//!   once and reused for all its rows from L2. Inputs wider than [`KC`] are done in chunks of
-//!   the input axis, accumulated in y, so a task's rows of x stay in L2.
-//! - The GEGLU projection (W = [value; gate], 2n × in) runs a 7-row tile over value panel p and
-//!   gate panel p + n/32 together (28 accumulators), so it ends with both halves of 32
-//!   outputs in registers and writes value · gelu(gate): the (rows × 2n) projection is never
-//!   stored.
+//! - x is read in place: the 14 × 32 register tile (28 accumulators) broadcasts from [`MR`] =
+//!   14 row pointers, folded into the multiply-adds as memory operands.
+//! - Tasks are blocks of at most [`MC`] rows × runs of panels, at least two per thread, so even
+//!   32 rows (the UNet's 4×4 level at batch 2) spread over every thread; a run is narrow
+//!   enough that the task's block of y stays in L2.
+//! - Within a task: chunks of at most [`KC`] input features outside, panels inside, rows
+//!   innermost, so a panel chunk (≤ 32 KiB) stays in L1 while every row passes over it and the
+//!   chunk of x rows stays in L2 for all the panels; chunks accumulate in y.
+//! - The GEGLU projection (W = [value; gate], 2n × in) computes each task's value and gate
+//!   columns, bias first, into an L2-sized scratch block ([`GEGLU_BLOCK`]) with the same tile,
+//!   then writes value · gelu(gate) from there: the (rows × 2n) projection never goes to
+//!   memory whole.
 //!
-//! Packing per call (the `gemm` crate's way) cost as much as the product at 128 rows: 18 ms
-//! of 38 for the 1280 → 10240 projection.
+//! Why panels at binding: packing W per call (the `gemm` crate's way) cost as much as the
+//! product at 128 rows (18 ms of 38 for the 1280 → 10240 projection). The `gemm` crate ran
+//! the UNet's 32- and 128-row products at 35–100 GFLOP/s on 2 threads; `prism bench --only
+//! linear_128_5120_1280,linear_128_5120_1280_gemm` compares the two.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
