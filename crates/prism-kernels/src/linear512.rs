@@ -15,9 +15,10 @@
 //!   enough that the task's block of y stays in L2.
 //! - Within a task: chunks of at most [`KC`] input features outside, panels inside, rows
 //!   innermost, so a panel chunk (≤ 32 KiB) stays in L1 while every row passes over it and the
-//!   chunk of x rows stays in L2 for all the panels; chunks accumulate in y.
+//!   chunk of x rows stays in L2 for all the panels; chunks accumulate in y. The bias and a
+//!   residual are added as the first chunk's sums are stored: no separate pass over y.
 //! - The GEGLU projection (W = [value; gate], 2n × in) computes each task's value and gate
-//!   columns, bias first, into an L2-sized scratch block ([`GEGLU_BLOCK`]) with the same tile,
+//!   columns with their biases into an L2-sized scratch block ([`GEGLU_BLOCK`]) with the same tile,
 //!   then writes value · gelu(gate) from there: the (rows × 2n) projection never goes to
 //!   memory whole.
 //!
@@ -102,12 +103,13 @@ pub fn geglu_fits(n: usize) -> bool {
     n % NR == 0
 }
 
-/// What the plain tile does with its sums.
+/// What the tile does with its sums.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Epilogue {
-    /// y = sums.
-    Store,
-    /// y += sums.
+    /// The first input chunk: y = sums [+ bias (32 floats, null: none)] [+ residual (laid out
+    /// as y, null: none)].
+    First { bias: *const f32, res: *const f32 },
+    /// Later chunks: y += sums.
     Add,
 }
 
@@ -140,10 +142,10 @@ fn run(len: usize, n: usize, i: usize, unit: usize) -> (usize, usize) {
     ((a * unit).min(len), (b * unit).min(len))
 }
 
-/// One task's block: y[r0..r1, panels p0..p1] (y row stride `y_rs`, panel p at column
-/// `col(p)`) = x[r0..r1] · W panels, plus what y holds when `accumulate`. Input chunks of
-/// [`KC`] outside, panels inside, rows innermost: a chunk of x rows stays in L2 for all the
-/// panels and a panel chunk in L1 for all the rows.
+/// One task's block: y[r0..r1, panels p0..p1] (y pointing at row r0, row stride `y_rs`, panel
+/// p at column `col(p)`) = x[r0..r1] · W panels [+ bias[32p..]] [+ residual, laid out as the
+/// whole y]. Input chunks of [`KC`] outside, panels inside, rows innermost: a chunk of x rows
+/// stays in L2 for all the panels and a panel chunk in L1 for all the rows.
 #[allow(clippy::too_many_arguments)]
 fn block(
     x: &[f32],
@@ -154,29 +156,34 @@ fn block(
     y: SendPtr,
     y_rs: usize,
     col: impl Fn(usize) -> (usize, usize),
-    accumulate: bool,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
 ) {
     let (wb, dt) = w;
     let mut k0 = 0;
     while k0 < inf {
         let kc = chunk(inf).min(inf - k0);
-        let ep = if k0 == 0 && !accumulate {
-            Epilogue::Store
-        } else {
-            Epilogue::Add
-        };
         for p in p0..p1 {
             let (c0, nc) = col(p);
             let b = (p * inf + k0) * NR;
             for row in (r0..r1).step_by(MR) {
                 let nrows = MR.min(r1 - row);
+                let ep = if k0 == 0 {
+                    Epilogue::First {
+                        bias: bias.map_or(std::ptr::null(), |v| v[p * NR..].as_ptr()),
+                        res: residual.map_or(std::ptr::null(), |v| v[row * y_rs + c0..].as_ptr()),
+                    }
+                } else {
+                    Epilogue::Add
+                };
                 // Rows past the block repeat its first row (computed, not stored).
                 let a: [*const f32; MR] = std::array::from_fn(|i| {
                     x[(row + if i < nrows { i } else { 0 }) * inf + k0..].as_ptr()
                 });
                 // SAFETY: each of the 14 rows has kc floats from k0; the panel holds kc × 32
-                // elements from b; the caller owns rows r0..r1 × columns col(p) of y for
-                // p0..p1 and no other task writes them.
+                // elements from b; the bias has the columns' floats and the residual y's
+                // layout; the caller owns rows r0..r1 × columns col(p) of y for p0..p1 and no
+                // other task writes them.
                 unsafe {
                     let c = y.get().add((row - r0) * y_rs + c0);
                     let wb = wb as *const u8;
@@ -192,30 +199,47 @@ fn block(
     }
 }
 
-/// y (rows × out) = x · Wᵀ, plus what y holds when `accumulate` (a bias or residual the
-/// caller wrote there). W in panels ([`pack_panels`]) of f32, bf16 or f16.
+/// y (rows × out) = x · Wᵀ [+ bias (out)] [+ residual (rows × out)], W in panels
+/// ([`pack_panels`]) of f32, bf16 or f16.
+#[allow(clippy::too_many_arguments)]
 pub fn linear(
     x: &[f32],
     w: &ConvWeights,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     rows: usize,
     inf: usize,
     out: usize,
     y: &mut [f32],
-    accumulate: bool,
 ) {
     assert!(available(), "linear512 needs AVX-512F");
     assert_eq!(x.len(), rows * inf, "linear input length");
     assert_eq!(w.len(), panels_len(out, inf), "linear weight panels length");
     assert_eq!(y.len(), rows * out, "linear output length");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), out, "linear bias length");
+    }
+    if let Some(r) = residual {
+        assert_eq!(r.len(), rows * out, "linear residual length");
+    }
     if rows == 0 || out == 0 {
         return;
     }
     if inf == 0 {
-        if !accumulate {
-            y.fill(0.0);
+        for (i, v) in y.iter_mut().enumerate() {
+            *v = bias.map_or(0.0, |b| b[i % out]) + residual.map_or(0.0, |r| r[i]);
         }
         return;
     }
+    // A bias padded to whole panels, so the tile reads 32 floats for the last one too.
+    let padded;
+    let bias = match bias {
+        Some(b) if out % NR != 0 => {
+            padded = [b, &vec![0.0; NR - out % NR][..]].concat();
+            Some(&padded[..])
+        }
+        b => b,
+    };
     let panels = out.div_ceil(NR);
     let (wb, dt) = raw(w);
     let wb = wb as usize;
@@ -227,7 +251,7 @@ pub fn linear(
         // SAFETY (of the offset): row rr.0 is in y.
         let yb = SendPtr(unsafe { yp.get().add(rr.0 * out) });
         let col = |p: usize| (p * NR, NR.min(out - p * NR));
-        block(x, inf, rr, (wb, dt), pp, yb, out, col, accumulate);
+        block(x, inf, rr, (wb, dt), pp, yb, out, col, bias, residual);
     });
 }
 
@@ -273,34 +297,25 @@ pub fn linear_geglu(
             let g1 = (g0 + GB).min(p1);
             let wide = (g1 - g0) * NR;
             let h_rs = 2 * wide;
-            // h block columns: the group's value panels, then their gates; biases first.
-            for r in 0..r1 - r0 {
-                let hr = &mut h[r * h_rs..(r + 1) * h_rs];
-                hr[..wide].copy_from_slice(&b[g0 * NR..g1 * NR]);
-                hr[wide..].copy_from_slice(&b[n + g0 * NR..n + g1 * NR]);
-            }
+            // h block columns: the group's value panels, then their gates (panel p's bias
+            // is b[32p..] for both: gate panel panels + q has bias n + 32q).
+            let value = |p: usize| ((p - g0) * NR, NR);
+            let gate = |p: usize| (wide + (p - panels - g0) * NR, NR);
+            let wv = (wb, dt);
             block(
                 x,
                 inf,
                 (r0, r1),
-                (wb, dt),
+                wv,
                 (g0, g1),
                 hp,
                 h_rs,
-                |p| ((p - g0) * NR, NR),
-                true,
+                value,
+                Some(b),
+                None,
             );
-            block(
-                x,
-                inf,
-                (r0, r1),
-                (wb, dt),
-                (panels + g0, panels + g1),
-                hp,
-                h_rs,
-                |p| (wide + (p - panels - g0) * NR, NR),
-                true,
-            );
+            let gates = (panels + g0, panels + g1);
+            block(x, inf, (r0, r1), wv, gates, hp, h_rs, gate, Some(b), None);
             for r in 0..r1 - r0 {
                 let hr = &h[r * h_rs..(r + 1) * h_rs];
                 // SAFETY: row r0 + r, columns g0·32..g1·32 of y belong to this task alone.
@@ -375,12 +390,30 @@ unsafe fn tile<const DT: u8>(
         }
     }
     let (m0, m1) = (mask(ncols), mask(ncols.saturating_sub(16)));
+    let (mut b0, mut b1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    if let Epilogue::First { bias, .. } = ep {
+        if !bias.is_null() {
+            b0 = _mm512_maskz_loadu_ps(m0, bias);
+            b1 = _mm512_maskz_loadu_ps(m1, bias.add(16));
+        }
+    }
     for i in 0..nrows {
         let p = c.add(i * c_rs);
         let (mut v0, mut v1) = (lo[i], hi[i]);
-        if ep == Epilogue::Add {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, p));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, p.add(16)));
+        match ep {
+            Epilogue::Add => {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, p));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, p.add(16)));
+            }
+            Epilogue::First { res, .. } => {
+                v0 = _mm512_add_ps(v0, b0);
+                v1 = _mm512_add_ps(v1, b1);
+                if !res.is_null() {
+                    let r = res.add(i * c_rs);
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, r));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, r.add(16)));
+                }
+            }
         }
         _mm512_mask_storeu_ps(p, m0, v0);
         _mm512_mask_storeu_ps(p.add(16), m1, v1);

@@ -260,9 +260,7 @@ pub fn linear_res_panels(
     out: usize,
     y: &mut [f32],
 ) {
-    assert_eq!(y.len(), rows * out, "linear output length");
-    let acc = init_output(y, out, bias, residual);
-    crate::linear512::linear(x, w, rows, inf, out, y, acc);
+    crate::linear512::linear(x, w, bias, residual, rows, inf, out, y);
 }
 
 /// [`linear_geglu`] on weights stored in [`crate::linear512`] panels: fused in the register

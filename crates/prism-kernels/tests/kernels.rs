@@ -711,37 +711,32 @@ fn panel_linear_matches_reference_on_every_weight_dtype() {
         for &(rows, inf, out) in &[(1, 1, 1), (13, 7, 33), (15, 300, 64), (230, 600, 70)] {
             let x = r.vec(rows * inf);
             let w = r.vec(out * inf);
-            let y0 = r.vec(rows * out);
-            let mut y = y0.clone();
-            linear(
-                &x,
-                &ConvWeights::F32(&pack_panels(&w, out, inf)),
-                rows,
-                inf,
-                out,
-                &mut y,
-                true,
-            );
-            close(
-                &format!("panel linear {rows}x{inf}x{out} (accumulate)"),
-                &y,
-                &linear_f64(&x, &w, Some(&y0), rows, inf, out),
-            );
-            let mut y = vec![f32::NAN; rows * out];
-            linear(
-                &x,
-                &ConvWeights::F32(&pack_panels(&w, out, inf)),
-                rows,
-                inf,
-                out,
-                &mut y,
-                false,
-            );
-            close(
-                &format!("panel linear {rows}x{inf}x{out}"),
-                &y,
-                &linear_f64(&x, &w, None, rows, inf, out),
-            );
+            let wp = pack_panels(&w, out, inf);
+            let wp = ConvWeights::F32(&wp);
+            // Bias and residual folded into the first chunk's stores.
+            let res = r.vec(rows * out);
+            let bias = r.vec(out);
+            let mut want = linear_f64(&x, &w, Some(&res), rows, inf, out);
+            for (i, v) in want.iter_mut().enumerate() {
+                *v += bias[i % out] as f64;
+            }
+            for (b, rs, what) in [
+                (Some(&bias[..]), Some(&res[..]), "bias + residual"),
+                (None, None, "plain"),
+            ] {
+                let mut y = vec![f32::NAN; rows * out];
+                linear(&x, &wp, b, rs, rows, inf, out, &mut y);
+                let want = if b.is_some() {
+                    want.clone()
+                } else {
+                    linear_f64(&x, &w, None, rows, inf, out)
+                };
+                close(
+                    &format!("panel linear {rows}x{inf}x{out} ({what})"),
+                    &y,
+                    &want,
+                );
+            }
             // 16-bit panels: the product of the widened weights.
             let wb: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
             let wh: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
@@ -751,11 +746,12 @@ fn panel_linear_matches_reference_on_every_weight_dtype() {
             linear(
                 &x,
                 &ConvWeights::Bf16(&pack_panels(&wb, out, inf)),
+                None,
+                None,
                 rows,
                 inf,
                 out,
                 &mut yb,
-                false,
             );
             close(
                 "bf16 panel linear",
@@ -766,11 +762,12 @@ fn panel_linear_matches_reference_on_every_weight_dtype() {
             linear(
                 &x,
                 &ConvWeights::F16(&pack_panels(&wh, out, inf)),
+                None,
+                None,
                 rows,
                 inf,
                 out,
                 &mut yh,
-                false,
             );
             close(
                 "f16 panel linear",
