@@ -121,6 +121,11 @@ fn conv2d_im2col_matches_direct() {
         (3, 4, 8, 8, 6, 3, 2, [0, 1, 0, 1]),
         (2, 8, 5, 6, 3, 1, 1, [0, 0, 0, 0]),
         (1, 2, 4, 4, 2, 3, 1, [0, 0, 0, 0]),
+        // More channels, columns off 32: batched small planes, row bands of a plane over
+        // 256 pixels, 1×1.
+        (2, 5, 6, 6, 40, 3, 1, [1, 1, 1, 1]),
+        (1, 6, 17, 19, 33, 3, 1, [1, 1, 1, 1]),
+        (2, 20, 5, 7, 45, 1, 1, [0, 0, 0, 0]),
     ];
     pool().install(|| {
         for &(n, cin, h, w, cout, k, stride, pad) in &cases {
