@@ -214,16 +214,9 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
         let wp = prism_kernels::conv::ConvWeights::F32(&wp);
         let t = exec.install(|| {
             time(runs, || match kind {
-                Product::Linear if panels => prism_kernels::matmul::linear_res_panels(
-                    &a,
-                    &wp,
-                    Some(&bias),
-                    None,
-                    m,
-                    k,
-                    n,
-                    &mut c,
-                ),
+                Product::Linear if panels => {
+                    prism_kernels::linear512::linear(&a, &wp, Some(&bias), None, m, k, n, &mut c)
+                }
                 Product::Geglu if panels => {
                     prism_kernels::matmul::linear_geglu_panels(&a, &wp, &bias, m, k, n, &mut c)
                 }

@@ -248,21 +248,6 @@ pub fn linear_res(
     );
 }
 
-/// [`linear_res`] on weights stored in [`crate::linear512`] panels (f32, bf16 or f16).
-#[allow(clippy::too_many_arguments)]
-pub fn linear_res_panels(
-    x: &[f32],
-    w: &crate::conv::ConvWeights,
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    rows: usize,
-    inf: usize,
-    out: usize,
-    y: &mut [f32],
-) {
-    crate::linear512::linear(x, w, bias, residual, rows, inf, out, y);
-}
-
 /// [`linear_geglu`] on weights stored in [`crate::linear512`] panels: fused in the register
 /// tile where n is a whole number of panels, else a row block at a time through scratch.
 pub fn linear_geglu_panels(
@@ -278,7 +263,7 @@ pub fn linear_geglu_panels(
         crate::linear512::linear_geglu(x, w, b, rows, inf, n, y);
     } else {
         linear_geglu_with(x, rows, inf, n, y, |xb, r, hb| {
-            linear_res_panels(xb, w, Some(b), None, r, inf, 2 * n, hb)
+            crate::linear512::linear(xb, w, Some(b), None, r, inf, 2 * n, hb)
         });
     }
 }

@@ -2,7 +2,7 @@ use crate::Weights;
 use prism_core::{Error, Graph, NodeId, Op, Result, Tensor};
 use prism_kernels::attention::AttentionImpl;
 use prism_kernels::conv::ConvImpl;
-use prism_kernels::{attention, bf16dot, conv, elementwise as ew, matmul, norm};
+use prism_kernels::{attention, bf16dot, conv, elementwise as ew, linear512, matmul, norm};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -375,7 +375,7 @@ fn run_node(
             let b = bias.map(|b| w.f32(b));
             let r = residual.then(|| arg(1).data());
             if let Some(p) = w.linear_panels(*weight) {
-                matmul::linear_res_panels(x.data(), &p, b.as_deref(), r, rows, inf, out, &mut y);
+                linear512::linear(x.data(), &p, b.as_deref(), r, rows, inf, out, &mut y);
                 variant = "panels";
             } else {
                 match w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
