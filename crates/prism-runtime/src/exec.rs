@@ -377,26 +377,12 @@ fn run_node(
             if let Some(p) = w.linear_panels(*weight) {
                 linear512::linear(x.data(), &p, b.as_deref(), r, rows, inf, out, &mut y);
                 variant = "panels";
+            } else if let Some(bits) = w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
+                matmul::linear_res_bf16(x.data(), bits, b.as_deref(), r, rows, inf, out, &mut y);
+                variant = "bf16-dot";
             } else {
-                match w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
-                    Some(bits) => {
-                        matmul::linear_res_bf16(
-                            x.data(),
-                            bits,
-                            b.as_deref(),
-                            r,
-                            rows,
-                            inf,
-                            out,
-                            &mut y,
-                        );
-                        variant = "bf16-dot";
-                    }
-                    None => {
-                        let wt = w.f32(*weight);
-                        matmul::linear_res(x.data(), &wt, b.as_deref(), r, rows, inf, out, &mut y);
-                    }
-                }
+                let wt = w.f32(*weight);
+                matmul::linear_res(x.data(), &wt, b.as_deref(), r, rows, inf, out, &mut y);
             }
         }
         Op::LinearGeglu { weight, bias } => {
@@ -407,35 +393,15 @@ fn run_node(
             if let Some(p) = w.linear_panels(*weight) {
                 matmul::linear_geglu_panels(x.data(), &p, &b, rows, inf, out2 / 2, &mut y);
                 variant = "panels";
+            } else if let Some(bits) = w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
+                let packed = bf16dot::pack_weights(bits, out2, inf);
+                matmul::linear_geglu_with(x.data(), rows, inf, out2 / 2, &mut y, |xb, r, hb| {
+                    matmul::linear_res_bf16_packed(xb, &packed, Some(&b), None, r, out2, hb)
+                });
+                variant = "bf16-dot";
             } else {
-                match w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
-                    Some(bits) => {
-                        let packed = bf16dot::pack_weights(bits, out2, inf);
-                        matmul::linear_geglu_with(
-                            x.data(),
-                            rows,
-                            inf,
-                            out2 / 2,
-                            &mut y,
-                            |xb, r, hb| {
-                                matmul::linear_res_bf16_packed(
-                                    xb,
-                                    &packed,
-                                    Some(&b),
-                                    None,
-                                    r,
-                                    out2,
-                                    hb,
-                                )
-                            },
-                        );
-                        variant = "bf16-dot";
-                    }
-                    None => {
-                        let wt = w.f32(*weight);
-                        matmul::linear_geglu(x.data(), &wt, &b, rows, inf, out2 / 2, &mut y);
-                    }
-                }
+                let wt = w.f32(*weight);
+                matmul::linear_geglu(x.data(), &wt, &b, rows, inf, out2 / 2, &mut y);
             }
         }
         Op::Attention(a) => {
