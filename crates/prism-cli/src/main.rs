@@ -493,7 +493,7 @@ fn run(cli: Cli) -> Result<()> {
                     decode_chunk: study.decode_chunk,
                     latents: None,
                 };
-                tv.generate(&exec, &req, &mut on_step, &mut prof)?;
+                tv.generate_once(&exec, &req, &mut on_step, &mut prof)?;
             } else {
                 let sd = StableDiffusion::load(&src, &opts)?;
                 let req = GenerateRequest {
@@ -688,7 +688,7 @@ fn run(cli: Cli) -> Result<()> {
                     guidance,
                     exec.threads()
                 );
-                let gen = tv.generate(
+                let gen = tv.generate_once(
                     &exec,
                     &req,
                     &mut |p| match p {

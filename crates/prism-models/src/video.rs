@@ -249,11 +249,65 @@ impl TextToVideo {
     ) -> Result<GeneratedVideo> {
         self.validate(req)?;
         let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
-        let guided = req.guidance > 1.0;
+        let (ctx, text_time) = self.encode_prompts(exec, req, progress, obs)?;
+        let (final_latents, step_times) =
+            self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
+        let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
+        Ok(GeneratedVideo {
+            frames: decoded.0,
+            frames_f32: decoded.1,
+            final_latents,
+            prompt_embeds: ctx,
+            scheduler: scheduler.name(),
+            text_time,
+            step_times,
+            decode_time: decoded.2,
+            decode_runs: decoded.3,
+        })
+    }
 
-        // Text: negative (unconditional) first, then the prompt, as diffusers concatenates.
+    /// [`TextToVideo::generate`] for a pipeline used once (the CLI): the text encoder's
+    /// weights are freed once the prompts are encoded and the UNet's before the VAE decodes.
+    /// Same results as `generate`.
+    pub fn generate_once(
+        mut self,
+        exec: &Executor,
+        req: &VideoRequest,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<GeneratedVideo> {
+        self.validate(req)?;
+        let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
+        let (ctx, text_time) = self.encode_prompts(exec, req, progress, obs)?;
+        self.text_encoder.weights.release();
+        let (final_latents, step_times) =
+            self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
+        self.unet.weights.release();
+        let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
+        Ok(GeneratedVideo {
+            frames: decoded.0,
+            frames_f32: decoded.1,
+            final_latents,
+            prompt_embeds: ctx,
+            scheduler: scheduler.name(),
+            text_time,
+            step_times,
+            decode_time: decoded.2,
+            decode_runs: decoded.3,
+        })
+    }
+
+    /// Text embeddings: negative (unconditional) first, then the prompt, as diffusers
+    /// concatenates (the prompt alone without guidance).
+    fn encode_prompts(
+        &self,
+        exec: &Executor,
+        req: &VideoRequest,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<(Tensor, Duration)> {
         let t0 = Instant::now();
-        let prompts: Vec<&str> = if guided {
+        let prompts: Vec<&str> = if req.guidance > 1.0 {
             vec![&req.negative_prompt, &req.prompt]
         } else {
             vec![&req.prompt]
@@ -265,12 +319,23 @@ impl TextToVideo {
             .expect("text encoder output");
         let text_time = t0.elapsed();
         progress(Progress::TextEncoded(text_time));
+        Ok((ctx, text_time))
+    }
 
-        // Initial latents (1, C, F, h, w).
+    /// The denoising loop from the initial latents; returns the final latents (1, C, F, h, w).
+    fn denoise_latents(
+        &self,
+        exec: &Executor,
+        req: &VideoRequest,
+        ctx: &Tensor,
+        scheduler: &mut dyn Scheduler,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<(Tensor, Vec<Duration>)> {
         let f = self.vae_scale();
         let (lh, lw, nf) = (req.height / f, req.width / f, req.frames);
         let lc = self.unet.cfg.in_channels;
-        let batch = if guided { 2 } else { 1 };
+        let batch = if req.guidance > 1.0 { 2 } else { 1 };
         let graph = unet3d::build(&self.unet.cfg, batch, nf, lh, lw, ctx.shape()[1])?;
         // diffusers steps on the (F, C, h, w) view; the schedulers are elementwise (ancestral
         // noise aside), so the (C, F, h, w) layout used here gives the same result.
@@ -279,15 +344,28 @@ impl TextToVideo {
             obs,
             &graph,
             &self.unet.weights,
-            scheduler.as_mut(),
+            scheduler,
             &[lc, nf, lh, lw],
-            &ctx,
+            ctx,
             req,
             progress,
         )?;
-        let final_latents = Tensor::new(vec![1, lc, nf, lh, lw], latents)?;
+        Ok((Tensor::new(vec![1, lc, nf, lh, lw], latents)?, step_times))
+    }
 
-        // Decode: (1, C, F, h, w) / scaling_factor → frames (F, C, h, w), `decode_chunk` at a time.
+    /// Decode (1, C, F, h, w) / scaling_factor → frames (F, C, h, w), `decode_chunk` at a
+    /// time: the frames, their [0, 1] floats (F, H, W, 3), the time and the decoder runs.
+    fn decode_latents(
+        &self,
+        exec: &Executor,
+        req: &VideoRequest,
+        final_latents: &Tensor,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<(Vec<RgbImage>, Tensor, Duration, usize)> {
+        let f = self.vae_scale();
+        let (lh, lw, nf) = (req.height / f, req.width / f, req.frames);
+        let lc = self.unet.cfg.in_channels;
         let td = Instant::now();
         let inv = 1.0 / self.vae.cfg.scaling_factor;
         let plane = lh * lw;
@@ -330,17 +408,12 @@ impl TextToVideo {
         }
         let decode_time = td.elapsed();
         progress(Progress::Decoded(decode_time));
-        Ok(GeneratedVideo {
+        Ok((
             frames,
-            frames_f32: Tensor::new(vec![nf, hh, ww, 3], frames_f32)?,
-            final_latents,
-            prompt_embeds: ctx,
-            scheduler: scheduler.name(),
-            text_time,
-            step_times,
+            Tensor::new(vec![nf, hh, ww, 3], frames_f32)?,
             decode_time,
-            decode_runs: run,
-        })
+            run,
+        ))
     }
 }
 

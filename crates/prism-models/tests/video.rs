@@ -197,6 +197,21 @@ fn video_pipeline_from_latents_matches_diffusers_frames() {
         .unwrap();
     assert_eq!(gen4.decode_runs, 1);
     assert_close("t2v frames chunk 4 vs 3", &gen4.frames_f32, &gen.frames_f32);
+
+    // Freeing each component's weights after its stage (the CLI's way) changes nothing.
+    let once = t2v
+        .generate_once(&exec(), &req, &mut |_| {}, &mut NoObserver)
+        .unwrap();
+    assert_eq!(
+        once.frames_f32.data(),
+        gen4.frames_f32.data(),
+        "generate_once frames"
+    );
+    assert_eq!(
+        once.final_latents.data(),
+        gen4.final_latents.data(),
+        "generate_once latents"
+    );
 }
 
 fn tiny_frames(n: usize, w: usize, h: usize) -> Vec<RgbImage> {
