@@ -82,6 +82,28 @@ pub struct GeneratedVideo {
     pub decode_runs: usize,
 }
 
+impl GeneratedVideo {
+    /// From the three stages' results: (embeddings, text time), (final latents, step times,
+    /// scheduler), (frames, frames as floats, decode time, decoder runs).
+    fn new(
+        (prompt_embeds, text_time): (Tensor, Duration),
+        (final_latents, step_times, scheduler): (Tensor, Vec<Duration>, &'static str),
+        (frames, frames_f32, decode_time, decode_runs): (Vec<RgbImage>, Tensor, Duration, usize),
+    ) -> Self {
+        Self {
+            frames,
+            frames_f32,
+            final_latents,
+            prompt_embeds,
+            scheduler,
+            text_time,
+            step_times,
+            decode_time,
+            decode_runs,
+        }
+    }
+}
+
 /// A text-to-video pipeline: text encoder, 3D UNet, VAE decoder, scheduler config.
 pub struct TextToVideo {
     pub label: String,
@@ -253,17 +275,8 @@ impl TextToVideo {
         let (final_latents, step_times) =
             self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
         let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
-        Ok(GeneratedVideo {
-            frames: decoded.0,
-            frames_f32: decoded.1,
-            final_latents,
-            prompt_embeds: ctx,
-            scheduler: scheduler.name(),
-            text_time,
-            step_times,
-            decode_time: decoded.2,
-            decode_runs: decoded.3,
-        })
+        let denoised = (final_latents, step_times, scheduler.name());
+        Ok(GeneratedVideo::new((ctx, text_time), denoised, decoded))
     }
 
     /// [`TextToVideo::generate`] for a pipeline used once (the CLI): the text encoder's
@@ -284,17 +297,8 @@ impl TextToVideo {
             self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
         self.unet.weights.release();
         let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
-        Ok(GeneratedVideo {
-            frames: decoded.0,
-            frames_f32: decoded.1,
-            final_latents,
-            prompt_embeds: ctx,
-            scheduler: scheduler.name(),
-            text_time,
-            step_times,
-            decode_time: decoded.2,
-            decode_runs: decoded.3,
-        })
+        let denoised = (final_latents, step_times, scheduler.name());
+        Ok(GeneratedVideo::new((ctx, text_time), denoised, decoded))
     }
 
     /// Text embeddings: negative (unconditional) first, then the prompt, as diffusers
