@@ -279,6 +279,26 @@ pub struct Generated {
     pub decode_time: Duration,
 }
 
+impl Generated {
+    /// From the three stages' results: (embeddings, text time), (final latents, step times,
+    /// scheduler), (image, decode time).
+    fn new(
+        (prompt_embeds, text_time): (Tensor, Duration),
+        (final_latents, step_times, scheduler): (Tensor, Vec<Duration>, &'static str),
+        (image, decode_time): (RgbImage, Duration),
+    ) -> Self {
+        Self {
+            image,
+            final_latents,
+            prompt_embeds,
+            scheduler,
+            text_time,
+            step_times,
+            decode_time,
+        }
+    }
+}
+
 /// Check image size flags against a model's VAE downscale factor (reads only its config).
 pub fn check_image_size(
     src: &ModelSource,
@@ -414,16 +434,9 @@ impl StableDiffusion {
         let (ctx, text_time) = self.encode_prompts(exec, req, progress, obs)?;
         let (final_latents, step_times) =
             self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
-        let (image, decode_time) = self.decode_latents(exec, req, &final_latents, progress, obs)?;
-        Ok(Generated {
-            image,
-            final_latents,
-            prompt_embeds: ctx,
-            scheduler: scheduler.name(),
-            text_time,
-            step_times,
-            decode_time,
-        })
+        let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
+        let denoised = (final_latents, step_times, scheduler.name());
+        Ok(Generated::new((ctx, text_time), denoised, decoded))
     }
 
     /// [`StableDiffusion::generate`] for a pipeline used once (the CLI): each component's
@@ -444,16 +457,9 @@ impl StableDiffusion {
         let (final_latents, step_times) =
             self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
         self.unet.weights.release();
-        let (image, decode_time) = self.decode_latents(exec, req, &final_latents, progress, obs)?;
-        Ok(Generated {
-            image,
-            final_latents,
-            prompt_embeds: ctx,
-            scheduler: scheduler.name(),
-            text_time,
-            step_times,
-            decode_time,
-        })
+        let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
+        let denoised = (final_latents, step_times, scheduler.name());
+        Ok(Generated::new((ctx, text_time), denoised, decoded))
     }
 
     /// Text embeddings: negative (unconditional) first, then the prompt, as diffusers
