@@ -78,6 +78,37 @@ impl TextEncoder {
             vec![("input_ids".into(), ids)],
         )
     }
+
+    /// Text embeddings for a request: negative (unconditional) first, then the prompt, as
+    /// diffusers concatenates (the prompt alone without guidance, `guidance` ≤ 1); reports
+    /// the time through `progress`.
+    pub(crate) fn encode_prompts(
+        &self,
+        tokenizer: &ClipTokenizer,
+        exec: &Executor,
+        (prompt, negative, guidance): (&str, &str, f32),
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<(Tensor, Duration)> {
+        let t0 = Instant::now();
+        let prompts: Vec<&str> = if guidance > 1.0 {
+            vec![negative, prompt]
+        } else {
+            vec![prompt]
+        };
+        let mut data = Vec::new();
+        for p in &prompts {
+            data.extend(tokenizer.encode(p)?.into_iter().map(|i| i as f32));
+        }
+        let ids = Tensor::new(vec![prompts.len(), tokenizer.max_length()], data)?;
+        let ctx = self
+            .run(exec, obs, ids)?
+            .remove("last_hidden_state")
+            .expect("text encoder output");
+        let text_time = t0.elapsed();
+        progress(Progress::TextEncoded(text_time));
+        Ok((ctx, text_time))
+    }
 }
 
 /// A timestep given as a scalar, (1,) or one per batch item → (batch,).
@@ -412,16 +443,6 @@ impl StableDiffusion {
         Ok(())
     }
 
-    /// Token ids for a batch of prompts, as an f32 tensor (B, 77).
-    pub fn tokenize(&self, prompts: &[&str]) -> Result<Tensor> {
-        let mut data = Vec::new();
-        for p in prompts {
-            data.extend(self.tokenizer.encode(p)?.into_iter().map(|i| i as f32));
-        }
-        let len = self.tokenizer.max_length();
-        Tensor::new(vec![prompts.len(), len], data)
-    }
-
     pub fn generate(
         &self,
         exec: &Executor,
@@ -431,7 +452,10 @@ impl StableDiffusion {
     ) -> Result<Generated> {
         self.validate(req)?;
         let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
-        let (ctx, text_time) = self.encode_prompts(exec, req, progress, obs)?;
+        let text = (&req.prompt[..], &req.negative_prompt[..], req.guidance);
+        let (ctx, text_time) =
+            self.text_encoder
+                .encode_prompts(&self.tokenizer, exec, text, progress, obs)?;
         let (final_latents, step_times) =
             self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
         let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
@@ -452,7 +476,10 @@ impl StableDiffusion {
     ) -> Result<Generated> {
         self.validate(req)?;
         let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
-        let (ctx, text_time) = self.encode_prompts(exec, req, progress, obs)?;
+        let text = (&req.prompt[..], &req.negative_prompt[..], req.guidance);
+        let (ctx, text_time) =
+            self.text_encoder
+                .encode_prompts(&self.tokenizer, exec, text, progress, obs)?;
         self.text_encoder.weights.release();
         let (final_latents, step_times) =
             self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
@@ -460,31 +487,6 @@ impl StableDiffusion {
         let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
         let denoised = (final_latents, step_times, scheduler.name());
         Ok(Generated::new((ctx, text_time), denoised, decoded))
-    }
-
-    /// Text embeddings: negative (unconditional) first, then the prompt, as diffusers
-    /// concatenates (the prompt alone without guidance).
-    fn encode_prompts(
-        &self,
-        exec: &Executor,
-        req: &GenerateRequest,
-        progress: &mut dyn FnMut(Progress),
-        obs: &mut dyn Observer,
-    ) -> Result<(Tensor, Duration)> {
-        let t0 = Instant::now();
-        let prompts: Vec<&str> = if req.guidance > 1.0 {
-            vec![&req.negative_prompt, &req.prompt]
-        } else {
-            vec![&req.prompt]
-        };
-        let ids = self.tokenize(&prompts)?;
-        let mut text = self.text_encoder.run(exec, obs, ids)?;
-        let ctx = text
-            .remove("last_hidden_state")
-            .expect("text encoder output");
-        let text_time = t0.elapsed();
-        progress(Progress::TextEncoded(text_time));
-        Ok((ctx, text_time))
     }
 
     /// The scheduler's loop from the initial noise (or the request's latents) to the final

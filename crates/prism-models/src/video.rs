@@ -253,15 +253,6 @@ impl TextToVideo {
         Ok(())
     }
 
-    /// Token ids for a batch of prompts, as an f32 tensor (B, 77).
-    pub fn tokenize(&self, prompts: &[&str]) -> Result<Tensor> {
-        let mut data = Vec::new();
-        for p in prompts {
-            data.extend(self.tokenizer.encode(p)?.into_iter().map(|i| i as f32));
-        }
-        Tensor::new(vec![prompts.len(), self.tokenizer.max_length()], data)
-    }
-
     pub fn generate(
         &self,
         exec: &Executor,
@@ -271,7 +262,10 @@ impl TextToVideo {
     ) -> Result<GeneratedVideo> {
         self.validate(req)?;
         let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
-        let (ctx, text_time) = self.encode_prompts(exec, req, progress, obs)?;
+        let text = (&req.prompt[..], &req.negative_prompt[..], req.guidance);
+        let (ctx, text_time) =
+            self.text_encoder
+                .encode_prompts(&self.tokenizer, exec, text, progress, obs)?;
         let (final_latents, step_times) =
             self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
         let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
@@ -291,7 +285,10 @@ impl TextToVideo {
     ) -> Result<GeneratedVideo> {
         self.validate(req)?;
         let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
-        let (ctx, text_time) = self.encode_prompts(exec, req, progress, obs)?;
+        let text = (&req.prompt[..], &req.negative_prompt[..], req.guidance);
+        let (ctx, text_time) =
+            self.text_encoder
+                .encode_prompts(&self.tokenizer, exec, text, progress, obs)?;
         self.text_encoder.weights.release();
         let (final_latents, step_times) =
             self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
@@ -299,31 +296,6 @@ impl TextToVideo {
         let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
         let denoised = (final_latents, step_times, scheduler.name());
         Ok(GeneratedVideo::new((ctx, text_time), denoised, decoded))
-    }
-
-    /// Text embeddings: negative (unconditional) first, then the prompt, as diffusers
-    /// concatenates (the prompt alone without guidance).
-    fn encode_prompts(
-        &self,
-        exec: &Executor,
-        req: &VideoRequest,
-        progress: &mut dyn FnMut(Progress),
-        obs: &mut dyn Observer,
-    ) -> Result<(Tensor, Duration)> {
-        let t0 = Instant::now();
-        let prompts: Vec<&str> = if req.guidance > 1.0 {
-            vec![&req.negative_prompt, &req.prompt]
-        } else {
-            vec![&req.prompt]
-        };
-        let ids = self.tokenize(&prompts)?;
-        let mut text = self.text_encoder.run(exec, obs, ids)?;
-        let ctx = text
-            .remove("last_hidden_state")
-            .expect("text encoder output");
-        let text_time = t0.elapsed();
-        progress(Progress::TextEncoded(text_time));
-        Ok((ctx, text_time))
     }
 
     /// The denoising loop from the initial latents; returns the final latents (1, C, F, h, w).
