@@ -557,11 +557,19 @@ simd_variants!(filter_lanes<M, A>(t: &Winograd<M, A>, src: &[f32], dst: SendPtr,
     }
 });
 
-simd_variants!(input_lanes<M, A>(t: &Winograd<M, A>, x: &[f32], chan: (usize, usize, usize, usize), starts: &[TileStart], dst: SendPtr, stride: usize) -> () {
-    // Input channel ci's A×A patches of n ≤ LANES tiles of (cin, h, w) images, transformed;
-    // V[p] lane l goes to dst + p·stride + l.
-    let (ci, cin, h, w) = chan;
-    let n = starts.len();
+/// The A×A input patches of n ≤ LANES tiles of input channel `ci` of x (n, cin, h, w), lane
+/// l holding tile l's patch, zero outside the plane.
+#[inline(always)]
+fn patches<const A: usize>(
+    x: &[f32],
+    (ci, cin, h, w): (usize, usize, usize, usize),
+    starts: &[TileStart],
+) -> [[Lane; A]; A] {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() == crate::simd::Level::Avx512 && x.len() < i32::MAX as usize {
+        // SAFETY: AVX-512F was detected; every lane's index is in x or masked off.
+        return unsafe { patches_gather::<A>(x, (ci, cin, h, w), starts) };
+    }
     let mut d = [[[0f32; LANES]; A]; A];
     for (l, &(img, iy, ix, inside)) in starts.iter().enumerate() {
         let plane = &x[(img * cin + ci) * h * w..(img * cin + ci + 1) * h * w];
@@ -587,6 +595,56 @@ simd_variants!(input_lanes<M, A>(t: &Winograd<M, A>, x: &[f32], chan: (usize, us
             }
         }
     }
+    d
+}
+
+/// [`patches`] with AVX-512 gathers: one masked gather per patch element for all lanes, the
+/// mask the lanes whose element lies inside the plane. x must have fewer than 2³¹ floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn patches_gather<const A: usize>(
+    x: &[f32],
+    (ci, cin, h, w): (usize, usize, usize, usize),
+    starts: &[TileStart],
+) -> [[Lane; A]; A] {
+    use std::arch::x86_64::*;
+    let mut base = [0i32; LANES];
+    let (mut iy, mut ix) = ([0i32; LANES], [0i32; LANES]);
+    for (l, &(img, y0, x0, _)) in starts.iter().enumerate() {
+        // The patch origin's offset in x (may point before the plane: masked lanes only).
+        base[l] = (((img * cin + ci) * h) as isize * w as isize + y0 * w as isize + x0) as i32;
+        (iy[l], ix[l]) = (y0 as i32, x0 as i32);
+    }
+    let live: __mmask16 = ((1u32 << starts.len()) - 1) as __mmask16;
+    let base = _mm512_loadu_si512(base.as_ptr() as *const _);
+    let (iy, ix) = (
+        _mm512_loadu_si512(iy.as_ptr() as *const _),
+        _mm512_loadu_si512(ix.as_ptr() as *const _),
+    );
+    let (hv, wv) = (_mm512_set1_epi32(h as i32), _mm512_set1_epi32(w as i32));
+    let zero = _mm512_setzero_si512();
+    let mut d = [[[0f32; LANES]; A]; A];
+    for (i, drow) in d.iter_mut().enumerate() {
+        let yy = _mm512_add_epi32(iy, _mm512_set1_epi32(i as i32));
+        let row_ok = _mm512_mask_cmpge_epi32_mask(live, yy, zero) & _mm512_cmplt_epi32_mask(yy, hv);
+        let row = _mm512_add_epi32(base, _mm512_set1_epi32((i * w) as i32));
+        for (j, dl) in drow.iter_mut().enumerate() {
+            let xx = _mm512_add_epi32(ix, _mm512_set1_epi32(j as i32));
+            let ok =
+                _mm512_mask_cmpge_epi32_mask(row_ok, xx, zero) & _mm512_cmplt_epi32_mask(xx, wv);
+            let idx = _mm512_add_epi32(row, _mm512_set1_epi32(j as i32));
+            let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), ok, idx, x.as_ptr());
+            _mm512_storeu_ps(dl.as_mut_ptr(), v);
+        }
+    }
+    d
+}
+
+simd_variants!(input_lanes<M, A>(t: &Winograd<M, A>, x: &[f32], chan: (usize, usize, usize, usize), starts: &[TileStart], dst: SendPtr, stride: usize) -> () {
+    // Input channel ci's A×A patches of n ≤ LANES tiles of (cin, h, w) images, transformed;
+    // V[p] lane l goes to dst + p·stride + l.
+    let n = starts.len();
+    let d = patches::<A>(x, chan, starts);
     let vv = sandwich(&t.bt, &d, &t.bt);
     for (p, lane) in vv.iter().flatten().enumerate() {
         // SAFETY: the caller owns dst + p·stride .. + n for every p.
