@@ -35,7 +35,7 @@
 use std::arch::x86_64::*;
 
 use crate::conv::ConvWeights;
-use crate::SendPtr;
+use crate::{simd, SendPtr};
 use rayon::prelude::*;
 
 /// Output features per panel (two vectors of 16).
@@ -391,11 +391,10 @@ unsafe fn tile<const DT: u8>(
         Epilogue::Add => std::ptr::null(),
     };
     for i in 0..nrows {
-        for off in [0, 64, 127] {
-            let p = (c as *const i8).wrapping_add(i * c_rs * 4 + off);
-            _mm_prefetch::<_MM_HINT_ET0>(p);
+        for off in [0, 16, 31] {
+            simd::prefetch_for_write((c as *const f32).wrapping_add(i * c_rs + off));
             if !res.is_null() {
-                _mm_prefetch::<_MM_HINT_T0>((res as *const i8).wrapping_add(i * c_rs * 4 + off));
+                simd::prefetch_read(res.wrapping_add(i * c_rs + off));
             }
         }
     }

@@ -49,6 +49,26 @@ fn detect() -> Level {
     Level::Portable
 }
 
+/// Ask for the cache line holding `p`, to be written soon (a hint: never faults, any address).
+#[inline(always)]
+pub fn prefetch_for_write(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch does not access memory architecturally.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p as *const i8)
+    };
+}
+
+/// Ask for the cache line holding `p`, to be read soon (a hint: never faults, any address).
+#[inline(always)]
+pub fn prefetch_read(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as above.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+}
+
 static DETECTED: OnceLock<Level> = OnceLock::new();
 
 fn rank(l: Level) -> u8 {
