@@ -190,7 +190,10 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
     if let Some(spec) = parse_matmul(name) {
         let (kind, m, k, n, gemm) = spec?;
         let wn = if kind == Product::Geglu { 2 * n } else { n };
-        let panels = !gemm && prism_kernels::linear512::available();
+        // Only Linear and GEGLU weights go to panels (as the executor binds them).
+        let panels = !gemm
+            && matches!(kind, Product::Linear | Product::Geglu)
+            && prism_kernels::linear512::available();
         let (a, mut b, bias) = (rand_vec(m * k, 10), rand_vec(k * wn, 11), rand_vec(wn, 12));
         let bits: Vec<u16> = if kind == Product::LinearBf16 {
             b.iter()
