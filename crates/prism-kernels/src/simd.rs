@@ -57,6 +57,8 @@ pub fn prefetch_for_write(p: *const f32) {
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p as *const i8)
     };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Ask for the cache line holding `p`, to be read soon (a hint: never faults, any address).
@@ -67,6 +69,8 @@ pub fn prefetch_read(p: *const f32) {
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
     };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 static DETECTED: OnceLock<Level> = OnceLock::new();
