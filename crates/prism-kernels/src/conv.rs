@@ -359,8 +359,8 @@ pub fn conv2d_stored(
     y: &mut [f32],
 ) -> ConvImpl {
     match imp {
-        ConvImpl::Winograd2 if imp.supports(g) => winograd(&F23, g, x, w, bias, residual, y),
-        ConvImpl::Winograd4 if imp.supports(g) => winograd(&F43, g, x, w, bias, residual, y),
+        ConvImpl::Winograd2 if imp.supports(g) => winograd::<2, 4, T23>(g, x, w, bias, residual, y),
+        ConvImpl::Winograd4 if imp.supports(g) => winograd::<4, 6, T43>(g, x, w, bias, residual, y),
         _ => {
             match w {
                 ConvWeights::F32(w) => conv2d_im2col_res(g, x, w, bias, residual, y),
@@ -447,6 +447,21 @@ const F43: Winograd<4, 6> = Winograd {
     ],
 };
 
+/// A Winograd transform known at compile time: the transform kernels take it as a type, so
+/// their matrices are constants after inlining (zero terms vanish, ±1 terms become adds),
+/// where a reference argument left runtime loads and zero tests in every lane loop.
+trait Transform<const M: usize, const A: usize> {
+    const T: Winograd<M, A>;
+}
+struct T23;
+impl Transform<2, 4> for T23 {
+    const T: Winograd<2, 4> = F23;
+}
+struct T43;
+impl Transform<4, 6> for T43 {
+    const T: Winograd<4, 6> = F43;
+}
+
 /// Scratch budget of the transformed input and output tiles per chunk (floats).
 const WINO_BUDGET: usize = 16 << 20;
 
@@ -461,10 +476,22 @@ fn wino_chunk(a: usize, m: usize, g: &Conv2dGeom) -> usize {
 const LANES: usize = 16;
 type Lane = [f32; LANES];
 
+/// a·b + c: one fused multiply-add where the caller's code is compiled with FMA (`FMA`
+/// true), a multiply and an add elsewhere (the portable build has no FMA instruction, and
+/// `mul_add` would call the C library).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
 /// mat_l · x · mat_rᵀ on LANES independent R2×C2 matrices at once. The matrices are
 /// constants, so after inlining the zero terms vanish and the rest are vector FMAs.
 #[inline(always)]
-fn sandwich<const R: usize, const K1: usize, const K2: usize, const C: usize>(
+fn sandwich<const FMA: bool, const R: usize, const K1: usize, const K2: usize, const C: usize>(
     ml: &[[f32; K1]; R],
     x: &[[Lane; K2]; K1],
     mr: &[[f32; K2]; C],
@@ -476,7 +503,7 @@ fn sandwich<const R: usize, const K1: usize, const K2: usize, const C: usize>(
             if c != 0.0 {
                 for k2 in 0..K2 {
                     for l in 0..LANES {
-                        tmp[r][k2][l] += c * x[k1][k2][l];
+                        tmp[r][k2][l] = madd::<FMA>(c, x[k1][k2][l], tmp[r][k2][l]);
                     }
                 }
             }
@@ -489,7 +516,7 @@ fn sandwich<const R: usize, const K1: usize, const K2: usize, const C: usize>(
                 let co = mr[c][k2];
                 if co != 0.0 {
                     for l in 0..LANES {
-                        out[r][c][l] += co * tmp[r][k2][l];
+                        out[r][c][l] = madd::<FMA>(co, tmp[r][k2][l], out[r][c][l]);
                     }
                 }
             }
@@ -498,26 +525,34 @@ fn sandwich<const R: usize, const K1: usize, const K2: usize, const C: usize>(
     out
 }
 
-/// Define `$name(args) -> ret` compiled for AVX-512, AVX2+FMA and portable code, picked at
-/// run time (the lane loops vectorize to the widest available registers).
+/// Define `$name::<M, A, W>(args) -> ret`, W the [`Transform`], compiled for AVX-512, AVX2+FMA
+/// and portable code, picked at run time (the lane loops vectorize to the widest available
+/// registers). The body sees `const FMA: bool`: whether its variant fuses multiply-adds.
 macro_rules! simd_variants {
-    ($name:ident<$($cg:ident),*>($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
+    ($name:ident<$($cg:ident),*; $tp:ident: $tb:ident>($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
         #[inline(always)]
-        fn $name<$(const $cg: usize),*>($($arg: $ty),*) -> $ret {
+        fn $name<$(const $cg: usize,)* $tp: $tb<$($cg),*>>($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512<$(const $cg: usize),*>($($arg: $ty),*) -> $ret $body
+                #[target_feature(enable = "avx512f,fma")]
+                unsafe fn avx512<$(const $cg: usize,)* $tp: $tb<$($cg),*>>($($arg: $ty),*) -> $ret {
+                    const FMA: bool = true;
+                    $body
+                }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2<$(const $cg: usize),*>($($arg: $ty),*) -> $ret $body
+                unsafe fn avx2<$(const $cg: usize,)* $tp: $tb<$($cg),*>>($($arg: $ty),*) -> $ret {
+                    const FMA: bool = true;
+                    $body
+                }
                 match crate::simd::level() {
                     // SAFETY: the level was detected at run time.
-                    crate::simd::Level::Avx512 => return unsafe { avx512::<$($cg),*>($($arg),*) },
+                    crate::simd::Level::Avx512 => return unsafe { avx512::<$($cg,)* $tp>($($arg),*) },
                     // SAFETY: as above.
-                    crate::simd::Level::Avx2 => return unsafe { avx2::<$($cg),*>($($arg),*) },
+                    crate::simd::Level::Avx2 => return unsafe { avx2::<$($cg,)* $tp>($($arg),*) },
                     crate::simd::Level::Portable => {}
                 }
             }
+            const FMA: bool = false;
             $body
         }
     };
@@ -541,7 +576,7 @@ unsafe fn store_lane(dst: *mut f32, lane: &Lane, n: usize) {
 /// wholly inside the plane so no zero padding applies).
 type TileStart = (usize, isize, isize, bool);
 
-simd_variants!(filter_lanes<M, A>(t: &Winograd<M, A>, src: &[f32], dst: SendPtr, stride: usize) -> () {
+simd_variants!(filter_lanes<M, A; W: Transform>(src: &[f32], dst: SendPtr, stride: usize) -> () {
     // src: n ≤ LANES filters of 9 taps each; U[p] lane l goes to dst + p·stride + l.
     let n = src.len() / 9;
     let mut gl = [[[0f32; LANES]; 3]; 3];
@@ -550,7 +585,8 @@ simd_variants!(filter_lanes<M, A>(t: &Winograd<M, A>, src: &[f32], dst: SendPtr,
             gl[e / 3][e % 3][l] = v;
         }
     }
-    let uu = sandwich(&t.g, &gl, &t.g);
+    let t = &W::T;
+    let uu = sandwich::<FMA, _, _, _, _>(&t.g, &gl, &t.g);
     for (p, lane) in uu.iter().flatten().enumerate() {
         // SAFETY: the caller owns dst + p·stride .. + n for every p.
         unsafe { store_lane(dst.get().add(p * stride), lane, n) };
@@ -640,19 +676,20 @@ unsafe fn patches_gather<const A: usize>(
     d
 }
 
-simd_variants!(input_lanes<M, A>(t: &Winograd<M, A>, x: &[f32], chan: (usize, usize, usize, usize), starts: &[TileStart], dst: SendPtr, stride: usize) -> () {
+simd_variants!(input_lanes<M, A; W: Transform>(x: &[f32], chan: (usize, usize, usize, usize), starts: &[TileStart], dst: SendPtr, stride: usize) -> () {
     // Input channel ci's A×A patches of n ≤ LANES tiles of (cin, h, w) images, transformed;
     // V[p] lane l goes to dst + p·stride + l.
     let n = starts.len();
     let d = patches::<A>(x, chan, starts);
-    let vv = sandwich(&t.bt, &d, &t.bt);
+    let t = &W::T;
+    let vv = sandwich::<FMA, _, _, _, _>(&t.bt, &d, &t.bt);
     for (p, lane) in vv.iter().flatten().enumerate() {
         // SAFETY: the caller owns dst + p·stride .. + n for every p.
         unsafe { store_lane(dst.get().add(p * stride), lane, n) };
     }
 });
 
-simd_variants!(output_lanes<M, A>(t: &Winograd<M, A>, src: &[f32], stride: usize, starts: &[TileStart], pad: (isize, isize), chan: (usize, usize, usize, usize), bias: f32, residual: Option<&[f32]>, y: SendPtr) -> () {
+simd_variants!(output_lanes<M, A; W: Transform>(src: &[f32], stride: usize, starts: &[TileStart], pad: (isize, isize), chan: (usize, usize, usize, usize), bias: f32, residual: Option<&[f32]>, y: SendPtr) -> () {
     // M[p] lanes of n ≤ LANES tiles at src[p·stride ..], inverse-transformed, plus bias and
     // residual, cropped and written to output channel co of (cout, ho, wo) images.
     let (co, cout, ho, wo) = chan;
@@ -666,7 +703,8 @@ simd_variants!(output_lanes<M, A>(t: &Winograd<M, A>, src: &[f32], stride: usize
             lane[..n].copy_from_slice(s);
         }
     }
-    let out = sandwich(&t.at, &mt, &t.at);
+    let t = &W::T;
+    let out = sandwich::<FMA, _, _, _, _>(&t.at, &mt, &t.at);
     for (l, &(img, iy, ix, _)) in starts.iter().enumerate() {
         let (oy, ox) = ((iy + pad.0) as usize, (ix + pad.1) as usize);
         for (i, orow) in out.iter().enumerate().take(ho - oy) {
@@ -680,8 +718,7 @@ simd_variants!(output_lanes<M, A>(t: &Winograd<M, A>, src: &[f32], stride: usize
     }
 });
 
-fn winograd<const M: usize, const A: usize>(
-    t: &Winograd<M, A>,
+fn winograd<const M: usize, const A: usize, W: Transform<M, A>>(
     g: &Conv2dGeom,
     x: &[f32],
     wt: ConvWeights,
@@ -720,7 +757,7 @@ fn winograd<const M: usize, const A: usize>(
             for (blk, src) in row.chunks(LANES * 9).enumerate() {
                 // SAFETY: task co writes only row co of each U[p]; u outlives the loop.
                 let dst = SendPtr(unsafe { up.get().add(co * cin + blk * LANES) });
-                filter_lanes(t, src, dst, cout * cin);
+                filter_lanes::<M, A, W>(src, dst, cout * cin);
             }
         });
 
@@ -762,7 +799,7 @@ fn winograd<const M: usize, const A: usize>(
                 }
                 // SAFETY: task ci writes only row ci of each V[p]; v outlives the loop.
                 let dst = SendPtr(unsafe { vp.get().add(ci * tc + blk * LANES) });
-                input_lanes(t, x, (ci, cin, g.h, g.w), st, dst, cin * tc);
+                input_lanes::<M, A, W>(x, (ci, cin, g.h, g.w), st, dst, cin * tc);
             }
         });
         // M[p] = U[p] · V[p]: α² independent products.
@@ -793,7 +830,7 @@ fn winograd<const M: usize, const A: usize>(
                 }
                 let src = &mm[co * tc + blk * LANES..];
                 let chan = (co, cout, ho, wo);
-                output_lanes(t, src, cout * tc, st, (pt, pl), chan, b, residual, yp);
+                output_lanes::<M, A, W>(src, cout * tc, st, (pt, pl), chan, b, residual, yp);
             }
         });
         t0 += tc;
