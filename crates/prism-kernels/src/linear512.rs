@@ -21,6 +21,8 @@
 //!   the executor's outputs are recycled buffers no cache holds, and 14 rows of stores that
 //!   each miss stalled the epilogue. `linear_8192_320_320` went from 155 to 173 GFLOP/s,
 //!   `linear_2048_640_640` from 166 to 179 (2 threads, medians of six alternating runs).
+//!   Inside the k loop it prefetches each row's next line of x every 16 inputs, so the 14
+//!   rows' line crossings do not miss L1 together.
 //! - The GEGLU projection (W = [value; gate], 2n × in) computes each task's value and gate
 //!   columns with their biases into an L2-sized scratch block ([`GEGLU_BLOCK`]) with the same tile,
 //!   then writes value · gelu(gate) from there: the (rows × 2n) projection never goes to
@@ -400,13 +402,22 @@ unsafe fn tile<const DT: u8>(
     }
     let mut lo = [_mm512_setzero_ps(); MR];
     let mut hi = [_mm512_setzero_ps(); MR];
-    for k in 0..kc {
-        let b0 = load16::<DT>(base, b + k * NR);
-        let b1 = load16::<DT>(base, b + k * NR + 16);
-        for i in 0..MR {
-            let av = _mm512_set1_ps(*a[i].add(k));
-            lo[i] = _mm512_fmadd_ps(av, b0, lo[i]);
-            hi[i] = _mm512_fmadd_ps(av, b1, hi[i]);
+    for k0 in (0..kc).step_by(16) {
+        // Each row's next line of x, a line ahead of the broadcasts: the 14 rows cross a line
+        // together, so without it 14 loads miss L1 at once every 16 inputs. Measured in one
+        // process, alternating call by call: 2–5% on most UNet shapes (8192×1280→320: 222 →
+        // 235 GFLOP/s); a prefetch two lines ahead was no better.
+        for p in a {
+            simd::prefetch_read(p.wrapping_add(k0 + 16));
+        }
+        for k in k0..(k0 + 16).min(kc) {
+            let b0 = load16::<DT>(base, b + k * NR);
+            let b1 = load16::<DT>(base, b + k * NR + 16);
+            for i in 0..MR {
+                let av = _mm512_set1_ps(*a[i].add(k));
+                lo[i] = _mm512_fmadd_ps(av, b0, lo[i]);
+                hi[i] = _mm512_fmadd_ps(av, b1, hi[i]);
+            }
         }
     }
     let (m0, m1) = (mask(ncols), mask(ncols.saturating_sub(16)));
