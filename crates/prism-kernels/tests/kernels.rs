@@ -712,8 +712,15 @@ fn panel_linear_matches_reference_on_every_weight_dtype() {
         return;
     }
     pool().install(|| {
-        // Ragged rows (tile 14, task 224), outputs off 32, inputs past one 256-wide chunk.
-        for &(rows, inf, out) in &[(1, 1, 1), (13, 7, 33), (15, 300, 64), (230, 600, 70)] {
+        // Ragged rows (tile 14; one task block up to 560 rows, then blocks of 224), outputs
+        // off 32, inputs past one 256-wide chunk.
+        for &(rows, inf, out) in &[
+            (1, 1, 1),
+            (13, 7, 33),
+            (15, 300, 64),
+            (230, 600, 70),
+            (601, 30, 40),
+        ] {
             let x = r.vec(rows * inf);
             let w = r.vec(out * inf);
             let wp = pack_panels(&w, out, inf);
@@ -794,7 +801,13 @@ fn panel_geglu_matches_unfused_projection_and_gate() {
     let mut r = Rng::new();
     pool().install(|| {
         // n = 64 and 160 take the fused tile path, n = 40 the row-block fallback.
-        for &(rows, inf, n) in &[(1, 3, 64), (29, 300, 160), (250, 40, 64), (17, 33, 40)] {
+        for &(rows, inf, n) in &[
+            (1, 3, 64),
+            (29, 300, 160),
+            (250, 40, 64),
+            (17, 33, 40),
+            (590, 24, 64),
+        ] {
             let x = r.vec(rows * inf);
             let w = r.vec(2 * n * inf);
             let b = r.vec(2 * n);
