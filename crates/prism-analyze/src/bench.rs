@@ -18,6 +18,8 @@ pub struct BenchResult {
     pub median_s: f64,
     pub min_s: f64,
     pub max_s: f64,
+    /// Every timed run, in order (for pooling runs of several processes).
+    pub times_s: Vec<f64>,
     pub runs: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flops: Option<u64>,
@@ -54,18 +56,32 @@ pub const BENCHES: &[&str] = &[
     "vae_decode_64",
 ];
 
+/// What [`time`] measured: median, min and max of the timed runs, and every run in order.
+pub struct Timing {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub times: Vec<f64>,
+}
+
 /// Time `f` `runs` times after one warm-up.
-pub fn time(runs: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
+pub fn time(runs: usize, mut f: impl FnMut()) -> Timing {
     f();
-    let mut t: Vec<f64> = (0..runs.max(1))
+    let times: Vec<f64> = (0..runs.max(1))
         .map(|_| {
             let s = Instant::now();
             f();
             s.elapsed().as_secs_f64()
         })
         .collect();
+    let mut t = times.clone();
     t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (t[t.len() / 2], t[0], t[t.len() - 1])
+    Timing {
+        median: t[t.len() / 2],
+        min: t[0],
+        max: t[t.len() - 1],
+        times,
+    }
 }
 
 fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
@@ -82,12 +98,13 @@ fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     d / scale.max(1e-30)
 }
 
-fn result(name: &str, runs: usize, t: (f64, f64, f64), flops: Option<u64>) -> BenchResult {
+fn result(name: &str, runs: usize, t: Timing, flops: Option<u64>) -> BenchResult {
     BenchResult {
         name: name.into(),
-        median_s: t.0,
-        min_s: t.1,
-        max_s: t.2,
+        median_s: t.median,
+        min_s: t.min,
+        max_s: t.max,
+        times_s: t.times,
         runs,
         flops,
         rel_error: None,
