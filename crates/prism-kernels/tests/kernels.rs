@@ -434,6 +434,21 @@ fn layout_ops() {
     let mut back = vec![0f32; b.len()];
     ew::slice(&c, &[2, 8, 4], 1, 3, 5, &mut back);
     assert_eq!(back, b);
+    // runs longer than one parallel piece (16384 floats), every element checked
+    let a = r.vec(2 * 3 * 7000);
+    let b = r.vec(2 * 2 * 7000);
+    let mut c = vec![f32::NAN; 2 * 5 * 7000];
+    ew::concat(&[&a, &b], &[&[2, 3, 7000], &[2, 2, 7000]], 1, &mut c);
+    for o in 0..2 {
+        assert_eq!(
+            c[o * 35000..o * 35000 + 21000],
+            a[o * 21000..(o + 1) * 21000]
+        );
+        assert_eq!(
+            c[o * 35000 + 21000..(o + 1) * 35000],
+            b[o * 14000..(o + 1) * 14000]
+        );
+    }
     // nearest ×2 and to an odd size
     let x = r.vec(2 * 3 * 3);
     let mut y = vec![0f32; 2 * 6 * 6];
