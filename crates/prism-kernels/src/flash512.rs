@@ -214,13 +214,14 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                         let min_valid = if g.causal { (row0 + 1).min(g.lk) } else { g.lk };
                         let masked = c0 + cols_p > min_valid;
                         if masked {
-                            for c in 0..cols_p {
-                                for r in 0..G {
-                                    let i = grp * G + r;
-                                    let valid = if i < rows { g.valid(r0 + i) } else { g.lk };
-                                    if c0 + c >= valid {
-                                        st[c * G + r] = f32::NEG_INFINITY;
-                                    }
+                            // Per row, only the keys it may not see: the padding keys past Lk
+                            // (every row) and, causal, those past the row; no test of every
+                            // (key, row) pair of the tile.
+                            for r in 0..G {
+                                let i = grp * G + r;
+                                let valid = if i < rows { g.valid(r0 + i) } else { g.lk };
+                                for c in valid.saturating_sub(c0).min(cols_p)..cols_p {
+                                    st[c * G + r] = f32::NEG_INFINITY;
                                 }
                             }
                         }
