@@ -132,9 +132,9 @@ const BF16: u8 = 1;
 const F16: u8 = 2;
 
 /// Tasks of a product over `rows` and `panels`: `rb` blocks of at most [`MC`] rows (one block
-/// up to [`ONE_BLOCK`] rows) × `cb`
-/// runs of panels, at least two tasks per thread where the shape allows, and runs narrow
-/// enough that a task's block of y stays in L2 between input chunks.
+/// up to [`ONE_BLOCK`] rows) × `cb` runs of panels, at least two tasks per thread where the
+/// shape allows, and runs narrow enough that a task's block of y stays in L2 between input
+/// chunks.
 fn split(rows: usize, panels: usize) -> (usize, usize) {
     const Y_BLOCK: usize = 384 << 10;
     let threads = rayon::current_num_threads().max(1);
