@@ -172,14 +172,29 @@ pub fn conv2d_im2col_res(
             // Image b's columns, in place: rows g.n·ncol apart, starting at column b·ncol.
             im2col_band(g, xs, 0, ho, &mut col[b * ncol..], g.n * ncol);
         }
-        matmul(
-            &mut z,
-            g.n * ncol,
-            wmat,
-            MatRef::row_major(&col, kk, g.n * ncol),
-            false,
-            Par::Pool,
-        );
+        // Blocks of output channels, two per thread, each a single-threaded product: every
+        // thread streams only its rows of the weights. The gemm crate's own threading of
+        // this product was 9–28% slower at 4×4 and 8×8 (1280 → 1280 at 8×8, batch 2: 15.2
+        // against 13.9 ms; at 4×4 8.9 against 6.6 ms; in one process, alternating).
+        let nc = g.n * ncol;
+        let mb = g
+            .cout
+            .div_ceil(2 * rayon::current_num_threads().max(1))
+            .max(1);
+        z[..g.cout * nc]
+            .par_chunks_mut(mb * nc)
+            .enumerate()
+            .for_each(|(i, zc)| {
+                let (r0, rows) = (i * mb, zc.len() / nc);
+                matmul(
+                    zc,
+                    nc,
+                    MatRef::row_major(&wt[r0 * kk..(r0 + rows) * kk], rows, kk),
+                    MatRef::row_major(&col, kk, nc),
+                    false,
+                    Par::Seq,
+                );
+            });
         for (b, img) in y.chunks_exact_mut(g.cout * hw_out).enumerate() {
             for (co, plane) in img.chunks_exact_mut(hw_out).enumerate() {
                 let src = &z[co * g.n * ncol + b * ncol..][..ncol];
