@@ -806,11 +806,11 @@ fn winograd<const M: usize, const A: usize, W: Transform<M, A>>(
         let starts = &starts;
         (0..cin).into_par_iter().for_each(|ci| {
             for (blk, st) in starts.chunks(LANES).enumerate() {
-                // The next group's 36 lines of V, each in another row: ask for them now, for
-                // writing (stores that miss in a burst stall the transform).
+                // The next group's 36 lines of V, each in another row: ask for them now (stores
+                // that miss in a burst stall the transform).
                 let next = vp.get().wrapping_add(ci * tc + (blk + 1) * LANES);
                 for p in 0..a2 {
-                    crate::simd::prefetch_for_write(next.wrapping_add(p * cin * tc));
+                    crate::simd::prefetch_l1(next.wrapping_add(p * cin * tc));
                 }
                 // SAFETY: task ci writes only row ci of each V[p]; v outlives the loop.
                 let dst = SendPtr(unsafe { vp.get().add(ci * tc + blk * LANES) });
@@ -841,7 +841,7 @@ fn winograd<const M: usize, const A: usize, W: Transform<M, A>>(
                 // The next group's lanes of M, one line in each of 36 rows.
                 let next = mm.as_ptr().wrapping_add(co * tc + (blk + 1) * LANES);
                 for p in 0..a2 {
-                    crate::simd::prefetch_read(next.wrapping_add(p * cout * tc));
+                    crate::simd::prefetch_l1(next.wrapping_add(p * cout * tc));
                 }
                 let src = &mm[co * tc + blk * LANES..];
                 let chan = (co, cout, ho, wo);

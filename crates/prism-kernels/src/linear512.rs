@@ -18,7 +18,7 @@
 //!   innermost, so a panel chunk (≤ 32 KiB) stays in L1 while every row passes over it and the
 //!   chunk of x rows stays in L2 for all the panels; chunks accumulate in y. The bias and a
 //!   residual are added as the first chunk's sums are stored: no separate pass over y.
-//! - Before its k loop the tile prefetches its rows of y for writing (and of the residual):
+//! - Before its k loop the tile prefetches its rows of y into L1 (and of the residual):
 //!   the executor's outputs are recycled buffers no cache holds, and 14 rows of stores that
 //!   each miss stalled the epilogue. `linear_8192_320_320` went from 155 to 173 GFLOP/s,
 //!   `linear_2048_640_640` from 166 to 179 (2 threads, medians of six alternating runs).
@@ -424,7 +424,7 @@ unsafe fn tile<const DT: u8>(
     ep: Epilogue,
 ) {
     // The tile's lines of y (and of the residual) are wanted only after the k loop: ask for
-    // them now, for writing, so the epilogue's stores do not wait on memory (y is often a
+    // them now, so the epilogue's stores do not wait on memory (y is often a
     // recycled buffer no cache holds, its rows kilobytes apart). Prefetches never fault;
     // wrapping_add keeps the address arithmetic defined past a short last row.
     let res = match ep {
@@ -433,9 +433,9 @@ unsafe fn tile<const DT: u8>(
     };
     for i in 0..nrows {
         for off in [0, 16, 31] {
-            simd::prefetch_for_write((c as *const f32).wrapping_add(i * c_rs + off));
+            simd::prefetch_l1((c as *const f32).wrapping_add(i * c_rs + off));
             if !res.is_null() {
-                simd::prefetch_read(res.wrapping_add(i * c_rs + off));
+                simd::prefetch_l1(res.wrapping_add(i * c_rs + off));
             }
         }
     }
@@ -447,7 +447,7 @@ unsafe fn tile<const DT: u8>(
         // process, alternating call by call: 2–5% on most UNet shapes (8192×1280→320: 222 →
         // 235 GFLOP/s); a prefetch two lines ahead was no better.
         for p in a {
-            simd::prefetch_read(p.wrapping_add(k0 + 16));
+            simd::prefetch_l1(p.wrapping_add(k0 + 16));
         }
         for k in k0..(k0 + 16).min(kc) {
             let b0 = load16::<DT>(base, b + k * NR);

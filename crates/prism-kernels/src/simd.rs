@@ -49,41 +49,40 @@ fn detect() -> Level {
     Level::Portable
 }
 
-/// Ask for the cache line holding `p`, to be written soon (a hint: never faults, any address).
+/// A prefetch of the line holding `p` with x86 hint `H` (a hint: never faults, any address;
+/// nothing off x86-64).
 #[inline(always)]
-pub fn prefetch_for_write(p: *const f32) {
+fn prefetch<const H: i32>(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch does not access memory architecturally.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p as *const i8)
+        std::arch::x86_64::_mm_prefetch::<H>(p as *const i8)
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
 
-/// Ask for the cache line holding `p`, to be read soon (a hint: never faults, any address).
+#[cfg(target_arch = "x86_64")]
+const HINT_T0: i32 = std::arch::x86_64::_MM_HINT_T0;
+#[cfg(target_arch = "x86_64")]
+const HINT_T1: i32 = std::arch::x86_64::_MM_HINT_T1;
+#[cfg(not(target_arch = "x86_64"))]
+const HINT_T0: i32 = 0;
+#[cfg(not(target_arch = "x86_64"))]
+const HINT_T1: i32 = 0;
+
+/// Ask for the cache line holding `p` in L1 (`prefetcht0`), to be read or written soon. There
+/// is no write-intent variant: `_MM_HINT_ET0` needs the `prfchw` target feature, which stable
+/// Rust cannot enable, and compiles to this same instruction without it.
 #[inline(always)]
-pub fn prefetch_read(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: as above.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+pub fn prefetch_l1(p: *const f32) {
+    prefetch::<HINT_T0>(p as *const u8)
 }
 
-/// Ask for the cache line holding `p` in L2 only, for use after the lines in L1 now (a hint:
-/// never faults, any address).
+/// Ask for the cache line holding `p` in L2 (`prefetcht1`), for use after the lines in L1 now.
 #[inline(always)]
 pub fn prefetch_l2(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: as above.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    prefetch::<HINT_T1>(p)
 }
 
 static DETECTED: OnceLock<Level> = OnceLock::new();
