@@ -16,8 +16,8 @@
 //!   - online softmax down the key axis, one vector op per 16 rows: running max m and sum l,
 //!     the output rescaled by 2^(m_old − m_new) (the queries carry log2 e, so scores are in
 //!     base-2 units and every exponential is an exp2 of a number ≤ 0, 11 vector ops instead
-//!     of 15); the tile's row maxima come out of the score
-//!     tiles' registers, so the softmax reads the scores once (unless masking changed them);
+//!     of 15); the tile's row maxima come out of the score tiles' registers, so the softmax
+//!     reads the scores once (unless masking changed them);
 //!   - Oᵀ (D × 32 rows) += Vᵀ · P with a (≤ 12)-dim × 32-row register tile, the head dimension
 //!     split into near-equal blocks (40 = 4 × 10).
 //! - The group's scores (BK × 32 floats, 15 KiB) stay in L1 beside the keys they are made
@@ -312,8 +312,9 @@ unsafe fn scores_tile(d: usize, q: *const f32, k: *const f32, s: *mut f32, mx: *
 
 /// Online softmax of a tile of scores (keys × G rows) in place: per row, the running max m
 /// and sum l are updated, the probabilities written over the scores, and the output rows
-/// (o: d × G) rescaled by 2^(m_old − m_new) (scores in base-2 units). `tile_max` (G entries) holds the tile's row
-/// maxima from [`scores_tile`], or None where masking changed the scores since.
+/// (o: d × G) rescaled by 2^(m_old − m_new) (scores in base-2 units). `tile_max` (G entries)
+/// holds the tile's row maxima from [`scores_tile`], or None where masking changed the scores
+/// since.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn softmax_tile(
