@@ -287,8 +287,8 @@ pub fn concat(xs: &[&[f32]], shapes: &[&[usize]], axis: usize, y: &mut [f32]) {
     }
     let yp = crate::SendPtr(y.as_mut_ptr());
     pieces.par_iter().for_each(|&(src, off)| {
-        // SAFETY: off + src.len() ≤ outer·total ≤ y.len() (asserted above), and the pieces' ranges of y
-        // are disjoint, so no two tasks write the same floats.
+        // SAFETY: off + src.len() ≤ outer·total ≤ y.len() (asserted above), and the pieces'
+        // ranges of y are disjoint, so no two tasks write the same floats.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), yp.get().add(off), src.len()) };
     });
 }
