@@ -195,20 +195,21 @@ fn block(
             // this one is in use: where the weights come from memory, the next panel's first
             // tile no longer waits for them. In one process, alternating call by call, with
             // weights not cached: 2–8% on 128- to 512-row products, none at 2048+ rows.
-            let esz = if dt == F32 { 4 } else { 2 };
             let next = if p + 1 < p1 {
-                ((p + 1) * inf + k0) * NR * esz..((p + 1) * inf + k0 + kc) * NR * esz
+                Some((p + 1, k0, kc))
             } else if k0 + kc < inf {
-                let kn = chunk(inf).min(inf - k0 - kc);
-                (p0 * inf + k0 + kc) * NR * esz..(p0 * inf + k0 + kc + kn) * NR * esz
+                Some((p0, k0 + kc, chunk(inf).min(inf - k0 - kc)))
             } else {
-                0..0
+                None
             };
+            let esz = if dt == F32 { 4 } else { 2 };
+            let (start, len) = next.map_or((0, 0), |(np, nk, nkc)| {
+                ((np * inf + nk) * NR * esz, nkc * NR * esz)
+            });
             let tiles = (r1 - r0).div_ceil(MR);
             for (ti, row) in (r0..r1).step_by(MR).enumerate() {
-                let len = next.len();
-                let s0 = next.start + len * ti / tiles;
-                let s1 = next.start + len * (ti + 1) / tiles;
+                let s0 = start + len * ti / tiles;
+                let s1 = start + len * (ti + 1) / tiles;
                 for off in (s0 & !63..s1).step_by(64) {
                     simd::prefetch_l2((wb as *const u8).wrapping_add(off));
                 }
@@ -424,9 +425,9 @@ unsafe fn tile<const DT: u8>(
     ep: Epilogue,
 ) {
     // The tile's lines of y (and of the residual) are wanted only after the k loop: ask for
-    // them now, so the epilogue's stores do not wait on memory (y is often a
-    // recycled buffer no cache holds, its rows kilobytes apart). Prefetches never fault;
-    // wrapping_add keeps the address arithmetic defined past a short last row.
+    // them now, so the epilogue's stores do not wait on memory (y is often a recycled buffer
+    // no cache holds, its rows kilobytes apart). Prefetches never fault; wrapping_add keeps
+    // the address arithmetic defined past a short last row.
     let res = match ep {
         Epilogue::First { res, .. } => res,
         Epilogue::Add => std::ptr::null(),
