@@ -117,7 +117,8 @@ impl Hardware {
     }
 }
 
-/// Where `prism calibrate` keeps this CPU's measurement.
+/// Where `prism calibrate` keeps this CPU's measurement for the current rayon pool's thread count
+/// (call it inside the pool the measurement ran on).
 pub fn calibration_file() -> Option<std::path::PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(std::path::PathBuf::from)

@@ -589,9 +589,15 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Calibrate => {
-            let hw = exec.install(|| hardware::calibrate(2048, 1024, 5));
+            // The file is named by the pool's thread count, so ask inside the pool.
+            let (hw, file) = exec.install(|| {
+                (
+                    hardware::calibrate(2048, 1024, 5),
+                    hardware::calibration_file(),
+                )
+            });
             print!("{}", hw.to_toml());
-            if let Some(f) = hardware::calibration_file() {
+            if let Some(f) = file {
                 if let Some(d) = f.parent() {
                     std::fs::create_dir_all(d)
                         .with_context(|| format!("creating {}", d.display()))?;
