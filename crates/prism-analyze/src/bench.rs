@@ -397,7 +397,10 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
         }
         "unet_b2_32" | "unet_b2_64" | "unet_b2_32_naive" | "unet_b2_64_naive" => {
             let s = if name.contains("_32") { 32 } else { 64 };
-            let unet = Unet::load(&sd15()?, &opts)?;
+            let mut unet = Unet::load(&sd15()?, &opts)?;
+            // A step of a long generation: Winograd filters transformed once (in the warm-up
+            // run) and kept, as generations of KEEP_FILTERS_MIN_RUNS or more runs do.
+            unet.repeats = true;
             let x = Tensor::new(vec![2, 4, s, s], rand_vec(2 * 4 * s * s, 7))?;
             let ts = Tensor::new(vec![2], vec![500.0; 2])?;
             let ctx = Tensor::new(vec![2, 77, 768], rand_vec(2 * 77 * 768, 8))?;
@@ -407,7 +410,14 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
                 unet.run(&ex, &mut NoObserver, x.clone(), ts.clone(), ctx.clone())
                     .expect("unet runs");
             });
-            Ok(result(name, runs, t, None))
+            let kept = unet.weights.kept_filter_bytes();
+            Ok(BenchResult {
+                note: Some(format!(
+                    "Winograd filters transformed in the warm-up and kept ({:.2} GiB)",
+                    kept as f64 / (1u64 << 30) as f64
+                )),
+                ..result(name, runs, t, None)
+            })
         }
         "vae_decode_32" | "vae_decode_64" => {
             let s = if name.ends_with("32") { 32 } else { 64 };

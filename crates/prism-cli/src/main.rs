@@ -65,14 +65,20 @@ struct KernelArgs {
     /// Run graphs as built, without fusing GroupNorm+SiLU, GEGLU projections and residual adds.
     #[arg(long)]
     no_fuse: bool,
+    /// Transform the UNet's Winograd filters on every step instead of once (keeping them costs
+    /// 16/9 or 4 times each 3x3 filter's memory; 16-bit weights never keep them).
+    #[arg(long)]
+    no_filter_cache: bool,
 }
 
 impl KernelArgs {
-    fn choice(&self) -> KernelChoice {
+    /// The choices for weights kept as `dtype`: only f32 weights keep transformed filters.
+    fn choice(&self, dtype: WeightDType) -> KernelChoice {
         KernelChoice {
             attention: AttentionImpl::parse(&self.attention),
             conv: ConvImpl::parse(&self.conv),
             no_fuse: self.no_fuse,
+            no_filter_cache: self.no_filter_cache || dtype != WeightDType::F32,
         }
     }
 }
@@ -371,7 +377,7 @@ fn run(cli: Cli) -> Result<()> {
                     &stages,
                     &hw,
                     exec.threads(),
-                    &study.kernels.choice(),
+                    &study.kernels.choice(WeightDType::F32),
                     study.layer_depth,
                 )
             };
@@ -457,7 +463,7 @@ fn run(cli: Cli) -> Result<()> {
                     shape.batch
                 );
             }
-            let kernels = study.kernels.choice();
+            let kernels = study.kernels.choice(opts.weights_dtype);
             let exec = exec.with_kernels(kernels);
             let mut prof = Profiler::new(hw, exec.threads(), kernels, trace.is_some());
             let mut on_step = |p: Progress| {
@@ -637,7 +643,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             let src = ModelSource::parse(&model.model)?;
             check_image_size(&src, width, height)?;
-            let exec = exec.with_kernels(kernels.choice());
+            let exec =
+                exec.with_kernels(kernels.choice(load_opts(&model, clip_skip).weights_dtype));
             let is_video = video::is_video_model(&src)?;
             if !is_video && (frames.is_some() || frames_dir.is_some()) {
                 anyhow::bail!(

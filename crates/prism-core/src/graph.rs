@@ -356,6 +356,10 @@ pub struct Graph {
     pub params: Vec<Param>,
     pub inputs: Vec<(String, ValueId)>,
     pub outputs: Vec<(String, ValueId)>,
+    /// The graph runs many times on the same weights (a denoiser, once per step): kernels may
+    /// transform weights once and keep the result (Winograd filters, see
+    /// `prism_runtime::KernelChoice::keeps_filters`).
+    pub repeats: bool,
 }
 
 impl Graph {
@@ -419,6 +423,11 @@ impl GraphBuilder {
 
     pub fn finish(self) -> Graph {
         self.g
+    }
+
+    /// Mark the graph as one that runs many times on the same weights ([`Graph::repeats`]).
+    pub fn set_repeats(&mut self, repeats: bool) {
+        self.g.repeats = repeats;
     }
 
     pub fn shape(&self, v: ValueId) -> &[usize] {

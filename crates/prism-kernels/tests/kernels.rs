@@ -2,7 +2,8 @@
 
 use prism_kernels::attention::{attention, AttentionImpl, AttnGeom};
 use prism_kernels::conv::{
-    conv2d, conv2d_im2col, conv2d_stored, Conv2dGeom, ConvImpl, ConvWeights,
+    conv2d, conv2d_im2col, conv2d_res, conv2d_stored, conv2d_winograd_kept, winograd_filter_floats,
+    winograd_filters, Conv2dGeom, ConvImpl, ConvWeights,
 };
 use prism_kernels::matmul::{linear, matmul, MatRef, Par};
 use prism_kernels::norm::{group_norm, layer_norm};
@@ -222,6 +223,60 @@ fn winograd_matches_direct_convolution() {
             }
         }
     });
+}
+
+#[test]
+fn winograd_on_kept_filters_equals_winograd_transforming_them() {
+    // Filters transformed once and reused call after call must give exactly the output of
+    // the kernel that transforms them on each call, bias and residual included.
+    let mut r = Rng::new();
+    pool().install(|| {
+        for &(n, cin, h, w, cout) in &[(2, 37, 10, 9, 21), (1, 16, 8, 8, 40), (2, 5, 7, 11, 3)] {
+            let g = Conv2dGeom {
+                n,
+                cin,
+                h,
+                w,
+                cout,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad: [1; 4],
+            };
+            let wt = r.vec(cout * cin * 9);
+            let b = r.vec(cout);
+            for imp in [ConvImpl::Winograd2, ConvImpl::Winograd4] {
+                let mut u = vec![f32::NAN; winograd_filter_floats(imp, &g)];
+                winograd_filters(imp, &g, ConvWeights::F32(&wt), &mut u);
+                for call in 0..2 {
+                    let x = r.vec(n * cin * h * w);
+                    let res = r.vec(g.out_len());
+                    let mut want = vec![0f32; g.out_len()];
+                    conv2d_res(imp, &g, &x, &wt, Some(&b), Some(&res), &mut want);
+                    let mut got = vec![f32::NAN; g.out_len()];
+                    conv2d_winograd_kept(imp, &g, &x, &u, Some(&b), Some(&res), &mut got);
+                    assert_eq!(got, want, "{imp:?} {g:?} call {call}");
+                }
+            }
+        }
+    });
+    let g = |hw: usize| Conv2dGeom {
+        n: 2,
+        cin: 1280,
+        h: hw,
+        w: hw,
+        cout: 1280,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        pad: [1; 4],
+    };
+    // Kept filters move the F(2×2) crossover from 128 tiles (16²) down to 32 (8²), not to 4².
+    assert_eq!(ConvImpl::auto_for(&g(8), false), ConvImpl::Im2col);
+    assert_eq!(ConvImpl::auto_for(&g(8), true), ConvImpl::Winograd2);
+    assert_eq!(ConvImpl::auto_for(&g(4), true), ConvImpl::Im2col);
+    assert_eq!(ConvImpl::auto_for(&g(16), false), ConvImpl::Winograd2);
+    assert_eq!(ConvImpl::auto_for(&g(32), true), ConvImpl::Winograd4);
 }
 
 #[test]

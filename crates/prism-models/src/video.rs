@@ -312,7 +312,8 @@ impl TextToVideo {
         let (lh, lw, nf) = (req.height / f, req.width / f, req.frames);
         let lc = self.unet.cfg.in_channels;
         let batch = if req.guidance > 1.0 { 2 } else { 1 };
-        let graph = unet3d::build(&self.unet.cfg, batch, nf, lh, lw, ctx.shape()[1])?;
+        let mut graph = unet3d::build(&self.unet.cfg, batch, nf, lh, lw, ctx.shape()[1])?;
+        graph.repeats = scheduler.timesteps().len() >= crate::pipeline::KEEP_FILTERS_MIN_RUNS;
         // diffusers steps on the (F, C, h, w) view; the schedulers are elementwise (ancestral
         // noise aside), so the (C, F, h, w) layout used here gives the same result.
         let (latents, step_times) = denoise(

@@ -354,6 +354,74 @@ fn fused_and_unfused_graphs_agree() {
     assert!(d <= 1e-5 * want.max_abs(), "fused vs unfused: {d}");
 }
 
+/// A UNet that repeats keeps its Winograd filters once transformed: its runs give exactly what
+/// runs that transform them every time give, and match diffusers; `no_filter_cache` and
+/// 16-bit weights keep none.
+#[test]
+fn kept_winograd_filters_change_nothing_but_memory() {
+    use prism_kernels::conv::ConvImpl;
+    use prism_runtime::{KernelChoice, WeightDType};
+    let dir = fixtures().join("sd2_tiny");
+    let src = ModelSource::parse(dir.to_str().unwrap()).unwrap();
+    let ins = read_tensors(&dir.join("io/unet_in.safetensors")).unwrap();
+    let want = read_tensor(&dir.join("io/unet_out.safetensors"), "sample").unwrap();
+    let run = |unet: &prism_models::pipeline::Unet, ex: &Executor| {
+        unet.run(
+            ex,
+            &mut prism_runtime::NoObserver,
+            ins["sample"].clone(),
+            ins["timestep"].clone(),
+            ins["encoder_hidden_states"].clone(),
+        )
+        .unwrap()
+    };
+    // The tiny UNet's planes are too small for the automatic choice to pick Winograd.
+    for conv in [ConvImpl::Winograd2, ConvImpl::Winograd4] {
+        let choice = KernelChoice {
+            conv: Some(conv),
+            ..Default::default()
+        };
+        let ex = exec().with_kernels(choice);
+        let mut unet = prism_models::pipeline::Unet::load(&src, &LoadOptions::default()).unwrap();
+        let per_call = run(&unet, &ex);
+        assert_eq!(
+            unet.weights.kept_filter_bytes(),
+            0,
+            "{conv:?}: a single run keeps none"
+        );
+        unet.repeats = true;
+        for i in 0..2 {
+            let kept = run(&unet, &ex);
+            assert_eq!(kept.data(), per_call.data(), "{conv:?} run {i}");
+            assert_close(&format!("unet {conv:?} kept filters"), &kept, &want);
+        }
+        assert!(
+            unet.weights.kept_filter_bytes() > 0,
+            "{conv:?}: filters kept"
+        );
+        let no_cache = exec().with_kernels(KernelChoice {
+            no_filter_cache: true,
+            ..choice
+        });
+        let mut fresh = prism_models::pipeline::Unet::load(&src, &LoadOptions::default()).unwrap();
+        fresh.repeats = true;
+        run(&fresh, &no_cache);
+        assert_eq!(
+            fresh.weights.kept_filter_bytes(),
+            0,
+            "{conv:?}: no_filter_cache"
+        );
+        let opts16 = LoadOptions {
+            weights_dtype: WeightDType::Bf16,
+            ..Default::default()
+        };
+        let mut w16 = prism_models::pipeline::Unet::load(&src, &opts16).unwrap();
+        w16.repeats = true;
+        run(&w16, &ex);
+        assert_eq!(w16.weights.kept_filter_bytes(), 0, "{conv:?}: bf16 weights");
+    }
+}
+
 /// Tolerance of 16-bit weight storage (`--weights-dtype bf16`): bf16 keeps 8 significant
 /// bits, so each weight moves by up to 2^-9 relative; through the tiny SD2-style UNet that
 /// compounds to about 1.1e-2 of the output scale (measured). max|Δ| ≤ BF16_TOL_REL · max|ref|.

@@ -13,6 +13,9 @@ pub struct KernelChoice {
     pub conv: Option<ConvImpl>,
     /// Run graphs as built, without the fusion pass (`prism_core::fuse`).
     pub no_fuse: bool,
+    /// Transform Winograd filters on every call, even in graphs that repeat (saves the kept
+    /// filters' memory; see [`KernelChoice::keeps_filters`]).
+    pub no_filter_cache: bool,
 }
 
 impl KernelChoice {
@@ -30,8 +33,19 @@ impl KernelChoice {
     pub fn attention_for(&self, g: &attention::AttnGeom) -> AttentionImpl {
         self.attention.unwrap_or_else(|| AttentionImpl::auto(g))
     }
-    pub fn conv_for(&self, g: &conv::Conv2dGeom) -> ConvImpl {
-        let c = self.conv.unwrap_or_else(|| ConvImpl::auto(g));
+    /// Whether `graph`'s weights keep its Winograd filters once transformed (a graph that
+    /// [repeats](Graph::repeats), unless `no_filter_cache`; the executor also needs f32
+    /// weights, and callers with 16-bit weights set `no_filter_cache` so the memory plan
+    /// agrees).
+    pub fn keeps_filters(&self, graph: &Graph) -> bool {
+        graph.repeats && !self.no_filter_cache
+    }
+    /// The convolution kernel for `g`; `filters_kept` as [`KernelChoice::keeps_filters`]
+    /// says for its graph.
+    pub fn conv_for(&self, g: &conv::Conv2dGeom, filters_kept: bool) -> ConvImpl {
+        let c = self
+            .conv
+            .unwrap_or_else(|| ConvImpl::auto_for(g, filters_kept));
         if c.supports(g) {
             c
         } else {
@@ -358,11 +372,27 @@ fn run_node(
                 pad: c.pad,
             };
             let bias = c.bias.map(|b| w.f32(b));
-            let wt = w.conv(c.weight);
             let residual = c.residual.then(|| arg(1).data());
-            let imp = kernels.conv_for(&g);
-            variant = conv::conv2d_stored(imp, &g, x.data(), wt, bias.as_deref(), residual, &mut y)
-                .name();
+            let kept = kernels.keeps_filters(graph) && w.dtype() == crate::WeightDType::F32;
+            let imp = kernels.conv_for(&g, kept);
+            if kept && imp.is_winograd(&g) {
+                let u = w.winograd_filters(c.weight, imp, &g);
+                conv::conv2d_winograd_kept(
+                    imp,
+                    &g,
+                    x.data(),
+                    &u,
+                    bias.as_deref(),
+                    residual,
+                    &mut y,
+                );
+                variant = imp.name();
+            } else {
+                let wt = w.conv(c.weight);
+                variant =
+                    conv::conv2d_stored(imp, &g, x.data(), wt, bias.as_deref(), residual, &mut y)
+                        .name();
+            }
         }
         Op::Linear {
             weight,

@@ -13,4 +13,4 @@ mod weights;
 pub use exec::{poison_reused_buffers, Executor, KernelChoice, NodeEvent, RunStats};
 pub use observe::{mem, NoObserver, Observer};
 pub use plan::{plan, MemoryPlan};
-pub use weights::{WeightDType, WeightRef, Weights};
+pub use weights::{KeptFilters, WeightDType, WeightRef, Weights};

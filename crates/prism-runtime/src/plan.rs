@@ -44,7 +44,9 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) ->
     match &g.nodes[i].op {
         Op::Conv2d(c) => {
             let geom = conv_geom(g, i, c);
-            conv::scratch_requests(k.conv_for(&geom), &geom)
+            let kept = k.keeps_filters(g);
+            let imp = k.conv_for(&geom, kept);
+            conv::scratch_requests_for(imp, &geom, kept && imp.is_winograd(&geom))
         }
         Op::LinearGeglu { weight, .. } => {
             use prism_kernels::linear512;

@@ -9,11 +9,19 @@
 //! weights are stored re-laid out in 32-feature panels (`prism_kernels::linear512`), once, as
 //! they are bound: same bytes and dtype, and no per-call packing. [`Weights::f32`] still gives
 //! them row-major.
+//!
+//! For graphs that repeat (a denoiser runs once per step), f32 weights also keep each 3×3
+//! convolution's Winograd filters once transformed ([`Weights::winograd_filters`]): α² / 9
+//! times the filter's floats (16/9 for F(2×2, 3×3), 4 for F(4×4, 3×3)), made on the layer's
+//! first run.
 
 use prism_core::{DType, Error, Graph, Op, Param, ParamId, Result, Tensor};
+use prism_kernels::conv::{self, Conv2dGeom, ConvImpl};
 use prism_kernels::scratch::Scratch;
 use prism_kernels::{bf16dot, linear512};
 use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// How weights are kept in memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,12 +87,64 @@ impl std::ops::Deref for WeightRef<'_> {
     }
 }
 
+/// A layer's transformed Winograd filters, kept between runs.
+pub enum KeptFilters {
+    /// Anonymous memory mapped with its pages populated up front (one kernel call instead of
+    /// a fault per 4 KiB page as the parallel transform first writes them: 0.3 against
+    /// 0.5–1.2 s per GiB on the dev VM, as long as the VM's memory is already backed; beyond
+    /// that every new GiB costs about 3 s either way).
+    Mapped(memmap2::MmapMut),
+    /// Where the mapping failed.
+    Heap(Vec<f32>),
+}
+
+impl KeptFilters {
+    fn zeroed(floats: usize) -> Self {
+        let map = memmap2::MmapOptions::new()
+            .len(floats * 4)
+            .populate()
+            .map_anon();
+        match map {
+            Ok(m) if floats > 0 => KeptFilters::Mapped(m),
+            _ => KeptFilters::Heap(vec![0.0; floats]),
+        }
+    }
+}
+
+impl std::ops::Deref for KeptFilters {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            // SAFETY: the mapping is page-aligned, a whole number of f32s long, zero-filled
+            // (a valid f32 pattern) and lives as long as self.
+            KeptFilters::Mapped(m) => unsafe {
+                std::slice::from_raw_parts(m.as_ptr() as *const f32, m.len() / 4)
+            },
+            KeptFilters::Heap(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for KeptFilters {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        match self {
+            // SAFETY: as for Deref; &mut self gives exclusive access.
+            KeptFilters::Mapped(m) => unsafe {
+                std::slice::from_raw_parts_mut(m.as_mut_ptr() as *mut f32, m.len() / 4)
+            },
+            KeptFilters::Heap(v) => v,
+        }
+    }
+}
+
 /// One tensor per graph parameter, in the graph's parameter order, shapes checked.
 pub struct Weights {
     shapes: Vec<Vec<usize>>,
     data: Vec<Stored>,
     /// Per parameter: stored in linear512 panels (see the module docs).
     panels: Vec<bool>,
+    /// Winograd filters transformed on first use, by (parameter, kernel).
+    kept: Mutex<HashMap<(ParamId, ConvImpl), Arc<KeptFilters>>>,
     dtype: WeightDType,
     /// Where the weights came from, for reports ("random (seed 0)" or a folder).
     pub source: String,
@@ -192,6 +252,7 @@ impl Weights {
             shapes,
             data,
             panels,
+            kept: Mutex::default(),
             dtype,
             source,
         })
@@ -224,6 +285,7 @@ impl Weights {
             shapes: graph.params.iter().map(|p| p.shape.clone()).collect(),
             data: stored,
             panels,
+            kept: Mutex::default(),
             dtype,
             source,
         })
@@ -235,6 +297,7 @@ impl Weights {
         self.shapes = Vec::new();
         self.data = Vec::new();
         self.panels = Vec::new();
+        self.kept = Mutex::default();
         self.source = format!("{} (released)", self.source);
     }
 
@@ -301,6 +364,32 @@ impl Weights {
             Stored::Bf16(v) => ConvWeights::Bf16(v),
             Stored::F16(v) => ConvWeights::F16(v),
         }
+    }
+
+    /// Conv weight `id`'s filters transformed for Winograd kernel `imp` (which must run `g`),
+    /// made on the first call and kept: f32 weights only (16-bit weights are kept small on
+    /// purpose, and their kernels transform per call).
+    pub fn winograd_filters(&self, id: ParamId, imp: ConvImpl, g: &Conv2dGeom) -> Arc<KeptFilters> {
+        assert_eq!(
+            self.dtype,
+            WeightDType::F32,
+            "kept Winograd filters need f32 weights"
+        );
+        // The executor runs one node at a time; a poisoned lock only means a panic elsewhere.
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.entry((id, imp))
+            .or_insert_with(|| {
+                let mut u = KeptFilters::zeroed(conv::winograd_filter_floats(imp, g));
+                conv::winograd_filters(imp, g, self.conv(id), &mut u);
+                Arc::new(u)
+            })
+            .clone()
+    }
+
+    /// Bytes of the Winograd filters kept so far.
+    pub fn kept_filter_bytes(&self) -> usize {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.values().map(|u| u.len() * 4).sum()
     }
 
     /// The weight's bf16 bits, when it is stored in bf16.
