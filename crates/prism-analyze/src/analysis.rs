@@ -70,6 +70,9 @@ pub struct AttentionBucket {
 #[derive(Clone, Debug, Serialize)]
 pub struct MemoryReport {
     pub weight_bytes: u64,
+    /// Winograd filters kept once transformed (a UNet of ≥ 20 runs, f32; see
+    /// `prism_runtime::kept_filter_bytes`).
+    pub kept_filter_bytes: u64,
     /// Peak of activations + kernel scratch from the executor's buffer plan.
     pub peak_activation_bytes: u64,
     pub peak_node: String,
@@ -108,7 +111,7 @@ pub struct Report {
     /// Whole generation: every stage × its runs.
     pub total: Costs,
     pub total_categories: Vec<CategoryRow>,
-    /// Weights of every stage + the largest stage activation peak.
+    /// Weights (and kept filters) of every stage + the largest stage activation peak.
     pub peak_memory_bytes: u64,
 }
 
@@ -320,6 +323,7 @@ pub fn analyze_stage(
         attention_buckets,
         memory: MemoryReport {
             weight_bytes: g.param_count() as u64 * 4,
+            kept_filter_bytes: prism_runtime::kept_filter_bytes(g, kernels) as u64,
             peak_activation_bytes: mp.peak_bytes as u64,
             peak_node: g.nodes[mp.peak_node].path.clone(),
         },
@@ -379,7 +383,10 @@ pub fn analyze(
         })
         .collect();
     total_categories.retain(|r| r.nodes > 0);
-    let weights: u64 = reports.iter().map(|r| r.memory.weight_bytes).sum();
+    let weights: u64 = reports
+        .iter()
+        .map(|r| r.memory.weight_bytes + r.memory.kept_filter_bytes)
+        .sum();
     let act = reports
         .iter()
         .map(|r| r.memory.peak_activation_bytes)

@@ -125,6 +125,7 @@ pub fn analysis(r: &Report, layers: bool) -> String {
         "FLOP/B",
         "roofline/run",
         "weights",
+        "kept filters",
         "peak act.",
     ]);
     for s in &r.stages {
@@ -132,13 +133,14 @@ pub fn analysis(r: &Report, layers: bool) -> String {
         let c = cost_cells(&s.per_run);
         row.extend(c);
         row.push(bytes(s.memory.weight_bytes));
+        row.push(bytes(s.memory.kept_filter_bytes));
         row.push(bytes(s.memory.peak_activation_bytes));
         t.row(row);
     }
     o += &t.render("");
     let _ = writeln!(
         o,
-        "\nwhole generation: {} ({} element-wise ops not counted by torch), {} moved, roofline {}; peak memory {} (weights + largest activation peak)\n",
+        "\nwhole generation: {} ({} element-wise ops not counted by torch), {} moved, roofline {}; peak memory {} (weights + kept filters + largest activation peak)\n",
         si(r.total.flops as f64, "FLOP"),
         si(r.total.elem_ops as f64, "op"),
         bytes(r.total.bytes),

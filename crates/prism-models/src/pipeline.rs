@@ -709,13 +709,16 @@ pub fn generation_graphs(src: &ModelSource, s: &GenerationShape) -> Result<Vec<S
         },
         StageGraph {
             name: "unet",
-            graph: unet::build(
-                &unet_cfg,
-                s.batch * cfg_mult,
-                s.height / f,
-                s.width / f,
-                len,
-            )?,
+            graph: prism_core::Graph {
+                repeats: unet_runs >= KEEP_FILTERS_MIN_RUNS,
+                ..unet::build(
+                    &unet_cfg,
+                    s.batch * cfg_mult,
+                    s.height / f,
+                    s.width / f,
+                    len,
+                )?
+            },
             runs: unet_runs,
         },
         StageGraph {

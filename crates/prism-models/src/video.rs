@@ -472,7 +472,10 @@ pub fn video_generation_graphs(src: &ModelSource, s: &VideoShape) -> Result<Vec<
         },
         StageGraph {
             name: "unet",
-            graph: unet3d::build(&unet_cfg, cfg_mult, s.frames, lh, lw, len)?,
+            graph: prism_core::Graph {
+                repeats: unet_runs >= crate::pipeline::KEEP_FILTERS_MIN_RUNS,
+                ..unet3d::build(&unet_cfg, cfg_mult, s.frames, lh, lw, len)?
+            },
             runs: unet_runs,
         },
         StageGraph {

@@ -395,9 +395,15 @@ fn kept_winograd_filters_change_nothing_but_memory() {
             assert_eq!(kept.data(), per_call.data(), "{conv:?} run {i}");
             assert_close(&format!("unet {conv:?} kept filters"), &kept, &want);
         }
-        assert!(
-            unet.weights.kept_filter_bytes() > 0,
-            "{conv:?}: filters kept"
+        let kept_bytes = unet.weights.kept_filter_bytes();
+        assert!(kept_bytes > 0, "{conv:?}: filters kept");
+        // The analysis predicts exactly what the weights keep.
+        let mut g = prism_models::unet::build(&unet.cfg, 2, 8, 8, 77).unwrap();
+        g.repeats = true;
+        assert_eq!(
+            prism_runtime::kept_filter_bytes(&g, &choice),
+            kept_bytes,
+            "{conv:?}"
         );
         let no_cache = exec().with_kernels(KernelChoice {
             no_filter_cache: true,

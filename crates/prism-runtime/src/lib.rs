@@ -12,5 +12,5 @@ mod weights;
 
 pub use exec::{poison_reused_buffers, Executor, KernelChoice, NodeEvent, RunStats};
 pub use observe::{mem, NoObserver, Observer};
-pub use plan::{plan, MemoryPlan};
+pub use plan::{kept_filter_bytes, plan, MemoryPlan};
 pub use weights::{KeptFilters, WeightDType, WeightRef, Weights};

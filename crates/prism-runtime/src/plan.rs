@@ -39,6 +39,29 @@ fn conv_geom(g: &Graph, i: NodeId, c: &prism_core::Conv2dSpec) -> conv::Conv2dGe
     }
 }
 
+/// Bytes of the Winograd filters the weights keep for `g` once it has run (zero unless `k`
+/// [keeps its filters](KernelChoice::keeps_filters)): α² · cout · cin floats per Winograd
+/// convolution weight, as `Weights::winograd_filters` makes them (f32 weights).
+pub fn kept_filter_bytes(g: &Graph, k: &KernelChoice) -> usize {
+    if !k.keeps_filters(g) {
+        return 0;
+    }
+    let mut seen = std::collections::HashSet::new();
+    g.nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match &n.op {
+            Op::Conv2d(c) => {
+                let geom = conv_geom(g, i, c);
+                let imp = k.conv_for(&geom, true);
+                (imp.is_winograd(&geom) && seen.insert((c.weight, imp)))
+                    .then(|| conv::winograd_filter_floats(imp, &geom) * 4)
+            }
+            _ => None,
+        })
+        .sum()
+}
+
 /// Scratch buffers (floats) node `i` takes from the kernels' pool, which keeps them afterwards.
 pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) -> Vec<usize> {
     match &g.nodes[i].op {
