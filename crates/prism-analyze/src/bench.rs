@@ -52,6 +52,8 @@ pub const BENCHES: &[&str] = &[
     "unet_b2_64",
     "unet_b2_32_naive",
     "unet_b2_64_naive",
+    "unet_b2_32_percall",
+    "unet_b2_64_percall",
     "vae_decode_32",
     "vae_decode_64",
 ];
@@ -395,12 +397,14 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
             });
             Ok(result(name, runs, t, None))
         }
-        "unet_b2_32" | "unet_b2_64" | "unet_b2_32_naive" | "unet_b2_64_naive" => {
+        "unet_b2_32" | "unet_b2_64" | "unet_b2_32_naive" | "unet_b2_64_naive"
+        | "unet_b2_32_percall" | "unet_b2_64_percall" => {
             let s = if name.contains("_32") { 32 } else { 64 };
             let mut unet = Unet::load(&sd15()?, &opts)?;
             // A step of a long generation: Winograd filters transformed once (in the warm-up
-            // run) and kept, as generations of KEEP_FILTERS_MIN_RUNS or more runs do.
-            unet.repeats = true;
+            // run) and kept, as generations of KEEP_FILTERS_MIN_RUNS or more runs do; `_percall`:
+            // transformed on every run, as in shorter ones.
+            unet.repeats = !name.ends_with("_percall");
             let x = Tensor::new(vec![2, 4, s, s], rand_vec(2 * 4 * s * s, 7))?;
             let ts = Tensor::new(vec![2], vec![500.0; 2])?;
             let ctx = Tensor::new(vec![2, 77, 768], rand_vec(2 * 77 * 768, 8))?;
@@ -410,12 +414,16 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
                 unet.run(&ex, &mut NoObserver, x.clone(), ts.clone(), ctx.clone())
                     .expect("unet runs");
             });
-            let kept = unet.weights.kept_filter_bytes();
-            Ok(BenchResult {
-                note: Some(format!(
+            let note = if unet.repeats {
+                format!(
                     "Winograd filters transformed in the warm-up and kept ({:.2} GiB)",
-                    kept as f64 / (1u64 << 30) as f64
-                )),
+                    unet.weights.kept_filter_bytes() as f64 / (1u64 << 30) as f64
+                )
+            } else {
+                "Winograd filters transformed on every run".into()
+            };
+            Ok(BenchResult {
+                note: Some(note),
                 ..result(name, runs, t, None)
             })
         }

@@ -126,10 +126,11 @@ pub(crate) fn batch_timestep(t: Tensor, batch: usize) -> Result<Tensor> {
 /// UNet runs from which a generation keeps the UNet's Winograd filters once transformed
 /// (`prism_core::Graph::repeats`). Keeping them saves the per-run filter transform (and lets
 /// F(2×2, 3×3) replace im2col at 8×8): at 256×256, batch 2, a UNet run took 1.19 s against
-/// 1.35 s. It costs their memory (1.75 GiB more at 256×256, f32), populated on the first run:
-/// 2–4 s on the dev VM, up to 10 s at 512×512, where a run gains less (5%): about 20 runs
-/// to pay it back.
-pub const KEEP_FILTERS_MIN_RUNS: usize = 20;
+/// 1.35 s, 5–10% less at 512×512. It costs their memory (1.9 GiB at 256×256, 4.1 GiB at
+/// 512×512, f32), made on the first run, and new memory is slow on the dev VM (1.5–3 s per
+/// GiB): the first run took 4–8 s longer at 256×256 and 7–10 s at 512×512, so a 20-step
+/// generation (21 runs) at 256×256 took 42 s against 37–39 s. From 50 runs it pays back.
+pub const KEEP_FILTERS_MIN_RUNS: usize = 50;
 
 pub struct Unet {
     pub cfg: UNetConfig,
