@@ -53,24 +53,24 @@ BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "geglu_8192_320_1280": ("geglu", 8192, 256, "diffusers GEGLU(320, 1280), x ({n},320)"),
 }
 NAIVE_SUFFIX = "_naive"
-# prism's UNet with its Winograd filters transformed on every run (as in generations of
-# fewer than 50 UNet runs); torch has nothing to keep, so it runs the base case.
-PERCALL_SUFFIX = "_percall"
+# prism's UNet keeping its Winograd filters once transformed (`--keep-filters`); torch has
+# nothing to keep, so it runs the base case.
+KEPT_SUFFIX = "_kept"
 UNET_NAMES = [n for n, b in BENCHMARKS.items() if b[0] == "unet"]
 
 
 def all_names() -> list[str]:
-    """Every accepted name: the base set plus the naive-attention and per-call UNet variants."""
+    """Every accepted name: the base set plus the naive-attention and kept-filter UNet variants."""
     return (list(BENCHMARKS) + [n + NAIVE_SUFFIX for n in UNET_NAMES]
-            + [n + PERCALL_SUFFIX for n in UNET_NAMES])
+            + [n + KEPT_SUFFIX for n in UNET_NAMES])
 
 
 def resolve(name: str) -> tuple[str, bool]:
     """Benchmark name -> (base name, naive attention?)."""
     if name.endswith(NAIVE_SUFFIX) and name[: -len(NAIVE_SUFFIX)] in UNET_NAMES:
         return name[: -len(NAIVE_SUFFIX)], True
-    if name.endswith(PERCALL_SUFFIX) and name[: -len(PERCALL_SUFFIX)] in UNET_NAMES:
-        return name[: -len(PERCALL_SUFFIX)], False
+    if name.endswith(KEPT_SUFFIX) and name[: -len(KEPT_SUFFIX)] in UNET_NAMES:
+        return name[: -len(KEPT_SUFFIX)], False
     if name in BENCHMARKS:
         return name, False
     raise KeyError(name)

@@ -70,7 +70,7 @@ pub struct AttentionBucket {
 #[derive(Clone, Debug, Serialize)]
 pub struct MemoryReport {
     pub weight_bytes: u64,
-    /// Winograd filters kept once transformed (a UNet of ≥ 50 runs, f32; see
+    /// Winograd filters kept once transformed (the UNet with `--keep-filters`; see
     /// `prism_runtime::kept_filter_bytes`).
     pub kept_filter_bytes: u64,
     /// Peak of activations + kernel scratch from the executor's buffer plan.

@@ -52,8 +52,8 @@ pub const BENCHES: &[&str] = &[
     "unet_b2_64",
     "unet_b2_32_naive",
     "unet_b2_64_naive",
-    "unet_b2_32_percall",
-    "unet_b2_64_percall",
+    "unet_b2_32_kept",
+    "unet_b2_64_kept",
     "vae_decode_32",
     "vae_decode_64",
 ];
@@ -398,23 +398,27 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
             Ok(result(name, runs, t, None))
         }
         "unet_b2_32" | "unet_b2_64" | "unet_b2_32_naive" | "unet_b2_64_naive"
-        | "unet_b2_32_percall" | "unet_b2_64_percall" => {
+        | "unet_b2_32_kept" | "unet_b2_64_kept" => {
             let s = if name.contains("_32") { 32 } else { 64 };
             let mut unet = Unet::load(&sd15()?, &opts)?;
-            // A step of a long generation: Winograd filters transformed once (in the warm-up
-            // run) and kept, as generations of KEEP_FILTERS_MIN_RUNS or more runs do; `_percall`:
-            // transformed on every run, as in shorter ones.
-            unet.repeats = !name.ends_with("_percall");
+            // A denoising step: Winograd filters transformed on every run, as generations do
+            // by default; `_kept`: transformed in the warm-up run and kept (`--keep-filters`).
+            unet.repeats = true;
+            let kept = name.ends_with("_kept");
             let x = Tensor::new(vec![2, 4, s, s], rand_vec(2 * 4 * s * s, 7))?;
             let ts = Tensor::new(vec![2], vec![500.0; 2])?;
             let ctx = Tensor::new(vec![2, 77, 768], rand_vec(2 * 77 * 768, 8))?;
             let naive = name.ends_with("_naive");
             let ex = exec.with_attention(naive.then_some(AttentionImpl::Naive));
+            let ex = ex.with_kernels(prism_runtime::KernelChoice {
+                keep_filters: kept,
+                ..ex.kernels
+            });
             let t = time(runs, || {
                 unet.run(&ex, &mut NoObserver, x.clone(), ts.clone(), ctx.clone())
                     .expect("unet runs");
             });
-            let note = if unet.repeats {
+            let note = if kept {
                 format!(
                     "Winograd filters transformed in the warm-up and kept ({:.2} GiB)",
                     unet.weights.kept_filter_bytes() as f64 / (1u64 << 30) as f64

@@ -425,11 +425,6 @@ impl GraphBuilder {
         self.g
     }
 
-    /// Mark the graph as one that runs many times on the same weights ([`Graph::repeats`]).
-    pub fn set_repeats(&mut self, repeats: bool) {
-        self.g.repeats = repeats;
-    }
-
     pub fn shape(&self, v: ValueId) -> &[usize] {
         &self.g.values[v].shape
     }

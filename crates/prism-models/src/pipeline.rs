@@ -123,20 +123,12 @@ pub(crate) fn batch_timestep(t: Tensor, batch: usize) -> Result<Tensor> {
     }
 }
 
-/// UNet runs from which a generation keeps the UNet's Winograd filters once transformed
-/// (`prism_core::Graph::repeats`). Keeping them saves the per-run filter transform (and lets
-/// F(2×2, 3×3) replace im2col at 8×8): at 256×256, batch 2, a UNet run took 1.19 s against
-/// 1.35 s, 5–10% less at 512×512. It costs their memory (1.9 GiB at 256×256, 4.1 GiB at
-/// 512×512, f32), made on the first run, and new memory is slow on the dev VM (1.5–3 s per
-/// GiB): the first run took 4–8 s longer at 256×256 and 7–10 s at 512×512, so a 20-step
-/// generation (21 runs) at 256×256 took 42 s against 37–39 s. From 50 runs it pays back.
-pub const KEEP_FILTERS_MIN_RUNS: usize = 50;
-
 pub struct Unet {
     pub cfg: UNetConfig,
     pub weights: Weights,
-    /// Run [`Unet::run`]'s graph as one that repeats (keep transformed filters): for callers
-    /// that run it many times, such as benchmarks of a generation's steady state.
+    /// Run [`Unet::run`]'s graph as one that repeats, as the denoising loop does (with
+    /// `KernelChoice::keep_filters`, its filters are kept): for callers that run it many
+    /// times, such as benchmarks of a generation's steps.
     pub repeats: bool,
 }
 
@@ -522,7 +514,8 @@ impl StableDiffusion {
         let lc = self.unet.cfg.in_channels;
         let batch = if req.guidance > 1.0 { 2 } else { 1 };
         let mut graph = unet::build(&self.unet.cfg, batch, lh, lw, ctx.shape()[1])?;
-        graph.repeats = scheduler.timesteps().len() >= KEEP_FILTERS_MIN_RUNS;
+        // The denoiser runs once per timestep (`KernelChoice::keep_filters` may keep its filters).
+        graph.repeats = true;
         let (latents, step_times) = denoise(
             exec,
             obs,
@@ -711,7 +704,7 @@ pub fn generation_graphs(src: &ModelSource, s: &GenerationShape) -> Result<Vec<S
         StageGraph {
             name: "unet",
             graph: prism_core::Graph {
-                repeats: unet_runs >= KEEP_FILTERS_MIN_RUNS,
+                repeats: true,
                 ..unet::build(
                     &unet_cfg,
                     s.batch * cfg_mult,

@@ -313,7 +313,8 @@ impl TextToVideo {
         let lc = self.unet.cfg.in_channels;
         let batch = if req.guidance > 1.0 { 2 } else { 1 };
         let mut graph = unet3d::build(&self.unet.cfg, batch, nf, lh, lw, ctx.shape()[1])?;
-        graph.repeats = scheduler.timesteps().len() >= crate::pipeline::KEEP_FILTERS_MIN_RUNS;
+        // The denoiser runs once per timestep (`KernelChoice::keep_filters` may keep its filters).
+        graph.repeats = true;
         // diffusers steps on the (F, C, h, w) view; the schedulers are elementwise (ancestral
         // noise aside), so the (C, F, h, w) layout used here gives the same result.
         let (latents, step_times) = denoise(
@@ -473,7 +474,7 @@ pub fn video_generation_graphs(src: &ModelSource, s: &VideoShape) -> Result<Vec<
         StageGraph {
             name: "unet",
             graph: prism_core::Graph {
-                repeats: unet_runs >= crate::pipeline::KEEP_FILTERS_MIN_RUNS,
+                repeats: true,
                 ..unet3d::build(&unet_cfg, cfg_mult, s.frames, lh, lw, len)?
             },
             runs: unet_runs,

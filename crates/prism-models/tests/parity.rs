@@ -355,8 +355,8 @@ fn fused_and_unfused_graphs_agree() {
 }
 
 /// A UNet that repeats keeps its Winograd filters once transformed: its runs give exactly what
-/// runs that transform them every time give, and match diffusers; `no_filter_cache` and
-/// 16-bit weights keep none.
+/// runs that transform them every time give, and match diffusers; without `keep_filters`, and
+/// with 16-bit weights, none are kept.
 #[test]
 fn kept_winograd_filters_change_nothing_but_memory() {
     use prism_kernels::conv::ConvImpl;
@@ -377,19 +377,25 @@ fn kept_winograd_filters_change_nothing_but_memory() {
     };
     // The tiny UNet's planes are too small for the automatic choice to pick Winograd.
     for conv in [ConvImpl::Winograd2, ConvImpl::Winograd4] {
-        let choice = KernelChoice {
+        let per_call_choice = KernelChoice {
             conv: Some(conv),
             ..Default::default()
         };
+        let choice = KernelChoice {
+            keep_filters: true,
+            ..per_call_choice
+        };
+        let load = |opts: &LoadOptions| {
+            let mut unet = prism_models::pipeline::Unet::load(&src, opts).unwrap();
+            unet.repeats = true;
+            unet
+        };
+        // By default a repeating UNet transforms its filters on every run.
+        let unet = load(&LoadOptions::default());
+        let per_call = run(&unet, &exec().with_kernels(per_call_choice));
+        assert_eq!(unet.weights.kept_filter_bytes(), 0, "{conv:?}: default");
+        // With keep_filters: bit for bit the same, run after run, and diffusers' output.
         let ex = exec().with_kernels(choice);
-        let mut unet = prism_models::pipeline::Unet::load(&src, &LoadOptions::default()).unwrap();
-        let per_call = run(&unet, &ex);
-        assert_eq!(
-            unet.weights.kept_filter_bytes(),
-            0,
-            "{conv:?}: a single run keeps none"
-        );
-        unet.repeats = true;
         for i in 0..2 {
             let kept = run(&unet, &ex);
             assert_eq!(kept.data(), per_call.data(), "{conv:?} run {i}");
@@ -405,24 +411,15 @@ fn kept_winograd_filters_change_nothing_but_memory() {
             kept_bytes,
             "{conv:?}"
         );
-        let no_cache = exec().with_kernels(KernelChoice {
-            no_filter_cache: true,
-            ..choice
-        });
-        let mut fresh = prism_models::pipeline::Unet::load(&src, &LoadOptions::default()).unwrap();
-        fresh.repeats = true;
-        run(&fresh, &no_cache);
-        assert_eq!(
-            fresh.weights.kept_filter_bytes(),
-            0,
-            "{conv:?}: no_filter_cache"
-        );
-        let opts16 = LoadOptions {
+        // A graph that does not repeat keeps none, and neither do 16-bit weights.
+        let mut once = load(&LoadOptions::default());
+        once.repeats = false;
+        run(&once, &ex);
+        assert_eq!(once.weights.kept_filter_bytes(), 0, "{conv:?}: one run");
+        let w16 = load(&LoadOptions {
             weights_dtype: WeightDType::Bf16,
             ..Default::default()
-        };
-        let mut w16 = prism_models::pipeline::Unet::load(&src, &opts16).unwrap();
-        w16.repeats = true;
+        });
         run(&w16, &ex);
         assert_eq!(w16.weights.kept_filter_bytes(), 0, "{conv:?}: bf16 weights");
     }

@@ -13,9 +13,10 @@ pub struct KernelChoice {
     pub conv: Option<ConvImpl>,
     /// Run graphs as built, without the fusion pass (`prism_core::fuse`).
     pub no_fuse: bool,
-    /// Transform Winograd filters on every call, even in graphs that repeat (saves the kept
-    /// filters' memory; see [`KernelChoice::keeps_filters`]).
-    pub no_filter_cache: bool,
+    /// Keep each Winograd convolution's filters once transformed, in graphs that repeat (f32
+    /// weights): faster runs after the first, for 16/9 or 4 times each 3×3 filter's memory;
+    /// see [`KernelChoice::keeps_filters`].
+    pub keep_filters: bool,
 }
 
 impl KernelChoice {
@@ -33,12 +34,11 @@ impl KernelChoice {
     pub fn attention_for(&self, g: &attention::AttnGeom) -> AttentionImpl {
         self.attention.unwrap_or_else(|| AttentionImpl::auto(g))
     }
-    /// Whether `graph`'s weights keep its Winograd filters once transformed (a graph that
-    /// [repeats](Graph::repeats), unless `no_filter_cache`; the executor also needs f32
-    /// weights, and callers with 16-bit weights set `no_filter_cache` so the memory plan
-    /// agrees).
+    /// Whether `graph`'s weights keep its Winograd filters once transformed: `keep_filters` and
+    /// a graph that [repeats](Graph::repeats). The executor also needs f32 weights; callers
+    /// with 16-bit weights leave `keep_filters` off, so the memory plan agrees.
     pub fn keeps_filters(&self, graph: &Graph) -> bool {
-        graph.repeats && !self.no_filter_cache
+        graph.repeats && self.keep_filters
     }
     /// The convolution kernel for `g`; `filters_kept` as [`KernelChoice::keeps_filters`]
     /// says for its graph.

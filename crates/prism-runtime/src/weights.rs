@@ -10,10 +10,10 @@
 //! they are bound: same bytes and dtype, and no per-call packing. [`Weights::f32`] still gives
 //! them row-major.
 //!
-//! For graphs that repeat (a denoiser runs once per step), f32 weights also keep each 3×3
-//! convolution's Winograd filters once transformed ([`Weights::winograd_filters`]): α² / 9
-//! times the filter's floats (16/9 for F(2×2, 3×3), 4 for F(4×4, 3×3)), made on the layer's
-//! first run.
+//! For graphs that repeat (a denoiser runs once per step), with `KernelChoice::keep_filters`,
+//! f32 weights also keep each 3×3 convolution's Winograd filters once transformed
+//! ([`Weights::winograd_filters`]): α² / 9 times the filter's floats (16/9 for F(2×2, 3×3), 4
+//! for F(4×4, 3×3)), made on the layer's first run.
 
 use prism_core::{DType, Error, Graph, Op, Param, ParamId, Result, Tensor};
 use prism_kernels::conv::{self, Conv2dGeom, ConvImpl};
