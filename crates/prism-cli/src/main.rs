@@ -644,8 +644,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             let src = ModelSource::parse(&model.model)?;
             check_image_size(&src, width, height)?;
-            let exec =
-                exec.with_kernels(kernels.choice(load_opts(&model, clip_skip).weights_dtype));
+            let opts = load_opts(&model, clip_skip);
+            let exec = exec.with_kernels(kernels.choice(opts.weights_dtype));
             let is_video = video::is_video_model(&src)?;
             if !is_video && (frames.is_some() || frames_dir.is_some()) {
                 anyhow::bail!(
@@ -669,7 +669,7 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
                 let t0 = Instant::now();
-                let tv = TextToVideo::load(&src, &load_opts(&model, clip_skip))?;
+                let tv = TextToVideo::load(&src, &opts)?;
                 let size = tv.default_size();
                 let req = VideoRequest {
                     prompt,
@@ -732,7 +732,7 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let t0 = Instant::now();
-            let sd = StableDiffusion::load(&src, &load_opts(&model, clip_skip))?;
+            let sd = StableDiffusion::load(&src, &opts)?;
             let size = sd.default_size();
             let req = GenerateRequest {
                 prompt,

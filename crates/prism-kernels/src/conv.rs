@@ -418,19 +418,24 @@ pub fn winograd_filter_floats(imp: ConvImpl, g: &Conv2dGeom) -> usize {
     }
 }
 
-/// Transform a layer's 3×3 filters for Winograd kernel `imp` into `u`
-/// ([`winograd_filter_floats`] long), for [`conv2d_winograd_kept`] to reuse call after call.
-pub fn winograd_filters(imp: ConvImpl, g: &Conv2dGeom, w: ConvWeights, u: &mut [f32]) {
+/// `imp` is a Winograd kernel that runs `g`, and `u` holds its transformed filters' floats.
+fn check_filters(what: &str, imp: ConvImpl, g: &Conv2dGeom, u: &[f32]) {
     assert!(
         imp.is_winograd(g),
-        "winograd_filters: {} does not run {g:?}",
+        "{what}: {} does not run {g:?}",
         imp.name()
     );
     assert_eq!(
         u.len(),
         winograd_filter_floats(imp, g),
-        "winograd filter length"
+        "{what}: winograd filter length"
     );
+}
+
+/// Transform a layer's 3×3 filters for Winograd kernel `imp` into `u`
+/// ([`winograd_filter_floats`] long), for [`conv2d_winograd_kept`] to reuse call after call.
+pub fn winograd_filters(imp: ConvImpl, g: &Conv2dGeom, w: ConvWeights, u: &mut [f32]) {
+    check_filters("winograd_filters", imp, g, u);
     assert_eq!(w.len(), g.cout * g.cin * 9, "winograd weight length");
     match imp {
         ConvImpl::Winograd2 => filter_transform::<2, 4, T23>(g.cin, g.cout, w, u),
@@ -450,16 +455,7 @@ pub fn conv2d_winograd_kept(
     residual: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    assert!(
-        imp.is_winograd(g),
-        "conv2d_winograd_kept: {} does not run {g:?}",
-        imp.name()
-    );
-    assert_eq!(
-        u.len(),
-        winograd_filter_floats(imp, g),
-        "winograd filter length"
-    );
+    check_filters("conv2d_winograd_kept", imp, g, u);
     let f = Filters::Kept(u);
     match imp {
         ConvImpl::Winograd2 => winograd::<2, 4, T23>(g, x, f, bias, residual, y),
