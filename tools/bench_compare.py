@@ -7,17 +7,26 @@ Usage (from the repo root; build prism first with `cargo build --release`):
     /work/venv/bin/python tools/bench_compare.py --only unet_b2_32,unet_b2_32_naive --force
     /work/venv/bin/python tools/bench_compare.py --quick --out /tmp/perf.md --prism /tmp/fake/prism
 
-For each benchmark name, in turn, it runs R rounds (--rounds, default 3) of
+For each benchmark name, in turn, it starts both systems side by side (paired mode, the
+default):
 
-    <python> tools/bench_torch.py --only NAME --threads T --runs N [--quick] [--dtype D]
-    <prism>  bench --only NAME --threads T --runs N --json [--quick] [--dtype D]
+    <python> tools/bench_torch.py --only NAME --threads T --runs N --paced [--quick] [--dtype D]
+    <prism>  bench --only NAME --threads T --runs N --json --paced [--quick] [--dtype D]
 
-(one fresh process each; torch first in even rounds, prism first in odd ones), so a slow spell
-of a noisy machine, which can last tens of seconds, hits both systems alike. Each system's
-timed runs of all rounds are pooled: its median, min and max are over R·N runs.
-Both print JSON of schema "prism.bench/1".  A benchmark prism does not support
-(non-zero exit, or no result of that name) is recorded as missing, not fatal.
-The ratio column is prism median / torch median: below 1 means prism is faster.
+Each builds its model, warms up and prints "#pace ready"; from then on every timed run waits
+for a line on its stdin. The script alternates them run by run (torch, prism, prism, torch,
+...: who goes first flips every pair, with --gap seconds of quiet before each run), so a slow
+spell of a noisy machine, which can last tens of seconds, hits both systems' runs of the same
+pairs. The ratio column is the median over the N pairs of prism's time / torch's time: below 1
+means prism is faster. Both processes are resident at once (a UNet at 64x64 latents: about
+4.5 + 4 GiB).
+
+--mode rounds runs R rounds (--rounds, default 3) of one fresh process per system instead
+(torch first in even rounds, prism first in odd ones), pools each system's R·N timed runs and
+reports the ratio of the two medians.
+
+Both print JSON of schema "prism.bench/1".  A benchmark prism does not support (non-zero
+exit, or no result of that name) is recorded as missing, not fatal.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -160,16 +170,22 @@ def run_system(system: str, cmd: list[str], name: str, env: dict, timeout: float
         log(f"{name}: {system}: {rec['reason']}")
         return rec
     rec["wall_s"] = round(time.perf_counter() - t0, 3)
-    rec["returncode"] = p.returncode
-    if echo_stderr and p.stderr:
-        sys.stderr.write(p.stderr if p.stderr.endswith("\n") else p.stderr + "\n")
-    if p.returncode != 0:
-        rec["reason"] = f"exit {p.returncode}: {tail(p.stderr or p.stdout, 300)}"
+    return check_output(system, name, rec, p.returncode, p.stdout, p.stderr, echo_stderr)
+
+
+def check_output(system: str, name: str, rec: dict, returncode: int, stdout: str, stderr: str,
+                 echo_stderr: bool) -> dict:
+    """Fill `rec` from a finished benchmark process: its JSON document and its result `name`."""
+    rec["returncode"] = returncode
+    if echo_stderr and stderr:
+        sys.stderr.write(stderr if stderr.endswith("\n") else stderr + "\n")
+    if returncode != 0:
+        rec["reason"] = f"exit {returncode}: {tail(stderr or stdout, 300)}"
         log(f"{name}: {system}: missing ({rec['reason']})")
         return rec
-    doc = parse_json(p.stdout)
+    doc = parse_json(stdout)
     if doc is None:
-        rec.update(status="error", reason="no JSON on stdout: " + tail(p.stdout, 300))
+        rec.update(status="error", reason="no JSON on stdout: " + tail(stdout, 300))
         log(f"{name}: {system}: {rec['reason']}")
         return rec
     rec["doc"] = doc
@@ -190,6 +206,99 @@ def run_system(system: str, cmd: list[str], name: str, env: dict, timeout: float
     rec["result"] = r
     log(f"{name}: {system}: median {r['median_s']:.4g} s [{r['min_s']:.4g}-{r['max_s']:.4g}]")
     return rec
+
+
+# ----------------------------------------------------------------------------- paired runs
+
+PACE_READY = "#pace ready"  # what both benchmarkers print before each paced run (--paced)
+
+
+def start_paced(system: str, cmd: list[str], name: str, env: dict) -> dict:
+    """Start a paced benchmark process (setup and warm-up) and wait until it is ready for its
+    first timed run. The record holds the process while it lives."""
+    rec: dict = {"command": cmd, "status": "missing", "out": [], "ready": False}
+    log(f"{name}: {system}: {shlex.join(cmd)}")
+    rec["t0"] = time.perf_counter()
+    rec["errf"] = tempfile.TemporaryFile(mode="w+")  # a file, so a chatty stderr cannot block it
+    try:
+        rec["proc"] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=rec["errf"], text=True, bufsize=1, env=env,
+                                       cwd=str(REPO))
+    except FileNotFoundError:
+        rec["errf"].close()
+        rec["reason"] = f"{cmd[0]} not found"
+        log(f"{name}: {system}: {rec['reason']}")
+        return rec
+    rec["ready"] = wait_ready(rec)
+    return rec
+
+
+def wait_ready(rec: dict) -> bool:
+    """Read a paced process's stdout up to its next ready line (True) or its end (False): either
+    way the run it was running is over."""
+    for line in rec["proc"].stdout:
+        if line.strip() == PACE_READY:
+            return True
+        rec["out"].append(line)
+    return False
+
+
+def go(rec: dict) -> None:
+    """Let a ready paced process run once and wait until that run is over."""
+    try:
+        rec["proc"].stdin.write("go\n")
+        rec["proc"].stdin.flush()
+    except (BrokenPipeError, OSError):
+        rec["ready"] = False
+        return
+    rec["ready"] = wait_ready(rec)
+
+
+def finish_paced(system: str, name: str, rec: dict, timeout: float | None, echo_stderr: bool) -> dict:
+    """Close a paced process's stdin (no more runs), collect its output and check it."""
+    if "proc" not in rec:
+        return rec
+    p = rec.pop("proc")
+    try:
+        rest, _ = p.communicate(timeout=timeout)  # closes stdin first: no more runs
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rest, _ = p.communicate()
+        rec["status"] = "error"
+        rec["reason"] = f"timed out after {timeout} s"
+    errf = rec.pop("errf")
+    errf.seek(0)
+    stderr = errf.read()
+    errf.close()
+    stdout = "".join(rec.pop("out")) + (rest or "")
+    rec.pop("ready", None)
+    rec["wall_s"] = round(time.perf_counter() - rec.pop("t0"), 3)
+    if rec["status"] == "error":
+        log(f"{name}: {system}: {rec['reason']}")
+        return rec
+    return check_output(system, name, rec, p.returncode, stdout, stderr, echo_stderr)
+
+
+def run_paired(names: dict[str, str | None], cmds: dict[str, list[str]], env: dict, pairs: int,
+               gap: float, timeout: float | None, echo_stderr: bool) -> dict[str, dict]:
+    """Both systems' processes side by side, each set up and warmed up, then their timed runs
+    alternated: torch, prism, prism, torch, torch, ... (who goes first flips every pair), with
+    `gap` seconds of quiet before each run (the other side's idle threads stop spinning). A
+    slow spell of the machine then hits both systems' runs of the same pairs."""
+    recs: dict[str, dict] = {}
+    for sysname in ("torch", "prism"):
+        if names[sysname] is None:
+            recs[sysname] = {"status": "missing", "reason": "no such torch benchmark"}
+        else:
+            recs[sysname] = start_paced(sysname, cmds[sysname], names[sysname], env)
+    for i in range(pairs):
+        order = ("torch", "prism") if i % 2 == 0 else ("prism", "torch")
+        for sysname in order:
+            if recs[sysname].get("ready"):
+                time.sleep(gap)
+                go(recs[sysname])
+    return {s: (finish_paced(s, names[s], recs[s], timeout, echo_stderr) if names[s] else recs[s])
+            for s in ("torch", "prism")}
 
 
 def pool_rounds(recs: list[dict]) -> dict:
@@ -272,21 +381,39 @@ def render_md(report: dict) -> str:
     lines = ["# Performance: prism vs PyTorch / diffusers", ""]
     if report["quick"]:
         lines += ["> **QUICK smoke test** (tiny sizes, 1 run): checks the scripts, measures nothing.", ""]
+    if report.get("mode") == "paired":
+        lines += [
+            f"Generated by `tools/bench_compare.py` on {report['date']}, paired mode. For each benchmark",
+            "both systems' processes are started side by side; each builds its model and warms up, then",
+            f"their {report['runs']} timed runs alternate one by one (torch, prism, prism, torch, …: who goes",
+            f"first flips every pair), with {report.get('gap_s')} s of quiet before each run, so a slow spell",
+            "of a noisy machine hits both systems' runs of the same pairs. Times are seconds: median",
+            "[min–max] of the timed runs. **prism/torch** is the median over the pairs of prism's time /",
+            "torch's time, [min–max] over the pairs: below 1 means prism is faster (the ratio of the two",
+            "medians is in the JSON, `ratio_of_medians`). GFLOP/s = FLOPs counted by",
+            "torch.utils.flop_counter (2 per multiply-add) / median, the same count for both systems.",
+            "",
+        ]
+    else:
+        lines += [
+            f"Generated by `tools/bench_compare.py` on {report['date']}. Both systems run the same benchmark",
+            f"in {report.get('rounds', 1)} round(s), each a fresh process per system (torch first in even rounds,",
+            "prism first in odd ones), before the next benchmark starts, so a slow spell of a noisy machine",
+            "hits both. Times are seconds: median [min–max] over the timed runs of every round, after each",
+            "process's warm-up. **prism/torch** is the ratio of medians: below 1 means prism is faster.",
+            "GFLOP/s = FLOPs counted by torch.utils.flop_counter (2 per multiply-add) / median, the same",
+            "count for both systems.",
+            "",
+        ]
     lines += [
-        f"Generated by `tools/bench_compare.py` on {report['date']}. Both systems run the same benchmark",
-        f"in {report.get('rounds', 1)} round(s), each a fresh process per system (torch first in even rounds,",
-        "prism first in odd ones), before the next benchmark starts, so a slow spell of a noisy machine",
-        "hits both. Times are seconds: median [min–max] over the timed runs of every round, after each",
-        "process's warm-up. **prism/torch** is the ratio of medians: below 1 means prism is faster.",
-        "GFLOP/s = FLOPs counted by torch.utils.flop_counter (2 per multiply-add) / median, the same",
-        "count for both systems.",
-        "",
         "| benchmark | torch median [min–max] s | prism median [min–max] s | prism/torch | torch GFLOP/s | prism GFLOP/s | peak RSS torch / prism (MiB) |",
         "|---|---|---|---|---|---|---|",
     ]
     for b in report["benchmarks"]:
         t, p = b["torch"], b["prism"]
         ratio = f"{b['ratio']:.2f}" if b.get("ratio") is not None else "–"
+        if b.get("pair_ratios"):
+            ratio += f" [{min(b['pair_ratios']):.2f}–{max(b['pair_ratios']):.2f}]"
         flops = b.get("flops")
         tg = f"{flops / t['result']['median_s'] / 1e9:.1f}" if flops and t.get("status") == "ok" else "–"
         pg = f"{flops / p['result']['median_s'] / 1e9:.1f}" if flops and p.get("status") == "ok" else "–"
@@ -321,8 +448,10 @@ def render_md(report: dict) -> str:
         + ("; virtual machine" if m.get("hypervisor") else "")
         + f"; Linux {m.get('kernel')}",
         f"- Load average at start / end: {report.get('loadavg_start')} / {report.get('loadavg_end')}",
-        f"- Threads: {report['threads']} per system; timed runs: {report.get('rounds', 1)} round(s) × {report['runs']}, after "
-        f"{report['warmup']} warm-up (torch; prism's own warm-up); dtype {report['dtype']}",
+        f"- Threads: {report['threads']} per system; timed runs: "
+        + (f"{report['runs']} pairs" if report.get("mode") == "paired"
+           else f"{report.get('rounds', 1)} round(s) × {report['runs']}")
+        + f", after {report['warmup']} warm-up (torch; prism's own warm-up); dtype {report['dtype']}",
         "- torch side: " + ", ".join(f"{k} {v}" for k, v in tv.items() if v)
         + "; models: SD 1.5 architecture from `crates/prism-models/presets/sd15/`, random weights",
         f"- prism: {report.get('prism_version') or 'version unknown'} (`{report['prism']}`), "
@@ -341,10 +470,11 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2, help="threads for both systems (default 2)")
     ap.add_argument("--runs", type=int, default=None,
-                    help="timed runs per process (default 3; 1 with --quick)")
+                    help="timed runs per process: pairs in paired mode (default 9), per round in rounds "
+                         "mode (default 3); 1 with --quick")
     ap.add_argument("--rounds", type=int, default=None,
-                    help="processes per system and benchmark, alternating which system goes first; "
-                         "their runs are pooled (default 3; 1 with --quick)")
+                    help="rounds mode: processes per system and benchmark, alternating which system goes "
+                         "first; their runs are pooled (default 3; 1 with --quick)")
     ap.add_argument("--warmup", type=int, default=1, help="warm-up runs of the torch side (default 1)")
     ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
                     help="passed to both systems (to prism only when not f32)")
@@ -359,6 +489,11 @@ def main() -> int:
     ap.add_argument("--python", type=Path,
                     default=DEFAULT_PYTHON if DEFAULT_PYTHON.exists() else Path(sys.executable),
                     help=f"python of the torch venv (default {DEFAULT_PYTHON})")
+    ap.add_argument("--mode", choices=["paired", "rounds"], default="paired",
+                    help="paired (default): one process per system, side by side, timed runs alternated "
+                         "one by one; rounds: R fresh processes per system in turn")
+    ap.add_argument("--gap", type=float, default=0.5,
+                    help="paired mode: seconds of quiet before each timed run (default 0.5)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per process (default none)")
     ap.add_argument("--quiet", action="store_true", help="do not echo the subprocesses' stderr")
     args = ap.parse_args()
@@ -369,8 +504,17 @@ def main() -> int:
     if unmatched:
         log(f"warning: no torch benchmark for {', '.join(unmatched)} (torch side recorded as missing); "
             f"torch knows {', '.join(bench_torch.all_names())}")
-    runs = args.runs if args.runs is not None else (1 if args.quick else 3)
-    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    paired = args.mode == "paired"
+    if paired:
+        if args.rounds not in (None, 1):
+            ap.error("--rounds is for --mode rounds (paired mode runs one process per system)")
+        runs = args.runs if args.runs is not None else (1 if args.quick else 9)
+        rounds = 1
+    else:
+        runs = args.runs if args.runs is not None else (1 if args.quick else 3)
+        rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if args.gap < 0:
+        ap.error("--gap must be >= 0")
     if runs < 1 or rounds < 1 or args.threads < 1 or args.warmup < 0:
         ap.error("--runs, --rounds and --threads must be >= 1, --warmup >= 0")
 
@@ -392,6 +536,9 @@ def main() -> int:
     if args.quick:
         torch_cmd.append("--quick")
         prism_cmd.append("--quick")
+    if paired:
+        torch_cmd.append("--paced")
+        prism_cmd.append("--paced")
     torch_cmd += ["--dtype", args.dtype]
     if args.dtype != "f32":
         prism_cmd += ["--dtype", args.dtype]
@@ -403,6 +550,8 @@ def main() -> int:
         "cwd": os.getcwd(),
         "machine": machine_info(),
         "threads": args.threads,
+        "mode": args.mode,
+        "gap_s": args.gap if paired else None,
         "runs": runs,
         "rounds": rounds,
         "warmup": args.warmup,
@@ -423,7 +572,12 @@ def main() -> int:
         b: dict = {"name": name, "torch_name": tname, "loadavg": loadavg(), "warnings": []}
         sub = lambda cmd, n: [n if a == "{name}" else a for a in cmd]  # noqa: E731
         recs: dict[str, list[dict]] = {"torch": [], "prism": []}
-        for rnd in range(rounds):
+        if paired:
+            got = run_paired({"torch": tname, "prism": name},
+                             {"torch": sub(torch_cmd, tname or ""), "prism": sub(prism_cmd, name)},
+                             env, runs, args.gap, args.timeout, not args.quiet)
+            recs = {s_: [got[s_]] for s_ in ("torch", "prism")}
+        for rnd in range(0 if paired else rounds):
             order = ("torch", "prism") if rnd % 2 == 0 else ("prism", "torch")
             for sysname in order:
                 if sysname == "torch":
@@ -446,7 +600,19 @@ def main() -> int:
                 break
         b["flops"] = flops
         if t.get("status") == "ok" and p.get("status") == "ok" and t["result"]["median_s"] > 0:
-            b["ratio"] = p["result"]["median_s"] / t["result"]["median_s"]
+            b["ratio_of_medians"] = p["result"]["median_s"] / t["result"]["median_s"]
+            b["ratio"] = b["ratio_of_medians"]
+            tt, pt = t["result"].get("times_s"), p["result"].get("times_s")
+            if paired and isinstance(tt, list) and isinstance(pt, list) and len(tt) == len(pt) and tt \
+                    and min(tt) > 0:
+                # Run i of each system ran in pair i: the median of the pairs' ratios.
+                b["pairs"] = [[float(a), float(c)] for a, c in zip(tt, pt)]
+                ratios = sorted(c / a for a, c in b["pairs"])
+                b["pair_ratios"] = ratios
+                b["ratio"] = ratios[len(ratios) // 2] if len(ratios) % 2 else \
+                    0.5 * (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2])
+            elif paired:
+                b["warnings"].append("the two systems timed different numbers of runs: ratio of medians")
         for sysname, rec in (("torch", t), ("prism", p)):
             doc = rec.get("doc") or {}
             if rec.get("warning"):

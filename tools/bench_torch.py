@@ -25,6 +25,7 @@ import argparse
 import gc
 import importlib.metadata as md
 import json
+import math
 import os
 import platform
 import re
@@ -260,8 +261,20 @@ def count_flops(torch, models: Models, base: str, naive: bool, n: int) -> int | 
         return None
 
 
+PACE_READY = "#pace ready"
+PACE_SHORT_S = 1.0   # as prism_analyze::bench::PACE_SHORT_S
+PACE_REWARM_S = 0.5  # as prism_analyze::bench::PACE_REWARM_S
+
+
+def pace() -> bool:
+    """Paced runs (--paced): say so on stdout and wait for a line on stdin; False when stdin
+    is closed (no more runs). tools/bench_compare.py alternates torch's runs with prism's."""
+    print(PACE_READY, flush=True)
+    return bool(sys.stdin.readline())
+
+
 def run_one(torch, models: Models, name: str, quick: bool, warmup: int, runs: int,
-            want_flops: bool) -> dict:
+            want_flops: bool, paced: bool = False) -> dict:
     base, naive = resolve(name)
     kind, full_n, quick_n, desc = BENCHMARKS[base]
     n = quick_n if quick else full_n
@@ -271,14 +284,25 @@ def run_one(torch, models: Models, name: str, quick: bool, warmup: int, runs: in
     gc.collect()
     hwm_ok = reset_hwm()
     with torch.inference_mode():
+        last = math.inf
         for i in range(warmup):
             t0 = time.perf_counter()
             fn()
-            log(f"{name}: warm-up {i + 1}/{warmup} {time.perf_counter() - t0:.3f} s")
+            last = time.perf_counter() - t0
+            log(f"{name}: warm-up {i + 1}/{warmup} {last:.3f} s")
+        # As prism's bench: a paced benchmark shorter than PACE_SHORT_S runs untimed for
+        # PACE_REWARM_S before each timed run (caches are cold after the other system's run).
+        rewarm = paced and last < PACE_SHORT_S
         times = []
         gc.disable()
         try:
             for i in range(runs):
+                if paced and not pace() and i > 0:
+                    break
+                if rewarm:
+                    t0 = time.perf_counter()
+                    while time.perf_counter() - t0 < PACE_REWARM_S:
+                        fn()
                 t0 = time.perf_counter()
                 fn()
                 dt = time.perf_counter() - t0
@@ -293,7 +317,7 @@ def run_one(torch, models: Models, name: str, quick: bool, warmup: int, runs: in
         "median_s": med,
         "min_s": min(times),
         "max_s": max(times),
-        "runs": runs,
+        "runs": len(times),
         "warmup": warmup,
         "times_s": times,
         "config": cfg,
@@ -324,6 +348,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 1 run: smoke test only, not a measurement")
     ap.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     ap.add_argument("--list", action="store_true", help="print the benchmark names and exit")
+    ap.add_argument("--paced", action="store_true",
+                    help=f"before each timed run print {PACE_READY!r} on stdout and wait for a line on "
+                         "stdin (tools/bench_compare.py alternates the two systems run by run)")
     ap.add_argument("--output", "-o", type=Path, default=None, help="also write the JSON to this file")
     args = ap.parse_args()
 
@@ -382,7 +409,7 @@ def main() -> int:
     t_all = time.perf_counter()
     for name in names:
         out["results"].append(run_one(torch, models, name, args.quick, args.warmup, runs,
-                                      not args.no_flops))
+                                      not args.no_flops, args.paced))
     out["peak_rss_bytes"] = peak_rss_bytes()
     out["wall_s"] = time.perf_counter() - t_all
     text = json.dumps(out, indent=1)

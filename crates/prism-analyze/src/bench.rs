@@ -66,16 +66,58 @@ pub struct Timing {
     pub times: Vec<f64>,
 }
 
-/// Time `f` `runs` times after one warm-up.
+static PACED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The line [`time`] prints on stdout before each timed run when paced.
+pub const PACE_READY: &str = "#pace ready";
+
+/// Pace the timed runs from outside: before each one, [`time`] prints [`PACE_READY`] on
+/// stdout and waits for a line on stdin. tools/bench_compare.py uses this to alternate
+/// prism's runs with PyTorch's, run by run, so a slow spell of the machine hits both.
+pub fn set_paced(on: bool) {
+    PACED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Wait for the go-ahead of a paced run; false when stdin is closed (no more runs).
+fn pace() -> bool {
+    use std::io::{BufRead, Write};
+    println!("{PACE_READY}");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    matches!(std::io::stdin().lock().read_line(&mut line), Ok(n) if n > 0)
+}
+
+/// A paced benchmark whose warm-up run took less than this (seconds) runs untimed for
+/// [`PACE_REWARM_S`] before each timed run: after the other system's run and the quiet gap,
+/// caches are cold, the worker threads asleep and the core slower for a while, which would
+/// dominate a run of a few milliseconds (`linear_8192_320_320`, paced alone with 0.5 s gaps
+/// and one untimed run before each: 7.3–9.5 ms against 7.5–8.4 unpaced).
+pub const PACE_SHORT_S: f64 = 1.0;
+/// Seconds of untimed runs before each timed run of a short paced benchmark.
+pub const PACE_REWARM_S: f64 = 0.5;
+
+/// Time `f` `runs` times after one warm-up (paced: see [`set_paced`]; a paced run stops
+/// early when stdin closes, after at least one timed run).
 pub fn time(runs: usize, mut f: impl FnMut()) -> Timing {
+    let s = Instant::now();
     f();
-    let times: Vec<f64> = (0..runs.max(1))
-        .map(|_| {
+    let paced = PACED.load(std::sync::atomic::Ordering::Relaxed);
+    let rewarm = paced && s.elapsed().as_secs_f64() < PACE_SHORT_S;
+    let mut times = Vec::with_capacity(runs.max(1));
+    for i in 0..runs.max(1) {
+        if paced && !pace() && i > 0 {
+            break;
+        }
+        if rewarm {
             let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
+            while s.elapsed().as_secs_f64() < PACE_REWARM_S {
+                f();
+            }
+        }
+        let s = Instant::now();
+        f();
+        times.push(s.elapsed().as_secs_f64());
+    }
     let mut t = times.clone();
     t.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Timing {
@@ -100,14 +142,15 @@ fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     d / scale.max(1e-30)
 }
 
-fn result(name: &str, runs: usize, t: Timing, flops: Option<u64>) -> BenchResult {
+/// A result with as many runs as `t` timed (a paced run may stop early).
+fn result(name: &str, t: Timing, flops: Option<u64>) -> BenchResult {
     BenchResult {
         name: name.into(),
         median_s: t.median,
         min_s: t.min,
         max_s: t.max,
+        runs: t.times.len(),
         times_s: t.times,
-        runs,
         flops,
         rel_error: None,
         note: None,
@@ -295,7 +338,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
             }
         }
         let flops = if kind == Product::Geglu { 4 } else { 2 } * m * k * n;
-        let mut r = result(name, runs, t, Some(flops as u64));
+        let mut r = result(name, t, Some(flops as u64));
         r.rel_error = Some(rel_err(&c[..rows * n], &want));
         r.note = Some(if kind == Product::LinearBf16 {
             let (dot, fma) = prism_kernels::bf16dot::throughput();
@@ -333,7 +376,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
         let t = exec.install(|| time(runs, || attention(imp, &g, &q, &k, &v, &mut out)));
         let mut want = vec![0f32; n];
         exec.install(|| attention(AttentionImpl::Naive, &g, &q, &k, &v, &mut want));
-        let mut r = result(name, runs, t, Some(4 * 2 * 8 * 4096 * 4096 * 40));
+        let mut r = result(name, t, Some(4 * 2 * 8 * 4096 * 4096 * 40));
         r.rel_error = Some(rel_err(&out, &want));
         r.note = Some(format!(
             "{} vs naive; extra memory {:.1} MiB",
@@ -374,12 +417,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
         exec.install(|| {
             conv2d(ConvImpl::Im2col, &g, &x, &w, Some(&b), &mut want);
         });
-        let mut r = result(
-            name,
-            runs,
-            t,
-            Some((2 * batch * c * size * size * c * 9) as u64),
-        );
+        let mut r = result(name, t, Some((2 * batch * c * size * size * c * 9) as u64));
         r.rel_error = Some(rel_err(&y, &want));
         r.note = Some(format!("{} vs im2col", imp.name()));
         return Ok(r);
@@ -395,7 +433,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
                 te.run(exec, &mut NoObserver, ids.clone())
                     .expect("text encoder runs");
             });
-            Ok(result(name, runs, t, None))
+            Ok(result(name, t, None))
         }
         "unet_b2_32" | "unet_b2_64" | "unet_b2_32_naive" | "unet_b2_64_naive"
         | "unet_b2_32_kept" | "unet_b2_64_kept" => {
@@ -428,7 +466,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
             };
             Ok(BenchResult {
                 note: Some(note),
-                ..result(name, runs, t, None)
+                ..result(name, t, None)
             })
         }
         "vae_decode_32" | "vae_decode_64" => {
@@ -438,7 +476,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
             let t = time(runs, || {
                 vae.run(exec, &mut NoObserver, z.clone()).expect("vae runs");
             });
-            Ok(result(name, runs, t, None))
+            Ok(result(name, t, None))
         }
         _ => Err(prism_core::Error::invalid(format!(
             "unknown benchmark {name} (known: {})",

@@ -261,6 +261,10 @@ enum Cmd {
         /// Print JSON (schema prism.bench/1, as tools/bench_torch.py writes).
         #[arg(long)]
         json: bool,
+        /// Before each timed run, print `#pace ready` on stdout and wait for a line on stdin
+        /// (tools/bench_compare.py alternates prism's runs with PyTorch's this way).
+        #[arg(long)]
+        paced: bool,
     },
     /// Text to image: writes a PNG carrying the generation parameters.
     Generate {
@@ -539,7 +543,13 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Cmd::Bench { only, runs, json } => {
+        Cmd::Bench {
+            only,
+            runs,
+            json,
+            paced,
+        } => {
+            bench::set_paced(paced);
             let names: Vec<String> = match only {
                 Some(o) => o.split(',').map(|s| s.trim().to_string()).collect(),
                 None => BENCHES.iter().map(|s| s.to_string()).collect(),

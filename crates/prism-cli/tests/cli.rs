@@ -418,3 +418,48 @@ fn tiny_video_folder_writes_a_gif() {
     assert_eq!(&bytes[..6], b"GIF89a");
     assert_eq!(std::fs::read_dir(&frames).unwrap().count(), 3);
 }
+
+#[test]
+fn paced_bench_runs_once_per_line_and_stops_when_stdin_closes() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args([
+            "bench",
+            "--only",
+            "conv3x3_16_8_b1",
+            "--runs",
+            "5",
+            "--threads",
+            "1",
+            "--json",
+            "--paced",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run prism");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    // Ready after the warm-up; each line on stdin buys one timed run, then ready again.
+    for _ in 0..3 {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "#pace ready");
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+    }
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "#pace ready");
+    drop(stdin); // no fourth run
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    let doc: serde_json::Value = serde_json::from_str(&rest).expect("JSON after the runs");
+    let r = &doc["results"][0];
+    assert_eq!(r["name"], "conv3x3_16_8_b1");
+    assert_eq!(r["runs"], 3);
+    assert_eq!(r["times_s"].as_array().unwrap().len(), 3);
+}
