@@ -14,7 +14,8 @@ crates/prism-models/presets/sd15/ with random weights (timing does not depend on
 the values).  Each benchmark: warm-up run(s), then N timed runs; the JSON on
 stdout (schema "prism.bench/1") gives median / min / max seconds, the times of
 every run, the FLOPs (torch.utils.flop_counter on meta tensors; 2 per
-multiply-add) and peak RSS.  Progress goes to stderr.
+multiply-add) and peak RSS.  Progress goes to stderr.  With --paced, each timed run waits
+for a line on stdin after "#pace ready" on stdout (bench_compare.py's paired mode).
 
 tools/bench_compare.py runs this script and `prism bench` side by side.
 """

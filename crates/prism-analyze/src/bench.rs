@@ -90,8 +90,9 @@ fn pace() -> bool {
 /// A paced benchmark whose warm-up run took less than this (seconds) runs untimed for
 /// [`PACE_REWARM_S`] before each timed run: after the other system's run and the quiet gap,
 /// caches are cold, the worker threads asleep and the core slower for a while, which would
-/// dominate a run of a few milliseconds (`linear_8192_320_320`, paced alone with 0.5 s gaps
-/// and one untimed run before each: 7.3–9.5 ms against 7.5–8.4 unpaced).
+/// dominate a run of a few milliseconds. `linear_8192_320_320` paced alone with 0.5 s gaps
+/// took 7.3–9.5 ms with one untimed run before each timed one (7.5–8.4 ms unpaced), and
+/// 5.8–7.7 ms with half a second of them.
 pub const PACE_SHORT_S: f64 = 1.0;
 /// Seconds of untimed runs before each timed run of a short paced benchmark.
 pub const PACE_REWARM_S: f64 = 0.5;
