@@ -5,13 +5,13 @@ Usage (from the repo root; build prism first with `cargo build --release`):
 
     /work/venv/bin/python tools/bench_compare.py                       # writes docs/performance.md + .json
     /work/venv/bin/python tools/bench_compare.py --only unet_b2_32,unet_b2_32_naive --force
-    /work/venv/bin/python tools/bench_compare.py --quick --out /tmp/perf.md --prism /tmp/fake/prism
+    /work/venv/bin/python tools/bench_compare.py --quick --out /tmp/perf.md        # smoke test
 
 For each benchmark name, in turn, it starts both systems side by side (paired mode, the
 default):
 
     <python> tools/bench_torch.py --only NAME --threads T --runs N --paced [--quick] [--dtype D]
-    <prism>  bench --only NAME --threads T --runs N --json --paced [--quick] [--dtype D]
+    <prism>  bench --only NAME --threads T --runs N --json --paced [--quick]
 
 Each builds its model, warms up and prints "#pace ready"; from then on every timed run waits
 for a line on its stdin. The script alternates them run by run (torch, prism, prism, torch,
@@ -280,7 +280,8 @@ def finish_paced(system: str, name: str, rec: dict, timeout: float | None, echo_
 
 
 def run_paired(names: dict[str, str | None], cmds: dict[str, list[str]], env: dict, pairs: int,
-               gap: float, timeout: float | None, echo_stderr: bool) -> dict[str, dict]:
+               gap: float, timeout: float | None, echo_stderr: bool,
+               skip: dict[str, str]) -> dict[str, dict]:
     """Both systems' processes side by side, each set up and warmed up, then their timed runs
     alternated: torch, prism, prism, torch, torch, ... (who goes first flips every pair), with
     `gap` seconds of quiet before each run (the other side's idle threads stop spinning). A
@@ -288,7 +289,7 @@ def run_paired(names: dict[str, str | None], cmds: dict[str, list[str]], env: di
     recs: dict[str, dict] = {}
     for sysname in ("torch", "prism"):
         if names[sysname] is None:
-            recs[sysname] = {"status": "missing", "reason": "no such torch benchmark"}
+            recs[sysname] = {"status": "missing", "reason": skip[sysname]}
         else:
             recs[sysname] = start_paced(sysname, cmds[sysname], names[sysname], env)
     for i in range(pairs):
@@ -477,7 +478,8 @@ def main() -> int:
                          "first; their runs are pooled (default 3; 1 with --quick)")
     ap.add_argument("--warmup", type=int, default=1, help="warm-up runs of the torch side (default 1)")
     ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
-                    help="passed to both systems (to prism only when not f32)")
+                    help="torch's dtype (default f32); prism bench times f32 math only, so with bf16 "
+                         "its side is recorded as missing")
     ap.add_argument("--only", default=None,
                     help="comma-separated names (default: every base benchmark; add e.g. unet_b2_64_naive)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 1 run, for both systems: smoke test")
@@ -540,8 +542,8 @@ def main() -> int:
         torch_cmd.append("--paced")
         prism_cmd.append("--paced")
     torch_cmd += ["--dtype", args.dtype]
-    if args.dtype != "f32":
-        prism_cmd += ["--dtype", args.dtype]
+    # prism's 16-bit mode keeps weights in 16 bits with f32 math: not torch's bf16 run.
+    prism_skip = None if args.dtype == "f32" else "prism bench times f32 math only"
 
     report: dict = {
         "schema": COMPARE_SCHEMA,
@@ -573,9 +575,10 @@ def main() -> int:
         sub = lambda cmd, n: [n if a == "{name}" else a for a in cmd]  # noqa: E731
         recs: dict[str, list[dict]] = {"torch": [], "prism": []}
         if paired:
-            got = run_paired({"torch": tname, "prism": name},
+            got = run_paired({"torch": tname, "prism": None if prism_skip else name},
                              {"torch": sub(torch_cmd, tname or ""), "prism": sub(prism_cmd, name)},
-                             env, runs, args.gap, args.timeout, not args.quiet)
+                             env, runs, args.gap, args.timeout, not args.quiet,
+                             {"torch": "no such torch benchmark", "prism": prism_skip or ""})
             recs = {s_: [got[s_]] for s_ in ("torch", "prism")}
         for rnd in range(0 if paired else rounds):
             order = ("torch", "prism") if rnd % 2 == 0 else ("prism", "torch")
@@ -586,6 +589,8 @@ def main() -> int:
                     else:
                         recs["torch"].append(run_system("torch", sub(torch_cmd, tname), tname, env,
                                                         args.timeout, not args.quiet))
+                elif prism_skip:
+                    recs["prism"].append({"status": "missing", "reason": prism_skip})
                 else:
                     recs["prism"].append(run_system("prism", sub(prism_cmd, name), name, env,
                                                     args.timeout, not args.quiet))

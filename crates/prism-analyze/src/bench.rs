@@ -246,12 +246,16 @@ fn parse_matmul(name: &str) -> Option<Result<ProductSpec>> {
     })
 }
 
-/// Run one named benchmark on `exec`'s pool.
-pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
+/// Run one named benchmark on `exec`'s pool. `quick`: the tiny sizes of
+/// `tools/bench_torch.py --quick` (a smoke test, not a measurement): products of at most 256
+/// rows, attention at L = 256, convolutions at most 16×16, UNet latents a quarter and VAE
+/// latents an eighth of the named size, CLIP on 16 tokens.
+pub fn run(name: &str, exec: &Executor, runs: usize, quick: bool) -> Result<BenchResult> {
     let sd15 = || ModelSource::parse("sd15");
     let opts = LoadOptions::default();
     if let Some(spec) = parse_matmul(name) {
         let (kind, m, k, n, gemm) = spec?;
+        let m = if quick { m.min(256) } else { m };
         let wn = if kind == Product::Geglu { 2 * n } else { n };
         // Only Linear and GEGLU weights go to panels (as the executor binds them).
         let panels = !gemm
@@ -362,22 +366,23 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
             r => AttentionImpl::parse(&r[1..])
                 .ok_or_else(|| prism_core::Error::invalid(format!("unknown benchmark {name}")))?,
         };
+        let l = if quick { 256 } else { 4096 };
         let g = AttnGeom {
             batch: 2,
             heads: 8,
             head_dim: 40,
-            lq: 4096,
-            lk: 4096,
+            lq: l,
+            lk: l,
             scale: 40f32.powf(-0.5),
             causal: false,
         };
-        let n = 2 * 4096 * 8 * 40;
+        let n = 2 * l * 8 * 40;
         let (q, k, v) = (rand_vec(n, 1), rand_vec(n, 2), rand_vec(n, 3));
         let mut out = vec![0f32; n];
         let t = exec.install(|| time(runs, || attention(imp, &g, &q, &k, &v, &mut out)));
         let mut want = vec![0f32; n];
         exec.install(|| attention(AttentionImpl::Naive, &g, &q, &k, &v, &mut want));
-        let mut r = result(name, t, Some(4 * 2 * 8 * 4096 * 4096 * 40));
+        let mut r = result(name, t, Some((4 * 2 * 8 * l * l * 40) as u64));
         r.rel_error = Some(rel_err(&out, &want));
         r.note = Some(format!(
             "{} vs naive; extra memory {:.1} MiB",
@@ -393,6 +398,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
     }
     if let Some(spec) = parse_conv(name) {
         let (c, size, batch, imp) = spec?;
+        let size = if quick { size.min(16) } else { size };
         let g = Conv2dGeom {
             n: batch,
             cin: c,
@@ -426,9 +432,10 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
     match name {
         "clip_2prompts" => {
             let te = TextEncoder::load(&sd15()?, &opts)?;
+            let len = if quick { 16 } else { 77 };
             let ids = Tensor::new(
-                vec![2, 77],
-                (0..154).map(|i| (i * 37 % 49408) as f32).collect(),
+                vec![2, len],
+                (0..2 * len).map(|i| (i * 37 % 49408) as f32).collect(),
             )?;
             let t = time(runs, || {
                 te.run(exec, &mut NoObserver, ids.clone())
@@ -438,7 +445,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
         }
         "unet_b2_32" | "unet_b2_64" | "unet_b2_32_naive" | "unet_b2_64_naive"
         | "unet_b2_32_kept" | "unet_b2_64_kept" => {
-            let s = if name.contains("_32") { 32 } else { 64 };
+            let s = if name.contains("_32") { 32 } else { 64 } / if quick { 4 } else { 1 };
             let mut unet = Unet::load(&sd15()?, &opts)?;
             // A denoising step: Winograd filters transformed on every run, as generations do
             // by default; `_kept`: transformed in the warm-up run and kept (`--keep-filters`).
@@ -471,7 +478,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize) -> Result<BenchResult> {
             })
         }
         "vae_decode_32" | "vae_decode_64" => {
-            let s = if name.ends_with("32") { 32 } else { 64 };
+            let s = if name.ends_with("32") { 32 } else { 64 } / if quick { 8 } else { 1 };
             let vae = VaePart::load(&sd15()?, &opts, true)?;
             let z = Tensor::new(vec![1, 4, s, s], rand_vec(4 * s * s, 9))?;
             let t = time(runs, || {

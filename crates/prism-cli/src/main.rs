@@ -265,6 +265,9 @@ enum Cmd {
         /// (tools/bench_compare.py alternates prism's runs with PyTorch's this way).
         #[arg(long)]
         paced: bool,
+        /// Tiny sizes (those of tools/bench_torch.py --quick): a smoke test, not a measurement.
+        #[arg(long)]
+        quick: bool,
     },
     /// Text to image: writes a PNG carrying the generation parameters.
     Generate {
@@ -548,6 +551,7 @@ fn run(cli: Cli) -> Result<()> {
             runs,
             json,
             paced,
+            quick,
         } => {
             bench::set_paced(paced);
             let names: Vec<String> = match only {
@@ -557,7 +561,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut results = Vec::new();
             for n in &names {
                 eprintln!("bench {n} ...");
-                let r = bench::run(n, &exec, runs)?;
+                let r = bench::run(n, &exec, runs, quick)?;
                 eprintln!(
                     "  median {:.4}s [{:.4}-{:.4}]{}",
                     r.median_s,
@@ -574,6 +578,7 @@ fn run(cli: Cli) -> Result<()> {
                 "versions": {"prism": env!("CARGO_PKG_VERSION"), "simd": prism_kernels::simd::level().name()},
                 "threads": exec.threads(),
                 "dtype": "f32",
+                "quick": quick,
                 "peak_rss_bytes": prism_runtime::mem::peak_rss_bytes(),
                 "results": results,
             });

@@ -463,3 +463,24 @@ fn paced_bench_runs_once_per_line_and_stops_when_stdin_closes() {
     assert_eq!(r["runs"], 3);
     assert_eq!(r["times_s"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn quick_bench_runs_the_tiny_sizes() {
+    let o = prism(&[
+        "bench",
+        "--quick",
+        "--only",
+        "attention_b2h8_4096_d40,linear_8192_320_320",
+        "--runs",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(doc["quick"], true);
+    // L = 256 instead of 4096, 256 rows instead of 8192: the FLOPs say so.
+    assert_eq!(doc["results"][0]["flops"], 4 * 2 * 8 * 256 * 256 * 40);
+    assert_eq!(doc["results"][1]["flops"], 2 * 256 * 320 * 320);
+}
