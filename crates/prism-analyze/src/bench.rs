@@ -177,17 +177,7 @@ fn parse_conv(name: &str) -> Option<Result<(usize, usize, usize, ConvImpl)>> {
             .strip_prefix('b')
             .and_then(|x| x.parse().ok())
             .ok_or_else(bad)?;
-        let geom = Conv2dGeom {
-            n: b,
-            cin: c,
-            h: s,
-            w: s,
-            cout: c,
-            kh: 3,
-            kw: 3,
-            stride: 1,
-            pad: [1; 4],
-        };
+        let geom = Conv2dGeom::same3x3(b, c, s, s, c);
         let imp = match parts.get(3) {
             None => ConvImpl::auto(&geom),
             Some(i) => ConvImpl::parse(i).ok_or_else(bad)?,
@@ -399,17 +389,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize, quick: bool) -> Result<Benc
     if let Some(spec) = parse_conv(name) {
         let (c, size, batch, imp) = spec?;
         let size = if quick { size.min(16) } else { size };
-        let g = Conv2dGeom {
-            n: batch,
-            cin: c,
-            h: size,
-            w: size,
-            cout: c,
-            kh: 3,
-            kw: 3,
-            stride: 1,
-            pad: [1; 4],
-        };
+        let g = Conv2dGeom::same3x3(batch, c, size, size, c);
         let x = rand_vec(batch * c * size * size, 4);
         let bound = 1.0 / ((c * 9) as f32).sqrt();
         let w: Vec<f32> = rand_vec(c * c * 9, 5).iter().map(|v| v * bound).collect();

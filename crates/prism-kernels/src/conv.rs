@@ -60,6 +60,21 @@ pub struct Conv2dGeom {
 }
 
 impl Conv2dGeom {
+    /// A 3×3, stride-1 convolution padded by 1 on every side (output the input's size): the
+    /// layers Winograd runs.
+    pub fn same3x3(n: usize, cin: usize, h: usize, w: usize, cout: usize) -> Self {
+        Self {
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: [1; 4],
+        }
+    }
     pub fn out_hw(&self) -> (usize, usize) {
         let ho = (self.h + self.pad[0] + self.pad[1] - self.kh) / self.stride + 1;
         let wo = (self.w + self.pad[2] + self.pad[3] - self.kw) / self.stride + 1;

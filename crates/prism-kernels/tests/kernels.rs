@@ -172,15 +172,8 @@ fn winograd_matches_direct_convolution() {
             (1, 7, 11, 13, 17, [1, 1, 1, 1]),
         ] {
             let g = Conv2dGeom {
-                n,
-                cin,
-                h,
-                w,
-                cout,
-                kh: 3,
-                kw: 3,
-                stride: 1,
                 pad,
+                ..Conv2dGeom::same3x3(n, cin, h, w, cout)
             };
             let x = r.vec(n * cin * h * w);
             let wt = r.vec(cout * cin * 9);
@@ -194,17 +187,7 @@ fn winograd_matches_direct_convolution() {
         }
         // Stable Diffusion's widest layers: 1280 input channels, weights at PyTorch's scale.
         for &cin in &[320usize, 1280] {
-            let g = Conv2dGeom {
-                n: 1,
-                cin,
-                h: 8,
-                w: 8,
-                cout: 16,
-                kh: 3,
-                kw: 3,
-                stride: 1,
-                pad: [1; 4],
-            };
+            let g = Conv2dGeom::same3x3(1, cin, 8, 8, 16);
             let x = r.vec(cin * 64);
             let bound = 1.0 / ((cin * 9) as f32).sqrt();
             let wt: Vec<f32> = r.vec(16 * cin * 9).iter().map(|v| v * bound).collect();
@@ -232,17 +215,7 @@ fn winograd_on_kept_filters_equals_winograd_transforming_them() {
     let mut r = Rng::new();
     pool().install(|| {
         for &(n, cin, h, w, cout) in &[(2, 37, 10, 9, 21), (1, 16, 8, 8, 40), (2, 5, 7, 11, 3)] {
-            let g = Conv2dGeom {
-                n,
-                cin,
-                h,
-                w,
-                cout,
-                kh: 3,
-                kw: 3,
-                stride: 1,
-                pad: [1; 4],
-            };
+            let g = Conv2dGeom::same3x3(n, cin, h, w, cout);
             let wt = r.vec(cout * cin * 9);
             let b = r.vec(cout);
             for imp in [ConvImpl::Winograd2, ConvImpl::Winograd4] {
@@ -260,17 +233,7 @@ fn winograd_on_kept_filters_equals_winograd_transforming_them() {
             }
         }
     });
-    let g = |hw: usize| Conv2dGeom {
-        n: 2,
-        cin: 1280,
-        h: hw,
-        w: hw,
-        cout: 1280,
-        kh: 3,
-        kw: 3,
-        stride: 1,
-        pad: [1; 4],
-    };
+    let g = |hw: usize| Conv2dGeom::same3x3(2, 1280, hw, hw, 1280);
     // Kept filters move the F(2×2) crossover from 128 tiles (16²) down to 32 (8²), not to 4².
     assert_eq!(ConvImpl::auto_for(&g(8), false), ConvImpl::Im2col);
     assert_eq!(ConvImpl::auto_for(&g(8), true), ConvImpl::Winograd2);
@@ -285,17 +248,7 @@ fn conv_on_16_bit_weights_equals_conv_on_widened_weights() {
     // must give exactly what the f32 kernel gives on the widened weights.
     let mut r = Rng::new();
     pool().install(|| {
-        let g = Conv2dGeom {
-            n: 2,
-            cin: 37,
-            h: 10,
-            w: 9,
-            cout: 21,
-            kh: 3,
-            kw: 3,
-            stride: 1,
-            pad: [1; 4],
-        };
+        let g = Conv2dGeom::same3x3(2, 37, 10, 9, 21);
         let x = r.vec(g.n * g.cin * g.h * g.w);
         let wt = r.vec(g.cout * g.cin * 9);
         let b = r.vec(g.cout);

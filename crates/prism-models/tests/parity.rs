@@ -310,14 +310,27 @@ fn pipeline_sd2_ddim_vprediction_from_latents() {
     pipeline("sd2_tiny");
 }
 
+/// The tiny SD2-style model, the UNet inputs its fixtures hold and diffusers' UNet output on
+/// them.
+fn sd2_tiny_unet() -> (
+    ModelSource,
+    std::collections::BTreeMap<String, Tensor>,
+    Tensor,
+) {
+    let dir = fixtures().join("sd2_tiny");
+    let src = ModelSource::parse(dir.to_str().unwrap()).unwrap();
+    let ins = read_tensors(&dir.join("io/unet_in.safetensors")).unwrap();
+    let want = read_tensor(&dir.join("io/unet_out.safetensors"), "sample").unwrap();
+    (src, ins, want)
+}
+
 /// The fusion pass (GroupNorm+SiLU, GEGLU projection, residual adds) changes how the graph
 /// runs, not what it computes: fused and unfused runs agree, and both match diffusers.
 #[test]
 fn fused_and_unfused_graphs_agree() {
     use prism_core::fuse::{fuse, FuseOptions};
     use prism_runtime::KernelChoice;
-    let dir = fixtures().join("sd2_tiny");
-    let src = ModelSource::parse(dir.to_str().unwrap()).unwrap();
+    let (src, ins, want) = sd2_tiny_unet();
     let unet = prism_models::pipeline::Unet::load(&src, &LoadOptions::default()).unwrap();
     let g = prism_models::unet::build(&unet.cfg, 2, 8, 8, 77).unwrap();
     let (fused, n) = fuse(&g, FuseOptions::ALL);
@@ -331,8 +344,6 @@ fn fused_and_unfused_graphs_agree() {
         .nodes
         .iter()
         .any(|n| matches!(n.op, prism_core::Op::LinearGeglu { .. })));
-    let ins = read_tensors(&dir.join("io/unet_in.safetensors")).unwrap();
-    let want = read_tensor(&dir.join("io/unet_out.safetensors"), "sample").unwrap();
     let mut outs = Vec::new();
     for no_fuse in [false, true] {
         let ex = exec().with_kernels(KernelChoice {
@@ -361,10 +372,7 @@ fn fused_and_unfused_graphs_agree() {
 fn kept_winograd_filters_change_nothing_but_memory() {
     use prism_kernels::conv::ConvImpl;
     use prism_runtime::{KernelChoice, WeightDType};
-    let dir = fixtures().join("sd2_tiny");
-    let src = ModelSource::parse(dir.to_str().unwrap()).unwrap();
-    let ins = read_tensors(&dir.join("io/unet_in.safetensors")).unwrap();
-    let want = read_tensor(&dir.join("io/unet_out.safetensors"), "sample").unwrap();
+    let (src, ins, want) = sd2_tiny_unet();
     let run = |unet: &prism_models::pipeline::Unet, ex: &Executor| {
         unet.run(
             ex,
@@ -433,10 +441,7 @@ const BF16_TOL_REL: f32 = 3e-2;
 #[test]
 fn sixteen_bit_weights() {
     use prism_runtime::WeightDType;
-    let dir = fixtures().join("sd2_tiny");
-    let src = ModelSource::parse(dir.to_str().unwrap()).unwrap();
-    let ins = read_tensors(&dir.join("io/unet_in.safetensors")).unwrap();
-    let want = read_tensor(&dir.join("io/unet_out.safetensors"), "sample").unwrap();
+    let (src, ins, want) = sd2_tiny_unet();
     for (dtype, tol) in [
         (WeightDType::Bf16, BF16_TOL_REL),
         (WeightDType::F16, TOL_REL),
