@@ -38,6 +38,7 @@ import math
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -614,8 +615,7 @@ def main() -> int:
                 b["pairs"] = [[float(a), float(c)] for a, c in zip(tt, pt)]
                 ratios = sorted(c / a for a, c in b["pairs"])
                 b["pair_ratios"] = ratios
-                b["ratio"] = ratios[len(ratios) // 2] if len(ratios) % 2 else \
-                    0.5 * (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2])
+                b["ratio"] = statistics.median(ratios)
             elif paired:
                 b["warnings"].append("the two systems timed different numbers of runs: ratio of medians")
         for sysname, rec in (("torch", t), ("prism", p)):
