@@ -10,8 +10,13 @@ static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 /// A scratch buffer of at least `len` floats, returned to the pool on drop.
 pub struct Scratch {
     buf: Vec<f32>,
+    off: usize,
     len: usize,
 }
+
+/// Floats to a 64-byte cache line: buffers start on a line, so kernels storing whole 16-float
+/// lanes write whole lines (and may stream them, see [`crate::simd::stream_line`]).
+const ALIGN: usize = 16;
 
 impl Scratch {
     pub fn take(len: usize) -> Self {
@@ -28,23 +33,24 @@ impl Scratch {
             },
         };
         drop(pool);
-        if buf.len() < len {
-            buf.resize(len, 0.0);
+        if buf.len() < len + ALIGN {
+            buf.resize(len + ALIGN, 0.0);
         }
-        Self { buf, len }
+        let off = buf.as_ptr().align_offset(ALIGN * 4).min(ALIGN);
+        Self { buf, off, len }
     }
 }
 
 impl std::ops::Deref for Scratch {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        &self.buf[..self.len]
+        &self.buf[self.off..self.off + self.len]
     }
 }
 
 impl std::ops::DerefMut for Scratch {
     fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.buf[..self.len]
+        &mut self.buf[self.off..self.off + self.len]
     }
 }
 
@@ -67,4 +73,19 @@ pub fn pooled_bytes() -> usize {
 /// Free every pooled buffer.
 pub fn release() {
     POOL.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_start_on_cache_lines_and_keep_their_length() {
+        for len in [1usize, 17, 1000, 1 << 20, 3] {
+            let mut s = Scratch::take(len);
+            assert_eq!(s.len(), len);
+            assert_eq!(s.as_ptr() as usize % 64, 0, "take({len})");
+            s.fill(1.0);
+        }
+    }
 }

@@ -85,6 +85,49 @@ pub fn prefetch_l2(p: *const u8) {
     prefetch::<HINT_T1>(p)
 }
 
+/// Whether lanes of `n` floats at `dst + p·stride` can go out as [`stream_line`]s: AVX-512,
+/// whole 16-float lanes, `dst` on a 64-byte line and `stride` a whole number of lines.
+#[inline(always)]
+pub fn streams_lines(dst: *const f32, n: usize, stride: usize) -> bool {
+    n == 16 && stride % 16 == 0 && (dst as usize) % 64 == 0 && level() == Level::Avx512
+}
+
+/// Store one cache line (16 floats) with a streaming (non-temporal) store: the line goes to
+/// memory without first being read for ownership. For large outputs written once and read
+/// by a later pass (Winograd's transformed filters, α² lines per 16 filters, each in another
+/// row): with plain stores every line was read before it was written, and the stores backed
+/// up. Streaming stores are weakly ordered: call [`store_fence`] before other threads may
+/// read them.
+///
+/// # Safety
+/// AVX-512F must be present ([`streams_lines`]) and `dst` valid for 16 writes, 64-byte aligned.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn stream_line(dst: *mut f32, lane: &[f32; 16]) {
+    use std::arch::x86_64::*;
+    _mm512_stream_ps(dst, _mm512_loadu_ps(lane.as_ptr()));
+}
+
+/// Portable builds never stream ([`streams_lines`] is false there).
+///
+/// # Safety
+/// `dst` must be valid for 16 writes.
+#[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn stream_line(dst: *mut f32, lane: &[f32; 16]) {
+    std::ptr::copy_nonoverlapping(lane.as_ptr(), dst, 16);
+}
+
+/// Order the streaming stores made so far by this thread before its later stores (`sfence`),
+/// so threads that synchronize with it afterwards see them.
+pub fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86-64.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
 static DETECTED: OnceLock<Level> = OnceLock::new();
 
 fn rank(l: Level) -> u8 {

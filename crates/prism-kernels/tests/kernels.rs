@@ -243,6 +243,67 @@ fn winograd_on_kept_filters_equals_winograd_transforming_them() {
 }
 
 #[test]
+fn winograd_filters_stream_to_aligned_rows_and_store_elsewhere_alike() {
+    // Whole 16-filter lanes into 64-byte-aligned rows go out as streaming stores (AVX-512),
+    // anything else as plain stores; ragged channel counts take the scalar tap path. The
+    // transformed filters must be the same floats either way, and G g Gᵀ of the f64 taps.
+    let mut r = Rng::new();
+    pool().install(|| {
+        for &(cin, cout) in &[(32usize, 48usize), (48, 17), (21, 16), (5, 3)] {
+            let g = Conv2dGeom::same3x3(1, cin, 8, 8, cout);
+            let wt = r.vec(cout * cin * 9);
+            for imp in [ConvImpl::Winograd2, ConvImpl::Winograd4] {
+                let len = winograd_filter_floats(imp, &g);
+                let mut buf = vec![f32::NAN; len + 32];
+                let at = buf.as_ptr().align_offset(64);
+                winograd_filters(imp, &g, ConvWeights::F32(&wt), &mut buf[at..at + len]);
+                let aligned = buf[at..at + len].to_vec();
+                let mut buf = vec![f32::NAN; len + 32];
+                let at = buf.as_ptr().align_offset(64) + 1;
+                winograd_filters(imp, &g, ConvWeights::F32(&wt), &mut buf[at..at + len]);
+                assert_eq!(&buf[at..at + len], &aligned[..], "{imp:?} {cin} → {cout}");
+                // U[p][co][ci] against G g Gᵀ in f64.
+                let gm: &[[f64; 3]] = match imp {
+                    ConvImpl::Winograd2 => &[
+                        [1.0, 0.0, 0.0],
+                        [0.5, 0.5, 0.5],
+                        [0.5, -0.5, 0.5],
+                        [0.0, 0.0, 1.0],
+                    ],
+                    _ => &[
+                        [0.25, 0.0, 0.0],
+                        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+                        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+                        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+                        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+                        [0.0, 0.0, 1.0],
+                    ],
+                };
+                let a = gm.len();
+                let mut want = vec![0f64; len];
+                for co in 0..cout {
+                    for ci in 0..cin {
+                        let taps = &wt[(co * cin + ci) * 9..][..9];
+                        for (i, gi) in gm.iter().enumerate() {
+                            for (j, gj) in gm.iter().enumerate() {
+                                let mut v = 0f64;
+                                for (k, gik) in gi.iter().enumerate() {
+                                    for (l, gjl) in gj.iter().enumerate() {
+                                        v += gik * taps[k * 3 + l] as f64 * gjl;
+                                    }
+                                }
+                                want[((i * a + j) * cout + co) * cin + ci] = v;
+                            }
+                        }
+                    }
+                }
+                close(&format!("{imp:?} {cin} → {cout} filters"), &aligned, &want);
+            }
+        }
+    });
+}
+
+#[test]
 fn conv_on_16_bit_weights_equals_conv_on_widened_weights() {
     // Winograd widens 16-bit filters row by row inside its transform, im2col up front: both
     // must give exactly what the f32 kernel gives on the widened weights.
