@@ -23,6 +23,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// Large blocks start on cache lines (see `prism_kernels::alloc`).
+#[global_allocator]
+static ALLOC: prism_kernels::alloc::LineAligned = prism_kernels::alloc::LineAligned;
+
 #[derive(Parser)]
 #[command(
     name = "prism",

@@ -139,11 +139,13 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
         .into_par_iter()
         .for_each_init(
             || {
+                // Cache-line aligned (Scratch), so no vector load or store of the tiles
+                // splits across two lines.
                 (
-                    vec![0f32; BQ * d],
-                    vec![0f32; BK * G],
-                    vec![0f32; BQ * d],
-                    vec![0f32; 2 * BQ],
+                    Scratch::take(BQ * d),
+                    Scratch::take(BK * G),
+                    Scratch::take(BQ * d),
+                    Scratch::take(2 * BQ),
                     [0f32; G],
                 )
             },

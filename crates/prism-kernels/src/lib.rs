@@ -4,6 +4,7 @@
 //! tests compare the two on fresh random inputs. Kernels parallelize with rayon on the
 //! current thread pool (the executor installs one sized by `--threads`).
 
+pub mod alloc;
 pub mod attention;
 pub mod bf16dot;
 pub mod conv;
