@@ -70,8 +70,9 @@ struct KernelArgs {
     #[arg(long)]
     no_fuse: bool,
     /// Keep the UNet's Winograd filters once transformed instead of transforming them every step
-    /// (f32 weights): later steps 0-16% faster in the benchmarks, for 1.9-4.1 GiB more memory
-    /// at 256-512 px and a slower first step.
+    /// (f32 weights): later steps 0-7% faster at 512 px in the benchmarks since the transform
+    /// streams its stores (0-16% before), for 1.9-4.1 GiB more memory at 256-512 px and a
+    /// slower first step.
     #[arg(long)]
     keep_filters: bool,
 }
