@@ -49,6 +49,24 @@ unsafe fn base_of(p: *mut u8) -> *mut u8 {
     (p as *mut *mut u8).sub(1).read()
 }
 
+/// A shifted block for `l`, inside a system block from `sys` (null where that fails).
+///
+/// # Safety
+/// `sys` must return null or a block of the layout it is given.
+unsafe fn shifted_block(l: Layout, sys: impl FnOnce(Layout) -> *mut u8) -> *mut u8 {
+    match outer(l.size()) {
+        Some(o) => {
+            let base = sys(o);
+            if base.is_null() {
+                base
+            } else {
+                place(base)
+            }
+        }
+        None => std::ptr::null_mut(),
+    }
+}
+
 // SAFETY: every block is either the system's own (small or over-aligned layouts, passed
 // through) or a shifted block inside a system block of `size + LINE` bytes, freed through the
 // pointer recorded before it; `shifted` depends only on the layout, which the caller passes
@@ -58,35 +76,15 @@ unsafe impl GlobalAlloc for LineAligned {
         if !shifted(l) {
             return System.alloc(l);
         }
-        match outer(l.size()) {
-            Some(o) => {
-                let base = System.alloc(o);
-                if base.is_null() {
-                    base
-                } else {
-                    place(base)
-                }
-            }
-            None => std::ptr::null_mut(),
-        }
+        shifted_block(l, |o| System.alloc(o))
     }
 
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
         if !shifted(l) {
             return System.alloc_zeroed(l);
         }
-        match outer(l.size()) {
-            Some(o) => {
-                // calloc: fresh mappings are not written, so they stay lazily zeroed.
-                let base = System.alloc_zeroed(o);
-                if base.is_null() {
-                    base
-                } else {
-                    place(base)
-                }
-            }
-            None => std::ptr::null_mut(),
-        }
+        // calloc: fresh mappings are not written, so they stay lazily zeroed.
+        shifted_block(l, |o| System.alloc_zeroed(o))
     }
 
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
