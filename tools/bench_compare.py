@@ -211,7 +211,8 @@ def check_output(system: str, name: str, rec: dict, returncode: int, stdout: str
 
 # ----------------------------------------------------------------------------- paired runs
 
-PACE_READY = "#pace ready"  # what both benchmarkers print before each paced run (--paced)
+# What both benchmarkers print before each paced run (--paced; prism_analyze::bench::PACE_READY).
+PACE_READY = bench_torch.PACE_READY
 
 
 def start_paced(system: str, cmd: list[str], name: str, env: dict) -> dict:
