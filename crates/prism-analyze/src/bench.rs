@@ -357,15 +357,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize, quick: bool) -> Result<Benc
                 .ok_or_else(|| prism_core::Error::invalid(format!("unknown benchmark {name}")))?,
         };
         let l = if quick { 256 } else { 4096 };
-        let g = AttnGeom {
-            batch: 2,
-            heads: 8,
-            head_dim: 40,
-            lq: l,
-            lk: l,
-            scale: 40f32.powf(-0.5),
-            causal: false,
-        };
+        let g = AttnGeom::new(2, 8, 40, l, l, 40f32.powf(-0.5), false);
         let n = 2 * l * 8 * 40;
         let (q, k, v) = (rand_vec(n, 1), rand_vec(n, 2), rand_vec(n, 3));
         let mut out = vec![0f32; n];
@@ -377,7 +369,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize, quick: bool) -> Result<Benc
         r.note = Some(format!(
             "{} vs naive; extra memory {:.1} MiB",
             imp.name(),
-            (prism_kernels::attention::workspace_floats(imp, &g, exec.threads())
+            (prism_kernels::attention::workspace_floats(imp, &g, false, exec.threads())
                 + prism_kernels::attention::scratch_requests(imp, &g)
                     .iter()
                     .sum::<usize>()) as f64
@@ -413,9 +405,9 @@ pub fn run(name: &str, exec: &Executor, runs: usize, quick: bool) -> Result<Benc
         "clip_2prompts" => {
             let te = TextEncoder::load(&sd15()?, &opts)?;
             let len = if quick { 16 } else { 77 };
-            let ids = Tensor::new(
+            let ids = Tensor::from_ids(
                 vec![2, len],
-                (0..2 * len).map(|i| (i * 37 % 49408) as f32).collect(),
+                (0..2 * len).map(|i| (i * 37 % 49408) as i64).collect(),
             )?;
             let t = time(runs, || {
                 te.run(exec, &mut NoObserver, ids.clone())

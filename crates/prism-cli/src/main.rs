@@ -9,7 +9,7 @@ use prism_kernels::attention::AttentionImpl;
 use prism_kernels::conv::ConvImpl;
 use prism_models::forward::{forward, ForwardComponent};
 use prism_models::image::{check_output_path, save_png, write_atomic};
-use prism_models::io::{read_tensor, read_tensors, write_tensors};
+use prism_models::io::{read_tensor, read_tensors_as_stored, write_tensors};
 use prism_models::pipeline::{
     check_image_size, GenerateRequest, LoadOptions, Progress, StableDiffusion,
 };
@@ -354,6 +354,8 @@ fn load_opts(m: &ModelArgs, clip_skip: usize) -> LoadOptions {
 
 fn main() {
     let cli = Cli::parse();
+    // Process-wide allocator tuning belongs to the program, not the library.
+    prism_runtime::limit_heap_retention();
     if let Err(e) = run(cli) {
         // One line: the error and its causes.
         let msg = e
@@ -850,8 +852,8 @@ fn run(cli: Cli) -> Result<()> {
             check_output_path(&output, force)?;
             let comp = ForwardComponent::parse(&component)?;
             let src = ModelSource::parse(&model.model)?;
-            let ins =
-                read_tensors(&inputs).with_context(|| format!("--inputs {}", inputs.display()))?;
+            let ins = read_tensors_as_stored(&inputs)
+                .with_context(|| format!("--inputs {}", inputs.display()))?;
             let outs = forward(&src, &load_opts(&model, clip_skip), &exec, comp, ins)?;
             write_tensors(&output, &outs, force)?;
             for (n, t) in &outs {

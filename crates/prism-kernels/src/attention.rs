@@ -1,5 +1,9 @@
-//! Scaled-dot-product attention, three ways. q (B, Lq, H·D), k and v (B, Lk, H·D) →
-//! out (B, Lq, H·D); heads are read in place through strides.
+//! Scaled-dot-product attention, three ways. q (B, Lq, H·D), k and v (B, Lk, Hkv·D) →
+//! out (B, Lq, H·D); heads are read in place through strides. Query head h reads key/value
+//! head h / (H / Hkv) (grouped-query attention); k and v may hold more rows per batch item
+//! than Lk (`kv_rows`: a KV cache's capacity, of which Lk are filled); causal attention lets
+//! query i see keys j ≤ i + (Lk − Lq) (the queries are the last Lq positions, as in a decode
+//! step); an optional additive bias (`AttnBias`) is added to the scaled scores.
 //!
 //! - [`attention_naive`]: materialize each head's Lq×Lk scores, softmax them in place (the
 //!   normalized probabilities are written), multiply by V. The reference.
@@ -23,17 +27,86 @@ pub struct AttnGeom {
     pub lk: usize,
     pub scale: f32,
     pub causal: bool,
+    /// Key/value heads (divides `heads`).
+    pub kv_heads: usize,
+    /// Rows per batch item of k and v (≥ lk).
+    pub kv_rows: usize,
+}
+
+/// An additive attention bias: element (b, h, i, j) at `b·b_stride + h·h_stride + i·cols + j`
+/// (a stride of 0 broadcasts that axis), j < lk ≤ cols.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnBias<'a> {
+    pub data: &'a [f32],
+    pub b_stride: usize,
+    pub h_stride: usize,
+    pub cols: usize,
+}
+
+impl AttnBias<'_> {
+    /// Row i of head (b, h): `lk` entries.
+    fn row(&self, b: usize, h: usize, i: usize, lk: usize) -> &[f32] {
+        &self.data[b * self.b_stride + h * self.h_stride + i * self.cols..][..lk]
+    }
 }
 
 impl AttnGeom {
+    /// Multi-head attention over contiguous k and v (kv_heads = heads, kv_rows = lk).
+    pub fn new(
+        batch: usize,
+        heads: usize,
+        head_dim: usize,
+        lq: usize,
+        lk: usize,
+        scale: f32,
+        causal: bool,
+    ) -> Self {
+        Self {
+            batch,
+            heads,
+            head_dim,
+            lq,
+            lk,
+            scale,
+            causal,
+            kv_heads: heads,
+            kv_rows: lk,
+        }
+    }
     fn hd(&self) -> usize {
         self.heads * self.head_dim
     }
+    /// Width of a k / v row.
+    pub fn kvd(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+    /// Offset of key `key` of the key/value head query head h reads, batch b.
+    pub(crate) fn kv_off(&self, b: usize, h: usize, key: usize) -> usize {
+        let group = self.heads / self.kv_heads;
+        (b * self.kv_rows + key) * self.kvd() + (h / group) * self.head_dim
+    }
+    /// Keys before the first query's position: Lk − Lq when causal (the queries are the last
+    /// Lq positions), else 0.
+    pub(crate) fn causal_offset(&self) -> usize {
+        if self.causal {
+            self.lk.saturating_sub(self.lq)
+        } else {
+            0
+        }
+    }
     fn check(&self, q: &[f32], k: &[f32], v: &[f32], out: &[f32]) {
         let hd = self.hd();
+        assert!(
+            self.kv_heads > 0 && self.heads % self.kv_heads == 0,
+            "attention heads {} not a multiple of kv heads {}",
+            self.heads,
+            self.kv_heads
+        );
+        assert!(self.kv_rows >= self.lk, "attention kv rows below lk");
         assert_eq!(q.len(), self.batch * self.lq * hd, "attention q length");
-        assert_eq!(k.len(), self.batch * self.lk * hd, "attention k length");
-        assert_eq!(v.len(), self.batch * self.lk * hd, "attention v length");
+        let kv = self.batch * self.kv_rows * self.kvd();
+        assert_eq!(k.len(), kv, "attention k length");
+        assert_eq!(v.len(), kv, "attention v length");
         assert_eq!(out.len(), self.batch * self.lq * hd, "attention out length");
         assert!(self.scale > 0.0, "attention scale must be positive");
     }
@@ -50,30 +123,28 @@ impl AttnGeom {
     }
     /// Keys [c0, c0+cols) of head (b, h), transposed: (D × cols).
     fn k_t<'a>(&self, k: &'a [f32], b: usize, h: usize, c0: usize, cols: usize) -> MatRef<'a> {
-        let off = (b * self.lk + c0) * self.hd() + h * self.head_dim;
         MatRef {
-            data: &k[off..],
+            data: &k[self.kv_off(b, h, c0)..],
             rows: self.head_dim,
             cols,
             rs: 1,
-            cs: self.hd(),
+            cs: self.kvd(),
         }
     }
     /// Values [c0, c0+cols) of head (b, h): (cols × D).
     fn v_rows<'a>(&self, v: &'a [f32], b: usize, h: usize, c0: usize, cols: usize) -> MatRef<'a> {
-        let off = (b * self.lk + c0) * self.hd() + h * self.head_dim;
         MatRef {
-            data: &v[off..],
+            data: &v[self.kv_off(b, h, c0)..],
             rows: cols,
             cols: self.head_dim,
-            rs: self.hd(),
+            rs: self.kvd(),
             cs: 1,
         }
     }
-    /// Keys a query row may see (causal masking).
+    /// Keys a query row may see (causal masking: keys up to the row's position).
     pub(crate) fn valid(&self, row: usize) -> usize {
         if self.causal {
-            (row + 1).min(self.lk)
+            (row + 1 + self.causal_offset()).min(self.lk)
         } else {
             self.lk
         }
@@ -116,6 +187,8 @@ impl AttentionImpl {
     }
 }
 
+/// Run `imp` (flash with a bias runs the GEMM-tiled flash kernel: the AVX-512 one takes no
+/// bias).
 pub fn attention(
     imp: AttentionImpl,
     g: &AttnGeom,
@@ -124,10 +197,34 @@ pub fn attention(
     v: &[f32],
     out: &mut [f32],
 ) {
-    match imp {
-        AttentionImpl::Naive => attention_naive(g, q, k, v, out),
-        AttentionImpl::FusedSoftmax => attention_fused_softmax(g, q, k, v, out),
-        AttentionImpl::Flash => attention_flash(g, q, k, v, out),
+    attention_biased(imp, g, q, k, v, None, out)
+}
+
+/// [`attention`] with an optional additive bias.
+pub fn attention_biased(
+    imp: AttentionImpl,
+    g: &AttnGeom,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<AttnBias>,
+    out: &mut [f32],
+) {
+    match (imp, bias) {
+        (AttentionImpl::Naive, _) => attention_naive(g, q, k, v, bias, out),
+        (AttentionImpl::FusedSoftmax, _) => attention_fused_softmax(g, q, k, v, bias, out),
+        (AttentionImpl::Flash, None) => attention_flash(g, q, k, v, out),
+        (AttentionImpl::Flash, Some(_)) => attention_flash_gemm(g, q, k, v, bias, out),
+    }
+}
+
+/// Add `bias / scale` to raw scores (the kernels scale inside the softmax, so the scaled
+/// score gains exactly `bias`).
+#[inline]
+fn add_bias(row: &mut [f32], bias: &[f32], scale: f32) {
+    let inv = 1.0 / scale;
+    for (s, &b) in row.iter_mut().zip(bias) {
+        *s += b * inv;
     }
 }
 
@@ -142,11 +239,11 @@ pub fn scratch_requests(imp: AttentionImpl, g: &AttnGeom) -> Vec<usize> {
 }
 
 /// Transient scratch floats a kernel holds at once on `threads` threads (besides
-/// [`scratch_requests`]).
-pub fn workspace_floats(imp: AttentionImpl, g: &AttnGeom, threads: usize) -> usize {
+/// [`scratch_requests`]); `biased`: the call has a bias (flash then runs the GEMM tiles).
+pub fn workspace_floats(imp: AttentionImpl, g: &AttnGeom, biased: bool, threads: usize) -> usize {
     let tasks = g.batch * g.heads;
     match imp {
-        AttentionImpl::Flash if crate::flash512::available() => {
+        AttentionImpl::Flash if crate::flash512::available() && !biased => {
             threads * crate::flash512::tile_floats(g)
         }
         AttentionImpl::Naive => {
@@ -169,7 +266,14 @@ pub fn softmax_row(row: &mut [f32], valid: usize, scale: f32) {
 }
 
 /// Naive attention: materialize each head's Lq×Lk scores, softmax, multiply by V.
-pub fn attention_naive(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+pub fn attention_naive(
+    g: &AttnGeom,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<AttnBias>,
+    out: &mut [f32],
+) {
     g.check(q, k, v, out);
     let hd = g.hd();
     let tasks = g.batch * g.heads;
@@ -186,7 +290,12 @@ pub fn attention_naive(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut 
             false,
             par,
         );
-        let softmax = |(i, row): (usize, &mut [f32])| softmax_row(row, g.valid(i), g.scale);
+        let softmax = |(i, row): (usize, &mut [f32])| {
+            if let Some(bias) = &bias {
+                add_bias(row, bias.row(b, h, i, g.lk), g.scale);
+            }
+            softmax_row(row, g.valid(i), g.scale)
+        };
         if par == Par::Pool {
             scores.par_chunks_mut(g.lk).enumerate().for_each(softmax);
         } else {
@@ -224,7 +333,14 @@ const FS_ROWS: usize = 256;
 const FS_TILE: usize = 16;
 
 /// Partially fused softmax (see the module docs).
-pub fn attention_fused_softmax(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+pub fn attention_fused_softmax(
+    g: &AttnGeom,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<AttnBias>,
+    out: &mut [f32],
+) {
     g.check(q, k, v, out);
     let hd = g.hd();
     let blocks = g.lq.div_ceil(FS_ROWS);
@@ -248,6 +364,11 @@ pub fn attention_fused_softmax(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], ou
                     Par::Seq,
                 );
                 // Pass 1: per-row max and Σ exp, reading the scores only.
+                if let Some(bias) = &bias {
+                    for (i, row) in scores.chunks_mut(g.lk).enumerate() {
+                        add_bias(row, bias.row(b, h, r0 + i, g.lk), g.scale);
+                    }
+                }
                 stats.clear();
                 for (i, row) in scores.chunks(g.lk).enumerate() {
                     let live = &row[..g.valid(r0 + i)];
@@ -297,12 +418,19 @@ pub fn attention_flash(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut 
         g.check(q, k, v, out);
         crate::flash512::attention(g, q, k, v, out);
     } else {
-        attention_flash_gemm(g, q, k, v, out);
+        attention_flash_gemm(g, q, k, v, None, out);
     }
 }
 
 /// Flash attention with the tiles multiplied through the GEMM crate (any CPU).
-pub fn attention_flash_gemm(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+pub fn attention_flash_gemm(
+    g: &AttnGeom,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<AttnBias>,
+    out: &mut [f32],
+) {
     g.check(q, k, v, out);
     let hd = g.hd();
     let d = g.head_dim;
@@ -328,11 +456,7 @@ pub fn attention_flash_gemm(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: 
                 acc.fill(0.0);
                 m[..rows].fill(f32::NEG_INFINITY);
                 l[..rows].fill(0.0);
-                let kmax = if g.causal {
-                    (r0 + rows).min(g.lk)
-                } else {
-                    g.lk
-                };
+                let kmax = g.valid(r0 + rows - 1);
                 let mut c0 = 0;
                 while c0 < kmax {
                     let cols = FL_BK.min(kmax - c0);
@@ -348,6 +472,10 @@ pub fn attention_flash_gemm(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: 
                     for i in 0..rows {
                         let valid = g.valid(r0 + i).saturating_sub(c0).min(cols);
                         let row = &mut st[i * cols..(i + 1) * cols];
+                        if let Some(bias) = &bias {
+                            let br = &bias.row(b, h, r0 + i, g.lk)[c0..c0 + cols];
+                            add_bias(row, br, g.scale);
+                        }
                         if valid == 0 {
                             row.fill(0.0);
                             continue;

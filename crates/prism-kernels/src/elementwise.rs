@@ -390,3 +390,48 @@ pub fn timestep_embedding(t: &[f32], dim: usize, flip_sin_to_cos: bool, shift: f
         }
     }
 }
+
+/// Rotary position embedding (transformers' `rotate_half` form): x (B, L, H·D) at positions
+/// `offset..offset + L` → y. Per head, the pair (x[i], x[i + D/2]) is rotated by the angle
+/// p·θ^(−2i/D), computed in f32 as transformers' `LlamaRotaryEmbedding` does (f32 inverse
+/// frequencies times the f32 position), its cosine and sine rounded to f32.
+pub fn rope(
+    x: &[f32],
+    (batch, len, heads, head_dim): (usize, usize, usize, usize),
+    theta: f32,
+    offset: usize,
+    y: &mut [f32],
+) {
+    let half = head_dim / 2;
+    assert_eq!(x.len(), batch * len * heads * head_dim);
+    assert_eq!(y.len(), x.len());
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
+        .collect();
+    // cos and sin per (position, i): (L, D/2) each.
+    let mut cs = vec![(0f32, 0f32); len * half];
+    for (l, row) in cs.chunks_mut(half.max(1)).enumerate().take(len) {
+        let p = (offset + l) as f32;
+        for (c, &f) in row.iter_mut().zip(&inv_freq) {
+            let a = f64::from(p * f);
+            *c = (a.cos() as f32, a.sin() as f32);
+        }
+    }
+    let row_len = heads * head_dim;
+    y.par_chunks_mut(row_len)
+        .zip(x.par_chunks(row_len))
+        .enumerate()
+        .for_each(|(r, (yr, xr))| {
+            let l = r % len;
+            let cs = &cs[l * half..(l + 1) * half];
+            for (yh, xh) in yr.chunks_exact_mut(head_dim).zip(xr.chunks_exact(head_dim)) {
+                let (x1, x2) = xh.split_at(half);
+                let (y1, y2) = yh.split_at_mut(half);
+                for i in 0..half {
+                    let (c, s) = cs[i];
+                    y1[i] = x1[i] * c - x2[i] * s;
+                    y2[i] = x2[i] * c + x1[i] * s;
+                }
+            }
+        });
+}

@@ -69,16 +69,17 @@ pub fn tile_floats(g: &AttnGeom) -> usize {
     2 * BQ * g.head_dim + BK * G + 2 * BQ + G
 }
 
-/// Copy head h of batch b of x (B, Lk, H·D) into (Lk' × D) panels, zero rows past Lk.
+/// Copy the key/value head query head h of batch b reads, of x (B, kv_rows, Hkv·D), into
+/// (Lk' × D) panels, zero rows past Lk.
 fn pack_heads(g: &AttnGeom, x: &[f32], dst: &mut [f32]) {
-    let (d, hd, lkp) = (g.head_dim, g.heads * g.head_dim, lk_pad(g));
+    let (d, lkp) = (g.head_dim, lk_pad(g));
     dst.par_chunks_mut(lkp * d)
         .enumerate()
         .for_each(|(bh, panel)| {
             let (b, h) = (bh / g.heads, bh % g.heads);
             for (c, row) in panel.chunks_exact_mut(d).enumerate() {
                 if c < g.lk {
-                    row.copy_from_slice(&x[(b * g.lk + c) * hd + h * d..][..d]);
+                    row.copy_from_slice(&x[g.kv_off(b, h, c)..][..d]);
                 } else {
                     row.fill(0.0);
                 }
@@ -86,11 +87,11 @@ fn pack_heads(g: &AttnGeom, x: &[f32], dst: &mut [f32]) {
         });
 }
 
-/// Copy head h of batch b of x (B, Lk, H·D) into panels of [`KB`]-key blocks, each (D × KB):
+/// Copy the key head query head h of batch b reads into panels of [`KB`]-key blocks, each (D × KB):
 /// element j of key c0 + c at block offset j·KB + c, zero keys past Lk. The score tile then
 /// broadcasts its twelve keys from consecutive addresses.
 fn pack_keys(g: &AttnGeom, x: &[f32], dst: &mut [f32]) {
-    let (d, hd, lkp) = (g.head_dim, g.heads * g.head_dim, lk_pad(g));
+    let (d, lkp) = (g.head_dim, lk_pad(g));
     dst.par_chunks_mut(lkp * d)
         .enumerate()
         .for_each(|(bh, panel)| {
@@ -99,7 +100,7 @@ fn pack_keys(g: &AttnGeom, x: &[f32], dst: &mut [f32]) {
                 for c in 0..KB {
                     let key = blk * KB + c;
                     if key < g.lk {
-                        let src = &x[(b * g.lk + key) * hd + h * d..][..d];
+                        let src = &x[g.kv_off(b, h, key)..][..d];
                         for (j, &v) in src.iter().enumerate() {
                             block[j * KB + c] = v;
                         }
@@ -178,11 +179,8 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                 let (m, l) = ml.split_at_mut(BQ);
                 m.fill(f32::NEG_INFINITY);
                 l.fill(0.0);
-                let kmax = if g.causal {
-                    (r0 + rows).min(g.lk)
-                } else {
-                    g.lk
-                };
+                let off = g.causal_offset();
+                let kmax = g.valid(r0 + rows - 1);
                 let kpanel = &kp[bh * lkp * d..(bh + 1) * lkp * d];
                 let vpanel = &vp[bh * lkp * d..(bh + 1) * lkp * d];
                 let mut c0 = 0;
@@ -191,7 +189,7 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                     let cols_p = cols.div_ceil(KB) * KB;
                     for grp in 0..groups {
                         let row0 = r0 + grp * G;
-                        if g.causal && c0 > row0 + G - 1 {
+                        if g.causal && c0 > row0 + G - 1 + off {
                             continue; // no row of the group sees these keys
                         }
                         let qg = &qt[grp * d * G..(grp + 1) * d * G];
@@ -213,7 +211,7 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                         // Keys a row may not see (past Lk, or causal) get −∞. Rows past
                         // `rows` (padding) see every key, so no row is wholly masked on its
                         // first tile.
-                        let min_valid = if g.causal { (row0 + 1).min(g.lk) } else { g.lk };
+                        let min_valid = g.valid(row0);
                         let masked = c0 + cols_p > min_valid;
                         if masked {
                             // Per row, only the keys it may not see: the padding keys past Lk

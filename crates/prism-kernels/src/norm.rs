@@ -274,3 +274,41 @@ pub fn layer_norm_at(
         .zip(x.par_chunks(d * rows_per_task))
         .for_each(|(yc, xc)| layer_norm_rows(lvl, xc, d, eps, gamma, beta, yc));
 }
+
+simd_fn!(fn rms_norm_rows[](x: &[f32], d: usize, eps: f32, gamma: &[f32], y: &mut [f32]) {
+    for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        // Sum of squares in eight f32 partial sums (vectorizable); torch sums in f32 too.
+        let mut acc = [0f32; 8];
+        let mut chunks = xr.chunks_exact(8);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v * v;
+            }
+        }
+        let mut ss: f32 = acc.iter().sum();
+        for &v in chunks.remainder() {
+            ss += v * v;
+        }
+        let inv = 1.0 / (ss / d as f32 + eps).sqrt();
+        for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(gamma) {
+            *o = v * inv * g;
+        }
+    }
+});
+
+/// RMS norm over rows of `d`: y = x / sqrt(mean(x²) + eps) · gamma (Llama's `LlamaRMSNorm`,
+/// T5's `T5LayerNorm`).
+pub fn rms_norm(x: &[f32], d: usize, eps: f32, gamma: &[f32], y: &mut [f32]) {
+    rms_norm_at(simd::level(), x, d, eps, gamma, y);
+}
+
+/// [`rms_norm`] at a given instruction-set level (lowered to what the CPU has): for tests.
+pub fn rms_norm_at(lvl: Level, x: &[f32], d: usize, eps: f32, gamma: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len() % d, 0);
+    assert_eq!(y.len(), x.len());
+    assert_eq!(gamma.len(), d);
+    let rows_per_task = (PAR_CHUNK / d).max(1);
+    y.par_chunks_mut(d * rows_per_task)
+        .zip(x.par_chunks(d * rows_per_task))
+        .for_each(|(yc, xc)| rms_norm_rows(lvl, xc, d, eps, gamma, yc));
+}

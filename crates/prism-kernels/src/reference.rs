@@ -38,28 +38,50 @@ pub fn conv2d(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec
 
 /// Attention with explicit scores and softmax per head, f64.
 pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f64> {
+    attention_biased(g, q, k, v, None)
+}
+
+/// [`attention`] with grouped key/value heads, `kv_rows` rows per batch item, causal
+/// offset Lk − Lq, and an optional bias (B, H, Lq, Lk) added to the scaled scores.
+pub fn attention_biased(
+    g: &AttnGeom,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f64> {
     let hd = g.heads * g.head_dim;
+    let kvd = g.kv_heads * g.head_dim;
+    let group = g.heads / g.kv_heads;
     let mut out = vec![0f64; g.batch * g.lq * hd];
     for b in 0..g.batch {
         for h in 0..g.heads {
+            let kh = h / group;
             for i in 0..g.lq {
-                let valid = if g.causal { i + 1 } else { g.lk };
+                let valid = if g.causal {
+                    i + 1 + (g.lk - g.lq)
+                } else {
+                    g.lk
+                };
                 let mut s = vec![0f64; valid];
                 for (j, sj) in s.iter_mut().enumerate() {
                     let mut acc = 0f64;
                     for d in 0..g.head_dim {
                         acc += q[(b * g.lq + i) * hd + h * g.head_dim + d] as f64
-                            * k[(b * g.lk + j) * hd + h * g.head_dim + d] as f64;
+                            * k[(b * g.kv_rows + j) * kvd + kh * g.head_dim + d] as f64;
                     }
                     *sj = acc * g.scale as f64;
+                    if let Some(bias) = bias {
+                        *sj += bias[((b * g.heads + h) * g.lq + i) * g.lk + j] as f64;
+                    }
                 }
                 let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
                 for d in 0..g.head_dim {
                     let mut acc = 0f64;
                     for (j, sj) in s.iter().enumerate() {
-                        acc +=
-                            (sj - m).exp() / z * v[(b * g.lk + j) * hd + h * g.head_dim + d] as f64;
+                        acc += (sj - m).exp() / z
+                            * v[(b * g.kv_rows + j) * kvd + kh * g.head_dim + d] as f64;
                     }
                     out[(b * g.lq + i) * hd + h * g.head_dim + d] = acc;
                 }

@@ -340,6 +340,78 @@ fn conv_on_16_bit_weights_equals_conv_on_widened_weights() {
     });
 }
 
+/// What decode steps and T5-style models need of attention: grouped key/value heads, keys
+/// read from a cache with more rows than are filled, causal queries that are the last Lq
+/// positions, and an additive bias with −∞ entries, in every kernel.
+#[test]
+fn attention_with_cache_rows_groups_offset_and_bias_matches_reference() {
+    let mut r = Rng::new();
+    pool().install(|| {
+        // (batch, heads, kv_heads, head_dim, lq, lk, kv_rows, causal, bias)
+        for &(batch, heads, kv_heads, head_dim, lq, lk, kv_rows, causal, bias) in &[
+            (2, 4, 2, 16, 1, 37, 64, true, false),
+            (1, 8, 1, 32, 1, 300, 512, true, false),
+            (2, 4, 4, 40, 5, 133, 200, true, false),
+            (1, 6, 3, 24, 70, 70, 70, true, false),
+            (2, 4, 2, 16, 40, 300, 300, false, true),
+            (1, 2, 2, 8, 9, 9, 9, false, true),
+            (2, 4, 1, 40, 300, 450, 450, true, true),
+        ] {
+            let g = AttnGeom {
+                kv_heads,
+                kv_rows,
+                ..AttnGeom::new(
+                    batch,
+                    heads,
+                    head_dim,
+                    lq,
+                    lk,
+                    1.0 / (head_dim as f32).sqrt(),
+                    causal,
+                )
+            };
+            let q = r.vec(batch * lq * heads * head_dim);
+            let k = r.vec(batch * kv_rows * kv_heads * head_dim);
+            let v = r.vec(batch * kv_rows * kv_heads * head_dim);
+            // A padding-mask-like bias: the last keys of batch 0 masked, the rest small.
+            let bias_data: Vec<f32> = (0..batch * heads * lq * lk)
+                .map(|e| {
+                    let (j, b) = (e % lk, e / (heads * lq * lk));
+                    if b == 0 && j + 3 >= lk && j > 0 {
+                        f32::NEG_INFINITY
+                    } else {
+                        ((e * 7919) % 13) as f32 * 0.1 - 0.6
+                    }
+                })
+                .collect();
+            let bias_ref = bias.then_some(&bias_data[..]);
+            let want = reference::attention_biased(&g, &q, &k, &v, bias_ref);
+            let ab = bias.then_some(prism_kernels::attention::AttnBias {
+                data: &bias_data,
+                b_stride: heads * lq * lk,
+                h_stride: lq * lk,
+                cols: lk,
+            });
+            for imp in [
+                AttentionImpl::Naive,
+                AttentionImpl::FusedSoftmax,
+                AttentionImpl::Flash,
+            ] {
+                let mut o = vec![0f32; q.len()];
+                prism_kernels::attention::attention_biased(imp, &g, &q, &k, &v, ab, &mut o);
+                close(&format!("attention {imp:?} bias {bias} {g:?}"), &o, &want);
+            }
+            let mut o = vec![0f32; q.len()];
+            prism_kernels::attention::attention_flash_gemm(&g, &q, &k, &v, ab, &mut o);
+            close(
+                &format!("attention flash-gemm bias {bias} {g:?}"),
+                &o,
+                &want,
+            );
+        }
+    });
+}
+
 #[test]
 fn attention_variants_match_reference() {
     let mut r = Rng::new();
@@ -359,15 +431,15 @@ fn attention_variants_match_reference() {
             (2, 1, 64, 45, 45, true),
             (1, 1, 160, 300, 100, false),
         ] {
-            let g = AttnGeom {
+            let g = AttnGeom::new(
                 batch,
                 heads,
                 head_dim,
                 lq,
                 lk,
-                scale: 1.0 / (head_dim as f32).sqrt(),
+                1.0 / (head_dim as f32).sqrt(),
                 causal,
-            };
+            );
             let q = r.vec(batch * lq * heads * head_dim);
             let k = r.vec(batch * lk * heads * head_dim);
             let v = r.vec(batch * lk * heads * head_dim);
@@ -385,7 +457,7 @@ fn attention_variants_match_reference() {
             }
             // The portable flash path (what CPUs without AVX-512 run).
             let mut o = vec![0f32; q.len()];
-            prism_kernels::attention::attention_flash_gemm(&g, &q, &k, &v, &mut o);
+            prism_kernels::attention::attention_flash_gemm(&g, &q, &k, &v, None, &mut o);
             close(&format!("attention flash (gemm tiles) {g:?}"), &o, &want);
             // The two softmax orderings agree to 1e-5 absolute.
             let d = outs[0]

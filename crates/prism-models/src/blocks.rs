@@ -65,14 +65,8 @@ pub fn attention(
     let q = b.linear(&join(p, "to_q"), x, inner, qkv_bias)?;
     let k = b.linear(&join(p, "to_k"), src, inner, qkv_bias)?;
     let v = b.linear(&join(p, "to_v"), src, inner, qkv_bias)?;
-    let spec = AttentionSpec {
-        kind,
-        heads,
-        head_dim,
-        scale: 1.0 / (head_dim as f32).sqrt(),
-        causal: false,
-    };
-    let o = b.attention(p, q, k, v, spec)?;
+    let spec = AttentionSpec::mha(kind, heads, head_dim, false);
+    let o = b.attention(p, q, k, v, None, spec)?;
     b.linear(&join(p, "to_out.0"), o, c, true)
 }
 

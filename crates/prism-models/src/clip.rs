@@ -93,14 +93,8 @@ pub fn build(cfg: &ClipConfig, batch: usize, len: usize, clip_skip: usize) -> Re
         let q = b.linear(&format!("{p}.self_attn.q_proj"), h, d, true)?;
         let k = b.linear(&format!("{p}.self_attn.k_proj"), h, d, true)?;
         let v = b.linear(&format!("{p}.self_attn.v_proj"), h, d, true)?;
-        let spec = AttentionSpec {
-            kind: AttentionKind::Causal,
-            heads,
-            head_dim: d / heads,
-            scale: 1.0 / ((d / heads) as f32).sqrt(),
-            causal: true,
-        };
-        let a = b.attention(&format!("{p}.self_attn"), q, k, v, spec)?;
+        let spec = AttentionSpec::mha(AttentionKind::Causal, heads, d / heads, true);
+        let a = b.attention(&format!("{p}.self_attn"), q, k, v, None, spec)?;
         let a = b.linear(&format!("{p}.self_attn.out_proj"), a, d, true)?;
         x = b.add(&format!("{p}.residual1"), x, a)?;
         let h = b.layer_norm(&format!("{p}.layer_norm2"), x, eps)?;
@@ -119,5 +113,5 @@ pub fn build(cfg: &ClipConfig, batch: usize, len: usize, clip_skip: usize) -> Re
     let pooled = b.gather_eos("pooler", last, ids, eos)?;
     b.output("last_hidden_state", last);
     b.output("pooler_output", pooled);
-    Ok(b.finish())
+    b.finish()
 }

@@ -77,7 +77,16 @@ pub fn forward(
             ),
         ));
     }
-    let mut take = |n: &str| inputs.remove(n).expect("checked above");
+    // Every input but the token ids is f32 (integer timesteps are converted, as torch does);
+    // ids given as floats must be whole numbers.
+    let mut take = |n: &str| -> Result<Tensor> {
+        let t = inputs.remove(n).expect("checked above");
+        if n == "input_ids" {
+            t.into_ids(n)
+        } else {
+            Ok(t.into_f32())
+        }
+    };
     let outs: BTreeMap<String, Tensor> = match component {
         ForwardComponent::Unet if crate::video::is_video_model(src)? => {
             let unet = crate::unet3d::Unet3d::load(
@@ -89,34 +98,34 @@ pub fn forward(
             let out = unet.run(
                 exec,
                 &mut NoObserver,
-                take("sample"),
-                take("timestep"),
-                take("encoder_hidden_states"),
+                take("sample")?,
+                take("timestep")?,
+                take("encoder_hidden_states")?,
             )?;
             [("sample".to_string(), out)].into()
         }
         ForwardComponent::Unet => {
             let unet = Unet::load(src, opts)?;
-            let sample = take("sample");
-            let t = take("timestep");
+            let sample = take("sample")?;
+            let t = take("timestep")?;
             let out = unet.run(
                 exec,
                 &mut NoObserver,
                 sample,
                 t,
-                take("encoder_hidden_states"),
+                take("encoder_hidden_states")?,
             )?;
             [("sample".to_string(), out)].into()
         }
         ForwardComponent::VaeEncoder | ForwardComponent::VaeDecoder => {
             let dec = component == ForwardComponent::VaeDecoder;
             let vae = VaePart::load(src, opts, dec)?;
-            let x = take(if dec { "latent_sample" } else { "sample" });
+            let x = take(if dec { "latent_sample" } else { "sample" })?;
             vae.run(exec, &mut NoObserver, x)?.into_iter().collect()
         }
         ForwardComponent::TextEncoder => {
             let te = TextEncoder::load(src, opts)?;
-            te.run(exec, &mut NoObserver, take("input_ids"))?
+            te.run(exec, &mut NoObserver, take("input_ids")?)?
                 .into_iter()
                 .collect()
         }

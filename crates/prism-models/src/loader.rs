@@ -160,6 +160,17 @@ impl TensorFiles {
         Tensor::new(r.shape.clone(), data)
     }
 
+    /// Tensor `name` as stored: integer dtypes as i64 ids, float dtypes as f32.
+    pub fn get_as_stored(&self, name: &str) -> Result<Tensor> {
+        let r = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::invalid(format!("no tensor named {name}")))?;
+        let bytes = &self.maps[r.file][r.start..r.end];
+        Tensor::from_le_bytes(r.shape.clone(), bytes, r.dtype)
+            .map_err(|e| Error::file(&self.paths[r.file], format!("{name}: {e}")))
+    }
+
     pub fn describe(&self) -> String {
         self.paths
             .iter()

@@ -51,7 +51,7 @@ impl TextEncoder {
         })
     }
 
-    /// `input_ids` (B, L) as f32 → `last_hidden_state`, `pooler_output`.
+    /// `input_ids` (B, L), integer ids → `last_hidden_state`, `pooler_output`.
     pub fn run(
         &self,
         exec: &Executor,
@@ -98,9 +98,9 @@ impl TextEncoder {
         };
         let mut data = Vec::new();
         for p in &prompts {
-            data.extend(tokenizer.encode(p)?.into_iter().map(|i| i as f32));
+            data.extend(tokenizer.encode(p)?.into_iter().map(i64::from));
         }
-        let ids = Tensor::new(vec![prompts.len(), tokenizer.max_length()], data)?;
+        let ids = Tensor::from_ids(vec![prompts.len(), tokenizer.max_length()], data)?;
         let ctx = self
             .run(exec, obs, ids)?
             .remove("last_hidden_state")
@@ -112,7 +112,9 @@ impl TextEncoder {
 }
 
 /// A timestep given as a scalar, (1,) or one per batch item → (batch,).
+/// Integer timesteps are converted to f32, as torch does.
 pub(crate) fn batch_timestep(t: Tensor, batch: usize) -> Result<Tensor> {
+    let t = t.into_f32();
     match t.shape() {
         [] | [1] => Tensor::new(vec![batch], vec![t.data()[0]; batch]),
         [n] if *n == batch => Ok(t),

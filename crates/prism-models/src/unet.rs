@@ -295,5 +295,5 @@ pub fn build(cfg: &UNetConfig, batch: usize, h: usize, w: usize, text_len: usize
     let x = b.act("conv_norm_out", x, ActKind::Silu);
     let out = b.conv2d("conv_out", x, cfg.out_channels, 3, 1, SAME3, true)?;
     b.output("sample", out);
-    Ok(b.finish())
+    b.finish()
 }

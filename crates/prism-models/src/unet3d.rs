@@ -416,7 +416,7 @@ pub fn build(
     let out = b.reshape("from_frames", out, &[batch, frames, cfg.out_channels, h, w])?;
     let out = b.permute("from_frames", out, &[0, 2, 1, 3, 4])?;
     b.output("sample", out);
-    Ok(b.finish())
+    b.finish()
 }
 
 /// `attentions.{j}` (Transformer2DModel with linear projections, `channels / head_dim`

@@ -137,7 +137,7 @@ pub fn build_encoder(cfg: &VaeConfig, batch: usize, h: usize, w: usize) -> Resul
     let logvar = b.clamp("latent_dist.logvar", logvar, -30.0, 20.0);
     b.output("latent_mean", mean);
     b.output("latent_logvar", logvar);
-    Ok(b.finish())
+    b.finish()
 }
 
 /// Decoder: `latent_sample` (B, latent, h, w), as `vae.decode` takes it (post_quant_conv +
@@ -180,5 +180,5 @@ pub fn build_decoder(cfg: &VaeConfig, batch: usize, h: usize, w: usize) -> Resul
     let x = b.act("decoder.conv_norm_out", x, ActKind::Silu);
     let out = b.conv2d("decoder.conv_out", x, cfg.out_channels, 3, 1, SAME3, true)?;
     b.output("sample", out);
-    Ok(b.finish())
+    b.finish()
 }

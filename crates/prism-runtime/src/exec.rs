@@ -1,9 +1,13 @@
+//! The front door of execution: kernel choices, prepared plans, run state, and the
+//! [`Executor`] that pipelines call, which runs everything through a [`Backend`].
+
+use crate::backend::Backend;
 use crate::Weights;
 use prism_core::{Error, Graph, NodeId, Op, Result, Tensor};
-use prism_kernels::attention::AttentionImpl;
-use prism_kernels::conv::ConvImpl;
-use prism_kernels::{attention, bf16dot, conv, elementwise as ew, linear512, matmul, norm};
+use prism_kernels::attention::{self, AttentionImpl};
+use prism_kernels::conv::{self, ConvImpl};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Which kernel variant runs each operator (None: the automatic choice per shape).
@@ -20,7 +24,7 @@ pub struct KernelChoice {
 }
 
 impl KernelChoice {
-    /// The graph these choices run: fused unless `no_fuse`.
+    /// The graph these choices run: fused unless `no_fuse` (what [`Plan::graph`] holds).
     pub fn prepare<'g>(&self, graph: &'g Graph) -> std::borrow::Cow<'g, Graph> {
         if self.no_fuse {
             std::borrow::Cow::Borrowed(graph)
@@ -70,49 +74,138 @@ pub struct NodeEvent {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunStats {
     pub wall: Duration,
-    /// Largest activation set held at once (bytes, f32).
+    /// Largest activation set held at once (bytes).
     pub peak_live_bytes: usize,
 }
 
-type BufferPool = crate::pool::BufferPool<Vec<f32>>;
-
-static POISON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Fill every reused activation buffer with NaN before its operator runs (tests: an operator
-/// that does not write its whole output then shows NaN instead of stale values).
-pub fn poison_reused_buffers(on: bool) {
-    POISON.store(on, std::sync::atomic::Ordering::Relaxed);
+/// A graph prepared to run, made once by [`Executor::prepare`] (or a backend's `prepare`) and
+/// reused for every run of it: the graph as it runs (fused unless the kernel choices say
+/// otherwise), when each value is last read, which reshapes take their input's buffer, the
+/// kernel choices, and how many rows each run appends to the state's caches.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The graph that runs (node ids in events refer to it).
+    pub graph: Graph,
+    pub kernels: KernelChoice,
+    /// Per value, the last node that reads it (None: never read; outputs: `usize::MAX`).
+    pub last_use: Vec<Option<NodeId>>,
+    /// Per node, whether it is a reshape that takes its input's buffer.
+    pub moves: Vec<bool>,
+    /// Whether the weights keep this graph's Winograd filters ([`KernelChoice::keeps_filters`]).
+    pub keeps_filters: bool,
+    /// Rows each run appends to the caches it writes (None: the graph writes none).
+    pub cache_step: Option<usize>,
+    /// Names the buffer pool by graph (see `pool.rs`).
+    pub pool_key: String,
 }
 
-/// An output buffer of `n` floats: a pooled one when it fits (holding stale values, which the
-/// operator overwrites: it writes its whole output), else a fresh zeroed allocation.
-fn take_buffer(pool: &mut BufferPool, n: usize) -> Vec<f32> {
-    match pool.take(n) {
-        Some(mut v) => {
-            if POISON.load(std::sync::atomic::Ordering::Relaxed) {
-                v.clear();
-                v.resize(n, f32::NAN);
-            } else if v.len() >= n {
-                v.truncate(n);
-            } else {
-                v.resize(n, 0.0);
+impl Plan {
+    /// Prepare `graph` with `kernels` (backend-independent part; backends may add to it).
+    pub fn new(graph: &Graph, kernels: &KernelChoice) -> Result<Self> {
+        let graph = kernels.prepare(graph).into_owned();
+        let last_use = graph.last_uses();
+        let moves = (0..graph.nodes.len())
+            .map(|i| crate::plan::moves_input(&graph, i, &last_use))
+            .collect();
+        let mut cache_step = None;
+        for n in &graph.nodes {
+            if let Op::CacheWrite { .. } = n.op {
+                let rows = graph.values[n.inputs[0]].shape[1];
+                match cache_step {
+                    Some(r) if r != rows => {
+                        return Err(Error::shape(
+                            &n.path,
+                            format!("writes {rows} cache rows per run where another write of this graph writes {r}"),
+                        ))
+                    }
+                    _ => cache_step = Some(rows),
+                }
             }
-            v
         }
-        None => vec![0f32; n],
+        Ok(Self {
+            pool_key: format!(
+                "{}#{}#{}",
+                graph.name,
+                graph.nodes.len(),
+                graph.values.len()
+            ),
+            keeps_filters: kernels.keeps_filters(&graph),
+            kernels: *kernels,
+            last_use,
+            moves,
+            cache_step,
+            graph,
+        })
     }
 }
 
-/// The graph a pool serves (a pool is kept across runs of one graph).
-fn pool_key(g: &Graph) -> String {
-    format!("{}#{}#{}", g.name, g.nodes.len(), g.values.len())
+/// One state cache: (B, capacity, C) floats, filled up to the state's length.
+#[derive(Clone, Debug)]
+pub struct Cache {
+    pub shape: [usize; 3],
+    pub data: Vec<f32>,
+}
+
+/// What survives between runs of a stateful graph, owned by the caller: the KV caches by
+/// slot and the number of positions they hold (the next run's position offset). A stateless
+/// graph runs with an empty state and leaves it so.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    caches: Vec<Option<Cache>>,
+    len: usize,
+}
+
+impl State {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Positions the caches hold: the next run's position offset.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Forget every position (the caches keep their memory for the next sequence).
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+    /// Bytes held by the caches.
+    pub fn bytes(&self) -> usize {
+        self.caches.iter().flatten().map(|c| c.data.len() * 4).sum()
+    }
+    pub fn cache(&self, slot: usize) -> Option<&Cache> {
+        self.caches.get(slot).and_then(Option::as_ref)
+    }
+    /// Cache `slot` of `shape`, made (zeroed) on first use.
+    pub fn cache_mut(&mut self, slot: usize, shape: [usize; 3]) -> Result<&mut Cache> {
+        if self.caches.len() <= slot {
+            self.caches.resize(slot + 1, None);
+        }
+        let c = self.caches[slot].get_or_insert_with(|| Cache {
+            shape,
+            data: vec![0.0; shape.iter().product()],
+        });
+        if c.shape != shape {
+            return Err(Error::invalid(format!(
+                "state cache {slot} is {:?}; this graph wants {shape:?} (use a fresh State per model)",
+                c.shape
+            )));
+        }
+        Ok(c)
+    }
+    /// After a run that appended `rows` positions.
+    pub(crate) fn advance(&mut self, rows: usize) {
+        self.len += rows;
+    }
 }
 
 /// Make glibc serve every allocation of 4 MiB or more with its own mapping, returned to the
 /// system when freed. By default glibc raises that threshold as large blocks are freed and
 /// then keeps freed megabytes in its heap, so resident memory drifts above the live set the
-/// buffer plan predicts (prism pools the buffers it wants to keep itself).
-fn limit_heap_retention() {
+/// buffer plan predicts (prism pools the buffers it wants to keep itself). A process-wide
+/// setting: the `prism` binary calls it once at start; a library user decides for itself.
+pub fn limit_heap_retention() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {
@@ -126,43 +219,40 @@ fn limit_heap_retention() {
     }
 }
 
-/// Runs graphs on a private rayon pool of a fixed size.
+/// Runs graphs through a [`Backend`] with a set of kernel choices: what pipelines hold.
+#[derive(Clone)]
 pub struct Executor {
-    buffers: std::sync::Arc<std::sync::Mutex<BufferPool>>,
-    pool: std::sync::Arc<rayon::ThreadPool>,
+    backend: Arc<dyn Backend>,
     pub kernels: KernelChoice,
 }
 
 impl Executor {
-    /// `threads` = 0 uses every core.
+    /// The CPU backend on `threads` threads (0: every core).
     pub fn new(threads: usize) -> Result<Self> {
-        limit_heap_retention();
-        let n = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .map_err(|e| Error::invalid(format!("cannot start {n} threads: {e}")))?;
-        Ok(Self {
-            pool: std::sync::Arc::new(pool),
-            buffers: Default::default(),
-            kernels: KernelChoice::default(),
-        })
+        Ok(Self::on(Arc::new(crate::cpu::CpuBackend::new(threads)?)))
     }
 
-    /// The same pool with other kernel choices.
+    /// An executor over any backend.
+    pub fn on(backend: Arc<dyn Backend>) -> Self {
+        Self {
+            backend,
+            kernels: KernelChoice::default(),
+        }
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// The same backend with other kernel choices.
     pub fn with_kernels(&self, kernels: KernelChoice) -> Self {
         Self {
-            pool: self.pool.clone(),
-            buffers: self.buffers.clone(),
+            backend: self.backend.clone(),
             kernels,
         }
     }
 
-    /// The same pool with another attention choice (None: automatic).
+    /// The same backend with another attention choice (None: automatic).
     pub fn with_attention(&self, attention: Option<AttentionImpl>) -> Self {
         self.with_kernels(KernelChoice {
             attention,
@@ -170,16 +260,28 @@ impl Executor {
         })
     }
 
-    /// Run `f` on this executor's thread pool.
+    /// Run `f` on the backend's worker threads.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        self.pool.install(f)
+        let mut f = Some(f);
+        let mut out = None;
+        self.backend.install_dyn(&mut || {
+            if let Some(f) = f.take() {
+                out = Some(f());
+            }
+        });
+        out.expect("install ran the closure")
     }
 
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.backend.threads()
     }
 
-    /// Run `graph` on named inputs; returns the graph outputs by name.
+    /// Prepare `graph` once for many runs ([`Executor::run_plan`], [`Executor::run_stage_plan`]).
+    pub fn prepare(&self, graph: &Graph) -> Result<Plan> {
+        self.backend.prepare(graph, &self.kernels)
+    }
+
+    /// Run `graph` once on named inputs; returns the graph outputs by name.
     pub fn run(
         &self,
         graph: &Graph,
@@ -190,7 +292,7 @@ impl Executor {
             .map(|(o, _)| o)
     }
 
-    /// Run `graph` as one run of pipeline stage `stage`, reporting to `obs`.
+    /// Run `graph` once as run `run` of pipeline stage `stage`, reporting to `obs`.
     pub fn run_stage(
         &self,
         obs: &mut dyn crate::Observer,
@@ -200,15 +302,30 @@ impl Executor {
         weights: &Weights,
         inputs: Vec<(String, Tensor)>,
     ) -> Result<HashMap<String, Tensor>> {
-        let graph = self.kernels.prepare(graph);
-        // Switch the buffer pool first, so that what it frees is not in the observer's
-        // resident-memory baseline.
-        self.enter_pool(&graph);
+        let plan = self.prepare(graph)?;
+        self.run_stage_plan(obs, stage, run, &plan, weights, &mut State::new(), inputs)
+    }
+
+    /// Run a prepared graph as run `run` of stage `stage`, reporting to `obs`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_stage_plan(
+        &self,
+        obs: &mut dyn crate::Observer,
+        stage: &str,
+        run: usize,
+        plan: &Plan,
+        weights: &Weights,
+        state: &mut State,
+        inputs: Vec<(String, Tensor)>,
+    ) -> Result<HashMap<String, Tensor>> {
+        self.backend.begin(plan);
         obs.before_run(stage, run);
         let started = Instant::now();
-        let mut events = Vec::with_capacity(graph.nodes.len());
-        let (out, stats) = self.run_prepared(&graph, weights, inputs, &mut |e| events.push(e))?;
-        obs.after_run(stage, run, &graph, started, &events, &stats);
+        let mut events = Vec::with_capacity(plan.graph.nodes.len());
+        let (out, stats) = self
+            .backend
+            .run(plan, weights, state, inputs, &mut |e| events.push(e))?;
+        obs.after_run(stage, run, &plan.graph, started, &events, &stats);
         Ok(out)
     }
 
@@ -221,373 +338,60 @@ impl Executor {
         inputs: Vec<(String, Tensor)>,
         observer: &mut (dyn FnMut(NodeEvent) + Send),
     ) -> Result<(HashMap<String, Tensor>, RunStats)> {
-        let graph = self.kernels.prepare(graph);
-        self.enter_pool(&graph);
-        self.run_prepared(&graph, weights, inputs, observer)
+        let plan = self.prepare(graph)?;
+        self.backend
+            .run(&plan, weights, &mut State::new(), inputs, observer)
     }
 
-    /// Point the buffer pool at `graph` (it empties when the graph changes).
-    fn enter_pool(&self, graph: &Graph) {
-        self.buffers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .enter(&pool_key(graph));
-    }
-
-    fn run_prepared(
+    /// Run a prepared graph with `state`, calling `observer` after every node.
+    pub fn run_plan(
         &self,
-        graph: &Graph,
+        plan: &Plan,
         weights: &Weights,
+        state: &mut State,
         inputs: Vec<(String, Tensor)>,
         observer: &mut (dyn FnMut(NodeEvent) + Send),
     ) -> Result<(HashMap<String, Tensor>, RunStats)> {
-        weights.check_fits(graph)?;
-        let mut slots: Vec<Option<Tensor>> = vec![None; graph.values.len()];
-        let mut given: HashMap<String, Tensor> = inputs.into_iter().collect();
-        for (name, v) in &graph.inputs {
-            let t = given
-                .remove(name)
-                .ok_or_else(|| Error::input(name, format!("missing; {} needs it", graph.name)))?;
-            let want = &graph.values[*v].shape;
-            if t.shape() != want.as_slice() {
-                return Err(Error::input(
-                    name,
-                    format!("shape {:?}, {} expects {:?}", t.shape(), graph.name, want),
-                ));
-            }
-            slots[*v] = Some(t);
-        }
-        if let Some(extra) = given.keys().next() {
-            return Err(Error::input(
-                extra,
-                format!("{} has no such input", graph.name),
-            ));
-        }
-        let last_use = graph.last_uses();
-        let mut live: usize = slots.iter().flatten().map(|t| t.numel() * 4).sum();
-        let mut stats = RunStats {
-            peak_live_bytes: live,
-            ..RunStats::default()
-        };
-        let t0 = Instant::now();
-        self.pool.install(|| -> Result<()> {
-            let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
-            for (i, node) in graph.nodes.iter().enumerate() {
-                if matches!(node.op, Op::Input { .. }) {
-                    continue;
-                }
-                let start = t0.elapsed();
-                let moved = crate::plan::moves_input(graph, i, &last_use);
-                let (out, variant) = run_node(
-                    graph,
-                    i,
-                    weights,
-                    &mut slots,
-                    &last_use,
-                    &self.kernels,
-                    &mut buffers,
-                )?;
-                let dur = t0.elapsed() - start;
-                // A reshape that took its input's buffer adds nothing to the live set.
-                if !moved {
-                    live += out.numel() * 4;
-                }
-                slots[node.output] = Some(out);
-                stats.peak_live_bytes = stats.peak_live_bytes.max(live);
-                buffers.cap = buffers.cap.max(live);
-                observer(NodeEvent {
-                    node: i,
-                    variant,
-                    start,
-                    duration: dur,
-                    live_bytes: live,
-                });
-                for &v in &node.inputs {
-                    if last_use[v] == Some(i) {
-                        if let Some(t) = slots[v].take() {
-                            live -= t.numel() * 4;
-                            buffers.give(t.into_data());
-                        }
-                    }
-                }
-                // A value nobody reads (and that is not an output) is dropped at once.
-                if last_use[node.output].is_none() {
-                    if let Some(t) = slots[node.output].take() {
-                        live -= t.numel() * 4;
-                        buffers.give(t.into_data());
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        stats.wall = t0.elapsed();
-        let mut outs = HashMap::new();
-        for (name, v) in &graph.outputs {
-            let t = slots[*v]
-                .clone()
-                .ok_or_else(|| Error::invalid(format!("output {name} was not computed")))?;
-            outs.insert(name.clone(), t);
-        }
-        Ok((outs, stats))
+        self.backend.run(plan, weights, state, inputs, observer)
     }
 }
 
-fn run_node(
-    graph: &Graph,
-    i: NodeId,
-    w: &Weights,
-    slots: &mut [Option<Tensor>],
-    last_use: &[Option<NodeId>],
-    kernels: &KernelChoice,
-    buffers: &mut BufferPool,
-) -> Result<(Tensor, &'static str)> {
-    let mut variant = "";
-    let node = &graph.nodes[i];
-    let out_shape = graph.values[node.output].shape.clone();
-    let n_out: usize = out_shape.iter().product();
-    let arg = |k: usize| -> &Tensor {
-        slots[node.inputs[k]]
-            .as_ref()
-            .expect("executor invariant: inputs are computed before use and released after")
+/// The attention geometry of an attention node whose keys hold `lk` live rows (the static
+/// key length unless the keys are a cache view).
+pub fn attn_geom(g: &Graph, i: NodeId, lk: Option<usize>) -> attention::AttnGeom {
+    let n = &g.nodes[i];
+    let Op::Attention(a) = &n.op else {
+        unreachable!("attn_geom on an attention node")
     };
-    let mut y = if matches!(node.op, Op::Reshape) {
-        Vec::new()
-    } else {
-        take_buffer(buffers, n_out)
-    };
-    match &node.op {
-        Op::Input { .. } => unreachable!("inputs are bound before the walk"),
-        Op::Conv2d(c) => {
-            let x = arg(0);
-            let s = x.shape();
-            let g = conv::Conv2dGeom {
-                n: s[0],
-                cin: s[1],
-                h: s[2],
-                w: s[3],
-                cout: c.cout,
-                kh: c.kh,
-                kw: c.kw,
-                stride: c.stride,
-                pad: c.pad,
-            };
-            let bias = c.bias.map(|b| w.f32(b));
-            let residual = c.residual.then(|| arg(1).data());
-            let kept = kernels.keeps_filters(graph) && w.dtype() == crate::WeightDType::F32;
-            let imp = kernels.conv_for(&g, kept);
-            if kept && imp.is_winograd(&g) {
-                let u = w.winograd_filters(c.weight, imp, &g);
-                conv::conv2d_winograd_kept(
-                    imp,
-                    &g,
-                    x.data(),
-                    &u,
-                    bias.as_deref(),
-                    residual,
-                    &mut y,
-                );
-                variant = imp.name();
-            } else {
-                let wt = w.conv(c.weight);
-                variant =
-                    conv::conv2d_stored(imp, &g, x.data(), wt, bias.as_deref(), residual, &mut y)
-                        .name();
-            }
-        }
-        Op::Linear {
-            weight,
-            bias,
-            residual,
-        } => {
-            let x = arg(0);
-            let (out, inf) = (w.shape(*weight)[0], w.shape(*weight)[1]);
-            let rows = x.numel() / inf;
-            let b = bias.map(|b| w.f32(b));
-            let r = residual.then(|| arg(1).data());
-            if let Some(p) = w.linear_panels(*weight) {
-                linear512::linear(x.data(), &p, b.as_deref(), r, rows, inf, out, &mut y);
-                variant = "panels";
-            } else if let Some(bits) = w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
-                matmul::linear_res_bf16(x.data(), bits, b.as_deref(), r, rows, inf, out, &mut y);
-                variant = "bf16-dot";
-            } else {
-                let wt = w.f32(*weight);
-                matmul::linear_res(x.data(), &wt, b.as_deref(), r, rows, inf, out, &mut y);
-            }
-        }
-        Op::LinearGeglu { weight, bias } => {
-            let x = arg(0);
-            let (out2, inf) = (w.shape(*weight)[0], w.shape(*weight)[1]);
-            let rows = x.numel() / inf;
-            let b = w.f32(*bias);
-            if let Some(p) = w.linear_panels(*weight) {
-                matmul::linear_geglu_panels(x.data(), &p, &b, rows, inf, out2 / 2, &mut y);
-                variant = "panels";
-            } else if let Some(bits) = w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
-                let packed = bf16dot::pack_weights(bits, out2, inf);
-                matmul::linear_geglu_with(x.data(), rows, inf, out2 / 2, &mut y, |xb, r, hb| {
-                    matmul::linear_res_bf16_packed(xb, &packed, Some(&b), None, r, out2, hb)
-                });
-                variant = "bf16-dot";
-            } else {
-                let wt = w.f32(*weight);
-                matmul::linear_geglu(x.data(), &wt, &b, rows, inf, out2 / 2, &mut y);
-            }
-        }
-        Op::Attention(a) => {
-            let (q, k, v) = (arg(0), arg(1), arg(2));
-            let g = attention::AttnGeom {
-                batch: q.shape()[0],
-                heads: a.heads,
-                head_dim: a.head_dim,
-                lq: q.shape()[1],
-                lk: k.shape()[1],
-                scale: a.scale,
-                causal: a.causal,
-            };
-            let imp = kernels.attention_for(&g);
-            attention::attention(imp, &g, q.data(), k.data(), v.data(), &mut y);
-            variant = imp.name();
-        }
-        Op::GroupNorm {
-            groups,
-            eps,
-            weight,
-            bias,
-            silu,
-        } => {
-            let x = arg(0);
-            let s = x.shape();
-            let spatial: usize = s[2..].iter().product();
-            norm::group_norm(
-                x.data(),
-                s[0],
-                s[1],
-                spatial,
-                *groups,
-                *eps,
-                &w.f32(*weight),
-                &w.f32(*bias),
-                *silu,
-                &mut y,
-            );
-        }
-        Op::LayerNorm { eps, weight, bias } => {
-            let x = arg(0);
-            let d = *x.shape().last().unwrap();
-            norm::layer_norm(x.data(), d, *eps, &w.f32(*weight), &w.f32(*bias), &mut y);
-        }
-        Op::Activation(kind) => ew::activation(*kind, arg(0).data(), &mut y),
-        Op::Geglu => ew::geglu(arg(0).data(), *out_shape.last().unwrap(), &mut y),
-        Op::Add | Op::Mul => {
-            let (a, b) = (arg(0), arg(1));
-            if matches!(node.op, Op::Add) {
-                ew::broadcast_binary(a.data(), a.shape(), b.data(), b.shape(), &mut y, |x, z| {
-                    x + z
-                });
-            } else {
-                ew::broadcast_binary(a.data(), a.shape(), b.data(), b.shape(), &mut y, |x, z| {
-                    x * z
-                });
-            }
-        }
-        Op::Scale { factor } => {
-            let f = *factor;
-            ew::map(arg(0).data(), &mut y, move |v| v * f);
-        }
-        Op::Clamp { min, max } => {
-            let (lo, hi) = (*min, *max);
-            ew::map(arg(0).data(), &mut y, move |v| v.clamp(lo, hi));
-        }
-        Op::Concat { axis } => {
-            let xs: Vec<&Tensor> = (0..node.inputs.len()).map(arg).collect();
-            let datas: Vec<&[f32]> = xs.iter().map(|t| t.data()).collect();
-            let shapes: Vec<&[usize]> = xs.iter().map(|t| t.shape()).collect();
-            ew::concat(&datas, &shapes, *axis, &mut y);
-        }
-        Op::Slice { axis, start, len } => {
-            let x = arg(0);
-            ew::slice(x.data(), x.shape(), *axis, *start, *len, &mut y);
-        }
-        Op::Permute { perm } => {
-            let x = arg(0);
-            ew::permute(x.data(), x.shape(), perm, &mut y);
-        }
-        Op::Reshape => {
-            let src = node.inputs[0];
-            // Last reader: take the buffer (no copy); otherwise copy it.
-            let t = if last_use[src] == Some(i) {
-                slots[src].take().expect("input computed")
-            } else {
-                slots[src].clone().expect("input computed")
-            };
-            return Ok((t.reshape(&out_shape)?, variant));
-        }
-        Op::UpsampleNearest { h, w } => {
-            let x = arg(0);
-            let s = x.shape();
-            let nd = s.len();
-            let planes: usize = s[..nd - 2].iter().product();
-            ew::upsample_nearest(x.data(), planes, s[nd - 2], s[nd - 1], *h, *w, &mut y);
-        }
-        Op::TimestepProj {
-            dim,
-            flip_sin_to_cos,
-            downscale_freq_shift,
-        } => ew::timestep_embedding(
-            arg(0).data(),
-            *dim,
-            *flip_sin_to_cos,
-            *downscale_freq_shift,
-            &mut y,
-        ),
-        Op::TokenEmbedding { table } => {
-            let ids = arg(0);
-            let (vocab, d) = (w.shape(*table)[0], w.shape(*table)[1]);
-            let tab = w.f32(*table);
-            for (r, &id) in ids.data().iter().enumerate() {
-                let id = id as usize;
-                if id >= vocab {
-                    return Err(Error::input(
-                        "input_ids",
-                        format!("token id {id} is outside the vocabulary of {vocab}"),
-                    ));
-                }
-                y[r * d..(r + 1) * d].copy_from_slice(&tab[id * d..(id + 1) * d]);
-            }
-        }
-        Op::PositionEmbedding { table } => {
-            let x = arg(0);
-            let (l, d) = (x.shape()[1], x.shape()[2]);
-            let table = w.f32(*table);
-            let pos = &table[..l * d];
-            ew::broadcast_binary(x.data(), x.shape(), pos, &[l, d], &mut y, |a, b| a + b);
-        }
-        Op::GatherEos { eos_id } => {
-            let (h, ids) = (arg(0), arg(1));
-            let (b, l, d) = (h.shape()[0], h.shape()[1], h.shape()[2]);
-            for bi in 0..b {
-                let row = &ids.data()[bi * l..(bi + 1) * l];
-                let pos = match eos_id {
-                    // torch.argmax: first index of the maximum.
-                    None => {
-                        row.iter()
-                            .enumerate()
-                            .fold((0, f32::NEG_INFINITY), |(bi_, bv), (j, &v)| {
-                                if v > bv {
-                                    (j, v)
-                                } else {
-                                    (bi_, bv)
-                                }
-                            })
-                            .0
-                    }
-                    Some(e) => row.iter().position(|&v| v as u32 == *e).unwrap_or(0),
-                };
-                y[bi * d..(bi + 1) * d]
-                    .copy_from_slice(&h.data()[(bi * l + pos) * d..(bi * l + pos + 1) * d]);
-            }
-        }
+    let q = &g.values[n.inputs[0]].shape;
+    let k = &g.values[n.inputs[1]].shape;
+    attention::AttnGeom {
+        kv_heads: a.kv_heads,
+        kv_rows: k[1],
+        ..attention::AttnGeom::new(
+            q[0],
+            a.heads,
+            a.head_dim,
+            q[1],
+            lk.unwrap_or(k[1]),
+            a.scale,
+            a.causal,
+        )
     }
-    Ok((Tensor::new(out_shape, y)?, variant))
+}
+
+/// The convolution geometry of a Conv2d node.
+pub fn conv_geom(g: &Graph, i: NodeId, c: &prism_core::Conv2dSpec) -> conv::Conv2dGeom {
+    let s = &g.values[g.nodes[i].inputs[0]].shape;
+    conv::Conv2dGeom {
+        n: s[0],
+        cin: s[1],
+        h: s[2],
+        w: s[3],
+        cout: c.cout,
+        kh: c.kh,
+        kw: c.kw,
+        stride: c.stride,
+        pad: c.pad,
+    }
 }

@@ -1,16 +1,22 @@
-//! prism-runtime: executes a [`Graph`] on the CPU.
-//!
-//! Values live in a slot table; after each node, every value whose last reader was that node
-//! is dropped, so the resident set follows the graph's live set (graph outputs are kept).
-//! An observer sees every node's wall time, which is all the profiler needs.
+//! prism-runtime: runs graphs. [`Executor::prepare`] turns a graph into a [`Plan`] once;
+//! runs of the plan go through a [`Backend`] (today the [`CpuBackend`]) with a caller-owned
+//! [`State`] (KV caches, position offset). An observer sees every node's wall time, which is
+//! all the profiler needs; `plan.rs` predicts the memory the CPU backend will use.
 
+pub mod backend;
+pub mod cpu;
 mod exec;
 pub mod observe;
 pub mod plan;
 pub mod pool;
 mod weights;
 
-pub use exec::{poison_reused_buffers, Executor, KernelChoice, NodeEvent, RunStats};
+pub use backend::Backend;
+pub use cpu::{poison_reused_buffers, CpuBackend};
+pub use exec::{
+    attn_geom, conv_geom, limit_heap_retention, Cache, Executor, KernelChoice, NodeEvent, Plan,
+    RunStats, State,
+};
 pub use observe::{mem, NoObserver, Observer};
 pub use plan::{kept_filter_bytes, plan, MemoryPlan};
 pub use weights::{KeptFilters, WeightDType, WeightRef, Weights};

@@ -3,7 +3,7 @@
 //! rule (`Graph::last_uses`), so this is a prediction of its activation memory, not a model
 //! of some other allocator.
 
-use crate::KernelChoice;
+use crate::{attn_geom, conv_geom, KernelChoice};
 use prism_core::{Graph, NodeId, Op};
 use prism_kernels::{attention, conv};
 
@@ -22,21 +22,9 @@ pub struct MemoryPlan {
     pub live_after: Vec<usize>,
     /// Kernel scratch bytes of each node.
     pub scratch: Vec<usize>,
-}
-
-fn conv_geom(g: &Graph, i: NodeId, c: &prism_core::Conv2dSpec) -> conv::Conv2dGeom {
-    let s = &g.values[g.nodes[i].inputs[0]].shape;
-    conv::Conv2dGeom {
-        n: s[0],
-        cin: s[1],
-        h: s[2],
-        w: s[3],
-        cout: c.cout,
-        kh: c.kh,
-        kw: c.kw,
-        stride: c.stride,
-        pad: c.pad,
-    }
+    /// Bytes of the state caches the graph writes or reads (held by the caller's `State`
+    /// across runs, not in the peak above).
+    pub state_bytes: usize,
 }
 
 /// Bytes of the Winograd filters the weights keep for `g` once it has run (zero unless `k`
@@ -82,41 +70,80 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) ->
                 vec![prism_kernels::matmul::GEGLU_ROWS * n2]
             }
         }
-        Op::Attention(_) => {
-            let geom = attn_geom(g, i);
-            attention::scratch_requests(k.attention_for(&geom), &geom)
+        Op::Attention(a) => {
+            let geom = attn_geom(g, i, None);
+            // A biased flash call runs the GEMM-tiled kernel, which pools nothing.
+            if a.bias {
+                vec![]
+            } else {
+                attention::scratch_requests(k.attention_for(&geom), &geom)
+            }
         }
-        _ => vec![],
+        // 16-bit weights are widened into pooled scratch before the kernel (`Weights::f32`):
+        // not modelled (the plan assumes f32 weights).
+        Op::Linear { .. }
+        | Op::Input { .. }
+        | Op::GroupNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::RmsNorm { .. }
+        | Op::Activation(_)
+        | Op::Geglu
+        | Op::Add
+        | Op::Mul
+        | Op::Scale { .. }
+        | Op::Clamp { .. }
+        | Op::Concat { .. }
+        | Op::Slice { .. }
+        | Op::Permute { .. }
+        | Op::Reshape
+        | Op::UpsampleNearest { .. }
+        | Op::TimestepProj { .. }
+        | Op::TokenEmbedding { .. }
+        | Op::PositionEmbedding { .. }
+        | Op::Rope { .. }
+        | Op::CacheWrite { .. }
+        | Op::CacheView { .. }
+        | Op::GatherEos { .. } => vec![],
     }
 }
 
-fn attn_geom(g: &Graph, i: NodeId) -> attention::AttnGeom {
-    let n = &g.nodes[i];
-    let Op::Attention(a) = &n.op else {
-        unreachable!("attn_geom on an attention node")
-    };
-    let q = &g.values[n.inputs[0]].shape;
-    let k = &g.values[n.inputs[1]].shape;
-    attention::AttnGeom {
-        batch: q[0],
-        heads: a.heads,
-        head_dim: a.head_dim,
-        lq: q[1],
-        lk: k[1],
-        scale: a.scale,
-        causal: a.causal,
-    }
-}
-
-/// Scratch bytes node `i` allocates only while it runs (attention's per-thread tiles).
+/// Scratch bytes node `i` allocates only while it runs (attention's per-thread tiles; the
+/// rotary embedding's cosine and sine table).
 pub fn transient_scratch_bytes(g: &Graph, i: NodeId, threads: usize, kc: &KernelChoice) -> usize {
     let n = &g.nodes[i];
     match &n.op {
-        Op::Attention(_) => {
-            let geom = attn_geom(g, i);
-            attention::workspace_floats(kc.attention_for(&geom), &geom, threads) * 4
+        Op::Attention(a) => {
+            let geom = attn_geom(g, i, None);
+            attention::workspace_floats(kc.attention_for(&geom), &geom, a.bias, threads) * 4
         }
-        _ => 0,
+        Op::Rope { head_dim, .. } => {
+            let l = g.values[n.output].shape[1];
+            l * head_dim / 2 * 8 + head_dim / 2 * 4
+        }
+        Op::Conv2d(_)
+        | Op::Linear { .. }
+        | Op::LinearGeglu { .. }
+        | Op::Input { .. }
+        | Op::GroupNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::RmsNorm { .. }
+        | Op::Activation(_)
+        | Op::Geglu
+        | Op::Add
+        | Op::Mul
+        | Op::Scale { .. }
+        | Op::Clamp { .. }
+        | Op::Concat { .. }
+        | Op::Slice { .. }
+        | Op::Permute { .. }
+        | Op::Reshape
+        | Op::UpsampleNearest { .. }
+        | Op::TimestepProj { .. }
+        | Op::TokenEmbedding { .. }
+        | Op::PositionEmbedding { .. }
+        | Op::CacheWrite { .. }
+        | Op::CacheView { .. }
+        | Op::GatherEos { .. } => 0,
     }
 }
 
@@ -166,7 +193,15 @@ pub fn moves_input(g: &Graph, i: NodeId, last_use: &[Option<NodeId>]) -> bool {
 /// callers pass `k.prepare(graph)`).
 pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
     let last_use = g.last_uses();
-    let bytes = |v: usize| g.values[v].numel() * 4;
+    // Cache views are state, not activation buffers.
+    let view = |v: usize| g.nodes[g.values[v].producer].op.is_cache_view();
+    let bytes = |v: usize| {
+        if view(v) {
+            0
+        } else {
+            g.values[v].numel() * g.values[v].dtype.size()
+        }
+    };
     let mut live: usize = g.inputs.iter().map(|(_, v)| bytes(*v)).sum();
     // The executor's buffers: capacity (floats) of each live value, and its pool.
     let mut held: Vec<usize> = vec![0; g.values.len()];
@@ -181,6 +216,11 @@ pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
         peak_live_bytes: live,
         live_after: vec![0; g.nodes.len()],
         scratch: vec![0; g.nodes.len()],
+        state_bytes: g
+            .cache_slots()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>() * 4)
+            .sum(),
         ..Default::default()
     };
     for (i, n) in g.nodes.iter().enumerate() {
@@ -199,8 +239,10 @@ pub fn plan(g: &Graph, threads: usize, k: &KernelChoice) -> MemoryPlan {
             held[n.output] = std::mem::take(&mut held[n.inputs[0]]);
         } else {
             live += bytes(n.output);
-            held[n.output] = if matches!(n.op, Op::Reshape) {
-                numel
+            held[n.output] = if view(n.output) {
+                0
+            } else if matches!(n.op, Op::Reshape) || g.values[n.output].dtype.size() != 4 {
+                numel * g.values[n.output].dtype.size() / 4
             } else {
                 buffers.take(numel).unwrap_or(numel)
             };

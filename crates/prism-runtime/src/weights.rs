@@ -445,7 +445,7 @@ mod tests {
         let h = b.linear("a", h, 40, true).unwrap();
         let h = b.linear("b", h, 64, false).unwrap();
         b.output("y", h);
-        b.finish()
+        b.finish().expect("valid graph")
     }
 
     #[test]

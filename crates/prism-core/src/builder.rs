@@ -1,0 +1,740 @@
+//! [`GraphBuilder`]: one method per operator, each the op's shape rule. Every output shape is
+//! inferred and every input shape and dtype checked as the model is built, so shape errors
+//! surface at build time with the module path, not inside a kernel.
+
+use crate::graph::{Graph, Node, Param, ValueInfo};
+use crate::op::{ActKind, AttentionSpec, Conv2dSpec, Op};
+use crate::{DType, Error, ParamId, Result, ValueId};
+
+/// Builds a [`Graph`], inferring every output shape and checking every input shape.
+#[derive(Default)]
+pub struct GraphBuilder {
+    g: Graph,
+    /// The first dtype or cache-view rule broken (see [`GraphBuilder::finish`]).
+    err: Option<Error>,
+}
+
+fn path_param(path: &str, leaf: &str) -> String {
+    if path.is_empty() {
+        leaf.to_string()
+    } else {
+        format!("{path}.{leaf}")
+    }
+}
+
+impl GraphBuilder {
+    pub fn new(name: &str) -> Self {
+        Self {
+            g: Graph {
+                name: name.to_string(),
+                ..Graph::default()
+            },
+            err: None,
+        }
+    }
+
+    /// The graph, or the first input rule a node broke: a compute op reading integers or a
+    /// cache view (rules checked as nodes are pushed; shape rules fail at the method itself).
+    pub fn finish(self) -> Result<Graph> {
+        match self.err {
+            Some(e) => Err(e),
+            None => Ok(self.g),
+        }
+    }
+
+    pub fn shape(&self, v: ValueId) -> &[usize] {
+        &self.g.values[v].shape
+    }
+
+    pub fn param(&mut self, name: String, shape: Vec<usize>) -> Result<ParamId> {
+        if self.g.params.iter().any(|p| p.name == name) {
+            return Err(Error::invalid(format!(
+                "graph {}: parameter {name} defined twice",
+                self.g.name
+            )));
+        }
+        self.g.params.push(Param { name, shape });
+        Ok(self.g.params.len() - 1)
+    }
+
+    fn push(
+        &mut self,
+        path: &str,
+        op: Op,
+        inputs: Vec<ValueId>,
+        shape: Vec<usize>,
+        dtype: DType,
+    ) -> ValueId {
+        if self.err.is_none() {
+            self.err = self.check_inputs(path, &op, &inputs).err();
+        }
+        let out = self.g.values.len();
+        self.g.values.push(ValueInfo {
+            shape,
+            dtype,
+            producer: self.g.nodes.len(),
+        });
+        self.g.nodes.push(Node {
+            op,
+            inputs,
+            output: out,
+            path: path.to_string(),
+        });
+        out
+    }
+
+    pub fn input(&mut self, name: &str, shape: &[usize], dtype: DType) -> ValueId {
+        let v = self.push(
+            name,
+            Op::Input {
+                name: name.to_string(),
+            },
+            vec![],
+            shape.to_vec(),
+            dtype,
+        );
+        self.g.inputs.push((name.to_string(), v));
+        v
+    }
+
+    pub fn output(&mut self, name: &str, v: ValueId) {
+        self.g.outputs.push((name.to_string(), v));
+    }
+
+    /// Conv2d with weight `{path}.weight` (cout, cin, k, k) and optional `{path}.bias`.
+    pub fn conv2d(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: [usize; 4],
+        bias: bool,
+    ) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        if s.len() != 4 {
+            return Err(Error::shape(
+                path,
+                format!("conv2d wants NCHW input, got {s:?}"),
+            ));
+        }
+        let (n, cin, h, w) = (s[0], s[1], s[2], s[3]);
+        let hp = h + pad[0] + pad[1];
+        let wp = w + pad[2] + pad[3];
+        if hp < k || wp < k || stride == 0 {
+            return Err(Error::shape(
+                path,
+                format!("kernel {k}x{k} does not fit padded input {hp}x{wp}"),
+            ));
+        }
+        let ho = (hp - k) / stride + 1;
+        let wo = (wp - k) / stride + 1;
+        let weight = self.param(path_param(path, "weight"), vec![cout, cin, k, k])?;
+        let bias = if bias {
+            Some(self.param(path_param(path, "bias"), vec![cout])?)
+        } else {
+            None
+        };
+        let spec = Conv2dSpec {
+            weight,
+            bias,
+            cin,
+            cout,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+            temporal: false,
+            residual: false,
+        };
+        Ok(self.push(
+            path,
+            Op::Conv2d(spec),
+            vec![x],
+            vec![n, cout, ho, wo],
+            DType::F32,
+        ))
+    }
+
+    /// Temporal convolution over x (B, C, F, P) (P = H·W positions): a Conv3d with kernel
+    /// (k, 1, 1) and padding ((k-1)/2, 0, 0), weight `{path}.weight` (cout, cin, k, 1, 1).
+    pub fn conv_temporal(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        cout: usize,
+        k: usize,
+    ) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        if s.len() != 4 || k % 2 == 0 {
+            return Err(Error::shape(
+                path,
+                format!("temporal conv (kernel {k}) wants (B, C, F, H·W), got {s:?}"),
+            ));
+        }
+        let cin = s[1];
+        let weight = self.param(path_param(path, "weight"), vec![cout, cin, k, 1, 1])?;
+        let bias = Some(self.param(path_param(path, "bias"), vec![cout])?);
+        let p = (k - 1) / 2;
+        let spec = Conv2dSpec {
+            weight,
+            bias,
+            cin,
+            cout,
+            kh: k,
+            kw: 1,
+            stride: 1,
+            pad: [p, p, 0, 0],
+            temporal: true,
+            residual: false,
+        };
+        let out = vec![s[0], cout, s[2], s[3]];
+        Ok(self.push(path, Op::Conv2d(spec), vec![x], out, DType::F32))
+    }
+
+    /// Linear over the last axis with weight `{path}.weight` (out, in).
+    pub fn linear(&mut self, path: &str, x: ValueId, out: usize, bias: bool) -> Result<ValueId> {
+        let mut s = self.shape(x).to_vec();
+        let inf = *s
+            .last()
+            .ok_or_else(|| Error::shape(path, "linear on a scalar"))?;
+        let weight = self.param(path_param(path, "weight"), vec![out, inf])?;
+        let bias = if bias {
+            Some(self.param(path_param(path, "bias"), vec![out])?)
+        } else {
+            None
+        };
+        *s.last_mut().unwrap() = out;
+        let op = Op::Linear {
+            weight,
+            bias,
+            residual: false,
+        };
+        Ok(self.push(path, op, vec![x], s, DType::F32))
+    }
+
+    /// Attention over q (B, Lq, H·D), k and v (B, Lk, Hkv·D) (plain values or cache views)
+    /// and, with `spec.bias`, an additive bias (Bb, Hb, Lq, Lk), Bb ∈ {1, B}, Hb ∈ {1, H}.
+    pub fn attention(
+        &mut self,
+        path: &str,
+        q: ValueId,
+        k: ValueId,
+        v: ValueId,
+        bias: Option<ValueId>,
+        spec: AttentionSpec,
+    ) -> Result<ValueId> {
+        let (qs, ks, vs) = (
+            self.shape(q).to_vec(),
+            self.shape(k).to_vec(),
+            self.shape(v).to_vec(),
+        );
+        let hd = spec.heads * spec.head_dim;
+        let kvd = spec.kv_heads * spec.head_dim;
+        let ok = qs.len() == 3
+            && ks.len() == 3
+            && vs.len() == 3
+            && qs[0] == ks[0]
+            && ks == vs
+            && qs[2] == hd
+            && ks[2] == kvd
+            && spec.heads > 0
+            && spec.head_dim > 0
+            && spec.kv_heads > 0
+            && spec.heads % spec.kv_heads == 0
+            && spec.scale.is_finite()
+            && spec.scale > 0.0;
+        if !ok {
+            return Err(Error::shape(
+                path,
+                format!(
+                    "attention with {} heads ({} key/value heads) of {}: q {qs:?}, k {ks:?}, v {vs:?}",
+                    spec.heads, spec.kv_heads, spec.head_dim
+                ),
+            ));
+        }
+        let views = [k, v].map(|x| self.g.nodes[self.g.values[x].producer].op.is_cache_view());
+        if views[0] != views[1] {
+            return Err(Error::shape(
+                path,
+                "attention keys and values must both be cache views or both be values",
+            ));
+        }
+        if spec.causal && qs[1] > ks[1] {
+            return Err(Error::shape(
+                path,
+                format!("causal attention needs Lq ≤ Lk, got q {qs:?}, k {ks:?}"),
+            ));
+        }
+        let mut inputs = vec![q, k, v];
+        match (spec.bias, bias) {
+            (true, Some(bv)) => {
+                let bs = self.shape(bv).to_vec();
+                let ok = bs.len() == 4
+                    && (bs[0] == 1 || bs[0] == qs[0])
+                    && (bs[1] == 1 || bs[1] == spec.heads)
+                    && bs[2] == qs[1]
+                    && bs[3] == ks[1];
+                if !ok {
+                    return Err(Error::shape(
+                        path,
+                        format!(
+                            "attention bias {bs:?}: expected (1 or {}, 1 or {}, {}, {})",
+                            qs[0], spec.heads, qs[1], ks[1]
+                        ),
+                    ));
+                }
+                inputs.push(bv);
+            }
+            (false, None) => {}
+            (want, _) => {
+                return Err(Error::shape(
+                    path,
+                    format!(
+                        "attention spec says bias = {want} but a bias input was {}given",
+                        if want { "not " } else { "" }
+                    ),
+                ))
+            }
+        }
+        Ok(self.push(path, Op::Attention(spec), inputs, qs, DType::F32))
+    }
+
+    /// Append x (B, L, C) to state cache `slot` of `capacity` rows; the output is a view of
+    /// the whole cache (B, capacity, C), which only attention may read.
+    pub fn cache_write(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        slot: usize,
+        capacity: usize,
+    ) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        if s.len() != 3 || s[1] > capacity || capacity == 0 {
+            return Err(Error::shape(
+                path,
+                format!("cache write of {s:?} into a cache of {capacity} rows: expected (B, L ≤ {capacity}, C)"),
+            ));
+        }
+        self.check_slot(path, slot, &[s[0], capacity, s[2]])?;
+        Ok(self.push(
+            path,
+            Op::CacheWrite { slot },
+            vec![x],
+            vec![s[0], capacity, s[2]],
+            DType::F32,
+        ))
+    }
+
+    /// A view of state cache `slot` (B, capacity, C) as earlier runs filled it.
+    pub fn cache_view(&mut self, path: &str, slot: usize, shape: [usize; 3]) -> Result<ValueId> {
+        if shape.contains(&0) {
+            return Err(Error::shape(path, format!("cache view of shape {shape:?}")));
+        }
+        self.check_slot(path, slot, &shape)?;
+        Ok(self.push(
+            path,
+            Op::CacheView { slot },
+            vec![],
+            shape.to_vec(),
+            DType::F32,
+        ))
+    }
+
+    /// Every node of one graph that touches a cache slot sees the same cache shape.
+    fn check_slot(&self, path: &str, slot: usize, shape: &[usize]) -> Result<()> {
+        for n in &self.g.nodes {
+            if let Op::CacheWrite { slot: s } | Op::CacheView { slot: s } = n.op {
+                let other = &self.g.values[n.output].shape;
+                if s == slot && other.as_slice() != shape {
+                    return Err(Error::shape(
+                        path,
+                        format!(
+                            "cache slot {slot} is {other:?} at {}, here {shape:?}",
+                            n.path
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The input rules every op shares: integer ids go only to embeddings, gathers and
+    /// reshapes; cache views go only to attention's keys and values.
+    fn check_inputs(&self, path: &str, op: &Op, inputs: &[ValueId]) -> Result<()> {
+        for (k, &x) in inputs.iter().enumerate() {
+            let v = &self.g.values[x];
+            let producer = &self.g.nodes[v.producer];
+            let ids_ok = match op {
+                Op::TokenEmbedding { .. } | Op::Reshape => true,
+                Op::GatherEos { .. } => k == 1,
+                _ => false,
+            };
+            if v.dtype != DType::F32 && !ids_ok {
+                return Err(Error::shape(
+                    path,
+                    format!(
+                        "{} reads {} ({}, {:?}); it takes f32",
+                        op.name(),
+                        producer.path,
+                        v.dtype.name(),
+                        v.shape
+                    ),
+                ));
+            }
+            let view_ok = matches!(op, Op::Attention(_)) && (k == 1 || k == 2);
+            if producer.op.is_cache_view() && !view_ok {
+                return Err(Error::shape(
+                    path,
+                    format!(
+                        "{} reads the cache view made at {}; only attention keys and values may",
+                        op.name(),
+                        producer.path
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn norm_params(&mut self, path: &str, c: usize) -> Result<(ParamId, ParamId)> {
+        Ok((
+            self.param(path_param(path, "weight"), vec![c])?,
+            self.param(path_param(path, "bias"), vec![c])?,
+        ))
+    }
+
+    pub fn group_norm(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        groups: usize,
+        eps: f32,
+        silu: bool,
+    ) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        if s.len() < 2 || groups == 0 || s[1] % groups != 0 {
+            return Err(Error::shape(
+                path,
+                format!(
+                    "group norm with {groups} groups over {s:?}: channels must divide into groups"
+                ),
+            ));
+        }
+        let (weight, bias) = self.norm_params(path, s[1])?;
+        let op = Op::GroupNorm {
+            groups,
+            eps,
+            weight,
+            bias,
+            silu,
+        };
+        Ok(self.push(path, op, vec![x], s, DType::F32))
+    }
+
+    pub fn layer_norm(&mut self, path: &str, x: ValueId, eps: f32) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        let c = *s
+            .last()
+            .ok_or_else(|| Error::shape(path, "layer norm on a scalar"))?;
+        let (weight, bias) = self.norm_params(path, c)?;
+        Ok(self.push(
+            path,
+            Op::LayerNorm { eps, weight, bias },
+            vec![x],
+            s,
+            DType::F32,
+        ))
+    }
+
+    /// RMS norm over the last axis with weight `{path}.weight` (C).
+    pub fn rms_norm(&mut self, path: &str, x: ValueId, eps: f32) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        let c = *s
+            .last()
+            .ok_or_else(|| Error::shape(path, "rms norm on a scalar"))?;
+        let weight = self.param(path_param(path, "weight"), vec![c])?;
+        Ok(self.push(path, Op::RmsNorm { eps, weight }, vec![x], s, DType::F32))
+    }
+
+    /// Rotary position embedding of x (B, L, heads·head_dim) at the run's positions.
+    pub fn rope(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        heads: usize,
+        head_dim: usize,
+        theta: f32,
+    ) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        if s.len() != 3 || heads == 0 || head_dim % 2 != 0 || s[2] != heads * head_dim {
+            return Err(Error::shape(
+                path,
+                format!("rope over {s:?} with {heads} heads of {head_dim} (an even size): expected (B, L, {})", heads * head_dim),
+            ));
+        }
+        if !(theta.is_finite() && theta > 0.0) {
+            return Err(Error::shape(
+                path,
+                format!("rope theta {theta}: must be positive"),
+            ));
+        }
+        let op = Op::Rope {
+            heads,
+            head_dim,
+            theta,
+        };
+        Ok(self.push(path, op, vec![x], s, DType::F32))
+    }
+
+    pub fn act(&mut self, path: &str, x: ValueId, kind: ActKind) -> ValueId {
+        let s = self.shape(x).to_vec();
+        self.push(path, Op::Activation(kind), vec![x], s, DType::F32)
+    }
+
+    pub fn geglu(&mut self, path: &str, x: ValueId) -> Result<ValueId> {
+        let mut s = self.shape(x).to_vec();
+        let last = s
+            .last_mut()
+            .ok_or_else(|| Error::shape(path, "geglu on a scalar"))?;
+        if *last % 2 != 0 {
+            return Err(Error::shape(
+                path,
+                format!("geglu wants an even last axis, got {s:?}"),
+            ));
+        }
+        *last /= 2;
+        Ok(self.push(path, Op::Geglu, vec![x], s, DType::F32))
+    }
+
+    fn check_broadcast(&self, path: &str, a: ValueId, b: ValueId) -> Result<Vec<usize>> {
+        let (sa, sb) = (self.shape(a).to_vec(), self.shape(b).to_vec());
+        let ok = sb.len() <= sa.len()
+            && sb
+                .iter()
+                .rev()
+                .zip(sa.iter().rev())
+                .all(|(&db, &da)| db == da || db == 1);
+        if !ok {
+            return Err(Error::shape(
+                path,
+                format!("cannot broadcast {sb:?} onto {sa:?}"),
+            ));
+        }
+        Ok(sa)
+    }
+
+    pub fn add(&mut self, path: &str, a: ValueId, b: ValueId) -> Result<ValueId> {
+        let s = self.check_broadcast(path, a, b)?;
+        Ok(self.push(path, Op::Add, vec![a, b], s, DType::F32))
+    }
+
+    pub fn mul(&mut self, path: &str, a: ValueId, b: ValueId) -> Result<ValueId> {
+        let s = self.check_broadcast(path, a, b)?;
+        Ok(self.push(path, Op::Mul, vec![a, b], s, DType::F32))
+    }
+
+    pub fn scale(&mut self, path: &str, x: ValueId, factor: f32) -> ValueId {
+        let s = self.shape(x).to_vec();
+        self.push(path, Op::Scale { factor }, vec![x], s, DType::F32)
+    }
+
+    pub fn clamp(&mut self, path: &str, x: ValueId, min: f32, max: f32) -> ValueId {
+        let s = self.shape(x).to_vec();
+        self.push(path, Op::Clamp { min, max }, vec![x], s, DType::F32)
+    }
+
+    pub fn concat(&mut self, path: &str, xs: &[ValueId], axis: usize) -> Result<ValueId> {
+        if xs.is_empty() {
+            return Err(Error::shape(path, "concat of no values"));
+        }
+        let first = self.shape(xs[0]).to_vec();
+        let mut s = first.clone();
+        if axis >= s.len() {
+            return Err(Error::shape(path, format!("concat axis {axis} of {s:?}")));
+        }
+        s[axis] = 0;
+        for &x in xs {
+            let sx = self.shape(x);
+            let same = sx.len() == first.len()
+                && sx
+                    .iter()
+                    .zip(&first)
+                    .enumerate()
+                    .all(|(i, (a, b))| i == axis || a == b);
+            if !same {
+                return Err(Error::shape(
+                    path,
+                    format!("concat along {axis}: {first:?} and {sx:?} differ elsewhere"),
+                ));
+            }
+            s[axis] += sx[axis];
+        }
+        Ok(self.push(path, Op::Concat { axis }, xs.to_vec(), s, DType::F32))
+    }
+
+    pub fn slice(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        axis: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<ValueId> {
+        let mut s = self.shape(x).to_vec();
+        if axis >= s.len() || start + len > s[axis] {
+            return Err(Error::shape(
+                path,
+                format!("slice {start}..{} of axis {axis} of {s:?}", start + len),
+            ));
+        }
+        s[axis] = len;
+        Ok(self.push(path, Op::Slice { axis, start, len }, vec![x], s, DType::F32))
+    }
+
+    pub fn permute(&mut self, path: &str, x: ValueId, perm: &[usize]) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        let mut seen = vec![false; s.len()];
+        if perm.len() != s.len()
+            || perm
+                .iter()
+                .any(|&p| p >= s.len() || std::mem::replace(&mut seen[p], true))
+        {
+            return Err(Error::shape(path, format!("permutation {perm:?} of {s:?}")));
+        }
+        let out = perm.iter().map(|&p| s[p]).collect();
+        Ok(self.push(
+            path,
+            Op::Permute {
+                perm: perm.to_vec(),
+            },
+            vec![x],
+            out,
+            DType::F32,
+        ))
+    }
+
+    pub fn reshape(&mut self, path: &str, x: ValueId, shape: &[usize]) -> Result<ValueId> {
+        let s = self.shape(x);
+        if s.iter().product::<usize>() != shape.iter().product::<usize>() {
+            return Err(Error::shape(
+                path,
+                format!("cannot view {s:?} as {shape:?}"),
+            ));
+        }
+        let dt = self.g.values[x].dtype;
+        Ok(self.push(path, Op::Reshape, vec![x], shape.to_vec(), dt))
+    }
+
+    /// Nearest resize of the last two axes to (h, w).
+    pub fn upsample_nearest(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        h: usize,
+        w: usize,
+    ) -> Result<ValueId> {
+        let mut s = self.shape(x).to_vec();
+        let n = s.len();
+        if n < 2 || h == 0 || w == 0 {
+            return Err(Error::shape(path, format!("upsample of {s:?} to {h}x{w}")));
+        }
+        s[n - 2] = h;
+        s[n - 1] = w;
+        Ok(self.push(path, Op::UpsampleNearest { h, w }, vec![x], s, DType::F32))
+    }
+
+    pub fn timestep_proj(
+        &mut self,
+        path: &str,
+        t: ValueId,
+        dim: usize,
+        flip_sin_to_cos: bool,
+        downscale_freq_shift: f32,
+    ) -> Result<ValueId> {
+        let s = self.shape(t).to_vec();
+        if s.len() != 1 {
+            return Err(Error::shape(
+                path,
+                format!("timesteps must be (B,), got {s:?}"),
+            ));
+        }
+        let op = Op::TimestepProj {
+            dim,
+            flip_sin_to_cos,
+            downscale_freq_shift,
+        };
+        Ok(self.push(path, op, vec![t], vec![s[0], dim], DType::F32))
+    }
+
+    pub fn token_embedding(
+        &mut self,
+        path: &str,
+        ids: ValueId,
+        vocab: usize,
+        dim: usize,
+    ) -> Result<ValueId> {
+        let mut s = self.shape(ids).to_vec();
+        if !self.g.values[ids].dtype.is_int() {
+            return Err(Error::shape(
+                path,
+                format!(
+                    "token ids {s:?} are {}; they must be integers",
+                    self.g.values[ids].dtype.name()
+                ),
+            ));
+        }
+        let table = self.param(path_param(path, "weight"), vec![vocab, dim])?;
+        s.push(dim);
+        Ok(self.push(path, Op::TokenEmbedding { table }, vec![ids], s, DType::F32))
+    }
+
+    pub fn position_embedding(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        max_positions: usize,
+    ) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        if s.len() != 3 || s[1] > max_positions {
+            return Err(Error::shape(
+                path,
+                format!("position embedding of {max_positions} positions over {s:?}"),
+            ));
+        }
+        let table = self.param(path_param(path, "weight"), vec![max_positions, s[2]])?;
+        Ok(self.push(
+            path,
+            Op::PositionEmbedding { table },
+            vec![x],
+            s,
+            DType::F32,
+        ))
+    }
+
+    pub fn gather_eos(
+        &mut self,
+        path: &str,
+        hidden: ValueId,
+        ids: ValueId,
+        eos_id: Option<u32>,
+    ) -> Result<ValueId> {
+        let (hs, is) = (self.shape(hidden).to_vec(), self.shape(ids).to_vec());
+        if hs.len() != 3 || is.len() != 2 || hs[..2] != is[..] || !self.g.values[ids].dtype.is_int()
+        {
+            return Err(Error::shape(
+                path,
+                format!("gather_eos over {hs:?} by ids {is:?}"),
+            ));
+        }
+        Ok(self.push(
+            path,
+            Op::GatherEos { eos_id },
+            vec![hidden, ids],
+            vec![hs[0], hs[2]],
+            DType::F32,
+        ))
+    }
+}

@@ -1,0 +1,556 @@
+//! The closed operator set and its contract.
+//!
+//! Everything prism knows about an operator that does not depend on a kernel sits here, in
+//! one `match` per question, none with a wildcard: its name, its [`Category`] in the paper's
+//! taxonomy, the parameters it reads, the FLOPs torch's `FlopCounterMode` would count for it
+//! and the torch operator it files them under, and its element-wise work. Its shape rule is
+//! the [`GraphBuilder`](crate::GraphBuilder) method of the same name; its kernels, scratch
+//! and reference are matched just as exhaustively in `prism-runtime` (`exec.rs`, `plan.rs`)
+//! and `prism-core::reference`. Adding a variant therefore fails to compile until every one
+//! of those exists; `docs/ARCHITECTURE.md` ("Add an op") lists them.
+
+use crate::ParamId;
+
+/// The paper's operator taxonomy (Golden et al.); every node has exactly one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    Conv,
+    Linear,
+    Attention,
+    GroupNorm,
+    LayerNorm,
+    Activation,
+    Elementwise,
+    Resample,
+    Embedding,
+    Other,
+}
+
+impl Category {
+    pub const ALL: [Category; 10] = [
+        Category::Conv,
+        Category::Linear,
+        Category::Attention,
+        Category::GroupNorm,
+        Category::LayerNorm,
+        Category::Activation,
+        Category::Elementwise,
+        Category::Resample,
+        Category::Embedding,
+        Category::Other,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Conv => "Conv",
+            Category::Linear => "Linear",
+            Category::Attention => "Attention",
+            Category::GroupNorm => "GroupNorm",
+            Category::LayerNorm => "LayerNorm",
+            Category::Activation => "Activation",
+            Category::Elementwise => "Elementwise",
+            Category::Resample => "Resample",
+            Category::Embedding => "Embedding",
+            Category::Other => "Other",
+        }
+    }
+}
+
+/// What an attention node attends over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttentionKind {
+    /// Spatial self attention (queries and keys are the same latent pixels).
+    SelfAttn,
+    /// Cross attention from latent pixels to text tokens.
+    Cross,
+    /// Attention across frames at each spatial position.
+    Temporal,
+    /// Causal (autoregressive / text-encoder) self attention.
+    Causal,
+}
+
+impl AttentionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionKind::SelfAttn => "self",
+            AttentionKind::Cross => "cross",
+            AttentionKind::Temporal => "temporal",
+            AttentionKind::Causal => "causal",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActKind {
+    Silu,
+    /// Exact GELU, 0.5·x·(1 + erf(x/√2)).
+    Gelu,
+    /// Tanh approximation of GELU.
+    GeluTanh,
+    /// x·sigmoid(1.702·x), OpenAI CLIP's activation.
+    QuickGelu,
+}
+
+impl ActKind {
+    pub const ALL: [ActKind; 4] = [
+        ActKind::Silu,
+        ActKind::Gelu,
+        ActKind::GeluTanh,
+        ActKind::QuickGelu,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            ActKind::Silu => "silu",
+            ActKind::Gelu => "gelu",
+            ActKind::GeluTanh => "gelu_tanh",
+            ActKind::QuickGelu => "quick_gelu",
+        }
+    }
+    /// Element-wise operations per element (neg, exp, add, div for the sigmoid forms).
+    fn elem_ops(self) -> u64 {
+        match self {
+            ActKind::Silu | ActKind::QuickGelu => 4,
+            ActKind::Gelu | ActKind::GeluTanh => 8,
+        }
+    }
+}
+
+/// 2-D convolution over NCHW input; weight is (cout, cin, kh, kw).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv2dSpec {
+    pub weight: ParamId,
+    pub bias: Option<ParamId>,
+    pub cin: usize,
+    pub cout: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    /// Zero padding: top, bottom, left, right.
+    pub pad: [usize; 4],
+    /// A temporal convolution: a (k, 1, 1) Conv3d over frames, run as a (k × 1) conv on
+    /// (B, C, F, H·W). Reports keep it apart from spatial convolutions.
+    pub temporal: bool,
+    /// A second input of the output's shape is added (a fused residual connection).
+    pub residual: bool,
+}
+
+/// Scaled-dot-product attention as one node. Inputs q (B, Lq, H·D), k and v (B, Lk, Hkv·D)
+/// and, with `bias`, an additive bias (Bb, Hb, Lq, Lk) with Bb ∈ {1, B}, Hb ∈ {1, H};
+/// output (B, Lq, H·D). Per head h: `softmax(q·kᵀ·scale + bias [+ causal mask])·v`, reading
+/// key/value head `h / (H / Hkv)` (grouped-query attention when Hkv < H).
+///
+/// Causal attention lets query i see keys `j ≤ i + (Lk − Lq)`: the queries are the last Lq
+/// positions of the key sequence, as in a decode step over a KV cache. k and v may be cache
+/// views ([`Op::CacheWrite`], [`Op::CacheView`]) whose static length is the cache's capacity;
+/// then Lk is the cache's length when the node runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionSpec {
+    pub kind: AttentionKind,
+    pub heads: usize,
+    /// Key/value heads (= `heads` for multi-head attention).
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    pub causal: bool,
+    /// A fourth input is added to the scores (a padding mask as −∞, a relative position bias).
+    pub bias: bool,
+}
+
+impl AttentionSpec {
+    /// Multi-head attention without bias (kv_heads = heads).
+    pub fn mha(kind: AttentionKind, heads: usize, head_dim: usize, causal: bool) -> Self {
+        Self {
+            kind,
+            heads,
+            kv_heads: heads,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            causal,
+            bias: false,
+        }
+    }
+}
+
+/// The closed operator set (see the module docs for its contract).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// A graph input (no computation).
+    Input {
+        name: String,
+    },
+    Conv2d(Conv2dSpec),
+    /// y = x·Wᵀ + b [+ r] over the last axis; weight (out, in). With `residual`, a second
+    /// input r of y's shape is added (a fused residual connection).
+    Linear {
+        weight: ParamId,
+        bias: Option<ParamId>,
+        residual: bool,
+    },
+    /// Fused GEGLU projection: y = h[..., :n] · gelu(h[..., n:]) with h = x·Wᵀ + b, W (2n, in),
+    /// computed a row block at a time so h is never written whole.
+    LinearGeglu {
+        weight: ParamId,
+        bias: ParamId,
+    },
+    Attention(AttentionSpec),
+    /// Group norm over (N, C, ...) with per-channel affine; optionally followed by SiLU.
+    GroupNorm {
+        groups: usize,
+        eps: f32,
+        weight: ParamId,
+        bias: ParamId,
+        silu: bool,
+    },
+    /// Layer norm over the last axis.
+    LayerNorm {
+        eps: f32,
+        weight: ParamId,
+        bias: ParamId,
+    },
+    /// RMS norm over the last axis, x / sqrt(mean(x²) + eps) · weight (Llama's `LlamaRMSNorm`,
+    /// T5's `T5LayerNorm`).
+    RmsNorm {
+        eps: f32,
+        weight: ParamId,
+    },
+    Activation(ActKind),
+    /// GEGLU gate: input (..., 2n) → x[..., :n] · gelu(x[..., n:]).
+    Geglu,
+    /// a + b, b broadcast to a's shape (numpy rules, trailing alignment).
+    Add,
+    /// a · b, b broadcast to a's shape.
+    Mul,
+    /// x · factor.
+    Scale {
+        factor: f32,
+    },
+    /// clamp(x, min, max).
+    Clamp {
+        min: f32,
+        max: f32,
+    },
+    Concat {
+        axis: usize,
+    },
+    /// x[..., start..start+len, ...] along `axis`.
+    Slice {
+        axis: usize,
+        start: usize,
+        len: usize,
+    },
+    /// Reorder axes (a copy).
+    Permute {
+        perm: Vec<usize>,
+    },
+    /// Same data, new shape (no copy; the output shape is the value's shape).
+    Reshape,
+    /// Nearest-neighbour resize of the two last axes to (h, w), as torch's
+    /// `interpolate(mode="nearest")`: source index ⌊i·in/out⌋.
+    UpsampleNearest {
+        h: usize,
+        w: usize,
+    },
+    /// Sinusoidal timestep features: (B,) → (B, dim), diffusers' `get_timestep_embedding`.
+    TimestepProj {
+        dim: usize,
+        flip_sin_to_cos: bool,
+        downscale_freq_shift: f32,
+    },
+    /// Token ids (B, L), integers → rows of a table (V, D): (B, L, D).
+    TokenEmbedding {
+        table: ParamId,
+    },
+    /// x (B, L, D) + table[p..p+L], p the run's position offset (the tokens already in the
+    /// state's caches; 0 for a stateless run).
+    PositionEmbedding {
+        table: ParamId,
+    },
+    /// Rotary position embedding (transformers' `rotate_half` form, as Llama) of x
+    /// (B, L, H·D) at positions p..p+L, p the run's position offset: per head, pairs
+    /// (x[i], x[i + D/2]) rotated by (p+l)·θ^(−2i/D).
+    Rope {
+        heads: usize,
+        head_dim: usize,
+        theta: f32,
+    },
+    /// Append x (B, L, C) to the state's cache `slot` (B, capacity, C) at the run's position
+    /// offset; the output is a view of the whole cache, valid up to offset + L. Only attention
+    /// reads cache views.
+    CacheWrite {
+        slot: usize,
+    },
+    /// A view of the state's cache `slot` as earlier runs left it (B, capacity, C), valid up to
+    /// the cache's length (cross-attention keys computed once, for instance).
+    CacheView {
+        slot: usize,
+    },
+    /// Pick one row per batch item of hidden (B, L, D) by the token ids (B, L): the first
+    /// position of `eos_id`, or (eos_id = None) the position of the largest id, as CLIP's
+    /// pooler does.
+    GatherEos {
+        eos_id: Option<u32>,
+    },
+}
+
+/// The shapes a node's cost is computed from.
+pub struct CostShapes<'a> {
+    pub inputs: Vec<&'a [usize]>,
+    pub output: &'a [usize],
+    /// Parameter shapes, in [`Op::params`] order.
+    pub params: Vec<&'a [usize]>,
+}
+
+fn prod(s: &[usize]) -> u64 {
+    s.iter().map(|&d| d as u64).product()
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Conv2d(_) => "conv2d",
+            Op::Linear {
+                residual: false, ..
+            } => "linear",
+            Op::Linear { residual: true, .. } => "linear_residual",
+            Op::LinearGeglu { .. } => "linear_geglu",
+            Op::Attention(_) => "attention",
+            Op::GroupNorm { silu: false, .. } => "group_norm",
+            Op::GroupNorm { silu: true, .. } => "group_norm_silu",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::Activation(a) => a.name(),
+            Op::Geglu => "geglu",
+            Op::Add => "add",
+            Op::Mul => "mul",
+            Op::Scale { .. } => "scale",
+            Op::Clamp { .. } => "clamp",
+            Op::Concat { .. } => "concat",
+            Op::Slice { .. } => "slice",
+            Op::Permute { .. } => "permute",
+            Op::Reshape => "reshape",
+            Op::UpsampleNearest { .. } => "upsample_nearest",
+            Op::TimestepProj { .. } => "timestep_proj",
+            Op::TokenEmbedding { .. } => "token_embedding",
+            Op::PositionEmbedding { .. } => "position_embedding",
+            Op::Rope { .. } => "rope",
+            Op::CacheWrite { .. } => "cache_write",
+            Op::CacheView { .. } => "cache_view",
+            Op::GatherEos { .. } => "gather_eos",
+        }
+    }
+
+    pub fn category(&self) -> Category {
+        match self {
+            Op::Conv2d(_) => Category::Conv,
+            Op::Linear { .. } | Op::LinearGeglu { .. } => Category::Linear,
+            Op::Attention(_) => Category::Attention,
+            Op::GroupNorm { .. } => Category::GroupNorm,
+            Op::LayerNorm { .. } | Op::RmsNorm { .. } => Category::LayerNorm,
+            Op::Activation(_) | Op::Geglu => Category::Activation,
+            Op::Add | Op::Mul | Op::Scale { .. } | Op::Clamp { .. } | Op::Concat { .. } => {
+                Category::Elementwise
+            }
+            Op::UpsampleNearest { .. } => Category::Resample,
+            Op::TimestepProj { .. }
+            | Op::TokenEmbedding { .. }
+            | Op::PositionEmbedding { .. }
+            | Op::Rope { .. } => Category::Embedding,
+            Op::Input { .. }
+            | Op::Slice { .. }
+            | Op::Permute { .. }
+            | Op::Reshape
+            | Op::CacheWrite { .. }
+            | Op::CacheView { .. }
+            | Op::GatherEos { .. } => Category::Other,
+        }
+    }
+
+    /// Parameters the node reads, in a fixed order.
+    pub fn params(&self) -> Vec<ParamId> {
+        match self {
+            Op::Conv2d(c) => std::iter::once(c.weight).chain(c.bias).collect(),
+            Op::Linear { weight, bias, .. } => std::iter::once(*weight).chain(*bias).collect(),
+            Op::LinearGeglu { weight, bias } => vec![*weight, *bias],
+            Op::GroupNorm { weight, bias, .. } | Op::LayerNorm { weight, bias, .. } => {
+                vec![*weight, *bias]
+            }
+            Op::RmsNorm { weight, .. } => vec![*weight],
+            Op::TokenEmbedding { table } | Op::PositionEmbedding { table } => vec![*table],
+            Op::Input { .. }
+            | Op::Attention(_)
+            | Op::Activation(_)
+            | Op::Geglu
+            | Op::Add
+            | Op::Mul
+            | Op::Scale { .. }
+            | Op::Clamp { .. }
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Permute { .. }
+            | Op::Reshape
+            | Op::UpsampleNearest { .. }
+            | Op::TimestepProj { .. }
+            | Op::Rope { .. }
+            | Op::CacheWrite { .. }
+            | Op::CacheView { .. }
+            | Op::GatherEos { .. } => vec![],
+        }
+    }
+
+    /// Does the node compute nothing (its output is its input's data or a view of state)?
+    pub fn moves_no_data(&self) -> bool {
+        match self {
+            Op::Input { .. } | Op::Reshape | Op::CacheView { .. } => true,
+            Op::Conv2d(_)
+            | Op::Linear { .. }
+            | Op::LinearGeglu { .. }
+            | Op::Attention(_)
+            | Op::GroupNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::RmsNorm { .. }
+            | Op::Activation(_)
+            | Op::Geglu
+            | Op::Add
+            | Op::Mul
+            | Op::Scale { .. }
+            | Op::Clamp { .. }
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Permute { .. }
+            | Op::UpsampleNearest { .. }
+            | Op::TimestepProj { .. }
+            | Op::TokenEmbedding { .. }
+            | Op::PositionEmbedding { .. }
+            | Op::Rope { .. }
+            | Op::CacheWrite { .. }
+            | Op::GatherEos { .. } => false,
+        }
+    }
+
+    /// Is the output a view of a state cache rather than an activation buffer?
+    pub fn is_cache_view(&self) -> bool {
+        matches!(self, Op::CacheWrite { .. } | Op::CacheView { .. })
+    }
+
+    /// The torch operator `FlopCounterMode` files this node's FLOPs under: `convolution`
+    /// (aten.convolution), `linear` (aten.addmm, aten.mm or aten.bmm: which one torch picks
+    /// depends on bias and on whether the input is a contiguous view, so they are one kind
+    /// here) or `attention` (aten._scaled_dot_product_*). None: torch counts nothing for it.
+    pub fn torch_op(&self) -> Option<&'static str> {
+        match self {
+            Op::Conv2d(_) => Some("convolution"),
+            Op::Linear { .. } | Op::LinearGeglu { .. } => Some("linear"),
+            Op::Attention(_) => Some("attention"),
+            Op::Input { .. }
+            | Op::GroupNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::RmsNorm { .. }
+            | Op::Activation(_)
+            | Op::Geglu
+            | Op::Add
+            | Op::Mul
+            | Op::Scale { .. }
+            | Op::Clamp { .. }
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Permute { .. }
+            | Op::Reshape
+            | Op::UpsampleNearest { .. }
+            | Op::TimestepProj { .. }
+            | Op::TokenEmbedding { .. }
+            | Op::PositionEmbedding { .. }
+            | Op::Rope { .. }
+            | Op::CacheWrite { .. }
+            | Op::CacheView { .. }
+            | Op::GatherEos { .. } => None,
+        }
+    }
+
+    /// FLOPs as torch's `FlopCounterMode` counts them: 2 per multiply-add of convolutions and
+    /// matrix products (bias excluded) and attention's two products, 4·B·H·Lq·Lk·D (causal
+    /// attention counted in full, as torch does). `lk` overrides the keys' static length (a
+    /// cache view's live length); every other op counts 0.
+    pub fn flops(&self, s: &CostShapes, lk: Option<usize>) -> u64 {
+        match self {
+            Op::Conv2d(c) => 2 * prod(s.output) * (c.cin * c.kh * c.kw) as u64,
+            Op::Linear { .. } => {
+                let w = s.params[0];
+                2 * (prod(s.output) / w[0] as u64) * prod(w)
+            }
+            Op::LinearGeglu { .. } => {
+                // y has n = out/2 features per row; the product has 2n.
+                let w = s.params[0];
+                2 * (prod(s.output) / (w[0] as u64 / 2)) * prod(w)
+            }
+            Op::Attention(a) => {
+                let (q, k) = (s.inputs[0], s.inputs[1]);
+                let lk = lk.unwrap_or(k[1]);
+                4 * (q[0] * a.heads * q[1] * lk * a.head_dim) as u64
+            }
+            Op::Input { .. }
+            | Op::GroupNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::RmsNorm { .. }
+            | Op::Activation(_)
+            | Op::Geglu
+            | Op::Add
+            | Op::Mul
+            | Op::Scale { .. }
+            | Op::Clamp { .. }
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Permute { .. }
+            | Op::Reshape
+            | Op::UpsampleNearest { .. }
+            | Op::TimestepProj { .. }
+            | Op::TokenEmbedding { .. }
+            | Op::PositionEmbedding { .. }
+            | Op::Rope { .. }
+            | Op::CacheWrite { .. }
+            | Op::CacheView { .. }
+            | Op::GatherEos { .. } => 0,
+        }
+    }
+
+    /// Element-wise operations torch does not count, one per elementary operation per element.
+    pub fn elem_ops(&self, s: &CostShapes, lk: Option<usize>) -> u64 {
+        let out = prod(s.output);
+        let per_output = match self {
+            Op::Attention(a) => {
+                // scale, max, exp, sum, normalize per score (+ the bias add)
+                let (q, k) = (s.inputs[0], s.inputs[1]);
+                let lk = lk.unwrap_or(k[1]);
+                let per_score = if a.bias { 6 } else { 5 };
+                return per_score * (q[0] * a.heads * q[1] * lk) as u64;
+            }
+            // mean and variance (2), normalize (2), affine (2); SiLU adds 4.
+            Op::GroupNorm { silu: false, .. } | Op::LayerNorm { .. } => 6,
+            Op::GroupNorm { silu: true, .. } => 10,
+            // square-sum (2), normalize (1), scale (1)
+            Op::RmsNorm { .. } => 4,
+            Op::Activation(a) => a.elem_ops(),
+            // gelu of the gate, then the product
+            Op::Geglu | Op::LinearGeglu { .. } => 9,
+            Op::Add | Op::Mul | Op::Scale { .. } | Op::Clamp { .. } => 1,
+            // the residual add
+            Op::Linear { residual, .. } => u64::from(*residual),
+            Op::Conv2d(c) => u64::from(c.residual),
+            Op::PositionEmbedding { .. } => 1,
+            // sin and cos of t·f
+            Op::TimestepProj { .. } => 2,
+            // two products and an add per element (cos and sin per pair)
+            Op::Rope { .. } => 4,
+            Op::Input { .. }
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Permute { .. }
+            | Op::Reshape
+            | Op::UpsampleNearest { .. }
+            | Op::TokenEmbedding { .. }
+            | Op::CacheWrite { .. }
+            | Op::CacheView { .. }
+            | Op::GatherEos { .. } => 0,
+        };
+        per_output * out
+    }
+}

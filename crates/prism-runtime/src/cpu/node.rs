@@ -1,0 +1,358 @@
+//! Kernel dispatch: one arm per op, no wildcard (an op the CPU backend cannot run does not
+//! compile).
+
+use super::{take_buffer, BufferPool, Slot};
+use crate::{attn_geom, conv_geom, Plan, State, Weights};
+use prism_core::{Error, NodeId, Op, Result, Tensor};
+use prism_kernels::attention::AttnBias;
+use prism_kernels::{attention, bf16dot, conv, elementwise as ew, linear512, matmul, norm};
+
+/// Run node `i` of the plan: its output slot and the kernel variant that ran ("" where there
+/// is one).
+pub(crate) fn run_node(
+    plan: &Plan,
+    i: NodeId,
+    w: &Weights,
+    slots: &mut [Slot],
+    state: &mut State,
+    buffers: &mut BufferPool,
+) -> Result<(Slot, &'static str)> {
+    let graph = &plan.graph;
+    let kernels = &plan.kernels;
+    let last_use = &plan.last_use;
+    let mut variant = "";
+    let node = &graph.nodes[i];
+    let out_shape = graph.values[node.output].shape.clone();
+    let n_out: usize = out_shape.iter().product();
+    let offset = state.len();
+    // Cache ops and reshapes make no buffer.
+    let mut y = if node.op.moves_no_data() || node.op.is_cache_view() {
+        Vec::new()
+    } else {
+        take_buffer(buffers, n_out)
+    };
+    let arg = |k: usize| -> &Tensor {
+        match &slots[node.inputs[k]] {
+            Slot::Tensor(t) => t,
+            Slot::View { .. } | Slot::Empty => {
+                unreachable!("executor invariant: tensor inputs are computed before use")
+            }
+        }
+    };
+    match &node.op {
+        Op::Input { .. } => unreachable!("inputs are bound before the walk"),
+        Op::Conv2d(c) => {
+            let x = arg(0);
+            let g = conv_geom(graph, i, c);
+            let bias = c.bias.map(|b| w.f32(b));
+            let residual = c.residual.then(|| arg(1).data());
+            let kept = plan.keeps_filters && w.dtype() == crate::WeightDType::F32;
+            let imp = kernels.conv_for(&g, kept);
+            if kept && imp.is_winograd(&g) {
+                let u = w.winograd_filters(c.weight, imp, &g);
+                conv::conv2d_winograd_kept(
+                    imp,
+                    &g,
+                    x.data(),
+                    &u,
+                    bias.as_deref(),
+                    residual,
+                    &mut y,
+                );
+                variant = imp.name();
+            } else {
+                let wt = w.conv(c.weight);
+                variant =
+                    conv::conv2d_stored(imp, &g, x.data(), wt, bias.as_deref(), residual, &mut y)
+                        .name();
+            }
+        }
+        Op::Linear {
+            weight,
+            bias,
+            residual,
+        } => {
+            let x = arg(0);
+            let (out, inf) = (w.shape(*weight)[0], w.shape(*weight)[1]);
+            let rows = x.numel() / inf;
+            let b = bias.map(|b| w.f32(b));
+            let r = residual.then(|| arg(1).data());
+            if let Some(p) = w.linear_panels(*weight) {
+                linear512::linear(x.data(), &p, b.as_deref(), r, rows, inf, out, &mut y);
+                variant = "panels";
+            } else if let Some(bits) = w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
+                matmul::linear_res_bf16(x.data(), bits, b.as_deref(), r, rows, inf, out, &mut y);
+                variant = "bf16-dot";
+            } else {
+                let wt = w.f32(*weight);
+                matmul::linear_res(x.data(), &wt, b.as_deref(), r, rows, inf, out, &mut y);
+            }
+        }
+        Op::LinearGeglu { weight, bias } => {
+            let x = arg(0);
+            let (out2, inf) = (w.shape(*weight)[0], w.shape(*weight)[1]);
+            let rows = x.numel() / inf;
+            let b = w.f32(*bias);
+            if let Some(p) = w.linear_panels(*weight) {
+                matmul::linear_geglu_panels(x.data(), &p, &b, rows, inf, out2 / 2, &mut y);
+                variant = "panels";
+            } else if let Some(bits) = w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
+                let packed = bf16dot::pack_weights(bits, out2, inf);
+                matmul::linear_geglu_with(x.data(), rows, inf, out2 / 2, &mut y, |xb, r, hb| {
+                    matmul::linear_res_bf16_packed(xb, &packed, Some(&b), None, r, out2, hb)
+                });
+                variant = "bf16-dot";
+            } else {
+                let wt = w.f32(*weight);
+                matmul::linear_geglu(x.data(), &wt, &b, rows, inf, out2 / 2, &mut y);
+            }
+        }
+        Op::Attention(a) => {
+            // Keys and values: tensors, or cache views read in place up to their length.
+            let kv = |k: usize| -> (&[f32], Option<usize>) {
+                match &slots[node.inputs[k]] {
+                    Slot::Tensor(t) => (t.data(), None),
+                    Slot::View { slot, len } => (
+                        &state.cache(*slot).expect("a view names a made cache").data[..],
+                        Some(*len),
+                    ),
+                    Slot::Empty => unreachable!("executor invariant: inputs computed"),
+                }
+            };
+            let ((kd, lk), (vd, _)) = (kv(1), kv(2));
+            let g = attn_geom(graph, i, lk);
+            let bias = a.bias.then(|| {
+                let b = arg(3);
+                let s = b.shape();
+                AttnBias {
+                    data: b.data(),
+                    b_stride: if s[0] == 1 { 0 } else { s[1] * s[2] * s[3] },
+                    h_stride: if s[1] == 1 { 0 } else { s[2] * s[3] },
+                    cols: s[3],
+                }
+            });
+            let imp = kernels.attention_for(&g);
+            attention::attention_biased(imp, &g, arg(0).data(), kd, vd, bias, &mut y);
+            variant = if bias.is_some() && imp == attention::AttentionImpl::Flash {
+                "flash-gemm"
+            } else {
+                imp.name()
+            };
+        }
+        Op::GroupNorm {
+            groups,
+            eps,
+            weight,
+            bias,
+            silu,
+        } => {
+            let x = arg(0);
+            let s = x.shape();
+            let spatial: usize = s[2..].iter().product();
+            norm::group_norm(
+                x.data(),
+                s[0],
+                s[1],
+                spatial,
+                *groups,
+                *eps,
+                &w.f32(*weight),
+                &w.f32(*bias),
+                *silu,
+                &mut y,
+            );
+        }
+        Op::LayerNorm { eps, weight, bias } => {
+            let x = arg(0);
+            let d = *x.shape().last().expect("norms have an axis");
+            norm::layer_norm(x.data(), d, *eps, &w.f32(*weight), &w.f32(*bias), &mut y);
+        }
+        Op::RmsNorm { eps, weight } => {
+            let x = arg(0);
+            let d = *x.shape().last().expect("norms have an axis");
+            norm::rms_norm(x.data(), d, *eps, &w.f32(*weight), &mut y);
+        }
+        Op::Activation(kind) => ew::activation(*kind, arg(0).data(), &mut y),
+        Op::Geglu => ew::geglu(arg(0).data(), *out_shape.last().unwrap(), &mut y),
+        Op::Add | Op::Mul => {
+            let (a, b) = (arg(0), arg(1));
+            if matches!(node.op, Op::Add) {
+                ew::broadcast_binary(a.data(), a.shape(), b.data(), b.shape(), &mut y, |x, z| {
+                    x + z
+                });
+            } else {
+                ew::broadcast_binary(a.data(), a.shape(), b.data(), b.shape(), &mut y, |x, z| {
+                    x * z
+                });
+            }
+        }
+        Op::Scale { factor } => {
+            let f = *factor;
+            ew::map(arg(0).data(), &mut y, move |v| v * f);
+        }
+        Op::Clamp { min, max } => {
+            let (lo, hi) = (*min, *max);
+            ew::map(arg(0).data(), &mut y, move |v| v.clamp(lo, hi));
+        }
+        Op::Concat { axis } => {
+            let xs: Vec<&Tensor> = (0..node.inputs.len()).map(arg).collect();
+            let datas: Vec<&[f32]> = xs.iter().map(|t| t.data()).collect();
+            let shapes: Vec<&[usize]> = xs.iter().map(|t| t.shape()).collect();
+            ew::concat(&datas, &shapes, *axis, &mut y);
+        }
+        Op::Slice { axis, start, len } => {
+            let x = arg(0);
+            ew::slice(x.data(), x.shape(), *axis, *start, *len, &mut y);
+        }
+        Op::Permute { perm } => {
+            let x = arg(0);
+            ew::permute(x.data(), x.shape(), perm, &mut y);
+        }
+        Op::Reshape => {
+            let src = node.inputs[0];
+            // Last reader: take the buffer (no copy); otherwise copy it.
+            let t = if last_use[src] == Some(i) {
+                match slots[src].take() {
+                    Slot::Tensor(t) => t,
+                    Slot::View { .. } | Slot::Empty => unreachable!("reshape of a tensor"),
+                }
+            } else {
+                arg(0).clone()
+            };
+            return Ok((Slot::Tensor(t.reshape(&out_shape)?), variant));
+        }
+        Op::UpsampleNearest { h, w } => {
+            let x = arg(0);
+            let s = x.shape();
+            let nd = s.len();
+            let planes: usize = s[..nd - 2].iter().product();
+            ew::upsample_nearest(x.data(), planes, s[nd - 2], s[nd - 1], *h, *w, &mut y);
+        }
+        Op::TimestepProj {
+            dim,
+            flip_sin_to_cos,
+            downscale_freq_shift,
+        } => ew::timestep_embedding(
+            arg(0).data(),
+            *dim,
+            *flip_sin_to_cos,
+            *downscale_freq_shift,
+            &mut y,
+        ),
+        Op::TokenEmbedding { table } => {
+            let ids = arg(0)
+                .ids()
+                .expect("the builder gives embeddings integer ids");
+            let (vocab, d) = (w.shape(*table)[0], w.shape(*table)[1]);
+            let tab = w.f32(*table);
+            for (r, &id) in ids.iter().enumerate() {
+                if id < 0 || id as usize >= vocab {
+                    return Err(Error::input(
+                        &node.path,
+                        format!("token id {id} is outside the vocabulary of {vocab}"),
+                    ));
+                }
+                let id = id as usize;
+                y[r * d..(r + 1) * d].copy_from_slice(&tab[id * d..(id + 1) * d]);
+            }
+        }
+        Op::PositionEmbedding { table } => {
+            let x = arg(0);
+            let (l, d) = (x.shape()[1], x.shape()[2]);
+            let positions = w.shape(*table)[0];
+            if offset + l > positions {
+                return Err(Error::input(
+                    &node.path,
+                    format!(
+                        "positions {offset}..{} past the table's {positions}",
+                        offset + l
+                    ),
+                ));
+            }
+            let table = w.f32(*table);
+            let pos = &table[offset * d..(offset + l) * d];
+            ew::broadcast_binary(x.data(), x.shape(), pos, &[l, d], &mut y, |a, b| a + b);
+        }
+        Op::Rope {
+            heads,
+            head_dim,
+            theta,
+        } => {
+            let x = arg(0);
+            let s = x.shape();
+            ew::rope(
+                x.data(),
+                (s[0], s[1], *heads, *head_dim),
+                *theta,
+                offset,
+                &mut y,
+            );
+        }
+        Op::CacheWrite { slot } => {
+            let x = arg(0);
+            let [b, cap, c] = [out_shape[0], out_shape[1], out_shape[2]];
+            let l = x.shape()[1];
+            let cache = state.cache_mut(*slot, [b, cap, c])?;
+            for bi in 0..b {
+                let dst = &mut cache.data[(bi * cap + offset) * c..][..l * c];
+                dst.copy_from_slice(&x.data()[bi * l * c..][..l * c]);
+            }
+            return Ok((
+                Slot::View {
+                    slot: *slot,
+                    len: offset + l,
+                },
+                variant,
+            ));
+        }
+        Op::CacheView { slot } => {
+            let shape = [out_shape[0], out_shape[1], out_shape[2]];
+            match state.cache(*slot) {
+                Some(c) if c.shape == shape => {}
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "{}: reads cache {slot}, which no earlier run of this state filled as {shape:?}",
+                        node.path
+                    )))
+                }
+            }
+            return Ok((
+                Slot::View {
+                    slot: *slot,
+                    len: offset,
+                },
+                variant,
+            ));
+        }
+        Op::GatherEos { eos_id } => {
+            let (h, ids) = (arg(0), arg(1));
+            let ids = ids.ids().expect("the builder gives gathers integer ids");
+            let (b, l, d) = (h.shape()[0], h.shape()[1], h.shape()[2]);
+            for bi in 0..b {
+                let row = &ids[bi * l..(bi + 1) * l];
+                let pos = match eos_id {
+                    // torch.argmax: first index of the maximum.
+                    None => {
+                        row.iter()
+                            .enumerate()
+                            .fold(
+                                (0, i64::MIN),
+                                |(bi_, bv), (j, &v)| {
+                                    if v > bv {
+                                        (j, v)
+                                    } else {
+                                        (bi_, bv)
+                                    }
+                                },
+                            )
+                            .0
+                    }
+                    Some(e) => row.iter().position(|&v| v == i64::from(*e)).unwrap_or(0),
+                };
+                y[bi * d..(bi + 1) * d]
+                    .copy_from_slice(&h.data()[(bi * l + pos) * d..(bi * l + pos + 1) * d]);
+            }
+        }
+    }
+    Ok((Slot::Tensor(Tensor::new(out_shape, y)?), variant))
+}
