@@ -6,7 +6,7 @@ use prism_core::{Result, Tensor};
 use prism_kernels::attention::{attention, AttentionImpl, AttnGeom};
 use prism_kernels::conv::{conv2d, Conv2dGeom, ConvImpl};
 use prism_kernels::matmul::{matmul, MatRef, Par};
-use prism_models::pipeline::{LoadOptions, TextEncoder, Unet, VaePart};
+use prism_models::components::{LoadOptions, TextEncoder, Unet, VaePart};
 use prism_models::source::ModelSource;
 use prism_runtime::{Executor, NoObserver};
 use serde::Serialize;

@@ -4,10 +4,10 @@
 
 use prism_core::cost::{graph_costs, torch_op};
 use prism_core::Graph;
-use prism_models::clip::{self, ClipConfig};
+use prism_models::autoencoders::kl::{self as vae, VaeConfig};
+use prism_models::diffusion::unet2d::{self as unet, UNetConfig};
 use prism_models::source::{Component, ModelSource};
-use prism_models::unet::{self, UNetConfig};
-use prism_models::vae::{self, VaeConfig};
+use prism_models::text::clip::{self, ClipConfig};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

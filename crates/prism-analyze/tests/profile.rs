@@ -3,7 +3,8 @@
 
 use prism_analyze::hardware::builtin;
 use prism_analyze::Profiler;
-use prism_models::pipeline::{GenerateRequest, LoadOptions, StableDiffusion};
+use prism_models::components::LoadOptions;
+use prism_models::pipelines::sd::{GenerateRequest, StableDiffusion};
 use prism_models::source::ModelSource;
 use prism_runtime::{plan, Executor, KernelChoice};
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,7 +71,7 @@ fn trace_has_every_node_once_per_run() {
     }
     // Every non-input node of the UNet graph appears in each run.
     // The executor runs the fused graph.
-    let unet_graph = prism_models::unet::build(&sd.unet.cfg, 2, 16, 16, 77).unwrap();
+    let unet_graph = prism_models::diffusion::unet2d::build(&sd.unet.cfg, 2, 16, 16, 77).unwrap();
     let unet_nodes = KernelChoice::default().prepare(&unet_graph).nodes.len();
     let unet_inputs = 3;
     let report = prof.report("tiny", BTreeMap::new(), "naive", 5, 2);
@@ -118,7 +119,7 @@ fn category_times_add_up_to_stage_time() {
 fn buffer_plan_predicts_the_executors_live_set() {
     let exec = Executor::new(2).unwrap();
     let sd = StableDiffusion::load(&tiny(), &LoadOptions::default()).unwrap();
-    let g = prism_models::unet::build(&sd.unet.cfg, 2, 16, 16, 77).unwrap();
+    let g = prism_models::diffusion::unet2d::build(&sd.unet.cfg, 2, 16, 16, 77).unwrap();
     let inputs = vec![
         (
             "sample".to_string(),

@@ -7,16 +7,16 @@ use prism_analyze::bench::{self, BENCHES};
 use prism_analyze::{analyze, hardware, render, Profiler, Stage};
 use prism_kernels::attention::AttentionImpl;
 use prism_kernels::conv::ConvImpl;
-use prism_models::forward::{forward, ForwardComponent};
+use prism_models::components::LoadOptions;
 use prism_models::image::{check_output_path, save_png, write_atomic};
 use prism_models::io::{read_tensor, read_tensors_as_stored, write_tensors};
-use prism_models::pipeline::{
-    check_image_size, GenerateRequest, LoadOptions, Progress, StableDiffusion,
-};
-use prism_models::pipeline::{generation_graphs, native_size, GenerationShape};
+use prism_models::pipelines::forward::{forward, ForwardComponent};
+use prism_models::pipelines::sd::{check_image_size, GenerateRequest, StableDiffusion};
+use prism_models::pipelines::sd::{generation_graphs, native_size, GenerationShape};
+use prism_models::pipelines::t2v::{self as video, TextToVideo, VideoRequest, VideoShape};
+use prism_models::pipelines::Progress;
 use prism_models::schedulers::SCHEDULER_NAMES;
 use prism_models::source::{preset_names, ModelSource};
-use prism_models::video::{self, TextToVideo, VideoRequest, VideoShape};
 use prism_runtime::Executor;
 use prism_runtime::{KernelChoice, WeightDType};
 use std::collections::BTreeMap;
@@ -377,7 +377,7 @@ fn run(cli: Cli) -> Result<()> {
                 check_output_path(c, study.force)?;
             }
             let hw = exec.install(|| hardware::resolve(&study.hardware))?;
-            let analyze_graphs = |graphs: &[prism_models::pipeline::StageGraph], settings| {
+            let analyze_graphs = |graphs: &[prism_models::pipelines::StageGraph], settings| {
                 let stages: Vec<Stage> = graphs
                     .iter()
                     .map(|g| Stage {

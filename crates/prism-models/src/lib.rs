@@ -1,19 +1,25 @@
-//! prism-models: model configs and graph builders (one file per family), weight loading,
-//! the CLIP tokenizer, schedulers and pipelines.
+//! prism-models: model families as graph builders, and the pipelines that run them.
+//!
+//! - `nn/`: blocks shared by families (ResNet and transformer blocks, attention, sampling);
+//! - `text/`: text encoders and tokenizers (CLIP);
+//! - `diffusion/`: denoisers (UNet2D, UNet3D);
+//! - `autoencoders/`: latent ↔ pixel models (KL VAE);
+//! - `schedulers/`: one file per scheduler;
+//! - `pipelines/`: the `Pipeline` trait, its registry, and one file per pipeline family;
+//! - `components.rs`: a model component with its weights, runnable on its own;
+//! - `source.rs`, `config.rs`, `loader.rs`, `random.rs`, `io.rs`, `image.rs`: where models,
+//!   configs, weights and files come from and go to.
 
-pub mod blocks;
-pub mod clip;
+pub mod autoencoders;
+pub mod components;
 pub mod config;
-pub mod forward;
+pub mod diffusion;
 pub mod image;
 pub mod io;
 pub mod loader;
-pub mod pipeline;
+pub mod nn;
+pub mod pipelines;
 pub mod random;
 pub mod schedulers;
 pub mod source;
-pub mod tokenizer;
-pub mod unet;
-pub mod unet3d;
-pub mod vae;
-pub mod video;
+pub mod text;

@@ -4,7 +4,7 @@
 use crate::config::Cfg;
 use crate::loader::{self, KeyRules, TensorFiles};
 use crate::random::random_weights;
-use crate::tokenizer::{ClipTokenizer, PadToken};
+use crate::text::tokenizer::{ClipTokenizer, PadToken};
 use prism_core::{Error, Graph, Result};
 use prism_runtime::{WeightDType, Weights};
 use std::path::{Path, PathBuf};

@@ -2,9 +2,9 @@
 //! process-wide choice `PRISM_BF16_DOT=on` is made before anything asks): on CPUs where
 //! prism measures it slower than f32 FMAs it is otherwise never taken.
 
-use prism_models::forward::{forward, ForwardComponent};
+use prism_models::components::LoadOptions;
 use prism_models::io::{read_tensor, read_tensors};
-use prism_models::pipeline::LoadOptions;
+use prism_models::pipelines::forward::{forward, ForwardComponent};
 use prism_models::source::ModelSource;
 use prism_runtime::{Executor, WeightDType};
 use std::path::PathBuf;

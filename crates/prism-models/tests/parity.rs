@@ -3,9 +3,10 @@
 //! transformers 5.23.0).
 
 use prism_core::Tensor;
-use prism_models::forward::{forward, ForwardComponent};
+use prism_models::components::LoadOptions;
 use prism_models::io::{read_tensor, read_tensors};
-use prism_models::pipeline::{GenerateRequest, LoadOptions, StableDiffusion};
+use prism_models::pipelines::forward::{forward, ForwardComponent};
+use prism_models::pipelines::sd::{GenerateRequest, StableDiffusion};
 use prism_models::source::ModelSource;
 use prism_runtime::Executor;
 use std::collections::BTreeMap;
@@ -331,8 +332,8 @@ fn fused_and_unfused_graphs_agree() {
     use prism_core::fuse::{fuse, FuseOptions};
     use prism_runtime::KernelChoice;
     let (src, ins, want) = sd2_tiny_unet();
-    let unet = prism_models::pipeline::Unet::load(&src, &LoadOptions::default()).unwrap();
-    let g = prism_models::unet::build(&unet.cfg, 2, 8, 8, 77).unwrap();
+    let unet = prism_models::components::Unet::load(&src, &LoadOptions::default()).unwrap();
+    let g = prism_models::diffusion::unet2d::build(&unet.cfg, 2, 8, 8, 77).unwrap();
     let (fused, n) = fuse(&g, FuseOptions::ALL);
     assert!(
         n > 0 && fused.nodes.len() + n == g.nodes.len(),
@@ -373,7 +374,7 @@ fn kept_winograd_filters_change_nothing_but_memory() {
     use prism_kernels::conv::ConvImpl;
     use prism_runtime::{KernelChoice, WeightDType};
     let (src, ins, want) = sd2_tiny_unet();
-    let run = |unet: &prism_models::pipeline::Unet, ex: &Executor| {
+    let run = |unet: &prism_models::components::Unet, ex: &Executor| {
         unet.run(
             ex,
             &mut prism_runtime::NoObserver,
@@ -394,7 +395,7 @@ fn kept_winograd_filters_change_nothing_but_memory() {
             ..per_call_choice
         };
         let load = |opts: &LoadOptions| {
-            let mut unet = prism_models::pipeline::Unet::load(&src, opts).unwrap();
+            let mut unet = prism_models::components::Unet::load(&src, opts).unwrap();
             unet.repeats = true;
             unet
         };
@@ -412,7 +413,7 @@ fn kept_winograd_filters_change_nothing_but_memory() {
         let kept_bytes = unet.weights.kept_filter_bytes();
         assert!(kept_bytes > 0, "{conv:?}: filters kept");
         // The analysis predicts exactly what the weights keep.
-        let mut g = prism_models::unet::build(&unet.cfg, 2, 8, 8, 77).unwrap();
+        let mut g = prism_models::diffusion::unet2d::build(&unet.cfg, 2, 8, 8, 77).unwrap();
         g.repeats = true;
         assert_eq!(
             prism_runtime::kept_filter_bytes(&g, &choice),

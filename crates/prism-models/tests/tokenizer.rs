@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use prism_core::Error;
-use prism_models::tokenizer::{ClipTokenizer, PadToken};
+use prism_models::text::tokenizer::{ClipTokenizer, PadToken};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
 

@@ -3,14 +3,15 @@
 //! request validation.
 
 use prism_core::Tensor;
+use prism_models::components::LoadOptions;
+use prism_models::components::Unet3d;
+use prism_models::diffusion::unet3d::{self, UNet3DConfig};
 use prism_models::image::RgbImage;
 use prism_models::io::{read_tensor, read_tensors};
-use prism_models::pipeline::LoadOptions;
-use prism_models::source::ModelSource;
-use prism_models::unet3d::{self, UNet3DConfig, Unet3d};
-use prism_models::video::{
-    self, is_video_model, save_frames_dir, save_gif, TextToVideo, VideoRequest, VideoShape,
+use prism_models::pipelines::t2v::{
+    self as video, is_video_model, save_frames_dir, save_gif, TextToVideo, VideoRequest, VideoShape,
 };
+use prism_models::source::ModelSource;
 use prism_runtime::{Executor, NoObserver};
 use std::path::{Path, PathBuf};
 
@@ -144,7 +145,7 @@ fn video_pipeline_from_latents_matches_diffusers_frames() {
             &exec(),
             &req,
             &mut |e| {
-                if let prism_models::pipeline::Progress::Step { .. } = e {
+                if let prism_models::pipelines::Progress::Step { .. } = e {
                     steps += 1
                 }
             },
@@ -488,7 +489,7 @@ fn preset_t2v_generates_a_gif() {
             &exec(),
             &req,
             &mut |p| {
-                if let prism_models::pipeline::Progress::Step { time, .. } = p {
+                if let prism_models::pipelines::Progress::Step { time, .. } = p {
                     eprintln!("step {time:?}")
                 }
             },

@@ -1,6 +1,6 @@
 //! Run one component on named inputs: the tool for comparing prism with PyTorch.
 
-use crate::pipeline::{LoadOptions, TextEncoder, Unet, VaePart};
+use crate::components::{LoadOptions, TextEncoder, Unet, VaePart};
 use crate::source::ModelSource;
 use prism_core::{Error, Result, Tensor};
 use prism_runtime::{Executor, NoObserver};
@@ -88,8 +88,8 @@ pub fn forward(
         }
     };
     let outs: BTreeMap<String, Tensor> = match component {
-        ForwardComponent::Unet if crate::video::is_video_model(src)? => {
-            let unet = crate::unet3d::Unet3d::load(
+        ForwardComponent::Unet if crate::pipelines::t2v::is_video_model(src)? => {
+            let unet = crate::components::Unet3d::load(
                 src,
                 opts.variant.as_deref(),
                 opts.weight_seed,

@@ -11,13 +11,9 @@
 //! attention). The time embedding and the text embedding are repeated per frame
 //! (`repeat_interleave(F)`) as diffusers does.
 
-use crate::blocks::{self, join, SAME3};
 use crate::config::Cfg;
-use crate::source::{Component, ModelSource};
-use prism_core::{
-    ActKind, AttentionKind, DType, Error, Graph, GraphBuilder, Result, Tensor, ValueId,
-};
-use prism_runtime::{Executor, Observer, Weights};
+use crate::nn::blocks::{self, join, SAME3};
+use prism_core::{ActKind, AttentionKind, DType, Error, Graph, GraphBuilder, Result, ValueId};
 use serde_json::json;
 
 pub const CLASS_NAME: &str = "UNet3DConditionModel";
@@ -456,72 +452,4 @@ fn spatial_and_temporal(
         1,
         groups,
     )
-}
-
-/// A 3D UNet with its weights.
-pub struct Unet3d {
-    pub cfg: UNet3DConfig,
-    pub weights: Weights,
-}
-
-impl Unet3d {
-    pub fn load(
-        src: &ModelSource,
-        variant: Option<&str>,
-        weight_seed: u64,
-        dtype: prism_runtime::WeightDType,
-    ) -> Result<Self> {
-        let cfg = UNet3DConfig::from_cfg(&src.config(Component::Unet)?)?;
-        let d = cfg.downscale();
-        let g = build(&cfg, 1, 1, d, d, 1)?;
-        let weights = src.weights(&g, Component::Unet, variant, weight_seed, dtype)?;
-        Ok(Self { cfg, weights })
-    }
-
-    /// sample (B, C, F, h, w), timestep (B,) (or a scalar / (1,), broadcast), and
-    /// encoder_hidden_states (B, L, D) → sample (B, C, F, h, w).
-    pub fn run(
-        &self,
-        exec: &Executor,
-        obs: &mut dyn Observer,
-        sample: Tensor,
-        timestep: Tensor,
-        ctx: Tensor,
-    ) -> Result<Tensor> {
-        let s = sample.shape().to_vec();
-        if s.len() != 5 || s[1] != self.cfg.in_channels {
-            return Err(Error::input(
-                "sample",
-                format!(
-                    "shape {s:?}; expected (batch, {}, frames, height, width)",
-                    self.cfg.in_channels
-                ),
-            ));
-        }
-        let c = ctx.shape().to_vec();
-        if c.len() != 3 || c[0] != s[0] || c[2] != self.cfg.cross_attention_dim {
-            return Err(Error::input(
-                "encoder_hidden_states",
-                format!(
-                    "shape {c:?}; expected ({}, length, {})",
-                    s[0], self.cfg.cross_attention_dim
-                ),
-            ));
-        }
-        let timestep = crate::pipeline::batch_timestep(timestep, s[0])?;
-        let g = build(&self.cfg, s[0], s[2], s[3], s[4], c[1])?;
-        let mut out = exec.run_stage(
-            obs,
-            "unet",
-            0,
-            &g,
-            &self.weights,
-            vec![
-                ("sample".into(), sample),
-                ("timestep".into(), timestep),
-                ("encoder_hidden_states".into(), ctx),
-            ],
-        )?;
-        Ok(out.remove("sample").expect("unet graph output"))
-    }
 }

@@ -1,278 +1,19 @@
 //! Text-to-image: tokenizer → CLIP text encoder → guided denoising over the UNet with a
 //! scheduler → VAE decoder → pixels. Host code that runs graphs step by step.
 
-use crate::clip::{self, ClipConfig};
+use crate::autoencoders::kl::{self as vae, VaeConfig};
+use crate::components::{LoadOptions, TextEncoder, Unet, VaePart};
 use crate::config::Cfg;
+use crate::diffusion::unet2d::{self as unet, UNetConfig};
 use crate::image::{to_rgb8, RgbImage};
-use crate::schedulers::{self, GaussianNoise, Scheduler};
+use crate::pipelines::{check_multiple, denoise, DenoiseRequest, Progress, StageGraph};
+use crate::schedulers::{self, Scheduler};
 use crate::source::{Component, ModelSource};
-use crate::tokenizer::ClipTokenizer;
-use crate::unet::{self, UNetConfig};
-use crate::vae::{self, VaeConfig};
+use crate::text::clip::{self, ClipConfig};
+use crate::text::tokenizer::ClipTokenizer;
 use prism_core::{Error, Result, Tensor};
-use prism_runtime::{Executor, Observer, Weights};
+use prism_runtime::{Executor, Observer};
 use std::time::{Duration, Instant};
-
-/// How to load a model.
-#[derive(Clone, Debug, Default)]
-pub struct LoadOptions {
-    /// Weight file variant, e.g. `fp16` for `*.fp16.safetensors`.
-    pub variant: Option<String>,
-    /// Run all but the last k text-encoder layers (diffusers' `clip_skip`).
-    pub clip_skip: usize,
-    /// Seed of the random weights of a preset.
-    pub weight_seed: u64,
-    /// How weight matrices are kept in memory (computation is f32 either way).
-    pub weights_dtype: prism_runtime::WeightDType,
-}
-
-/// A text encoder with its weights.
-pub struct TextEncoder {
-    pub cfg: ClipConfig,
-    pub weights: Weights,
-    pub clip_skip: usize,
-}
-
-impl TextEncoder {
-    pub fn load(src: &ModelSource, opts: &LoadOptions) -> Result<Self> {
-        let cfg = ClipConfig::from_cfg(&src.config(Component::TextEncoder)?)?;
-        let g = clip::build(&cfg, 1, cfg.max_position_embeddings, opts.clip_skip)?;
-        let weights = src.weights(
-            &g,
-            Component::TextEncoder,
-            opts.variant.as_deref(),
-            opts.weight_seed,
-            opts.weights_dtype,
-        )?;
-        Ok(Self {
-            cfg,
-            weights,
-            clip_skip: opts.clip_skip,
-        })
-    }
-
-    /// `input_ids` (B, L), integer ids → `last_hidden_state`, `pooler_output`.
-    pub fn run(
-        &self,
-        exec: &Executor,
-        obs: &mut dyn Observer,
-        ids: Tensor,
-    ) -> Result<std::collections::HashMap<String, Tensor>> {
-        let s = ids.shape().to_vec();
-        if s.len() != 2 || s[1] > self.cfg.max_position_embeddings {
-            return Err(Error::input(
-                "input_ids",
-                format!(
-                    "shape {s:?}; expected (batch, length ≤ {})",
-                    self.cfg.max_position_embeddings
-                ),
-            ));
-        }
-        let g = clip::build(&self.cfg, s[0], s[1], self.clip_skip)?;
-        exec.run_stage(
-            obs,
-            "text_encoder",
-            0,
-            &g,
-            &self.weights,
-            vec![("input_ids".into(), ids)],
-        )
-    }
-
-    /// Text embeddings for a request: negative (unconditional) first, then the prompt, as
-    /// diffusers concatenates (the prompt alone without guidance, `guidance` ≤ 1); reports
-    /// the time through `progress`.
-    pub(crate) fn encode_prompts(
-        &self,
-        tokenizer: &ClipTokenizer,
-        exec: &Executor,
-        (prompt, negative, guidance): (&str, &str, f32),
-        progress: &mut dyn FnMut(Progress),
-        obs: &mut dyn Observer,
-    ) -> Result<(Tensor, Duration)> {
-        let t0 = Instant::now();
-        let prompts: Vec<&str> = if guidance > 1.0 {
-            vec![negative, prompt]
-        } else {
-            vec![prompt]
-        };
-        let mut data = Vec::new();
-        for p in &prompts {
-            data.extend(tokenizer.encode(p)?.into_iter().map(i64::from));
-        }
-        let ids = Tensor::from_ids(vec![prompts.len(), tokenizer.max_length()], data)?;
-        let ctx = self
-            .run(exec, obs, ids)?
-            .remove("last_hidden_state")
-            .expect("text encoder output");
-        let text_time = t0.elapsed();
-        progress(Progress::TextEncoded(text_time));
-        Ok((ctx, text_time))
-    }
-}
-
-/// A timestep given as a scalar, (1,) or one per batch item → (batch,).
-/// Integer timesteps are converted to f32, as torch does.
-pub(crate) fn batch_timestep(t: Tensor, batch: usize) -> Result<Tensor> {
-    let t = t.into_f32();
-    match t.shape() {
-        [] | [1] => Tensor::new(vec![batch], vec![t.data()[0]; batch]),
-        [n] if *n == batch => Ok(t),
-        s => Err(Error::input(
-            "timestep",
-            format!("shape {s:?}; expected a scalar or ({batch},)"),
-        )),
-    }
-}
-
-pub struct Unet {
-    pub cfg: UNetConfig,
-    pub weights: Weights,
-    /// Run [`Unet::run`]'s graph as one that repeats, as the denoising loop does (with
-    /// `KernelChoice::keep_filters`, its filters are kept): for callers that run it many
-    /// times, such as benchmarks of a generation's steps.
-    pub repeats: bool,
-}
-
-impl Unet {
-    pub fn load(src: &ModelSource, opts: &LoadOptions) -> Result<Self> {
-        let cfg = UNetConfig::from_cfg(&src.config(Component::Unet)?)?;
-        let d = cfg.downscale();
-        let g = unet::build(&cfg, 1, d, d, 1)?;
-        let weights = src.weights(
-            &g,
-            Component::Unet,
-            opts.variant.as_deref(),
-            opts.weight_seed,
-            opts.weights_dtype,
-        )?;
-        Ok(Self {
-            cfg,
-            weights,
-            repeats: false,
-        })
-    }
-
-    /// sample (B, C, h, w), timestep (B,), encoder_hidden_states (B, L, D) → sample.
-    pub fn run(
-        &self,
-        exec: &Executor,
-        obs: &mut dyn Observer,
-        sample: Tensor,
-        timestep: Tensor,
-        ctx: Tensor,
-    ) -> Result<Tensor> {
-        let s = sample.shape().to_vec();
-        if s.len() != 4 || s[1] != self.cfg.in_channels {
-            return Err(Error::input(
-                "sample",
-                format!(
-                    "shape {s:?}; expected (batch, {}, height, width)",
-                    self.cfg.in_channels
-                ),
-            ));
-        }
-        let c = ctx.shape().to_vec();
-        if c.len() != 3 || c[0] != s[0] || c[2] != self.cfg.cross_attention_dim {
-            return Err(Error::input(
-                "encoder_hidden_states",
-                format!(
-                    "shape {c:?}; expected ({}, length, {})",
-                    s[0], self.cfg.cross_attention_dim
-                ),
-            ));
-        }
-        let timestep = batch_timestep(timestep, s[0])?;
-        let mut g = unet::build(&self.cfg, s[0], s[2], s[3], c[1])?;
-        g.repeats = self.repeats;
-        let mut out = exec.run_stage(
-            obs,
-            "unet",
-            0,
-            &g,
-            &self.weights,
-            vec![
-                ("sample".into(), sample),
-                ("timestep".into(), timestep),
-                ("encoder_hidden_states".into(), ctx),
-            ],
-        )?;
-        Ok(out.remove("sample").expect("unet graph output"))
-    }
-}
-
-/// The VAE, with the weights of one half (encoder or decoder).
-pub struct VaePart {
-    pub cfg: VaeConfig,
-    pub weights: Weights,
-    pub decoder: bool,
-}
-
-impl VaePart {
-    pub fn load(src: &ModelSource, opts: &LoadOptions, decoder: bool) -> Result<Self> {
-        let cfg = VaeConfig::from_cfg(&src.config(Component::Vae)?)?;
-        let g = if decoder {
-            vae::build_decoder(&cfg, 1, 1, 1)?
-        } else {
-            let f = cfg.downscale();
-            vae::build_encoder(&cfg, 1, f, f)?
-        };
-        let weights = src.weights(
-            &g,
-            Component::Vae,
-            opts.variant.as_deref(),
-            opts.weight_seed,
-            opts.weights_dtype,
-        )?;
-        Ok(Self {
-            cfg,
-            weights,
-            decoder,
-        })
-    }
-
-    /// Decoder: `latent_sample` → `sample`; encoder: `sample` → `latent_mean`, `latent_logvar`.
-    pub fn run(
-        &self,
-        exec: &Executor,
-        obs: &mut dyn Observer,
-        x: Tensor,
-    ) -> Result<std::collections::HashMap<String, Tensor>> {
-        let s = x.shape().to_vec();
-        let (name, ch) = if self.decoder {
-            ("latent_sample", self.cfg.latent_channels)
-        } else {
-            ("sample", self.cfg.in_channels)
-        };
-        if s.len() != 4 || s[1] != ch {
-            return Err(Error::input(
-                name,
-                format!("shape {s:?}; expected (batch, {ch}, height, width)"),
-            ));
-        }
-        let f = self.cfg.downscale();
-        if !self.decoder && (s[2] % f != 0 || s[3] % f != 0) {
-            return Err(Error::input(
-                name,
-                format!(
-                    "height and width {}x{} must be multiples of {f}",
-                    s[2], s[3]
-                ),
-            ));
-        }
-        let g = if self.decoder {
-            vae::build_decoder(&self.cfg, s[0], s[2], s[3])?
-        } else {
-            vae::build_encoder(&self.cfg, s[0], s[2], s[3])?
-        };
-        let stage = if self.decoder {
-            "vae_decoder"
-        } else {
-            "vae_encoder"
-        };
-        exec.run_stage(obs, stage, 0, &g, &self.weights, vec![(name.into(), x)])
-    }
-}
 
 /// A Stable Diffusion text-to-image pipeline.
 pub struct StableDiffusion {
@@ -298,17 +39,6 @@ pub struct GenerateRequest {
     pub height: usize,
     /// Initial noise (1, C, H/f, W/f), before scaling by the scheduler's initial sigma.
     pub latents: Option<Tensor>,
-}
-
-/// Progress of a generation, reported as it happens.
-pub enum Progress {
-    TextEncoded(Duration),
-    Step {
-        index: usize,
-        total: usize,
-        time: Duration,
-    },
-    Decoded(Duration),
 }
 
 pub struct Generated {
@@ -361,15 +91,6 @@ pub fn native_size(src: &ModelSource) -> Result<usize> {
     let unet = UNetConfig::from_cfg(&src.config(Component::Unet)?)?;
     let vae = VaeConfig::from_cfg(&src.config(Component::Vae)?)?;
     Ok(unet.sample_size * vae.downscale())
-}
-
-fn check_multiple(flag: &str, v: usize, f: usize) -> Result<()> {
-    if v == 0 || v % f != 0 {
-        return Err(Error::invalid(format!(
-            "{flag} {v}: must be a positive multiple of {f} (the VAE's downscale factor)"
-        )));
-    }
-    Ok(())
 }
 
 impl StableDiffusion {
@@ -555,92 +276,6 @@ impl StableDiffusion {
     }
 }
 
-/// The guided denoising loop of the image and video pipelines: initial noise (seeded, or
-/// `req.latents`) scaled by the scheduler's initial sigma, then per timestep: scale the input,
-/// run `graph` on the doubled batch (negative, positive) when guided, combine with the
-/// guidance scale, and step. `latent` is one latent's shape without the batch axis. Returns
-/// the final latents and the time of each step.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn denoise(
-    exec: &Executor,
-    obs: &mut dyn Observer,
-    graph: &prism_core::Graph,
-    weights: &Weights,
-    scheduler: &mut dyn Scheduler,
-    latent: &[usize],
-    ctx: &Tensor,
-    req: &impl DenoiseRequest,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<(Vec<f32>, Vec<Duration>)> {
-    let n: usize = latent.iter().product();
-    let guided = req.guidance() > 1.0;
-    let mut latents: Vec<f32> = match req.latents() {
-        Some(t) => t.data().to_vec(),
-        None => {
-            let mut v = vec![0f32; n];
-            schedulers::NoiseSource::fill_normal(&mut GaussianNoise::new(req.seed()), &mut v);
-            v
-        }
-    };
-    let sigma = scheduler.init_noise_sigma();
-    latents.iter_mut().for_each(|v| *v *= sigma);
-    let mut noise = GaussianNoise::new(req.seed().wrapping_add(1));
-    let batch = if guided { 2 } else { 1 };
-    let mut shape = vec![batch];
-    shape.extend_from_slice(latent);
-    let timesteps = scheduler.timesteps().to_vec();
-    let mut step_times = Vec::with_capacity(timesteps.len());
-    for (i, &t) in timesteps.iter().enumerate() {
-        let ts = Instant::now();
-        let mut x = latents.clone();
-        scheduler.scale_model_input(&mut x, i);
-        let mut input = x.clone();
-        if guided {
-            input.extend_from_slice(&x);
-        }
-        let sample = Tensor::new(shape.clone(), input)?;
-        let tt = Tensor::new(vec![batch], vec![t as f32; batch])?;
-        let mut out = exec.run_stage(
-            obs,
-            "unet",
-            i,
-            graph,
-            weights,
-            vec![
-                ("sample".into(), sample),
-                ("timestep".into(), tt),
-                ("encoder_hidden_states".into(), ctx.clone()),
-            ],
-        )?;
-        let eps = out.remove("sample").expect("unet output").into_data();
-        let pred: Vec<f32> = if guided {
-            let (u, c) = eps.split_at(n);
-            u.iter()
-                .zip(c)
-                .map(|(u, c)| u + req.guidance() * (c - u))
-                .collect()
-        } else {
-            eps
-        };
-        latents = scheduler.step(&pred, i, &latents, &mut noise)?;
-        let dt = ts.elapsed();
-        step_times.push(dt);
-        progress(Progress::Step {
-            index: i,
-            total: timesteps.len(),
-            time: dt,
-        });
-    }
-    Ok((latents, step_times))
-}
-
-/// What the denoising loop needs of a request.
-pub(crate) trait DenoiseRequest {
-    fn guidance(&self) -> f32;
-    fn seed(&self) -> u64;
-    fn latents(&self) -> Option<&Tensor>;
-}
-
 impl DenoiseRequest for GenerateRequest {
     fn guidance(&self) -> f32 {
         self.guidance
@@ -651,14 +286,6 @@ impl DenoiseRequest for GenerateRequest {
     fn latents(&self) -> Option<&Tensor> {
         self.latents.as_ref()
     }
-}
-
-/// One graph of a generation and how many times it runs.
-pub struct StageGraph {
-    /// `text_encoder`, `unet` or `vae_decoder`.
-    pub name: &'static str,
-    pub graph: prism_core::Graph,
-    pub runs: usize,
 }
 
 /// What a text-to-image generation executes, from configs alone (no weights read): the text

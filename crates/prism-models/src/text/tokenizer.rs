@@ -51,7 +51,7 @@ pub const CLIP_SPLIT_PATTERN: &str =
     r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// OpenAI CLIP's 48894 BPE merges (see `assets/README.md`), behind a `#version: 0.2` header.
-const BUILTIN_MERGES: &str = include_str!("../assets/clip_bpe_merges.txt");
+const BUILTIN_MERGES: &str = include_str!("../../assets/clip_bpe_merges.txt");
 const BUILTIN_NUM_MERGES: usize = 49152 - 256 - 2;
 const BUILTIN_NAME: &str = "<built-in CLIP vocabulary: assets/clip_bpe_merges.txt>";
 

@@ -1,7 +1,7 @@
 //! `UNet2DConditionModel` as Stable Diffusion 1.x / 2.x use it.
 
-use crate::blocks::{self, join, SAME3};
 use crate::config::Cfg;
+use crate::nn::blocks::{self, join, SAME3};
 use prism_core::{ActKind, DType, Graph, GraphBuilder, Result, ValueId};
 use serde_json::{json, Value};
 

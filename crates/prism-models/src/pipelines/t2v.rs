@@ -11,16 +11,16 @@
 //!   `(frame * 255).astype(np.uint8)`, i.e. **truncation**, where the image path rounds. prism
 //!   truncates ([`to_rgb8_frames`]).
 
-use crate::clip::{self, ClipConfig};
+use crate::autoencoders::kl::{self as vae, VaeConfig};
+use crate::components::{LoadOptions, TextEncoder, Unet3d, VaePart};
 use crate::config::Cfg;
+use crate::diffusion::unet3d::{self, UNet3DConfig};
 use crate::image::{check_output_path, save_png, write_atomic, RgbImage};
-use crate::pipeline::{denoise, DenoiseRequest};
-use crate::pipeline::{LoadOptions, Progress, StageGraph, TextEncoder, VaePart};
+use crate::pipelines::{check_multiple, denoise, DenoiseRequest, Progress, StageGraph};
 use crate::schedulers::{self, Scheduler};
 use crate::source::{Component, ModelSource};
-use crate::tokenizer::ClipTokenizer;
-use crate::unet3d::{self, UNet3DConfig, Unet3d};
-use crate::vae::{self, VaeConfig};
+use crate::text::clip::{self, ClipConfig};
+use crate::text::tokenizer::ClipTokenizer;
 use prism_core::{Error, Result, Tensor};
 use prism_runtime::{Executor, Observer};
 use std::path::{Path, PathBuf};
@@ -113,15 +113,6 @@ pub struct TextToVideo {
     pub unet: Unet3d,
     pub vae: VaePart,
     pub scheduler_cfg: Cfg,
-}
-
-fn check_multiple(flag: &str, v: usize, f: usize) -> Result<()> {
-    if v == 0 || v % f != 0 {
-        return Err(Error::invalid(format!(
-            "{flag} {v}: must be a positive multiple of {f} (the VAE's downscale factor)"
-        )));
-    }
-    Ok(())
 }
 
 /// `--frames` / `--decode-chunk` values: positive.

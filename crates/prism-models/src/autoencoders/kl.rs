@@ -1,7 +1,7 @@
 //! `AutoencoderKL`: the encoder (pixels → Gaussian over latents) and the decoder.
 
-use crate::blocks::{self, join, NOPAD, SAME3};
 use crate::config::Cfg;
+use crate::nn::blocks::{self, join, NOPAD, SAME3};
 use prism_core::{ActKind, DType, Graph, GraphBuilder, Result, ValueId};
 use serde_json::json;
 

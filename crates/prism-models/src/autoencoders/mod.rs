@@ -1,0 +1,3 @@
+//! Autoencoders between pixels and latents: the KL VAE (`AutoencoderKL`) today.
+
+pub mod kl;

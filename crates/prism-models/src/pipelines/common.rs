@@ -1,0 +1,125 @@
+//! What the pipelines share: progress reports, the guided denoising loop, size checks, and
+//! the stage graphs `analyze` reads.
+
+use crate::schedulers::{self, GaussianNoise, Scheduler};
+use prism_core::{Error, Result, Tensor};
+use prism_runtime::{Executor, Observer, Weights};
+use std::time::{Duration, Instant};
+
+/// Progress of a generation, reported as it happens.
+pub enum Progress {
+    TextEncoded(Duration),
+    Step {
+        index: usize,
+        total: usize,
+        time: Duration,
+    },
+    Decoded(Duration),
+}
+
+/// A size flag must be a positive multiple of the VAE's downscale factor.
+pub fn check_multiple(flag: &str, v: usize, f: usize) -> Result<()> {
+    if v == 0 || v % f != 0 {
+        return Err(Error::invalid(format!(
+            "{flag} {v}: must be a positive multiple of {f} (the VAE's downscale factor)"
+        )));
+    }
+    Ok(())
+}
+
+/// The guided denoising loop of the image and video pipelines: initial noise (seeded, or
+/// `req.latents`) scaled by the scheduler's initial sigma, then per timestep: scale the input,
+/// run `graph` on the doubled batch (negative, positive) when guided, combine with the
+/// guidance scale, and step. `latent` is one latent's shape without the batch axis. Returns
+/// the final latents and the time of each step.
+#[allow(clippy::too_many_arguments)]
+pub fn denoise(
+    exec: &Executor,
+    obs: &mut dyn Observer,
+    graph: &prism_core::Graph,
+    weights: &Weights,
+    scheduler: &mut dyn Scheduler,
+    latent: &[usize],
+    ctx: &Tensor,
+    req: &impl DenoiseRequest,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Vec<f32>, Vec<Duration>)> {
+    let n: usize = latent.iter().product();
+    let guided = req.guidance() > 1.0;
+    let mut latents: Vec<f32> = match req.latents() {
+        Some(t) => t.data().to_vec(),
+        None => {
+            let mut v = vec![0f32; n];
+            schedulers::NoiseSource::fill_normal(&mut GaussianNoise::new(req.seed()), &mut v);
+            v
+        }
+    };
+    let sigma = scheduler.init_noise_sigma();
+    latents.iter_mut().for_each(|v| *v *= sigma);
+    let mut noise = GaussianNoise::new(req.seed().wrapping_add(1));
+    let batch = if guided { 2 } else { 1 };
+    let mut shape = vec![batch];
+    shape.extend_from_slice(latent);
+    let timesteps = scheduler.timesteps().to_vec();
+    let mut step_times = Vec::with_capacity(timesteps.len());
+    // Prepared once (fusion, release table, kernel choices), run every step.
+    let plan = exec.prepare(graph)?;
+    for (i, &t) in timesteps.iter().enumerate() {
+        let ts = Instant::now();
+        let mut x = latents.clone();
+        scheduler.scale_model_input(&mut x, i);
+        let mut input = x.clone();
+        if guided {
+            input.extend_from_slice(&x);
+        }
+        let sample = Tensor::new(shape.clone(), input)?;
+        let tt = Tensor::new(vec![batch], vec![t as f32; batch])?;
+        let mut out = exec.run_stage_plan(
+            obs,
+            "unet",
+            i,
+            &plan,
+            weights,
+            &mut prism_runtime::State::new(),
+            vec![
+                ("sample".into(), sample),
+                ("timestep".into(), tt),
+                ("encoder_hidden_states".into(), ctx.clone()),
+            ],
+        )?;
+        let eps = out.remove("sample").expect("unet output").into_data();
+        let pred: Vec<f32> = if guided {
+            let (u, c) = eps.split_at(n);
+            u.iter()
+                .zip(c)
+                .map(|(u, c)| u + req.guidance() * (c - u))
+                .collect()
+        } else {
+            eps
+        };
+        latents = scheduler.step(&pred, i, &latents, &mut noise)?;
+        let dt = ts.elapsed();
+        step_times.push(dt);
+        progress(Progress::Step {
+            index: i,
+            total: timesteps.len(),
+            time: dt,
+        });
+    }
+    Ok((latents, step_times))
+}
+
+/// What the denoising loop needs of a request.
+pub trait DenoiseRequest {
+    fn guidance(&self) -> f32;
+    fn seed(&self) -> u64;
+    fn latents(&self) -> Option<&Tensor>;
+}
+
+/// One graph of a generation and how many times it runs.
+pub struct StageGraph {
+    /// `text_encoder`, `unet` or `vae_decoder`.
+    pub name: &'static str,
+    pub graph: prism_core::Graph,
+    pub runs: usize,
+}
