@@ -278,8 +278,9 @@ pub enum Op {
     CacheWrite {
         slot: usize,
     },
-    /// A view of the state's cache `slot` as earlier runs left it (B, capacity, C), valid up to
-    /// the cache's length (cross-attention keys computed once, for instance).
+    /// A view of the state's cache `slot` (B, capacity, C), valid up to the positions it holds:
+    /// those of earlier runs, plus this run's if a `CacheWrite` to the slot comes before it
+    /// (cross-attention keys computed once and read every step, for instance).
     CacheView {
         slot: usize,
     },

@@ -311,18 +311,28 @@ pub(crate) fn run_node(
                 Some(c) if c.shape == shape => {}
                 _ => {
                     return Err(Error::invalid(format!(
-                        "{}: reads cache {slot}, which no earlier run of this state filled as {shape:?}",
+                        "{}: reads cache {slot}, which no run of this state filled as {shape:?}",
                         node.path
                     )))
                 }
             }
-            return Ok((
-                Slot::View {
-                    slot: *slot,
-                    len: offset,
-                },
-                variant,
-            ));
+            // Rows this run wrote to the slot before this node count too.
+            let written_here = graph.nodes[..i]
+                .iter()
+                .any(|n| matches!(n.op, Op::CacheWrite { slot: s } if s == *slot));
+            let len = offset
+                + if written_here {
+                    plan.cache_step.unwrap_or(0)
+                } else {
+                    0
+                };
+            if len == 0 {
+                return Err(Error::invalid(format!(
+                    "{}: reads cache {slot}, which holds no positions yet",
+                    node.path
+                )));
+            }
+            return Ok((Slot::View { slot: *slot, len }, variant));
         }
         Op::GatherEos { eos_id } => {
             let (h, ids) = (arg(0), arg(1));
