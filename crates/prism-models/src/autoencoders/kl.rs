@@ -1,8 +1,8 @@
 //! `AutoencoderKL`: the encoder (pixels → Gaussian over latents) and the decoder.
 
-use crate::config::Cfg;
+use crate::config::{Cfg, MAX_CHANNELS, MAX_LAYERS};
 use crate::nn::blocks::{self, join, NOPAD, SAME3};
-use prism_core::{ActKind, DType, Graph, GraphBuilder, Result, ValueId};
+use prism_core::{ActKind, DType, Error, Graph, GraphBuilder, Result, ValueId};
 use serde_json::json;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -23,50 +23,41 @@ impl VaeConfig {
     pub fn from_cfg(c: &Cfg) -> Result<Self> {
         let class = c.str_or("_class_name", "AutoencoderKL")?;
         if class != "AutoencoderKL" {
-            return Err(c.err(format!("_class_name {class} is not AutoencoderKL")));
+            return Err(c.err(format!("`_class_name` {class:?} is not AutoencoderKL")));
         }
         c.expect("act_fn", &[json!("silu")])?;
         c.expect("shift_factor", &[json!(0.0), json!(0)])?;
         c.expect("latents_mean", &[])?;
         c.expect("latents_std", &[])?;
-        let block_out_channels = c.usize_list("block_out_channels")?;
+        // Every value the builders index, divide by or put into a shape is checked here,
+        // with an error naming its key; the builders rely on these invariants.
+        let block_out_channels = c.block_channels("block_out_channels")?;
         let n = block_out_channels.len();
-        for key in ["down_block_types", "up_block_types"] {
-            let want = if key == "down_block_types" {
-                "DownEncoderBlock2D"
-            } else {
-                "UpDecoderBlock2D"
-            };
-            let types = c.str_list(key)?;
-            if types.len() != n {
-                return Err(c.err(format!(
-                    "{key} has {} entries but block_out_channels has {n}",
-                    types.len()
-                )));
-            }
+        for (key, want) in [
+            ("down_block_types", "DownEncoderBlock2D"),
+            ("up_block_types", "UpDecoderBlock2D"),
+        ] {
+            let types = c.block_types(key, n, "block_out_channels")?;
             if let Some(t) = types.iter().find(|t| *t != want) {
                 return Err(c.err(format!(
-                    "unsupported {key} entry {t} (prism supports {want})"
+                    "unsupported `{key}` entry {t:?} (prism supports {want})"
                 )));
             }
         }
-        let norm_num_groups = c.usize_or("norm_num_groups", 32)?;
-        if let Some(ch) = block_out_channels
-            .iter()
-            .find(|&&ch| norm_num_groups == 0 || ch % norm_num_groups != 0)
-        {
-            return Err(c.err(format!(
-                "block_out_channels entry {ch} is not divisible by norm_num_groups = {norm_num_groups}"
-            )));
+        let norm_num_groups = c.usize_in("norm_num_groups", 32, 1, MAX_CHANNELS)?;
+        for (i, &ch) in block_out_channels.iter().enumerate() {
+            let ch_key = format!("`block_out_channels`[{i}]");
+            c.check_divides("norm_num_groups", norm_num_groups, &ch_key, ch)?;
         }
         Ok(Self {
-            in_channels: c.usize_or("in_channels", 3)?,
-            out_channels: c.usize_or("out_channels", 3)?,
-            latent_channels: c.usize_or("latent_channels", 4)?,
+            in_channels: c.usize_in("in_channels", 3, 1, MAX_CHANNELS)?,
+            out_channels: c.usize_in("out_channels", 3, 1, MAX_CHANNELS)?,
+            latent_channels: c.usize_in("latent_channels", 4, 1, MAX_CHANNELS)?,
             block_out_channels,
-            layers_per_block: c.usize_or("layers_per_block", 1)?,
+            layers_per_block: c.usize_in("layers_per_block", 1, 1, MAX_LAYERS)?,
             norm_num_groups,
-            scaling_factor: c.f64_or("scaling_factor", 0.18215)? as f32,
+            // Latents are divided by it.
+            scaling_factor: c.f32_positive("scaling_factor", 0.18215)?,
             use_quant_conv: c.bool_or("use_quant_conv", true)?,
             use_post_quant_conv: c.bool_or("use_post_quant_conv", true)?,
             mid_block_add_attention: c.bool_or("mid_block_add_attention", true)?,
@@ -74,8 +65,22 @@ impl VaeConfig {
     }
 
     /// Pixels per latent pixel along each axis.
+    /// `from_cfg` guarantees 1..=MAX_BLOCKS blocks; the shift is clamped regardless.
     pub fn downscale(&self) -> usize {
-        1 << (self.block_out_channels.len() - 1)
+        let shift = self.block_out_channels.len().saturating_sub(1);
+        1usize << shift.min(usize::BITS as usize - 1)
+    }
+
+    /// The first and last block widths (the builders' only fixed indices), or an error for a
+    /// config with no blocks (impossible from `from_cfg`).
+    fn ends(&self) -> Result<(usize, usize)> {
+        match (
+            self.block_out_channels.first(),
+            self.block_out_channels.last(),
+        ) {
+            (Some(&a), Some(&b)) => Ok((a, b)),
+            _ => Err(Error::invalid("vae config: block_out_channels is empty")),
+        }
     }
 }
 
@@ -94,19 +99,12 @@ fn mid_block(b: &mut GraphBuilder, p: &str, x: ValueId, cfg: &VaeConfig) -> Resu
 /// Encoder: `sample` (B, 3, H, W) in [-1, 1] → `latent_mean`, `latent_logvar`
 /// (B, latent, H/f, W/f), after quant_conv, logvar clamped to [-30, 20] as diffusers does.
 pub fn build_encoder(cfg: &VaeConfig, batch: usize, h: usize, w: usize) -> Result<Graph> {
+    let (ch0, _) = cfg.ends()?;
     let mut b = GraphBuilder::new("vae_encoder");
     let x = b.input("sample", &[batch, cfg.in_channels, h, w], DType::F32);
     let g = cfg.norm_num_groups;
     let n = cfg.block_out_channels.len();
-    let mut x = b.conv2d(
-        "encoder.conv_in",
-        x,
-        cfg.block_out_channels[0],
-        3,
-        1,
-        SAME3,
-        true,
-    )?;
+    let mut x = b.conv2d("encoder.conv_in", x, ch0, 3, 1, SAME3, true)?;
     for (i, &cout) in cfg.block_out_channels.iter().enumerate() {
         let p = format!("encoder.down_blocks.{i}");
         for j in 0..cfg.layers_per_block {
@@ -143,6 +141,7 @@ pub fn build_encoder(cfg: &VaeConfig, batch: usize, h: usize, w: usize) -> Resul
 /// Decoder: `latent_sample` (B, latent, h, w), as `vae.decode` takes it (post_quant_conv +
 /// decoder; no scaling factor) → `sample` (B, 3, h·f, w·f).
 pub fn build_decoder(cfg: &VaeConfig, batch: usize, h: usize, w: usize) -> Result<Graph> {
+    let (_, top) = cfg.ends()?;
     let mut b = GraphBuilder::new("vae_decoder");
     let z = b.input(
         "latent_sample",
@@ -155,7 +154,6 @@ pub fn build_decoder(cfg: &VaeConfig, batch: usize, h: usize, w: usize) -> Resul
     if cfg.use_post_quant_conv {
         x = b.conv2d("post_quant_conv", x, cfg.latent_channels, 1, 1, NOPAD, true)?;
     }
-    let top = *cfg.block_out_channels.last().unwrap();
     x = b.conv2d("decoder.conv_in", x, top, 3, 1, SAME3, true)?;
     x = mid_block(&mut b, "decoder.mid_block", x, cfg)?;
     for i in 0..n {

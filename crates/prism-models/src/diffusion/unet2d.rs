@@ -1,8 +1,8 @@
 //! `UNet2DConditionModel` as Stable Diffusion 1.x / 2.x use it.
 
-use crate::config::Cfg;
+use crate::config::{Cfg, MAX_CHANNELS, MAX_LAYERS, MAX_SAMPLE_SIZE};
 use crate::nn::blocks::{self, join, SAME3};
-use prism_core::{ActKind, DType, Graph, GraphBuilder, Result, ValueId};
+use prism_core::{ActKind, DType, Error, Graph, GraphBuilder, Result, ValueId};
 use serde_json::{json, Value};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -34,7 +34,9 @@ impl UNetConfig {
     pub fn from_cfg(c: &Cfg) -> Result<Self> {
         let class = c.str_or("_class_name", "UNet2DConditionModel")?;
         if class != "UNet2DConditionModel" {
-            return Err(c.err(format!("_class_name {class} is not UNet2DConditionModel")));
+            return Err(c.err(format!(
+                "`_class_name` {class:?} is not UNet2DConditionModel"
+            )));
         }
         // Values prism does not implement: each must be absent, null or the default.
         c.expect("act_fn", &[json!("silu")])?;
@@ -70,67 +72,68 @@ impl UNetConfig {
         c.expect("reverse_transformer_layers_per_block", &[])?;
         c.expect("dropout", &[json!(0.0), json!(0)])?;
 
-        let block_out_channels = c.usize_list("block_out_channels")?;
+        // Every value the builder indexes, divides by or puts into a shape is checked here,
+        // with an error naming its key; `build` relies on these invariants.
+        let block_out_channels = c.block_channels("block_out_channels")?;
         let nb = block_out_channels.len();
-        let down_block_types = c.str_list("down_block_types")?;
-        let up_block_types = c.str_list("up_block_types")?;
-        if down_block_types.len() != nb || up_block_types.len() != nb {
-            return Err(c.err(format!(
-                "block_out_channels has {nb} entries but down_block_types {} and up_block_types {}",
-                down_block_types.len(),
-                up_block_types.len()
-            )));
-        }
-        for t in &down_block_types {
-            if !DOWN_TYPES.contains(&t.as_str()) {
+        let down_block_types = c.block_types("down_block_types", nb, "block_out_channels")?;
+        let up_block_types = c.block_types("up_block_types", nb, "block_out_channels")?;
+        for (key, types, allowed) in [
+            ("down_block_types", &down_block_types, &DOWN_TYPES),
+            ("up_block_types", &up_block_types, &UP_TYPES),
+        ] {
+            if let Some(t) = types.iter().find(|t| !allowed.contains(&t.as_str())) {
                 return Err(c.err(format!(
-                    "unsupported down block type {t} (prism supports {})",
-                    DOWN_TYPES.join(", ")
-                )));
-            }
-        }
-        for t in &up_block_types {
-            if !UP_TYPES.contains(&t.as_str()) {
-                return Err(c.err(format!(
-                    "unsupported up block type {t} (prism supports {})",
-                    UP_TYPES.join(", ")
+                    "unsupported `{key}` entry {t:?} (prism supports {})",
+                    allowed.join(", ")
                 )));
             }
         }
         let layers = c.per_block("layers_per_block", nb, Some(2))?;
+        // `nb` >= 1 (block_channels), so `layers[0]` exists.
         if layers.iter().any(|&l| l != layers[0]) {
-            return Err(c.err("per-block layers_per_block lists are not supported"));
+            return Err(c.err(format!(
+                "per-block `layers_per_block` lists are not supported, got {layers:?}"
+            )));
         }
+        c.check_range("layers_per_block", layers[0], 1, MAX_LAYERS)?;
         // diffusers: num_attention_heads = num_attention_heads or attention_head_dim.
-        let heads = if c.has("num_attention_heads") {
-            c.per_block("num_attention_heads", nb, None)?
+        let heads_key = if c.has("num_attention_heads") {
+            "num_attention_heads"
         } else {
-            c.per_block("attention_head_dim", nb, Some(8))?
+            "attention_head_dim"
         };
-        let transformer_layers = c.per_block("transformer_layers_per_block", nb, Some(1))?;
+        let heads = c.per_block(
+            heads_key,
+            nb,
+            (heads_key == "attention_head_dim").then_some(8),
+        )?;
+        let tl_key = "transformer_layers_per_block";
+        let transformer_layers = c.per_block(tl_key, nb, Some(1))?;
         let cross_attention_dim = match c.v.get("cross_attention_dim") {
             Some(Value::Array(_)) => {
-                return Err(c.err("per-block cross_attention_dim lists are not supported"))
+                return Err(c.err("per-block `cross_attention_dim` lists are not supported"))
             }
-            _ => c.usize_or("cross_attention_dim", 1280)?,
+            _ => c.usize_in("cross_attention_dim", 1280, 1, MAX_CHANNELS)?,
         };
-        let norm_num_groups = c.usize_or("norm_num_groups", 32)?;
+        let norm_num_groups = c.usize_in("norm_num_groups", 32, 1, MAX_CHANNELS)?;
         for (i, &ch) in block_out_channels.iter().enumerate() {
-            if norm_num_groups == 0 || ch % norm_num_groups != 0 {
-                return Err(c.err(format!(
-                    "block_out_channels[{i}] = {ch} is not divisible by norm_num_groups = {norm_num_groups}"
-                )));
-            }
-            if heads[i] == 0 || ch % heads[i] != 0 {
-                return Err(c.err(format!(
-                    "block_out_channels[{i}] = {ch} is not divisible by its {} attention heads",
-                    heads[i]
-                )));
-            }
+            let ch_key = format!("`block_out_channels`[{i}]");
+            c.check_divides("norm_num_groups", norm_num_groups, &ch_key, ch)?;
+            let hk = entry_key(c, heads_key, i);
+            c.check_range(&hk, heads[i], 1, MAX_CHANNELS)?;
+            // Transformer2D uses `ch / heads` channels per head.
+            c.check_divides(&hk, heads[i], &ch_key, ch)?;
+            c.check_range(
+                &entry_key(c, tl_key, i),
+                transformer_layers[i],
+                1,
+                MAX_LAYERS,
+            )?;
         }
         Ok(Self {
-            in_channels: c.usize_or("in_channels", 4)?,
-            out_channels: c.usize_or("out_channels", 4)?,
+            in_channels: c.usize_in("in_channels", 4, 1, MAX_CHANNELS)?,
+            out_channels: c.usize_in("out_channels", 4, 1, MAX_CHANNELS)?,
             layers_per_block: layers[0],
             block_out_channels,
             down_block_types,
@@ -141,17 +144,52 @@ impl UNetConfig {
             use_linear_projection: c.bool_or("use_linear_projection", false)?,
             upcast_attention: c.bool_or("upcast_attention", false)?,
             norm_num_groups,
-            norm_eps: c.f64_or("norm_eps", 1e-5)? as f32,
+            norm_eps: c.f32_at_least("norm_eps", 1e-5, 0.0)?,
             flip_sin_to_cos: c.bool_or("flip_sin_to_cos", true)?,
-            freq_shift: c.f64_or("freq_shift", 0.0)? as f32,
-            downsample_padding: c.usize_or("downsample_padding", 1)?,
-            sample_size: c.usize_or("sample_size", 64)?,
+            freq_shift: c.f32_finite("freq_shift", 0.0)?,
+            // 1 pads every side; 0 is diffusers' asymmetric (0, 1, 0, 1) pad.
+            downsample_padding: c.usize_in("downsample_padding", 1, 0, 1)?,
+            sample_size: c.usize_in("sample_size", 64, 1, MAX_SAMPLE_SIZE)?,
         })
     }
 
     /// Spatial downscale of the latent through the UNet (2 per downsampling block).
+    /// `from_cfg` guarantees 1..=MAX_BLOCKS blocks; the shift is clamped regardless.
     pub fn downscale(&self) -> usize {
-        1 << (self.block_out_channels.len() - 1)
+        let shift = self.block_out_channels.len().saturating_sub(1);
+        1usize << shift.min(usize::BITS as usize - 1)
+    }
+
+    /// The invariants `build` indexes by (one entry per block in every per-block list, at
+    /// least one block, at least one layer), for configs not made by `from_cfg`.
+    fn check_lengths(&self) -> Result<()> {
+        let nb = self.block_out_channels.len();
+        let ok = nb > 0
+            && self.down_block_types.len() == nb
+            && self.up_block_types.len() == nb
+            && self.heads.len() == nb
+            && self.transformer_layers.len() == nb;
+        if !ok {
+            return Err(Error::invalid(format!(
+                "unet config: {nb} blocks, but {} down block types, {} up block types, {} head \
+                 counts and {} transformer depths",
+                self.down_block_types.len(),
+                self.up_block_types.len(),
+                self.heads.len(),
+                self.transformer_layers.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How errors name entry `i` of a per-block key: "`key`[i]" for a list, "`key`" for one
+/// number that applies to every block.
+pub(crate) fn entry_key(c: &Cfg, key: &str, i: usize) -> String {
+    if c.v.get(key).is_some_and(Value::is_array) {
+        format!("`{key}`[{i}]")
+    } else {
+        format!("`{key}`")
     }
 }
 
@@ -159,6 +197,7 @@ impl UNetConfig {
 /// Inputs: `sample` (B, C, h, w), `timestep` (B,), `encoder_hidden_states` (B, L, D).
 /// Output: `sample`.
 pub fn build(cfg: &UNetConfig, batch: usize, h: usize, w: usize, text_len: usize) -> Result<Graph> {
+    cfg.check_lengths()?;
     let mut b = GraphBuilder::new("unet");
     let sample = b.input("sample", &[batch, cfg.in_channels, h, w], DType::F32);
     let t = b.input("timestep", &[batch], DType::F32);
@@ -167,7 +206,10 @@ pub fn build(cfg: &UNetConfig, batch: usize, h: usize, w: usize, text_len: usize
         &[batch, text_len, cfg.cross_attention_dim],
         DType::F32,
     );
-    let ch0 = cfg.block_out_channels[0];
+    // check_lengths: at least one block, and every per-block list has one entry per block,
+    // so the `[i]` / `[rev]` / `[nb - 1]` indexing below is in range.
+    let nb = cfg.block_out_channels.len();
+    let (ch0, top) = (cfg.block_out_channels[0], cfg.block_out_channels[nb - 1]);
     let temb_dim = ch0 * 4;
     let (groups, eps) = (cfg.norm_num_groups, cfg.norm_eps);
 
@@ -180,7 +222,6 @@ pub fn build(cfg: &UNetConfig, batch: usize, h: usize, w: usize, text_len: usize
 
     let mut x = b.conv2d("conv_in", sample, ch0, 3, 1, SAME3, true)?;
     let mut skips: Vec<ValueId> = vec![x];
-    let nb = cfg.block_out_channels.len();
     for (i, kind) in cfg.down_block_types.iter().enumerate() {
         let p = format!("down_blocks.{i}");
         let cout = cfg.block_out_channels[i];
@@ -219,7 +260,6 @@ pub fn build(cfg: &UNetConfig, batch: usize, h: usize, w: usize, text_len: usize
         }
     }
 
-    let top = *cfg.block_out_channels.last().unwrap();
     x = blocks::resnet(
         &mut b,
         "mid_block.resnets.0",
@@ -254,7 +294,10 @@ pub fn build(cfg: &UNetConfig, batch: usize, h: usize, w: usize, text_len: usize
         let rev = nb - 1 - i;
         let cout = cfg.block_out_channels[rev];
         for j in 0..=cfg.layers_per_block {
-            let skip = skips.pop().expect("one skip per up-block layer");
+            // The down path pushed 1 + nb·L + (nb − 1) skips; the up path pops nb·(L + 1).
+            let skip = skips
+                .pop()
+                .ok_or_else(|| Error::invalid(format!("{p}: no skip connection left")))?;
             let cat = b.concat(&join(&p, &format!("resnets.{j}.concat")), &[x, skip], 1)?;
             x = blocks::resnet(
                 &mut b,
@@ -280,9 +323,11 @@ pub fn build(cfg: &UNetConfig, batch: usize, h: usize, w: usize, text_len: usize
         }
         if i + 1 < nb {
             // diffusers forwards the next skip's size so odd latent sizes line up.
-            let next = b
-                .shape(*skips.last().expect("skips remain below the top block"))
-                .to_vec();
+            let next = skips
+                .last()
+                .map(|&s| b.shape(s).to_vec())
+                .filter(|s| s.len() == 4)
+                .ok_or_else(|| Error::invalid(format!("{p}: no skip connection left")))?;
             x = blocks::upsample(
                 &mut b,
                 &join(&p, "upsamplers.0"),

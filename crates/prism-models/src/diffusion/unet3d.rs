@@ -11,7 +11,7 @@
 //! attention). The time embedding and the text embedding are repeated per frame
 //! (`repeat_interleave(F)`) as diffusers does.
 
-use crate::config::Cfg;
+use crate::config::{Cfg, MAX_CHANNELS, MAX_LAYERS, MAX_SAMPLE_SIZE};
 use crate::nn::blocks::{self, join, SAME3};
 use prism_core::{ActKind, AttentionKind, DType, Error, Graph, GraphBuilder, Result, ValueId};
 use serde_json::json;
@@ -53,40 +53,27 @@ impl UNet3DConfig {
     pub fn from_cfg(c: &Cfg) -> Result<Self> {
         let class = c.str_or("_class_name", CLASS_NAME)?;
         if class != CLASS_NAME {
-            return Err(c.err(format!("_class_name {class} is not {CLASS_NAME}")));
+            return Err(c.err(format!("`_class_name` {class:?} is not {CLASS_NAME}")));
         }
         c.expect("act_fn", &[json!("silu")])?;
         // diffusers raises NotImplementedError for num_attention_heads.
         c.expect("num_attention_heads", &[])?;
         c.expect("time_cond_proj_dim", &[])?;
         c.expect("mid_block_scale_factor", &[json!(1), json!(1.0)])?;
-        let block_out_channels = c.usize_list("block_out_channels")?;
+        // Every value the builder indexes, divides by or puts into a shape is checked here,
+        // with an error naming its key; `build` relies on these invariants.
+        let block_out_channels = c.block_channels("block_out_channels")?;
         let nb = block_out_channels.len();
-        if nb == 0 {
-            return Err(c.err("block_out_channels is empty"));
-        }
-        let down_block_types = c.str_list("down_block_types")?;
-        let up_block_types = c.str_list("up_block_types")?;
-        if down_block_types.len() != nb || up_block_types.len() != nb {
-            return Err(c.err(format!(
-                "block_out_channels has {nb} entries but down_block_types {} and up_block_types {}",
-                down_block_types.len(),
-                up_block_types.len()
-            )));
-        }
-        for t in &down_block_types {
-            if !DOWN_TYPES.contains(&t.as_str()) {
+        let down_block_types = c.block_types("down_block_types", nb, "block_out_channels")?;
+        let up_block_types = c.block_types("up_block_types", nb, "block_out_channels")?;
+        for (key, types, allowed) in [
+            ("down_block_types", &down_block_types, &DOWN_TYPES),
+            ("up_block_types", &up_block_types, &UP_TYPES),
+        ] {
+            if let Some(t) = types.iter().find(|t| !allowed.contains(&t.as_str())) {
                 return Err(c.err(format!(
-                    "unsupported down block type {t} (prism supports {})",
-                    DOWN_TYPES.join(", ")
-                )));
-            }
-        }
-        for t in &up_block_types {
-            if !UP_TYPES.contains(&t.as_str()) {
-                return Err(c.err(format!(
-                    "unsupported up block type {t} (prism supports {})",
-                    UP_TYPES.join(", ")
+                    "unsupported `{key}` entry {t:?} (prism supports {})",
+                    allowed.join(", ")
                 )));
             }
         }
@@ -94,50 +81,69 @@ impl UNet3DConfig {
             // transformer_in takes attention_head_dim as its head width; diffusers fails on a
             // list there, so no loadable checkpoint has one.
             return Err(c.err(
-                "per-block attention_head_dim lists are not supported (transformer_in needs one width)",
+                "per-block `attention_head_dim` lists are not supported (transformer_in needs one width)",
             ));
         }
         let head_dim = c.per_block("attention_head_dim", nb, Some(64))?;
         let norm_num_groups = match c.v.get("norm_num_groups") {
             Some(serde_json::Value::Null) => {
-                return Err(c.err("unsupported norm_num_groups = null (prism needs group norms)"))
+                return Err(c.err("unsupported `norm_num_groups` = null (prism needs group norms)"))
             }
-            _ => c.usize_or("norm_num_groups", 32)?,
+            _ => c.usize_in("norm_num_groups", 32, 1, MAX_CHANNELS)?,
         };
         for (i, &ch) in block_out_channels.iter().enumerate() {
-            if norm_num_groups == 0 || ch % norm_num_groups != 0 {
-                return Err(c.err(format!(
-                    "block_out_channels[{i}] = {ch} is not divisible by norm_num_groups = {norm_num_groups}"
-                )));
-            }
-            if head_dim[i] == 0 || ch % head_dim[i] != 0 {
-                return Err(c.err(format!(
-                    "block_out_channels[{i}] = {ch} is not divisible by attention_head_dim = {}",
-                    head_dim[i]
-                )));
-            }
+            let ch_key = format!("`block_out_channels`[{i}]");
+            c.check_divides("norm_num_groups", norm_num_groups, &ch_key, ch)?;
+            c.check_range("attention_head_dim", head_dim[i], 1, MAX_CHANNELS)?;
+            // The transformers use `ch / attention_head_dim` heads of that width.
+            c.check_divides("attention_head_dim", head_dim[i], &ch_key, ch)?;
         }
         Ok(Self {
-            in_channels: c.usize_or("in_channels", 4)?,
-            out_channels: c.usize_or("out_channels", 4)?,
-            layers_per_block: c.usize_or("layers_per_block", 2)?,
+            in_channels: c.usize_in("in_channels", 4, 1, MAX_CHANNELS)?,
+            out_channels: c.usize_in("out_channels", 4, 1, MAX_CHANNELS)?,
+            layers_per_block: c.usize_in("layers_per_block", 2, 1, MAX_LAYERS)?,
             transformer_in_heads: 8,
+            // `nb` >= 1 (block_channels), so `head_dim[0]` exists.
             transformer_in_head_dim: head_dim[0],
             block_out_channels,
             down_block_types,
             up_block_types,
-            cross_attention_dim: c.usize_or("cross_attention_dim", 1024)?,
+            cross_attention_dim: c.usize_in("cross_attention_dim", 1024, 1, MAX_CHANNELS)?,
             head_dim,
             norm_num_groups,
-            norm_eps: c.f64_or("norm_eps", 1e-5)? as f32,
-            downsample_padding: c.usize_or("downsample_padding", 1)?,
-            sample_size: c.usize_or("sample_size", 32)?,
+            norm_eps: c.f32_at_least("norm_eps", 1e-5, 0.0)?,
+            // 1 pads every side; 0 is diffusers' asymmetric (0, 1, 0, 1) pad.
+            downsample_padding: c.usize_in("downsample_padding", 1, 0, 1)?,
+            sample_size: c.usize_in("sample_size", 32, 1, MAX_SAMPLE_SIZE)?,
         })
     }
 
     /// Spatial downscale of the latent through the UNet (2 per downsampling block).
+    /// `from_cfg` guarantees 1..=MAX_BLOCKS blocks; the shift is clamped regardless.
     pub fn downscale(&self) -> usize {
-        1 << (self.block_out_channels.len() - 1)
+        let shift = self.block_out_channels.len().saturating_sub(1);
+        1usize << shift.min(usize::BITS as usize - 1)
+    }
+
+    /// The invariants `build` indexes and divides by (one entry per block in every per-block
+    /// list, at least one block, nonzero head widths), for configs not made by `from_cfg`.
+    fn check_lengths(&self) -> Result<()> {
+        let nb = self.block_out_channels.len();
+        let ok = nb > 0
+            && self.down_block_types.len() == nb
+            && self.up_block_types.len() == nb
+            && self.head_dim.len() == nb
+            && self.head_dim.iter().all(|&d| d > 0);
+        if !ok {
+            return Err(Error::invalid(format!(
+                "unet3d config: {nb} blocks, but {} down block types, {} up block types and \
+                 head widths {:?}",
+                self.down_block_types.len(),
+                self.up_block_types.len(),
+                self.head_dim
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -150,6 +156,12 @@ pub fn is_unet3d_config(c: &Cfg) -> bool {
 /// `repeat_interleave(frames, dim=0)`.
 fn repeat_interleave(b: &mut GraphBuilder, p: &str, x: ValueId, frames: usize) -> Result<ValueId> {
     let s = b.shape(x).to_vec();
+    if s.is_empty() || frames == 0 {
+        return Err(Error::shape(
+            p,
+            format!("repeat {s:?} {frames} times per batch row"),
+        ));
+    }
     if frames == 1 {
         return Ok(x);
     }
@@ -162,6 +174,24 @@ fn repeat_interleave(b: &mut GraphBuilder, p: &str, x: ValueId, frames: usize) -
     b.reshape(p, r, &out)
 }
 
+/// The (B·F, C, H, W) shape of x, checked to be 4-D with B·F a multiple of `frames` > 0 (so
+/// `B·F / frames` is the batch).
+fn frames_layout(
+    b: &GraphBuilder,
+    p: &str,
+    x: ValueId,
+    frames: usize,
+) -> Result<(usize, usize, usize, usize)> {
+    let s = b.shape(x);
+    if s.len() != 4 || frames == 0 || s[0] % frames != 0 {
+        return Err(Error::shape(
+            p,
+            format!("wants (B·F, C, H, W) with F = {frames} frames, got {s:?}"),
+        ));
+    }
+    Ok((s[0], s[1], s[2], s[3]))
+}
+
 /// diffusers `TemporalConvLayer` on x (B·F, C, H, W): four GroupNorm → SiLU → Conv3d (3,1,1)
 /// sub-layers on the (B, C, F, H·W) view, plus the input.
 pub fn temporal_conv(
@@ -171,8 +201,7 @@ pub fn temporal_conv(
     frames: usize,
     groups: usize,
 ) -> Result<ValueId> {
-    let s = b.shape(x).to_vec();
-    let (bf, c, h, w) = (s[0], s[1], s[2], s[3]);
+    let (bf, c, h, w) = frames_layout(b, p, x, frames)?;
     let batch = bf / frames;
     let v = b.reshape(&join(p, "to_temporal"), x, &[batch, frames, c, h * w])?;
     let identity = b.permute(&join(p, "to_temporal"), v, &[0, 2, 1, 3])?;
@@ -201,8 +230,7 @@ pub fn transformer_temporal(
     layers: usize,
     groups: usize,
 ) -> Result<ValueId> {
-    let s = b.shape(x).to_vec();
-    let (bf, c, h, w) = (s[0], s[1], s[2], s[3]);
+    let (bf, c, h, w) = frames_layout(b, p, x, frames)?;
     let batch = bf / frames;
     let inner = heads * head_dim;
     let v = b.reshape(&join(p, "to_temporal"), x, &[batch, frames, c, h, w])?;
@@ -258,6 +286,7 @@ pub fn build(
             "unet3d: batch {batch}, frames {frames}, size {h}x{w}: all must be positive"
         )));
     }
+    cfg.check_lengths()?;
     let mut b = GraphBuilder::new("unet");
     let sample = b.input(
         "sample",
@@ -270,7 +299,10 @@ pub fn build(
         &[batch, text_len, cfg.cross_attention_dim],
         DType::F32,
     );
-    let ch0 = cfg.block_out_channels[0];
+    // check_lengths: at least one block, and every per-block list has one entry per block,
+    // so the `[i]` / `[rev]` / `[nb - 1]` indexing below is in range.
+    let nb = cfg.block_out_channels.len();
+    let (ch0, top) = (cfg.block_out_channels[0], cfg.block_out_channels[nb - 1]);
     let temb_dim = ch0 * 4;
     let (groups, eps) = (cfg.norm_num_groups, cfg.norm_eps);
     let bf = batch * frames;
@@ -302,7 +334,6 @@ pub fn build(
     )?;
 
     let mut skips: Vec<ValueId> = vec![x];
-    let nb = cfg.block_out_channels.len();
     for (i, kind) in cfg.down_block_types.iter().enumerate() {
         let p = format!("down_blocks.{i}");
         let cout = cfg.block_out_channels[i];
@@ -340,7 +371,6 @@ pub fn build(
         }
     }
 
-    let top = *cfg.block_out_channels.last().unwrap();
     let hd_top = cfg.head_dim[nb - 1];
     x = blocks::resnet(
         &mut b,
@@ -370,7 +400,10 @@ pub fn build(
         let cout = cfg.block_out_channels[rev];
         let hd = cfg.head_dim[rev];
         for j in 0..=cfg.layers_per_block {
-            let skip = skips.pop().expect("one skip per up-block layer");
+            // The down path pushed 1 + nb·L + (nb − 1) skips; the up path pops nb·(L + 1).
+            let skip = skips
+                .pop()
+                .ok_or_else(|| Error::invalid(format!("{p}: no skip connection left")))?;
             let cat = b.concat(&join(&p, &format!("resnets.{j}.concat")), &[x, skip], 1)?;
             x = blocks::resnet(
                 &mut b,
@@ -394,9 +427,11 @@ pub fn build(
         }
         if i + 1 < nb {
             // diffusers forwards the next skip's size so odd latent sizes line up.
-            let next = b
-                .shape(*skips.last().expect("skips remain below the top block"))
-                .to_vec();
+            let next = skips
+                .last()
+                .map(|&s| b.shape(s).to_vec())
+                .filter(|s| s.len() == 4)
+                .ok_or_else(|| Error::invalid(format!("{p}: no skip connection left")))?;
             x = blocks::upsample(
                 &mut b,
                 &join(&p, "upsamplers.0"),
@@ -429,6 +464,12 @@ fn spatial_and_temporal(
     head_dim: usize,
     groups: usize,
 ) -> Result<ValueId> {
+    if head_dim == 0 || channels % head_dim != 0 {
+        return Err(Error::shape(
+            p,
+            format!("{channels} channels do not split into heads of width {head_dim}"),
+        ));
+    }
     let heads = channels / head_dim;
     // UNet3DConditionModel never passes use_linear_projection: get_down_block / get_up_block
     // and UNetMidBlock3DCrossAttn default it to True.

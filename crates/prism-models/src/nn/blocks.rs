@@ -1,7 +1,7 @@
 //! Building blocks shared by the UNet and VAE builders, named as diffusers names their
 //! modules so parameter names equal checkpoint keys.
 
-use prism_core::{ActKind, AttentionKind, AttentionSpec, GraphBuilder, Result, ValueId};
+use prism_core::{ActKind, AttentionKind, AttentionSpec, Error, GraphBuilder, Result, ValueId};
 
 pub fn join(prefix: &str, leaf: &str) -> String {
     if prefix.is_empty() {
@@ -14,6 +14,14 @@ pub fn join(prefix: &str, leaf: &str) -> String {
 pub const SAME3: [usize; 4] = [1, 1, 1, 1];
 pub const NOPAD: [usize; 4] = [0, 0, 0, 0];
 
+/// The (N, C, H, W) shape of x, or a shape error naming `p` when x is not 4-D.
+pub fn nchw(b: &GraphBuilder, p: &str, x: ValueId) -> Result<[usize; 4]> {
+    match *b.shape(x) {
+        [n, c, h, w] => Ok([n, c, h, w]),
+        ref s => Err(Error::shape(p, format!("wants NCHW input, got {s:?}"))),
+    }
+}
+
 /// diffusers `ResnetBlock2D` (time_embedding_norm "default", output_scale_factor 1).
 /// `temb` is the already-activated time embedding (B, T) or None (VAE).
 pub fn resnet(
@@ -25,13 +33,13 @@ pub fn resnet(
     groups: usize,
     eps: f32,
 ) -> Result<ValueId> {
-    let cin = b.shape(x)[1];
+    let [_, cin, _, _] = nchw(b, p, x)?;
     let h = b.group_norm(&join(p, "norm1"), x, groups, eps, false)?;
     let h = b.act(&join(p, "nonlinearity"), h, ActKind::Silu);
     let mut h = b.conv2d(&join(p, "conv1"), h, cout, 3, 1, SAME3, true)?;
     if let Some(t) = temb {
         let e = b.linear(&join(p, "time_emb_proj"), t, cout, true)?;
-        let n = b.shape(e)[0];
+        let n = b.shape(e).first().copied().unwrap_or(0);
         let e = b.reshape(&join(p, "time_emb_proj"), e, &[n, cout, 1, 1])?;
         h = b.add(&join(p, "add_temb"), h, e)?;
     }
@@ -60,7 +68,10 @@ pub fn attention(
     kind: AttentionKind,
 ) -> Result<ValueId> {
     let inner = heads * head_dim;
-    let c = *b.shape(x).last().unwrap();
+    let c = *b
+        .shape(x)
+        .last()
+        .ok_or_else(|| Error::shape(p, "attention over a scalar"))?;
     let src = ctx.unwrap_or(x);
     let q = b.linear(&join(p, "to_q"), x, inner, qkv_bias)?;
     let k = b.linear(&join(p, "to_k"), src, inner, qkv_bias)?;
@@ -72,9 +83,9 @@ pub fn attention(
 
 /// NCHW → (B, H·W, C).
 pub fn to_tokens(b: &mut GraphBuilder, p: &str, x: ValueId) -> Result<ValueId> {
-    let s = b.shape(x).to_vec();
+    let [n, c, h, w] = nchw(b, p, x)?;
     let t = b.permute(p, x, &[0, 2, 3, 1])?;
-    b.reshape(p, t, &[s[0], s[2] * s[3], s[1]])
+    b.reshape(p, t, &[n, h * w, c])
 }
 
 /// (B, H·W, C) → NCHW.
@@ -85,8 +96,16 @@ pub fn from_tokens(
     h: usize,
     w: usize,
 ) -> Result<ValueId> {
-    let s = b.shape(x).to_vec();
-    let t = b.reshape(p, x, &[s[0], h, w, s[2]])?;
+    let (n, c) = match *b.shape(x) {
+        [n, _, c] => (n, c),
+        ref s => {
+            return Err(Error::shape(
+                p,
+                format!("wants (B, H·W, C) tokens, got {s:?}"),
+            ))
+        }
+    };
+    let t = b.reshape(p, x, &[n, h, w, c])?;
     b.permute(p, t, &[0, 3, 1, 2])
 }
 
@@ -102,8 +121,13 @@ pub fn transformer2d(
     groups: usize,
     linear_proj: bool,
 ) -> Result<ValueId> {
-    let s = b.shape(x).to_vec();
-    let (c, h, w) = (s[1], s[2], s[3]);
+    let [_, c, h, w] = nchw(b, p, x)?;
+    if heads == 0 || c % heads != 0 {
+        return Err(Error::shape(
+            p,
+            format!("{c} channels do not split into {heads} attention heads"),
+        ));
+    }
     let head_dim = c / heads;
     let inner = heads * head_dim;
     let n = b.group_norm(&join(p, "norm"), x, groups, 1e-6, false)?;
@@ -159,8 +183,7 @@ pub fn transformer2d(
 /// diffusers `Attention` as the VAE's mid block uses it: group norm, one head over the
 /// channels, biases on q/k/v, residual connection.
 pub fn vae_attention(b: &mut GraphBuilder, p: &str, x: ValueId, groups: usize) -> Result<ValueId> {
-    let s = b.shape(x).to_vec();
-    let (c, h, w) = (s[1], s[2], s[3]);
+    let [_, c, h, w] = nchw(b, p, x)?;
     let n = b.group_norm(&join(p, "group_norm"), x, groups, 1e-6, false)?;
     let t = to_tokens(b, &join(p, "to_tokens"), n)?;
     let a = attention(b, p, t, None, 1, c, true, AttentionKind::SelfAttn)?;
@@ -171,7 +194,7 @@ pub fn vae_attention(b: &mut GraphBuilder, p: &str, x: ValueId, groups: usize) -
 /// diffusers `Downsample2D` with a conv: stride 2, `padding` on every side, or (padding 0)
 /// the asymmetric (0, 1, 0, 1) pad the VAE encoder uses.
 pub fn downsample(b: &mut GraphBuilder, p: &str, x: ValueId, padding: usize) -> Result<ValueId> {
-    let c = b.shape(x)[1];
+    let [_, c, _, _] = nchw(b, p, x)?;
     let pad = if padding == 0 {
         [0, 1, 0, 1]
     } else {
@@ -188,9 +211,8 @@ pub fn upsample(
     x: ValueId,
     size: Option<(usize, usize)>,
 ) -> Result<ValueId> {
-    let s = b.shape(x).to_vec();
-    let c = s[1];
-    let (h, w) = size.unwrap_or((s[2] * 2, s[3] * 2));
+    let [_, c, h, w] = nchw(b, p, x)?;
+    let (h, w) = size.unwrap_or((h * 2, w * 2));
     let u = b.upsample_nearest(&join(p, "interpolate"), x, h, w)?;
     b.conv2d(&join(p, "conv"), u, c, 3, 1, SAME3, true)
 }

@@ -1,6 +1,6 @@
 //! transformers' `CLIPTextModel`: the text encoder of Stable Diffusion.
 
-use crate::config::Cfg;
+use crate::config::{Cfg, MAX_CHANNELS, MAX_LAYERS, MAX_TABLE};
 use prism_core::{ActKind, AttentionKind, AttentionSpec, DType, Graph, GraphBuilder, Result};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -25,7 +25,7 @@ impl ClipConfig {
                 .any(|n| *n == "CLIPTextModel" || *n == "CLIPTextModelWithProjection")
             {
                 return Err(c.err(format!(
-                    "architectures {names:?}: prism's text encoder is CLIPTextModel"
+                    "`architectures` {names:?}: prism's text encoder is CLIPTextModel"
                 )));
             }
         }
@@ -36,27 +36,35 @@ impl ClipConfig {
             "gelu_new" | "gelu_pytorch_tanh" => ActKind::GeluTanh,
             other => {
                 return Err(c.err(format!(
-                    "unsupported hidden_act {other} (prism supports quick_gelu, gelu, gelu_new)"
+                    "unsupported `hidden_act` {other:?} (prism supports quick_gelu, gelu, gelu_new, gelu_pytorch_tanh)"
                 )))
             }
         };
-        let hidden_size = c.usize_or("hidden_size", 512)?;
-        let heads = c.usize_or("num_attention_heads", 8)?;
-        if heads == 0 || hidden_size % heads != 0 {
+        // Every value the builder puts into a shape or divides by is checked here, with an
+        // error naming its key; `build` relies on these invariants.
+        let hidden_size = c.usize_in("hidden_size", 512, 1, MAX_CHANNELS)?;
+        let heads = c.usize_in("num_attention_heads", 8, 1, MAX_CHANNELS)?;
+        c.check_divides("num_attention_heads", heads, "hidden_size", hidden_size)?;
+        let vocab_size = c.usize_in("vocab_size", 49408, 1, MAX_TABLE)?;
+        let eos = c.usize_or("eos_token_id", 2)?;
+        // eos_token_id 2 is transformers' legacy setting (argmax of the ids, eos unused).
+        if eos != 2 && eos >= vocab_size {
             return Err(c.err(format!(
-                "hidden_size {hidden_size} is not divisible by num_attention_heads {heads}"
+                "`eos_token_id` = {eos} is not below `vocab_size` = {vocab_size}"
             )));
         }
         Ok(Self {
-            vocab_size: c.usize_or("vocab_size", 49408)?,
+            vocab_size,
             hidden_size,
-            intermediate_size: c.usize_or("intermediate_size", 2048)?,
-            num_hidden_layers: c.usize_or("num_hidden_layers", 12)?,
+            intermediate_size: c.usize_in("intermediate_size", 2048, 1, MAX_CHANNELS)?,
+            num_hidden_layers: c.usize_in("num_hidden_layers", 12, 1, MAX_LAYERS)?,
             num_attention_heads: heads,
-            max_position_embeddings: c.usize_or("max_position_embeddings", 77)?,
+            // The tokenizer needs room for bos + eos.
+            max_position_embeddings: c.usize_in("max_position_embeddings", 77, 2, MAX_TABLE)?,
             hidden_act,
-            layer_norm_eps: c.f64_or("layer_norm_eps", 1e-5)? as f32,
-            eos_token_id: c.usize_or("eos_token_id", 2)? as u32,
+            layer_norm_eps: c.f32_at_least("layer_norm_eps", 1e-5, 0.0)?,
+            // < vocab_size <= MAX_TABLE, or 2: fits in u32.
+            eos_token_id: eos as u32,
         })
     }
 }
@@ -93,7 +101,8 @@ pub fn build(cfg: &ClipConfig, batch: usize, len: usize, clip_skip: usize) -> Re
         let q = b.linear(&format!("{p}.self_attn.q_proj"), h, d, true)?;
         let k = b.linear(&format!("{p}.self_attn.k_proj"), h, d, true)?;
         let v = b.linear(&format!("{p}.self_attn.v_proj"), h, d, true)?;
-        let spec = AttentionSpec::mha(AttentionKind::Causal, heads, d / heads, true);
+        // from_cfg: heads >= 1 and divides d (the builder's attention rejects anything else).
+        let spec = AttentionSpec::mha(AttentionKind::Causal, heads, d / heads.max(1), true);
         let a = b.attention(&format!("{p}.self_attn"), q, k, v, None, spec)?;
         let a = b.linear(&format!("{p}.self_attn.out_proj"), a, d, true)?;
         x = b.add(&format!("{p}.residual1"), x, a)?;
