@@ -56,6 +56,7 @@ pub const BENCHES: &[&str] = &[
     "unet_b2_64_kept",
     "vae_decode_32",
     "vae_decode_64",
+    "decode_small_1024",
 ];
 
 /// What [`time`] measured: median, min and max of the timed runs, and every run in order.
@@ -449,6 +450,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize, quick: bool) -> Result<Benc
                 ..result(name, t, None)
             })
         }
+        "decode_small_1024" => decode_small(exec, runs, if quick { 64 } else { 1024 }),
         "vae_decode_32" | "vae_decode_64" => {
             let s = if name.ends_with("32") { 32 } else { 64 } / if quick { 8 } else { 1 };
             let vae = VaePart::load(&sd15()?, &opts, true)?;
@@ -463,4 +465,71 @@ pub fn run(name: &str, exec: &Executor, runs: usize, quick: bool) -> Result<Benc
             BENCHES.join(", ")
         ))),
     }
+}
+
+/// One generation of `tokens` tokens, one at a time, by a small Llama-shaped decoder
+/// (`llama::small_config`, random weights) whose KV cache grows from 1 to `tokens`: one
+/// prepared plan and one `State` for every step. The note gives the per-token overhead
+/// outside the kernels — a step's wall time around `Executor::run_plan` less the time its
+/// nodes report — as a share of the step, at the first steps, the last, and overall. The
+/// loop runs inside [`Executor::install`], as a decoding pipeline's does.
+fn decode_small(exec: &Executor, runs: usize, tokens: usize) -> Result<BenchResult> {
+    use prism_models::text::llama;
+    let cfg = llama::small_config();
+    let graph = llama::build(&cfg, 1, 1, tokens, true)?;
+    let w = prism_models::random::random_weights(&graph, 7, prism_runtime::WeightDType::F32)?;
+    let plan = exec.prepare(&graph)?;
+    let mut overhead = Vec::new();
+    let mut steps = Vec::new();
+    let mut generate = |record: bool| {
+        let mut state = prism_runtime::State::new();
+        let mut token = 1i64;
+        for _ in 0..tokens {
+            let ids = Tensor::from_ids(vec![1, 1], vec![token]).expect("one id");
+            let mut kernels = std::time::Duration::ZERO;
+            let t0 = Instant::now();
+            let (out, _) = exec
+                .run_plan(
+                    &plan,
+                    &w,
+                    &mut state,
+                    vec![("input_ids".into(), ids)],
+                    &mut |e| kernels += e.duration,
+                )
+                .expect("decode step runs");
+            let wall = t0.elapsed();
+            // Greedy: the next token is the largest logit (host work, timed with the step).
+            let logits = out["logits"].data();
+            token = (0..logits.len())
+                .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+                .unwrap_or(0) as i64;
+            if record {
+                steps.push(wall.as_secs_f64());
+                overhead.push(wall.saturating_sub(kernels).as_secs_f64());
+            }
+        }
+    };
+    // The loop runs on the executor's pool (as a decoding pipeline does), so a step does not
+    // hand its work to a sleeping pool thread and wait for it.
+    let t = time(runs, || exec.install(|| generate(false)));
+    exec.install(|| generate(true));
+    let share = |r: std::ops::Range<usize>| {
+        let o: f64 = overhead[r.clone()].iter().sum();
+        let s: f64 = steps[r].iter().sum();
+        100.0 * o / s
+    };
+    let n = steps.len();
+    let k = (n / 16).max(1);
+    let mut o = overhead.clone();
+    o.sort_by(|a, b| a.total_cmp(b));
+    let mut r = result("decode_small_1024", t, None);
+    r.note = Some(format!(
+        "{n} tokens, {:.2} ms/token; overhead outside kernels {:.1} us/token median = {:.1}% of a step (first {k}: {:.1}%, last {k}: {:.1}%)",
+        1e3 * steps.iter().sum::<f64>() / n as f64,
+        1e6 * o[n / 2],
+        share(0..n),
+        share(0..k),
+        share(n - k..n),
+    ));
+    Ok(r)
 }

@@ -1,4 +1,5 @@
-//! Text encoders and their tokenizers: CLIP (transformers `CLIPTextModel`) today.
+//! Text models and their tokenizers: CLIP (transformers `CLIPTextModel`), the Llama decoder.
 
 pub mod clip;
+pub mod llama;
 pub mod tokenizer;
