@@ -75,7 +75,7 @@ fn tiny_unets_match_flop_counter() {
         let (_, _, inputs) = torch_kinds(file);
         let s = shape(&inputs, "sample");
         let e = shape(&inputs, "encoder_hidden_states");
-        let cfg = UNetConfig::from_cfg(&src(model).config(Component::Unet).unwrap()).unwrap();
+        let cfg = UNetConfig::from_cfg(&src(model).config(Component::UNET).unwrap()).unwrap();
         check(&unet::build(&cfg, s[0], s[2], s[3], e[1]).unwrap(), file);
     }
 }
@@ -84,7 +84,7 @@ fn tiny_unets_match_flop_counter() {
 fn tiny_vae_and_text_encoder_match_flop_counter() {
     let (_, _, inputs) = torch_kinds("sd1_vae_decoder.json");
     let z = shape(&inputs, "latent_sample");
-    let cfg = VaeConfig::from_cfg(&src("sd1_tiny").config(Component::Vae).unwrap()).unwrap();
+    let cfg = VaeConfig::from_cfg(&src("sd1_tiny").config(Component::VAE).unwrap()).unwrap();
     check(
         &vae::build_decoder(&cfg, z[0], z[2], z[3]).unwrap(),
         "sd1_vae_decoder.json",
@@ -98,7 +98,7 @@ fn tiny_vae_and_text_encoder_match_flop_counter() {
     let (_, _, inputs) = torch_kinds("sd1_text_encoder.json");
     let ids = shape(&inputs, "input_ids");
     let cfg =
-        ClipConfig::from_cfg(&src("sd1_tiny").config(Component::TextEncoder).unwrap()).unwrap();
+        ClipConfig::from_cfg(&src("sd1_tiny").config(Component::TEXT_ENCODER).unwrap()).unwrap();
     check(
         &clip::build(&cfg, ids[0], ids[1], 0).unwrap(),
         "sd1_text_encoder.json",
@@ -130,7 +130,7 @@ fn expect(g: &Graph, conv: u64, linear: u64, attention: u64, total: u64) {
 #[test]
 fn sd15_counts_equal_torch() {
     let s = sd15();
-    let u = UNetConfig::from_cfg(&s.config(Component::Unet).unwrap()).unwrap();
+    let u = UNetConfig::from_cfg(&s.config(Component::UNET).unwrap()).unwrap();
     expect(
         &unet::build(&u, 1, 64, 64, 77).unwrap(),
         443_946_106_880,
@@ -145,7 +145,7 @@ fn sd15_counts_equal_torch() {
         8_545_320_960,
         180_106_444_800,
     );
-    let v = VaeConfig::from_cfg(&s.config(Component::Vae).unwrap()).unwrap();
+    let v = VaeConfig::from_cfg(&s.config(Component::VAE).unwrap()).unwrap();
     expect(
         &vae::build_decoder(&v, 1, 64, 64).unwrap(),
         2_471_569_260_544,
@@ -160,7 +160,7 @@ fn sd15_counts_equal_torch() {
         2_147_483_648,
         622_187_282_432,
     );
-    let c = ClipConfig::from_cfg(&s.config(Component::TextEncoder).unwrap()).unwrap();
+    let c = ClipConfig::from_cfg(&s.config(Component::TEXT_ENCODER).unwrap()).unwrap();
     expect(
         &clip::build(&c, 1, 77, 0).unwrap(),
         0,
@@ -173,18 +173,18 @@ fn sd15_counts_equal_torch() {
 #[test]
 fn sd15_parameter_counts() {
     let s = sd15();
-    let u = UNetConfig::from_cfg(&s.config(Component::Unet).unwrap()).unwrap();
+    let u = UNetConfig::from_cfg(&s.config(Component::UNET).unwrap()).unwrap();
     assert_eq!(
         unet::build(&u, 1, 8, 8, 77).unwrap().param_count(),
         859_520_964
     );
-    let c = ClipConfig::from_cfg(&s.config(Component::TextEncoder).unwrap()).unwrap();
+    let c = ClipConfig::from_cfg(&s.config(Component::TEXT_ENCODER).unwrap()).unwrap();
     assert_eq!(
         clip::build(&c, 1, 77, 0).unwrap().param_count(),
         123_060_480
     );
     // The whole AutoencoderKL (encoder + decoder + both quant convs) is 83,653,863.
-    let v = VaeConfig::from_cfg(&s.config(Component::Vae).unwrap()).unwrap();
+    let v = VaeConfig::from_cfg(&s.config(Component::VAE).unwrap()).unwrap();
     let dec = vae::build_decoder(&v, 1, 8, 8).unwrap().param_count();
     let enc = vae::build_encoder(&v, 1, 64, 64).unwrap().param_count();
     assert_eq!(dec + enc, 83_653_863);

@@ -35,11 +35,11 @@ pub struct TextEncoder {
 
 impl TextEncoder {
     pub fn load(src: &ModelSource, opts: &LoadOptions) -> Result<Self> {
-        let cfg = ClipConfig::from_cfg(&src.config(Component::TextEncoder)?)?;
+        let cfg = ClipConfig::from_cfg(&src.config(Component::TEXT_ENCODER)?)?;
         let g = clip::build(&cfg, 1, cfg.max_position_embeddings, opts.clip_skip)?;
         let weights = src.weights(
             &g,
-            Component::TextEncoder,
+            Component::TEXT_ENCODER,
             opts.variant.as_deref(),
             opts.weight_seed,
             opts.weights_dtype,
@@ -136,12 +136,12 @@ pub struct Unet {
 
 impl Unet {
     pub fn load(src: &ModelSource, opts: &LoadOptions) -> Result<Self> {
-        let cfg = UNetConfig::from_cfg(&src.config(Component::Unet)?)?;
+        let cfg = UNetConfig::from_cfg(&src.config(Component::UNET)?)?;
         let d = cfg.downscale();
         let g = unet::build(&cfg, 1, d, d, 1)?;
         let weights = src.weights(
             &g,
-            Component::Unet,
+            Component::UNET,
             opts.variant.as_deref(),
             opts.weight_seed,
             opts.weights_dtype,
@@ -210,7 +210,7 @@ pub struct VaePart {
 
 impl VaePart {
     pub fn load(src: &ModelSource, opts: &LoadOptions, decoder: bool) -> Result<Self> {
-        let cfg = VaeConfig::from_cfg(&src.config(Component::Vae)?)?;
+        let cfg = VaeConfig::from_cfg(&src.config(Component::VAE)?)?;
         let g = if decoder {
             vae::build_decoder(&cfg, 1, 1, 1)?
         } else {
@@ -219,7 +219,7 @@ impl VaePart {
         };
         let weights = src.weights(
             &g,
-            Component::Vae,
+            Component::VAE,
             opts.variant.as_deref(),
             opts.weight_seed,
             opts.weights_dtype,
@@ -287,10 +287,10 @@ impl Unet3d {
         weight_seed: u64,
         dtype: prism_runtime::WeightDType,
     ) -> Result<Self> {
-        let cfg = UNet3DConfig::from_cfg(&src.config(Component::Unet)?)?;
+        let cfg = UNet3DConfig::from_cfg(&src.config(Component::UNET)?)?;
         let d = cfg.downscale();
         let g = unet3d::build(&cfg, 1, 1, d, d, 1)?;
-        let weights = src.weights(&g, Component::Unet, variant, weight_seed, dtype)?;
+        let weights = src.weights(&g, Component::UNET, variant, weight_seed, dtype)?;
         Ok(Self { cfg, weights })
     }
 

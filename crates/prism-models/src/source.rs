@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 pub struct Preset {
     pub name: &'static str,
     pub description: &'static str,
-    pub unet: &'static str,
-    pub vae: &'static str,
-    pub text_encoder: &'static str,
-    pub scheduler: &'static str,
+    /// The pipeline class a diffusers folder of this model names in `model_index.json`.
+    pub class_name: &'static str,
+    /// Each component's config (`config.json`, or `scheduler_config.json` for a scheduler),
+    /// by component folder name.
+    pub configs: &'static [(&'static str, &'static str)],
     pub pad: PadToken,
 }
 
@@ -24,29 +25,38 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         name: "sd15",
         description: "Stable Diffusion 1.5 architecture (UNet 860M, CLIP ViT-L/14 text encoder)",
-        unet: include_str!("../presets/sd15/unet.json"),
-        vae: include_str!("../presets/sd15/vae.json"),
-        text_encoder: include_str!("../presets/sd15/text_encoder.json"),
-        scheduler: include_str!("../presets/sd15/scheduler.json"),
+        class_name: "StableDiffusionPipeline",
+        configs: &[
+            ("unet", include_str!("../presets/sd15/unet.json")),
+            ("vae", include_str!("../presets/sd15/vae.json")),
+            ("text_encoder", include_str!("../presets/sd15/text_encoder.json")),
+            ("scheduler", include_str!("../presets/sd15/scheduler.json")),
+        ],
         pad: PadToken::Eos,
     },
     Preset {
         name: "sd21",
         description:
             "Stable Diffusion 2.1 architecture (768-v: v-prediction, OpenCLIP ViT-H text encoder)",
-        unet: include_str!("../presets/sd21/unet.json"),
-        vae: include_str!("../presets/sd21/vae.json"),
-        text_encoder: include_str!("../presets/sd21/text_encoder.json"),
-        scheduler: include_str!("../presets/sd21/scheduler.json"),
+        class_name: "StableDiffusionPipeline",
+        configs: &[
+            ("unet", include_str!("../presets/sd21/unet.json")),
+            ("vae", include_str!("../presets/sd21/vae.json")),
+            ("text_encoder", include_str!("../presets/sd21/text_encoder.json")),
+            ("scheduler", include_str!("../presets/sd21/scheduler.json")),
+        ],
         pad: PadToken::Bang,
     },
     Preset {
         name: "t2v",
         description: "ModelScope text-to-video 1.7B architecture (UNet3D with temporal conv and attention, OpenCLIP ViT-H text encoder, SD VAE)",
-        unet: include_str!("../presets/t2v/unet.json"),
-        vae: include_str!("../presets/t2v/vae.json"),
-        text_encoder: include_str!("../presets/t2v/text_encoder.json"),
-        scheduler: include_str!("../presets/t2v/scheduler.json"),
+        class_name: "TextToVideoSDPipeline",
+        configs: &[
+            ("unet", include_str!("../presets/t2v/unet.json")),
+            ("vae", include_str!("../presets/t2v/vae.json")),
+            ("text_encoder", include_str!("../presets/t2v/text_encoder.json")),
+            ("scheduler", include_str!("../presets/t2v/scheduler.json")),
+        ],
         pad: PadToken::Bang,
     },
 ];
@@ -59,28 +69,40 @@ pub fn preset_names() -> String {
         .join(", ")
 }
 
-/// The components prism can build.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Component {
-    Unet,
-    Vae,
-    TextEncoder,
-    Scheduler,
-}
+/// A pipeline component, named as its folder in a diffusers pipeline (`unet`, `vae`,
+/// `text_encoder`, `scheduler`; `text_encoder_2`, `transformer`, `vqvae` for the families to
+/// come). The constants name the ones prism's pipelines use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Component(pub &'static str);
 
 impl Component {
+    pub const UNET: Component = Component("unet");
+    pub const VAE: Component = Component("vae");
+    pub const TEXT_ENCODER: Component = Component("text_encoder");
+    pub const SCHEDULER: Component = Component("scheduler");
+
     pub fn dir(self) -> &'static str {
-        match self {
-            Component::Unet => "unet",
-            Component::Vae => "vae",
-            Component::TextEncoder => "text_encoder",
-            Component::Scheduler => "scheduler",
-        }
+        self.0
     }
     fn config_file(self) -> &'static str {
-        match self {
-            Component::Scheduler => "scheduler_config.json",
-            _ => "config.json",
+        if self.0 == "scheduler" {
+            "scheduler_config.json"
+        } else {
+            "config.json"
+        }
+    }
+    /// What a preset's random weights for this component are seeded with, besides the
+    /// weight seed: the index the first components always had (so presets keep their weights),
+    /// else a hash of the name.
+    fn seed_salt(self) -> u64 {
+        match self.0 {
+            "unet" => 0,
+            "vae" => 1,
+            "text_encoder" => 2,
+            "scheduler" => 3,
+            name => name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            }),
         }
     }
 }
@@ -140,12 +162,14 @@ impl ModelSource {
         match self {
             ModelSource::Folder(_) => Cfg::from_file(&self.component_dir(c)?.join(c.config_file())),
             ModelSource::Preset(p) => {
-                let text = match c {
-                    Component::Unet => p.unet,
-                    Component::Vae => p.vae,
-                    Component::TextEncoder => p.text_encoder,
-                    Component::Scheduler => p.scheduler,
-                };
+                let text = p
+                    .configs
+                    .iter()
+                    .find(|(name, _)| *name == c.dir())
+                    .map(|(_, text)| *text)
+                    .ok_or_else(|| {
+                        Error::invalid(format!("preset {} has no {} component", p.name, c.dir()))
+                    })?;
                 Cfg::from_str(text, &format!("preset {}/{}", p.name, c.dir()))
             }
         }
@@ -175,19 +199,19 @@ impl ModelSource {
         dtype: WeightDType,
     ) -> Result<Weights> {
         match self {
-            ModelSource::Preset(_) => random_weights(graph, seed ^ (c as u64) << 32, dtype),
+            ModelSource::Preset(_) => random_weights(graph, seed ^ c.seed_salt() << 32, dtype),
             ModelSource::Folder(_) => {
                 let dir = self.component_dir(c)?;
                 let files = TensorFiles::open(&loader::weight_files(&dir, variant)?)?;
                 let rules = match c {
-                    Component::TextEncoder => KeyRules {
+                    Component::TEXT_ENCODER => KeyRules {
                         optional_prefix: Some("text_model."),
                         ignore: text_encoder_ignores(graph),
                     },
                     _ => KeyRules::default(),
                 };
                 // The VAE checkpoint holds encoder and decoder; each graph uses one half.
-                let rules = if c == Component::Vae {
+                let rules = if c == Component::VAE {
                     KeyRules {
                         ignore: vae_ignores(graph),
                         ..rules

@@ -78,7 +78,7 @@ fn unet3d_graph_has_temporal_attention_and_convs() {
     let cfg = UNet3DConfig::from_cfg(
         &ModelSource::parse("t2v")
             .unwrap()
-            .config(prism_models::source::Component::Unet)
+            .config(prism_models::source::Component::UNET)
             .unwrap(),
     )
     .unwrap();

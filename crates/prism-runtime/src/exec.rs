@@ -95,6 +95,8 @@ pub struct Plan {
     pub keeps_filters: bool,
     /// Rows each run appends to the caches it writes (None: the graph writes none).
     pub cache_step: Option<usize>,
+    /// The cache slots the graph touches and their shapes ([`Graph::cache_slots`]).
+    pub cache_slots: Vec<(usize, Vec<usize>)>,
     /// Names the buffer pool by graph (see `pool.rs`).
     pub pool_key: String,
 }
@@ -130,6 +132,7 @@ impl Plan {
                 graph.values.len()
             ),
             keeps_filters: kernels.keeps_filters(&graph),
+            cache_slots: graph.cache_slots(),
             kernels: *kernels,
             last_use,
             moves,

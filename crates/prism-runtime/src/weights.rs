@@ -408,6 +408,14 @@ impl Weights {
         self.dtype
     }
 
+    /// Parameters (elements) of the model's tensors (kept after [`Weights::release`]).
+    pub fn param_count(&self) -> usize {
+        self.shapes
+            .iter()
+            .map(|s| s.iter().product::<usize>())
+            .sum()
+    }
+
     /// Resident bytes of the stored weights.
     pub fn bytes(&self) -> usize {
         self.data

@@ -1,4 +1,11 @@
-//! Pipelines: host code that runs component graphs step by step.
+//! Pipelines: host code that runs component graphs step by step, one file per pipeline
+//! class, all behind one [`Pipeline`] trait and chosen from one [`REGISTRY`] by the class a
+//! model names (`model_index.json`'s `_class_name` for a diffusers folder; a preset's
+//! `class_name`).
+//!
+//! Adding a pipeline: a file here with its loader, request checks, loop and stage graphs, an
+//! [`Entry`] for it in [`REGISTRY`]; nothing else (the engine and the CLI go through the
+//! registry).
 
 pub mod common;
 pub mod forward;
@@ -6,3 +13,187 @@ pub mod sd;
 pub mod t2v;
 
 pub use common::{check_multiple, denoise, DenoiseRequest, Progress, StageGraph};
+
+use crate::components::LoadOptions;
+use crate::config::Cfg;
+use crate::image::RgbImage;
+use crate::source::ModelSource;
+use prism_core::{Error, Result, Tensor};
+use prism_runtime::{Executor, Observer};
+use std::time::Duration;
+
+/// What a pipeline makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaKind {
+    Image,
+    Video,
+}
+
+impl MediaKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Video => "video",
+        }
+    }
+}
+
+/// What a generation made.
+pub enum Media {
+    Image(RgbImage),
+    Video(Vec<RgbImage>),
+}
+
+/// One generation request, for any pipeline. Fields a pipeline does not use must be left
+/// unset (a video field on an image pipeline is an error naming its flag); unset sizes take
+/// the model's native size.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub guidance: f32,
+    /// Scheduler override (else the model's).
+    pub scheduler: Option<String>,
+    pub seed: u64,
+    pub width: Option<usize>,
+    pub height: Option<usize>,
+    /// Video pipelines: frames (default: the pipeline's).
+    pub frames: Option<usize>,
+    /// Video pipelines: frames per VAE decoder run.
+    pub decode_chunk: Option<usize>,
+    /// Initial noise, before scaling by the scheduler's initial sigma.
+    pub latents: Option<Tensor>,
+}
+
+/// A finished generation.
+pub struct Generation {
+    pub media: Media,
+    pub width: usize,
+    pub height: usize,
+    pub scheduler: &'static str,
+    pub text_time: Duration,
+    pub step_times: Vec<Duration>,
+    pub decode_time: Duration,
+}
+
+/// What `analyze` and `profile` characterize: a generation's shape, from flags.
+#[derive(Clone, Debug)]
+pub struct StudyShape {
+    pub width: usize,
+    pub height: usize,
+    pub batch: usize,
+    pub steps: usize,
+    pub guidance: f32,
+    pub clip_skip: usize,
+    /// Scheduler override (else the model's).
+    pub scheduler: Option<String>,
+    /// Video pipelines: frames (None: the pipeline's default).
+    pub frames: Option<usize>,
+    /// Video pipelines: frames per VAE decoder run.
+    pub decode_chunk: usize,
+}
+
+/// A loaded pipeline.
+pub trait Pipeline {
+    /// The registry entry it was opened from.
+    fn entry(&self) -> &'static Entry;
+    /// The model's label (preset name or folder).
+    fn label(&self) -> &str;
+    /// Does it run on a preset's seeded random weights?
+    fn random_weights(&self) -> bool;
+    /// Its components by name, with their parameter counts.
+    fn components(&self) -> Vec<(&'static str, usize)>;
+    /// The image (or frame) size it was trained at.
+    fn native_size(&self) -> usize;
+    /// Check a request before any work: one-line errors naming the flag.
+    fn validate(&self, req: &Request) -> Result<()>;
+    /// Run a request once, freeing each component's weights as soon as its stage is done.
+    fn run_once(
+        self: Box<Self>,
+        exec: &Executor,
+        req: &Request,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<Generation>;
+}
+
+/// A pipeline class prism runs: how to open it and what it runs, from configs alone.
+pub struct Entry {
+    /// diffusers' pipeline class (`model_index.json` `_class_name`).
+    pub class_name: &'static str,
+    /// The model family, as the report groups them.
+    pub family: &'static str,
+    pub media: MediaKind,
+    /// Load the components (weights from the folder, or a preset's seeded random ones).
+    pub open: fn(&ModelSource, &LoadOptions) -> Result<Box<dyn Pipeline>>,
+    /// The native image (or frame) size, from configs.
+    pub native_size: fn(&ModelSource) -> Result<usize>,
+    /// Check `--width` / `--height` against the model (reads only configs).
+    pub check_size: fn(&ModelSource, Option<usize>, Option<usize>) -> Result<()>,
+    /// Every graph a generation of `shape` runs, with its run count (no weights read).
+    pub stage_graphs: fn(&ModelSource, &StudyShape) -> Result<Vec<StageGraph>>,
+}
+
+/// Every pipeline prism runs.
+pub static REGISTRY: &[Entry] = &[sd::ENTRY, t2v::ENTRY];
+
+/// The names [`REGISTRY`] knows, for messages.
+pub fn class_names() -> String {
+    REGISTRY
+        .iter()
+        .map(|e| e.class_name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The pipeline class a model names: a preset's; a folder's `model_index.json`
+/// `_class_name`; for a folder without one (components saved on their own), the UNet
+/// config decides between the 2D and 3D pipelines.
+pub fn class_of(src: &ModelSource) -> Result<String> {
+    match src {
+        ModelSource::Preset(p) => Ok(p.class_name.to_string()),
+        ModelSource::Folder(root) => {
+            let index = root.join("model_index.json");
+            if index.is_file() {
+                let cfg = Cfg::from_file(&index)?;
+                let name = cfg
+                    .v
+                    .get("_class_name")
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| {
+                        Error::config(
+                            &cfg.file,
+                            "no `_class_name`: is this a diffusers pipeline folder?",
+                        )
+                    })?;
+                return Ok(name.to_string());
+            }
+            if t2v::is_video_model(src)? {
+                Ok(t2v::ENTRY.class_name.to_string())
+            } else {
+                Ok(sd::ENTRY.class_name.to_string())
+            }
+        }
+    }
+}
+
+/// The registry entry for a model.
+pub fn entry_for(src: &ModelSource) -> Result<&'static Entry> {
+    let class = class_of(src)?;
+    REGISTRY
+        .iter()
+        .find(|e| e.class_name == class)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{}: pipeline class {class} is not one prism runs ({})",
+                src.label(),
+                class_names()
+            ))
+        })
+}
+
+/// Open a model as its pipeline.
+pub fn open(src: &ModelSource, opts: &LoadOptions) -> Result<Box<dyn Pipeline>> {
+    (entry_for(src)?.open)(src, opts)
+}

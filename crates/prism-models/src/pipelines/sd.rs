@@ -77,7 +77,7 @@ pub fn check_image_size(
     width: Option<usize>,
     height: Option<usize>,
 ) -> Result<()> {
-    let f = VaeConfig::from_cfg(&src.config(Component::Vae)?)?.downscale();
+    let f = VaeConfig::from_cfg(&src.config(Component::VAE)?)?.downscale();
     for (flag, v) in [("--width", width), ("--height", height)] {
         if let Some(v) = v {
             check_multiple(flag, v, f)?;
@@ -88,8 +88,8 @@ pub fn check_image_size(
 
 /// The image size a model was trained at (UNet sample size × VAE downscale), from configs.
 pub fn native_size(src: &ModelSource) -> Result<usize> {
-    let unet = UNetConfig::from_cfg(&src.config(Component::Unet)?)?;
-    let vae = VaeConfig::from_cfg(&src.config(Component::Vae)?)?;
+    let unet = UNetConfig::from_cfg(&src.config(Component::UNET)?)?;
+    let vae = VaeConfig::from_cfg(&src.config(Component::VAE)?)?;
     Ok(unet.sample_size * vae.downscale())
 }
 
@@ -99,7 +99,7 @@ impl StableDiffusion {
         let text_encoder = TextEncoder::load(src, opts)?;
         let unet = Unet::load(src, opts)?;
         let vae = VaePart::load(src, opts, true)?;
-        let scheduler_cfg = src.config(Component::Scheduler)?;
+        let scheduler_cfg = src.config(Component::SCHEDULER)?;
         if text_encoder.cfg.hidden_size != unet.cfg.cross_attention_dim {
             return Err(Error::invalid(format!(
                 "{}: text encoder width {} differs from the UNet's cross_attention_dim {}",
@@ -304,9 +304,9 @@ pub struct GenerationShape {
 }
 
 pub fn generation_graphs(src: &ModelSource, s: &GenerationShape) -> Result<Vec<StageGraph>> {
-    let clip_cfg = ClipConfig::from_cfg(&src.config(Component::TextEncoder)?)?;
-    let unet_cfg = UNetConfig::from_cfg(&src.config(Component::Unet)?)?;
-    let vae_cfg = VaeConfig::from_cfg(&src.config(Component::Vae)?)?;
+    let clip_cfg = ClipConfig::from_cfg(&src.config(Component::TEXT_ENCODER)?)?;
+    let unet_cfg = UNetConfig::from_cfg(&src.config(Component::UNET)?)?;
+    let vae_cfg = VaeConfig::from_cfg(&src.config(Component::VAE)?)?;
     let f = vae_cfg.downscale();
     check_multiple("--width", s.width, f)?;
     check_multiple("--height", s.height, f)?;
@@ -316,7 +316,7 @@ pub fn generation_graphs(src: &ModelSource, s: &GenerationShape) -> Result<Vec<S
     let cfg_mult = if s.guidance > 1.0 { 2 } else { 1 };
     let len = clip_cfg.max_position_embeddings;
     // The UNet runs once per scheduler timestep (PNDM takes steps + 1).
-    let sched = src.config(Component::Scheduler)?;
+    let sched = src.config(Component::SCHEDULER)?;
     let mut sched_cfg = sched.v.clone();
     if let Some(o) = sched_cfg.as_object_mut() {
         o.insert("steps_offset".into(), 1.into());
@@ -350,4 +350,102 @@ pub fn generation_graphs(src: &ModelSource, s: &GenerationShape) -> Result<Vec<S
             runs: 1,
         },
     ])
+}
+
+/// The registry entry of the Stable Diffusion text-to-image pipeline.
+pub const ENTRY: super::Entry = super::Entry {
+    class_name: "StableDiffusionPipeline",
+    family: "diffusion (UNet)",
+    media: super::MediaKind::Image,
+    open: |src, opts| Ok(Box::new(StableDiffusion::load(src, opts)?)),
+    native_size,
+    check_size: check_image_size,
+    stage_graphs: |src, s| {
+        if s.frames.is_some() {
+            return Err(Error::invalid(format!(
+                "--frames: {} is an image model; frame counts apply to video models (such as t2v)",
+                src.label()
+            )));
+        }
+        generation_graphs(
+            src,
+            &GenerationShape {
+                width: s.width,
+                height: s.height,
+                batch: s.batch,
+                steps: s.steps,
+                guidance: s.guidance,
+                clip_skip: s.clip_skip,
+                scheduler: s.scheduler.clone(),
+            },
+        )
+    },
+};
+
+impl StableDiffusion {
+    /// The image request a generic request asks for (video fields refused by flag).
+    pub fn request(&self, r: &super::Request) -> Result<GenerateRequest> {
+        if r.frames.is_some() || r.decode_chunk.is_some() {
+            return Err(Error::invalid(format!(
+                "--frames: {} is an image model; frames apply to video models (such as t2v)",
+                self.label
+            )));
+        }
+        let size = self.default_size();
+        Ok(GenerateRequest {
+            prompt: r.prompt.clone(),
+            negative_prompt: r.negative_prompt.clone(),
+            steps: r.steps,
+            guidance: r.guidance,
+            scheduler: r.scheduler.clone(),
+            seed: r.seed,
+            width: r.width.unwrap_or(size),
+            height: r.height.unwrap_or(size),
+            latents: r.latents.clone(),
+        })
+    }
+}
+
+impl super::Pipeline for StableDiffusion {
+    fn entry(&self) -> &'static super::Entry {
+        &ENTRY
+    }
+    fn label(&self) -> &str {
+        &self.label
+    }
+    fn random_weights(&self) -> bool {
+        self.random_weights
+    }
+    fn components(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("text_encoder", self.text_encoder.weights.param_count()),
+            ("unet", self.unet.weights.param_count()),
+            ("vae", self.vae.weights.param_count()),
+        ]
+    }
+    fn native_size(&self) -> usize {
+        self.default_size()
+    }
+    fn validate(&self, req: &super::Request) -> Result<()> {
+        StableDiffusion::validate(self, &self.request(req)?)
+    }
+    fn run_once(
+        self: Box<Self>,
+        exec: &Executor,
+        req: &super::Request,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<super::Generation> {
+        let r = self.request(req)?;
+        let g = StableDiffusion::generate_once(*self, exec, &r, progress, obs)?;
+        Ok(super::Generation {
+            media: super::Media::Image(g.image),
+            width: r.width,
+            height: r.height,
+            scheduler: g.scheduler,
+            text_time: g.text_time,
+            step_times: g.step_times,
+            decode_time: g.decode_time,
+        })
+    }
 }

@@ -37,14 +37,14 @@ pub const DEFAULT_FPS: u32 = 8;
 /// Is this model a text-to-video model (its `unet/config.json` `_class_name` is
 /// `UNet3DConditionModel`)? Reads only the UNet config.
 pub fn is_video_model(src: &ModelSource) -> Result<bool> {
-    Ok(unet3d::is_unet3d_config(&src.config(Component::Unet)?))
+    Ok(unet3d::is_unet3d_config(&src.config(Component::UNET)?))
 }
 
 /// The frame size a video model was trained at (UNet sample size × VAE downscale), from
 /// configs alone (the `t2v` preset: 32 × 8 = 256).
 pub fn native_size(src: &ModelSource) -> Result<usize> {
-    let unet = UNet3DConfig::from_cfg(&src.config(Component::Unet)?)?;
-    let vae = VaeConfig::from_cfg(&src.config(Component::Vae)?)?;
+    let unet = UNet3DConfig::from_cfg(&src.config(Component::UNET)?)?;
+    let vae = VaeConfig::from_cfg(&src.config(Component::VAE)?)?;
     Ok(unet.sample_size * vae.downscale())
 }
 
@@ -160,7 +160,7 @@ impl TextToVideo {
             opts.weights_dtype,
         )?;
         let vae = VaePart::load(src, opts, true)?;
-        let scheduler_cfg = src.config(Component::Scheduler)?;
+        let scheduler_cfg = src.config(Component::SCHEDULER)?;
         if text_encoder.cfg.hidden_size != unet.cfg.cross_attention_dim {
             return Err(Error::invalid(format!(
                 "{}: text encoder width {} differs from the UNet's cross_attention_dim {}",
@@ -442,15 +442,15 @@ pub struct VideoShape {
 pub fn video_generation_graphs(src: &ModelSource, s: &VideoShape) -> Result<Vec<StageGraph>> {
     check_frames(s.frames)?;
     check_decode_chunk(s.decode_chunk)?;
-    let clip_cfg = ClipConfig::from_cfg(&src.config(Component::TextEncoder)?)?;
-    let unet_cfg = UNet3DConfig::from_cfg(&src.config(Component::Unet)?)?;
-    let vae_cfg = VaeConfig::from_cfg(&src.config(Component::Vae)?)?;
+    let clip_cfg = ClipConfig::from_cfg(&src.config(Component::TEXT_ENCODER)?)?;
+    let unet_cfg = UNet3DConfig::from_cfg(&src.config(Component::UNET)?)?;
+    let vae_cfg = VaeConfig::from_cfg(&src.config(Component::VAE)?)?;
     let f = vae_cfg.downscale();
     check_multiple("--width", s.width, f)?;
     check_multiple("--height", s.height, f)?;
     let cfg_mult = if s.guidance > 1.0 { 2 } else { 1 };
     let len = clip_cfg.max_position_embeddings;
-    let sched = src.config(Component::Scheduler)?;
+    let sched = src.config(Component::SCHEDULER)?;
     let unet_runs = make_scheduler(&sched, s.scheduler.as_deref(), s.steps)?
         .timesteps()
         .len();
@@ -578,5 +578,94 @@ impl DenoiseRequest for VideoRequest {
     }
     fn latents(&self) -> Option<&Tensor> {
         self.latents.as_ref()
+    }
+}
+
+/// The registry entry of the ModelScope text-to-video pipeline.
+pub const ENTRY: super::Entry = super::Entry {
+    class_name: "TextToVideoSDPipeline",
+    family: "diffusion (UNet3D)",
+    media: super::MediaKind::Video,
+    open: |src, opts| Ok(Box::new(TextToVideo::load(src, opts)?)),
+    native_size,
+    check_size: crate::pipelines::sd::check_image_size,
+    stage_graphs: |src, s| {
+        video_generation_graphs(
+            src,
+            &VideoShape {
+                width: s.width,
+                height: s.height,
+                frames: s.frames.unwrap_or(DEFAULT_FRAMES),
+                steps: s.steps,
+                guidance: s.guidance,
+                clip_skip: s.clip_skip,
+                scheduler: s.scheduler.clone(),
+                decode_chunk: s.decode_chunk,
+            },
+        )
+    },
+};
+
+impl TextToVideo {
+    /// The video request a generic request asks for (defaults: 16 frames, one per decoder run).
+    pub fn request(&self, r: &super::Request) -> VideoRequest {
+        let size = self.default_size();
+        VideoRequest {
+            prompt: r.prompt.clone(),
+            negative_prompt: r.negative_prompt.clone(),
+            steps: r.steps,
+            guidance: r.guidance,
+            scheduler: r.scheduler.clone(),
+            seed: r.seed,
+            width: r.width.unwrap_or(size),
+            height: r.height.unwrap_or(size),
+            frames: r.frames.unwrap_or(DEFAULT_FRAMES),
+            decode_chunk: r.decode_chunk.unwrap_or(DEFAULT_DECODE_CHUNK),
+            latents: r.latents.clone(),
+        }
+    }
+}
+
+impl super::Pipeline for TextToVideo {
+    fn entry(&self) -> &'static super::Entry {
+        &ENTRY
+    }
+    fn label(&self) -> &str {
+        &self.label
+    }
+    fn random_weights(&self) -> bool {
+        self.random_weights
+    }
+    fn components(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("text_encoder", self.text_encoder.weights.param_count()),
+            ("unet", self.unet.weights.param_count()),
+            ("vae", self.vae.weights.param_count()),
+        ]
+    }
+    fn native_size(&self) -> usize {
+        self.default_size()
+    }
+    fn validate(&self, req: &super::Request) -> Result<()> {
+        TextToVideo::validate(self, &self.request(req))
+    }
+    fn run_once(
+        self: Box<Self>,
+        exec: &Executor,
+        req: &super::Request,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<super::Generation> {
+        let r = self.request(req);
+        let g = TextToVideo::generate_once(*self, exec, &r, progress, obs)?;
+        Ok(super::Generation {
+            media: super::Media::Video(g.frames),
+            width: r.width,
+            height: r.height,
+            scheduler: g.scheduler,
+            text_time: g.text_time,
+            step_times: g.step_times,
+            decode_time: g.decode_time,
+        })
     }
 }

@@ -209,7 +209,7 @@ impl Backend for CpuBackend {
         let graph = &plan.graph;
         weights.check_fits(graph)?;
         if let Some(rows) = plan.cache_step {
-            for (slot, shape) in graph.cache_slots() {
+            for (slot, shape) in &plan.cache_slots {
                 if state.len() + rows > shape[1] {
                     return Err(Error::invalid(format!(
                         "{}: cache {slot} holds {} of {} positions; {rows} more do not fit (build the graph with a larger capacity)",

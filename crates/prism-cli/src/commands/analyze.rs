@@ -1,0 +1,24 @@
+//! `prism analyze`: FLOPs, bytes, memory, sequence lengths and roofline time from configs.
+
+use super::StudyArgs;
+use anyhow::Result;
+use prism::Engine;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    study: StudyArgs,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+}
+
+pub fn run(engine: &Engine, a: Args) -> Result<()> {
+    let out = engine.analyze(&a.study.spec(a.steps))?;
+    if a.study.json {
+        println!("{}", serde_json::to_string_pretty(&out.to_json())?);
+    } else {
+        print!("{}", out.render(a.study.layers));
+    }
+    Ok(())
+}

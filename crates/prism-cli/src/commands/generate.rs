@@ -1,0 +1,130 @@
+//! `prism generate`: text to a PNG (image models) or an animated GIF (video models).
+
+use super::{KernelArgs, ModelArgs};
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use prism::{Engine, Event, GenerateSpec};
+use prism_models::pipelines::t2v as video;
+use prism_models::schedulers::SCHEDULER_NAMES;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value = "")]
+    negative_prompt: String,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Classifier-free guidance scale (≤ 1 disables guidance).
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f32,
+    /// Scheduler (default: the model's scheduler config).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(SCHEDULER_NAMES))]
+    scheduler: Option<String>,
+    /// Seed of the initial noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Image width in pixels (default: the model's native size).
+    #[arg(long)]
+    width: Option<usize>,
+    #[arg(long)]
+    height: Option<usize>,
+    /// Initial noise: a safetensors file with one tensor `latents` of shape (1, 4, H/8, W/8).
+    #[arg(long)]
+    latents: Option<PathBuf>,
+    /// Run all but the last N text-encoder layers (diffusers' clip_skip).
+    #[arg(long, default_value_t = 0)]
+    clip_skip: usize,
+    /// Frames to generate (video models only; default 16).
+    #[arg(long)]
+    frames: Option<usize>,
+    /// Frames per VAE decoder run: bounds decoder memory (video models).
+    #[arg(long, default_value_t = video::DEFAULT_DECODE_CHUNK)]
+    decode_chunk: usize,
+    /// Also write the frames as numbered PNGs into this folder (video models).
+    #[arg(long)]
+    frames_dir: Option<PathBuf>,
+    /// Frames per second of the GIF (video models).
+    #[arg(long, default_value_t = video::DEFAULT_FPS)]
+    fps: u32,
+    #[command(flatten)]
+    kernels: KernelArgs,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    force: bool,
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+pub fn run(engine: &Engine, a: Args) -> Result<()> {
+    let spec = GenerateSpec {
+        model: a.model.spec(a.clip_skip),
+        prompt: a.prompt,
+        negative_prompt: a.negative_prompt,
+        steps: a.steps,
+        guidance: a.guidance,
+        scheduler: a.scheduler,
+        seed: a.seed,
+        width: a.width,
+        height: a.height,
+        latents: a.latents,
+        frames: a.frames,
+        decode_chunk: a.decode_chunk,
+        frames_dir: a.frames_dir,
+        fps: a.fps,
+        kernels: a.kernels.spec(),
+        force: a.force,
+        output: a.output,
+    };
+    let bar = ProgressBar::new(spec.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} denoising {bar:30} {pos}/{len} {msg}")
+            .expect("static template"),
+    );
+    let r = engine.generate(&spec, &mut |e| match e {
+        Event::Note(n) => eprintln!("note: {n}"),
+        Event::Loaded(s) => eprintln!("{s}"),
+        Event::TextEncoded(s) => bar.println(format!("text encoder: {s:.2}s")),
+        Event::Step {
+            index,
+            total,
+            seconds,
+        } => {
+            bar.set_length(*total as u64);
+            bar.set_position(*index as u64 + 1);
+            bar.set_message(format!("{seconds:.2}s/step"));
+        }
+        Event::Decoded(s) => {
+            bar.finish_and_clear();
+            eprintln!("vae decode: {s:.2}s");
+        }
+        Event::Bench(_) | Event::Benched(_) => {}
+    })?;
+    if let Some(d) = &r.frames_dir {
+        eprintln!("wrote {} frames to {}", r.frames, d.display());
+    }
+    if r.media == "video" {
+        eprintln!(
+            "wrote {} ({} frames, {}x{}); total {:.1}s",
+            r.output.display(),
+            r.frames,
+            r.width,
+            r.height,
+            r.total_seconds
+        );
+    } else {
+        eprintln!(
+            "wrote {} ({}x{}); {:.2}s per step, total {:.1}s",
+            r.output.display(),
+            r.width,
+            r.height,
+            r.mean_step_seconds(),
+            r.total_seconds
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! `generate`: a prompt to a PNG (image pipelines) or an animated GIF (video pipelines),
+//! through whichever pipeline the model names in the registry.
+
+use crate::{context, Engine, Event, KernelSpec, ModelSpec};
+use prism_core::{Error, Result};
+use prism_models::image::{check_output_path, save_png};
+use prism_models::io::read_tensor;
+use prism_models::pipelines::t2v as video;
+use prism_models::pipelines::{self, Media, MediaKind, Progress, Request};
+use prism_models::source::ModelSource;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn default_steps() -> usize {
+    50
+}
+fn default_guidance() -> f32 {
+    7.5
+}
+fn default_decode_chunk() -> usize {
+    video::DEFAULT_DECODE_CHUNK
+}
+fn default_fps() -> u32 {
+    video::DEFAULT_FPS
+}
+
+/// A generation and where to write it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GenerateSpec {
+    pub model: ModelSpec,
+    pub prompt: String,
+    #[serde(default)]
+    pub negative_prompt: String,
+    #[serde(default = "default_steps")]
+    pub steps: usize,
+    /// Classifier-free guidance scale (≤ 1 disables guidance).
+    #[serde(default = "default_guidance")]
+    pub guidance: f32,
+    /// Scheduler override (default: the model's scheduler config).
+    #[serde(default)]
+    pub scheduler: Option<String>,
+    #[serde(default)]
+    pub seed: u64,
+    /// Pixels (default: the model's native size).
+    #[serde(default)]
+    pub width: Option<usize>,
+    #[serde(default)]
+    pub height: Option<usize>,
+    /// Initial noise: a safetensors file with one tensor `latents`.
+    #[serde(default)]
+    pub latents: Option<PathBuf>,
+    /// Video models: frames (default 16).
+    #[serde(default)]
+    pub frames: Option<usize>,
+    /// Video models: frames per VAE decoder run.
+    #[serde(default = "default_decode_chunk")]
+    pub decode_chunk: usize,
+    /// Video models: also write numbered PNGs here.
+    #[serde(default)]
+    pub frames_dir: Option<PathBuf>,
+    /// Video models: GIF frames per second.
+    #[serde(default = "default_fps")]
+    pub fps: u32,
+    #[serde(default)]
+    pub kernels: KernelSpec,
+    /// Overwrite the output file if it exists.
+    #[serde(default)]
+    pub force: bool,
+    /// A `.png` for images, a `.gif` for videos.
+    pub output: PathBuf,
+}
+
+/// What a generation wrote and how long it took.
+#[derive(Clone, Debug, Serialize)]
+pub struct GenerateReport {
+    pub output: PathBuf,
+    /// `image` or `video`.
+    pub media: &'static str,
+    pub model: String,
+    pub random_weights: bool,
+    pub frames: usize,
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    pub scheduler: String,
+    pub text_seconds: f64,
+    pub step_seconds: Vec<f64>,
+    pub decode_seconds: f64,
+    pub load_seconds: f64,
+    pub total_seconds: f64,
+    pub frames_dir: Option<PathBuf>,
+}
+
+impl GenerateReport {
+    /// Mean seconds per denoising step.
+    pub fn mean_step_seconds(&self) -> f64 {
+        self.step_seconds.iter().sum::<f64>() / self.step_seconds.len().max(1) as f64
+    }
+}
+
+impl Engine {
+    /// Run a generation and write its output. Every flag is checked before any weight is
+    /// read; nothing is written unless the generation succeeds.
+    pub fn generate(
+        &self,
+        spec: &GenerateSpec,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<GenerateReport> {
+        check_output_path(&spec.output, spec.force)?;
+        if spec.steps == 0 {
+            return Err(Error::invalid(
+                "--steps 0: at least one denoising step is needed",
+            ));
+        }
+        let src = ModelSource::parse(&spec.model.model)?;
+        let entry = pipelines::entry_for(&src)?;
+        (entry.check_size)(&src, spec.width, spec.height)?;
+        let opts = spec.model.load_options()?;
+        let exec = self
+            .exec
+            .with_kernels(spec.kernels.choice(opts.weights_dtype)?);
+        let is_video = entry.media == MediaKind::Video;
+        if !is_video && (spec.frames.is_some() || spec.frames_dir.is_some()) {
+            return Err(Error::invalid(format!(
+                "--frames: {} is an image model; frames apply to video models (such as t2v)",
+                src.label()
+            )));
+        }
+        let latents = spec
+            .latents
+            .as_ref()
+            .map(|p| {
+                read_tensor(p, "latents").map_err(context(format!("--latents {}", p.display())))
+            })
+            .transpose()?;
+        if is_video {
+            video::check_frames(spec.frames.unwrap_or(video::DEFAULT_FRAMES))?;
+            video::check_decode_chunk(spec.decode_chunk)?;
+            if spec.output.extension().and_then(|e| e.to_str()) != Some("gif") {
+                return Err(Error::invalid(format!(
+                    "-o {}: a video is written as an animated GIF; name the file *.gif",
+                    spec.output.display()
+                )));
+            }
+        }
+        let t0 = Instant::now();
+        let pipeline = (entry.open)(&src, &opts)?;
+        let req = Request {
+            prompt: spec.prompt.clone(),
+            negative_prompt: spec.negative_prompt.clone(),
+            steps: spec.steps,
+            guidance: spec.guidance,
+            scheduler: spec.scheduler.clone(),
+            seed: spec.seed,
+            width: spec.width,
+            height: spec.height,
+            frames: is_video.then(|| spec.frames.unwrap_or(video::DEFAULT_FRAMES)),
+            decode_chunk: is_video.then_some(spec.decode_chunk),
+            latents,
+        };
+        pipeline.validate(&req)?;
+        let (label, random) = (pipeline.label().to_string(), pipeline.random_weights());
+        let size = pipeline.native_size();
+        let (w, h) = (spec.width.unwrap_or(size), spec.height.unwrap_or(size));
+        if random {
+            events(&Event::Note(if is_video {
+                format!("{label} has seeded random weights: the video is noise; timings are real")
+            } else {
+                format!(
+                    "{label} has seeded random weights (seed {}): the image is noise; timings are real",
+                    spec.model.weight_seed
+                )
+            }));
+        }
+        let load_seconds = t0.elapsed().as_secs_f64();
+        events(&Event::Loaded(if is_video {
+            format!(
+                "loaded {label} in {load_seconds:.1}s; {} frames of {w}x{h}, {} steps, guidance {}, {} threads",
+                req.frames.unwrap_or_default(),
+                spec.steps,
+                spec.guidance,
+                exec.threads()
+            )
+        } else {
+            format!(
+                "loaded {label} in {load_seconds:.1}s; {w}x{h}, {} steps, guidance {}, {} threads",
+                spec.steps,
+                spec.guidance,
+                exec.threads()
+            )
+        }));
+        let gen = pipeline.run_once(
+            &exec,
+            &req,
+            &mut |p| {
+                events(&match p {
+                    Progress::TextEncoded(d) => Event::TextEncoded(d.as_secs_f64()),
+                    Progress::Step { index, total, time } => Event::Step {
+                        index,
+                        total,
+                        seconds: time.as_secs_f64(),
+                    },
+                    Progress::Decoded(d) => Event::Decoded(d.as_secs_f64()),
+                })
+            },
+            &mut prism_runtime::NoObserver,
+        )?;
+        let frames = match &gen.media {
+            Media::Image(img) => {
+                let params = format!(
+                    "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}{}",
+                    spec.prompt,
+                    spec.negative_prompt,
+                    spec.steps,
+                    gen.scheduler,
+                    spec.guidance,
+                    if req.latents.is_some() {
+                        "latents file".to_string()
+                    } else {
+                        spec.seed.to_string()
+                    },
+                    gen.width,
+                    gen.height,
+                    label,
+                    if random { " (random weights)" } else { "" }
+                );
+                let text = vec![
+                    ("parameters".to_string(), params),
+                    (
+                        "Software".to_string(),
+                        format!("prism {}", env!("CARGO_PKG_VERSION")),
+                    ),
+                ];
+                save_png(&spec.output, img, &text, spec.force)?;
+                1
+            }
+            Media::Video(frames) => {
+                video::save_gif(&spec.output, frames, spec.fps, spec.force)?;
+                if let Some(d) = &spec.frames_dir {
+                    video::save_frames_dir(d, frames, spec.force)?;
+                }
+                frames.len()
+            }
+        };
+        Ok(GenerateReport {
+            output: spec.output.clone(),
+            media: entry.media.name(),
+            model: label,
+            random_weights: random,
+            frames,
+            width: gen.width,
+            height: gen.height,
+            steps: spec.steps,
+            scheduler: gen.scheduler.to_string(),
+            text_seconds: gen.text_time.as_secs_f64(),
+            step_seconds: gen.step_times.iter().map(|d| d.as_secs_f64()).collect(),
+            decode_seconds: gen.decode_time.as_secs_f64(),
+            load_seconds,
+            total_seconds: t0.elapsed().as_secs_f64(),
+            frames_dir: if is_video {
+                spec.frames_dir.clone()
+            } else {
+                None
+            },
+        })
+    }
+}

@@ -1,0 +1,379 @@
+//! `analyze` (FLOPs, bytes, memory, sequence lengths, roofline; from configs alone) and
+//! `profile` (a measured generation, every node timed), over any pipeline in the registry.
+
+use crate::{write_text_file, Engine, Event, KernelSpec};
+use prism_analyze::{analyze, hardware, render, ProfileReport, Profiler, Report, Stage};
+use prism_core::{Error, Result};
+use prism_models::components::LoadOptions;
+use prism_models::image::check_output_path;
+use prism_models::pipelines::{self, t2v as video, MediaKind, Progress, Request, StudyShape};
+use prism_models::source::{preset_names, ModelSource};
+use prism_runtime::WeightDType;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+fn default_guidance() -> f32 {
+    7.5
+}
+fn default_one() -> usize {
+    1
+}
+fn default_cpu() -> String {
+    "cpu".into()
+}
+fn default_depth() -> usize {
+    2
+}
+fn default_decode_chunk() -> usize {
+    video::DEFAULT_DECODE_CHUNK
+}
+
+/// What to characterize: a model and the generation it runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StudySpec {
+    /// A preset or a diffusers folder (for analyze only its config files are read).
+    pub model: Option<String>,
+    #[serde(default)]
+    pub width: Option<usize>,
+    #[serde(default)]
+    pub height: Option<usize>,
+    /// Frame counts, comma-separated (video models; analyze sweeps them).
+    #[serde(default)]
+    pub frames: Option<String>,
+    #[serde(default = "default_decode_chunk")]
+    pub decode_chunk: usize,
+    #[serde(default = "default_one")]
+    pub batch: usize,
+    #[serde(default = "default_guidance")]
+    pub guidance: f32,
+    #[serde(default)]
+    pub clip_skip: usize,
+    #[serde(default)]
+    pub scheduler: Option<String>,
+    pub steps: usize,
+    /// Roofline hardware: a100, h100, adreno740, cpu, or a TOML file.
+    #[serde(default = "default_cpu")]
+    pub hardware: String,
+    /// Also write a CSV table here.
+    #[serde(default)]
+    pub csv: Option<PathBuf>,
+    /// Module-path depth of the per-layer table.
+    #[serde(default = "default_depth")]
+    pub layer_depth: usize,
+    /// Overwrite --csv / --trace files that exist.
+    #[serde(default)]
+    pub force: bool,
+    #[serde(default)]
+    pub kernels: KernelSpec,
+}
+
+/// A measured generation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProfileSpec {
+    pub study: StudySpec,
+    /// Write a Chrome / Perfetto trace (JSON) of every node.
+    #[serde(default)]
+    pub trace: Option<PathBuf>,
+    /// Operators listed per stage.
+    pub top: usize,
+    #[serde(default)]
+    pub variant: Option<String>,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub weights_dtype: Option<String>,
+}
+
+/// An analysis: one generation, or a sweep over frame counts (video models).
+#[derive(Clone, Debug, Serialize)]
+pub enum AnalyzeOutput {
+    One(Box<Report>),
+    Sweep(Vec<(usize, Report)>),
+}
+
+impl AnalyzeOutput {
+    /// The JSON the CLI prints (`docs/analyze-json.md`).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            AnalyzeOutput::One(r) => serde_json::to_value(r).expect("reports serialize"),
+            AnalyzeOutput::Sweep(runs) => {
+                let runs: Vec<&Report> = runs.iter().map(|r| &r.1).collect();
+                serde_json::json!({"schema": "prism.analyze-sweep/1", "runs": runs})
+            }
+        }
+    }
+    /// The tables the CLI prints.
+    pub fn render(&self, layers: bool) -> String {
+        match self {
+            AnalyzeOutput::One(r) => render::analysis(r, layers),
+            AnalyzeOutput::Sweep(runs) => render::sweep(runs),
+        }
+    }
+    /// The per-layer table as CSV (a sweep adds a leading `frames` column).
+    pub fn csv(&self) -> String {
+        match self {
+            AnalyzeOutput::One(r) => render::analysis_csv(r),
+            AnalyzeOutput::Sweep(runs) => {
+                let mut csv = String::new();
+                for (i, (f, r)) in runs.iter().enumerate() {
+                    for (j, line) in render::analysis_csv(r).lines().enumerate() {
+                        match (i, j) {
+                            (0, 0) => csv += &format!("frames,{line}\n"),
+                            (_, 0) => {}
+                            _ => csv += &format!("{f},{line}\n"),
+                        }
+                    }
+                }
+                csv
+            }
+        }
+    }
+}
+
+impl StudySpec {
+    fn model(&self) -> Result<&str> {
+        self.model.as_deref().ok_or_else(|| {
+            Error::invalid(format!(
+                "no model: give a preset ({}) or a folder, as the first argument or with --model",
+                preset_names()
+            ))
+        })
+    }
+
+    /// The settings a report records.
+    fn settings(&self, shape: &StudyShape) -> BTreeMap<String, serde_json::Value> {
+        let mut m = BTreeMap::new();
+        m.insert("width".into(), shape.width.into());
+        m.insert("height".into(), shape.height.into());
+        m.insert("steps".into(), shape.steps.into());
+        m.insert("batch".into(), shape.batch.into());
+        m.insert("guidance".into(), (shape.guidance as f64).into());
+        if let Some(s) = &shape.scheduler {
+            m.insert("scheduler".into(), s.clone().into());
+        }
+        m
+    }
+
+    /// Frame counts for a video model (default: the pipeline's); None for an image model
+    /// (where --frames is an error).
+    fn frame_counts(&self, src: &ModelSource, media: MediaKind) -> Result<Option<Vec<usize>>> {
+        match (&self.frames, media) {
+            (Some(_), MediaKind::Image) => Err(Error::invalid(format!(
+                "--frames: {} is an image model; frame counts apply to video models (such as t2v)",
+                src.label()
+            ))),
+            (None, MediaKind::Image) => Ok(None),
+            (None, MediaKind::Video) => Ok(Some(vec![video::DEFAULT_FRAMES])),
+            (Some(list), MediaKind::Video) => {
+                let mut v = Vec::new();
+                for part in list.split(',') {
+                    let f: usize = part.trim().parse().map_err(|_| {
+                        Error::invalid(format!(
+                            "--frames {list}: expected frame counts such as 16 or 8,16,32"
+                        ))
+                    })?;
+                    video::check_frames(f)?;
+                    v.push(f);
+                }
+                Ok(Some(v))
+            }
+        }
+    }
+
+    /// Resolve the model, check flags, and fill defaults.
+    fn resolve(&self) -> Result<Resolved> {
+        let src = ModelSource::parse(self.model()?)?;
+        let entry = pipelines::entry_for(&src)?;
+        let frames = self.frame_counts(&src, entry.media)?;
+        if self.steps == 0 {
+            return Err(Error::invalid(
+                "--steps 0: at least one denoising step is needed",
+            ));
+        }
+        (entry.check_size)(&src, self.width, self.height)?;
+        let native = (entry.native_size)(&src)?;
+        let shape = StudyShape {
+            width: self.width.unwrap_or(native),
+            height: self.height.unwrap_or(native),
+            batch: self.batch,
+            steps: self.steps,
+            guidance: self.guidance,
+            clip_skip: self.clip_skip,
+            scheduler: self.scheduler.clone(),
+            frames: None,
+            decode_chunk: self.decode_chunk,
+        };
+        Ok(Resolved {
+            src,
+            entry,
+            shape,
+            frames,
+        })
+    }
+}
+
+struct Resolved {
+    src: ModelSource,
+    entry: &'static pipelines::Entry,
+    shape: StudyShape,
+    frames: Option<Vec<usize>>,
+}
+
+impl Engine {
+    /// Analyze a generation from configs alone (no weights read), or sweep frame counts.
+    /// Writes `--csv` if asked.
+    pub fn analyze(&self, spec: &StudySpec) -> Result<AnalyzeOutput> {
+        let r = spec.resolve()?;
+        if let Some(c) = &spec.csv {
+            check_output_path(c, spec.force)?;
+        }
+        let hw = self.exec.install(|| hardware::resolve(&spec.hardware))?;
+        let kernels = spec.kernels.choice(WeightDType::F32)?;
+        let analyze_shape = |shape: &StudyShape, settings| -> Result<Report> {
+            let graphs = (r.entry.stage_graphs)(&r.src, shape)?;
+            let stages: Vec<Stage> = graphs
+                .iter()
+                .map(|g| Stage {
+                    name: g.name,
+                    graph: &g.graph,
+                    runs: g.runs,
+                })
+                .collect();
+            Ok(analyze(
+                &r.src.label(),
+                settings,
+                &stages,
+                &hw,
+                self.exec.threads(),
+                &kernels,
+                spec.layer_depth,
+            ))
+        };
+        let out = match &r.frames {
+            Some(frames) => {
+                let mut runs = Vec::new();
+                for &f in frames {
+                    let shape = StudyShape {
+                        frames: Some(f),
+                        ..r.shape.clone()
+                    };
+                    let mut settings = spec.settings(&shape);
+                    settings.insert("frames".into(), f.into());
+                    runs.push((f, analyze_shape(&shape, settings)?));
+                }
+                AnalyzeOutput::Sweep(runs)
+            }
+            None => AnalyzeOutput::One(Box::new(analyze_shape(&r.shape, spec.settings(&r.shape))?)),
+        };
+        if let Some(c) = &spec.csv {
+            write_text_file(c, &out.csv(), spec.force)?;
+        }
+        Ok(out)
+    }
+
+    /// Run a generation with every node timed (random weights for presets). Writes `--csv`
+    /// and `--trace` if asked.
+    pub fn profile(
+        &self,
+        spec: &ProfileSpec,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<ProfileReport> {
+        let study = &spec.study;
+        let r = study.resolve()?;
+        for p in [&study.csv, &spec.trace].into_iter().flatten() {
+            check_output_path(p, study.force)?;
+        }
+        let hw = self.exec.install(|| hardware::resolve(&study.hardware))?;
+        let weights_dtype = match &spec.weights_dtype {
+            None => WeightDType::F32,
+            Some(s) => WeightDType::parse(s).ok_or_else(|| {
+                Error::invalid(format!(
+                    "--weights-dtype {s}: expected one of {}",
+                    WeightDType::NAMES.join(", ")
+                ))
+            })?,
+        };
+        let opts = LoadOptions {
+            variant: spec.variant.clone(),
+            clip_skip: r.shape.clip_skip,
+            weight_seed: 0,
+            weights_dtype,
+        };
+        if r.shape.batch != 1 {
+            return Err(Error::invalid(format!(
+                "--batch {}: profile runs one image per prompt; use analyze for larger batches",
+                r.shape.batch
+            )));
+        }
+        let kernels = study.kernels.choice(opts.weights_dtype)?;
+        let exec = self.exec.with_kernels(kernels);
+        let mut prof = Profiler::new(hw, exec.threads(), kernels, spec.trace.is_some());
+        let mut settings = study.settings(&r.shape);
+        if r.src.is_random() {
+            events(&Event::Note(format!(
+                "{} runs on seeded random weights; timings are real",
+                r.src.label()
+            )));
+        }
+        let frames = match &r.frames {
+            Some(frames) => {
+                let [frames] = frames[..] else {
+                    return Err(Error::invalid(
+                        "--frames: profile takes one frame count (analyze sweeps several)",
+                    ));
+                };
+                settings.insert("frames".into(), frames.into());
+                Some(frames)
+            }
+            None => None,
+        };
+        let pipeline = (r.entry.open)(&r.src, &opts)?;
+        let req = Request {
+            prompt: match r.entry.media {
+                MediaKind::Video => "a boat on a lake".into(),
+                MediaKind::Image => "a lighthouse at dusk".into(),
+            },
+            steps: study.steps,
+            guidance: r.shape.guidance,
+            scheduler: r.shape.scheduler.clone(),
+            seed: spec.seed,
+            width: Some(r.shape.width),
+            height: Some(r.shape.height),
+            frames,
+            decode_chunk: frames.map(|_| study.decode_chunk),
+            ..Request::default()
+        };
+        pipeline.validate(&req)?;
+        pipeline.run_once(
+            &exec,
+            &req,
+            &mut |p| {
+                if let Progress::Step { index, total, time } = p {
+                    events(&Event::Step {
+                        index,
+                        total,
+                        seconds: time.as_secs_f64(),
+                    });
+                }
+            },
+            &mut prof,
+        )?;
+        let report = prof.report(
+            &r.src.label(),
+            settings,
+            &study.kernels.attention,
+            spec.top,
+            study.layer_depth,
+        );
+        if let Some(c) = &study.csv {
+            write_text_file(c, &render::profile_csv(&report), study.force)?;
+        }
+        if let Some(t) = &spec.trace {
+            let json = serde_json::to_string(&prof.trace_json())
+                .map_err(|e| Error::invalid(format!("trace: {e}")))?;
+            write_text_file(t, &json, study.force)?;
+        }
+        Ok(report)
+    }
+}
