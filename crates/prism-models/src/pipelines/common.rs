@@ -17,6 +17,72 @@ pub enum Progress {
     Decoded(Duration),
 }
 
+/// The checks every text-conditioned latent pipeline makes of its parts once loaded: the
+/// text encoder's width is the denoiser's cross-attention width, and the VAE's latent channels
+/// are the denoiser's input channels.
+pub fn check_parts(
+    label: &str,
+    (text_width, cross_dim): (usize, usize),
+    (latent_channels, in_channels): (usize, usize),
+) -> Result<()> {
+    if text_width != cross_dim {
+        return Err(Error::invalid(format!(
+            "{label}: text encoder width {text_width} differs from the UNet's cross_attention_dim {cross_dim}"
+        )));
+    }
+    if latent_channels != in_channels {
+        return Err(Error::invalid(format!(
+            "{label}: the VAE has {latent_channels} latent channels but the UNet takes {in_channels}"
+        )));
+    }
+    Ok(())
+}
+
+/// The checks every pipeline makes of a request before any work: sizes (multiples of the
+/// VAE's factor `f`), steps, guidance.
+pub fn check_request(
+    steps: usize,
+    guidance: f32,
+    width: usize,
+    height: usize,
+    f: usize,
+) -> Result<()> {
+    check_multiple("--width", width, f)?;
+    check_multiple("--height", height, f)?;
+    if steps == 0 {
+        return Err(Error::invalid(
+            "--steps 0: at least one denoising step is needed",
+        ));
+    }
+    if !guidance.is_finite() {
+        return Err(Error::invalid(format!(
+            "--guidance {guidance}: must be a finite number"
+        )));
+    }
+    Ok(())
+}
+
+/// The scheduler a pipeline runs: the model's config (with `StableDiffusionPipeline`'s
+/// fix-ups for old configs where `sd_fixups`: steps_offset 1, no sample clipping; diffusers'
+/// `TextToVideoSDPipeline` applies none) or the class override, timesteps set.
+pub fn scheduler_for(
+    cfg: &crate::config::Cfg,
+    name: Option<&str>,
+    steps: usize,
+    sd_fixups: bool,
+) -> Result<Box<dyn Scheduler>> {
+    let mut v = cfg.v.clone();
+    if sd_fixups {
+        if let Some(o) = v.as_object_mut() {
+            o.insert("steps_offset".into(), 1.into());
+            o.insert("clip_sample".into(), false.into());
+        }
+    }
+    let mut s = schedulers::from_config(&v, name, &cfg.file)?;
+    s.set_timesteps(steps)?;
+    Ok(s)
+}
+
 /// A size flag must be a positive multiple of the VAE's downscale factor.
 pub fn check_multiple(flag: &str, v: usize, f: usize) -> Result<()> {
     if v == 0 || v % f != 0 {

@@ -12,7 +12,10 @@ pub mod forward;
 pub mod sd;
 pub mod t2v;
 
-pub use common::{check_multiple, denoise, DenoiseRequest, Progress, StageGraph};
+pub use common::{
+    check_multiple, check_parts, check_request, denoise, scheduler_for, DenoiseRequest, Progress,
+    StageGraph,
+};
 
 use crate::components::LoadOptions;
 use crate::config::Cfg;

@@ -6,8 +6,11 @@ use crate::components::{LoadOptions, TextEncoder, Unet, VaePart};
 use crate::config::Cfg;
 use crate::diffusion::unet2d::{self as unet, UNetConfig};
 use crate::image::{to_rgb8, RgbImage};
-use crate::pipelines::{check_multiple, denoise, DenoiseRequest, Progress, StageGraph};
-use crate::schedulers::{self, Scheduler};
+use crate::pipelines::{
+    check_multiple, check_parts, check_request, denoise, scheduler_for, DenoiseRequest, Progress,
+    StageGraph,
+};
+use crate::schedulers::Scheduler;
 use crate::source::{Component, ModelSource};
 use crate::text::clip::{self, ClipConfig};
 use crate::text::tokenizer::ClipTokenizer;
@@ -100,14 +103,11 @@ impl StableDiffusion {
         let unet = Unet::load(src, opts)?;
         let vae = VaePart::load(src, opts, true)?;
         let scheduler_cfg = src.config(Component::SCHEDULER)?;
-        if text_encoder.cfg.hidden_size != unet.cfg.cross_attention_dim {
-            return Err(Error::invalid(format!(
-                "{}: text encoder width {} differs from the UNet's cross_attention_dim {}",
-                src.label(),
-                text_encoder.cfg.hidden_size,
-                unet.cfg.cross_attention_dim
-            )));
-        }
+        check_parts(
+            &src.label(),
+            (text_encoder.cfg.hidden_size, unet.cfg.cross_attention_dim),
+            (vae.cfg.latent_channels, unet.cfg.in_channels),
+        )?;
         Ok(Self {
             label: src.label(),
             random_weights: src.is_random(),
@@ -131,33 +131,13 @@ impl StableDiffusion {
 
     /// Build the scheduler a request would use (its config, or the override), with timesteps set.
     pub fn scheduler(&self, name: Option<&str>, steps: usize) -> Result<Box<dyn Scheduler>> {
-        // As StableDiffusionPipeline.__init__ does for old configs: steps_offset 1, no clipping.
-        let mut cfg = self.scheduler_cfg.v.clone();
-        if let Some(o) = cfg.as_object_mut() {
-            o.insert("steps_offset".into(), 1.into());
-            o.insert("clip_sample".into(), false.into());
-        }
-        let mut s = schedulers::from_config(&cfg, name, &self.scheduler_cfg.file)?;
-        s.set_timesteps(steps)?;
-        Ok(s)
+        scheduler_for(&self.scheduler_cfg, name, steps, true)
     }
 
     /// Check a request before any work: sizes, steps, guidance, latents.
     pub fn validate(&self, req: &GenerateRequest) -> Result<()> {
         let f = self.vae_scale();
-        check_multiple("--width", req.width, f)?;
-        check_multiple("--height", req.height, f)?;
-        if req.steps == 0 {
-            return Err(Error::invalid(
-                "--steps 0: at least one denoising step is needed",
-            ));
-        }
-        if !req.guidance.is_finite() {
-            return Err(Error::invalid(format!(
-                "--guidance {}: must be a finite number",
-                req.guidance
-            )));
-        }
+        check_request(req.steps, req.guidance, req.width, req.height, f)?;
         if let Some(l) = &req.latents {
             let want = [1, self.unet.cfg.in_channels, req.height / f, req.width / f];
             if l.shape() != want {
@@ -317,13 +297,9 @@ pub fn generation_graphs(src: &ModelSource, s: &GenerationShape) -> Result<Vec<S
     let len = clip_cfg.max_position_embeddings;
     // The UNet runs once per scheduler timestep (PNDM takes steps + 1).
     let sched = src.config(Component::SCHEDULER)?;
-    let mut sched_cfg = sched.v.clone();
-    if let Some(o) = sched_cfg.as_object_mut() {
-        o.insert("steps_offset".into(), 1.into());
-    }
-    let mut scheduler = schedulers::from_config(&sched_cfg, s.scheduler.as_deref(), &sched.file)?;
-    scheduler.set_timesteps(s.steps)?;
-    let unet_runs = scheduler.timesteps().len();
+    let unet_runs = scheduler_for(&sched, s.scheduler.as_deref(), s.steps, true)?
+        .timesteps()
+        .len();
     Ok(vec![
         StageGraph {
             name: "text_encoder",

@@ -16,8 +16,11 @@ use crate::components::{LoadOptions, TextEncoder, Unet3d, VaePart};
 use crate::config::Cfg;
 use crate::diffusion::unet3d::{self, UNet3DConfig};
 use crate::image::{check_output_path, save_png, write_atomic, RgbImage};
-use crate::pipelines::{check_multiple, denoise, DenoiseRequest, Progress, StageGraph};
-use crate::schedulers::{self, Scheduler};
+use crate::pipelines::{
+    check_multiple, check_parts, check_request, denoise, scheduler_for, DenoiseRequest, Progress,
+    StageGraph,
+};
+use crate::schedulers::Scheduler;
 use crate::source::{Component, ModelSource};
 use crate::text::clip::{self, ClipConfig};
 use crate::text::tokenizer::ClipTokenizer;
@@ -134,14 +137,6 @@ pub fn check_decode_chunk(chunk: usize) -> Result<()> {
     Ok(())
 }
 
-/// Build a scheduler from a text-to-video model's config as `TextToVideoSDPipeline` uses it
-/// (no fix-ups), with an optional class override, timesteps set.
-fn make_scheduler(cfg: &Cfg, name: Option<&str>, steps: usize) -> Result<Box<dyn Scheduler>> {
-    let mut s = schedulers::from_config(&cfg.v, name, &cfg.file)?;
-    s.set_timesteps(steps)?;
-    Ok(s)
-}
-
 impl TextToVideo {
     pub fn load(src: &ModelSource, opts: &LoadOptions) -> Result<Self> {
         if !is_video_model(src)? {
@@ -161,22 +156,11 @@ impl TextToVideo {
         )?;
         let vae = VaePart::load(src, opts, true)?;
         let scheduler_cfg = src.config(Component::SCHEDULER)?;
-        if text_encoder.cfg.hidden_size != unet.cfg.cross_attention_dim {
-            return Err(Error::invalid(format!(
-                "{}: text encoder width {} differs from the UNet's cross_attention_dim {}",
-                src.label(),
-                text_encoder.cfg.hidden_size,
-                unet.cfg.cross_attention_dim
-            )));
-        }
-        if vae.cfg.latent_channels != unet.cfg.in_channels {
-            return Err(Error::invalid(format!(
-                "{}: the VAE has {} latent channels but the UNet takes {}",
-                src.label(),
-                vae.cfg.latent_channels,
-                unet.cfg.in_channels
-            )));
-        }
+        check_parts(
+            &src.label(),
+            (text_encoder.cfg.hidden_size, unet.cfg.cross_attention_dim),
+            (vae.cfg.latent_channels, unet.cfg.in_channels),
+        )?;
         Ok(Self {
             label: src.label(),
             random_weights: src.is_random(),
@@ -199,7 +183,7 @@ impl TextToVideo {
     }
 
     pub fn scheduler(&self, name: Option<&str>, steps: usize) -> Result<Box<dyn Scheduler>> {
-        make_scheduler(&self.scheduler_cfg, name, steps)
+        scheduler_for(&self.scheduler_cfg, name, steps, false)
     }
 
     /// Check a request before any work: frames, chunk, sizes, steps, guidance, latents.
@@ -207,19 +191,7 @@ impl TextToVideo {
         check_frames(req.frames)?;
         check_decode_chunk(req.decode_chunk)?;
         let f = self.vae_scale();
-        check_multiple("--width", req.width, f)?;
-        check_multiple("--height", req.height, f)?;
-        if req.steps == 0 {
-            return Err(Error::invalid(
-                "--steps 0: at least one denoising step is needed",
-            ));
-        }
-        if !req.guidance.is_finite() {
-            return Err(Error::invalid(format!(
-                "--guidance {}: must be a finite number",
-                req.guidance
-            )));
-        }
+        check_request(req.steps, req.guidance, req.width, req.height, f)?;
         if let Some(l) = &req.latents {
             let want = [
                 1,
@@ -451,7 +423,7 @@ pub fn video_generation_graphs(src: &ModelSource, s: &VideoShape) -> Result<Vec<
     let cfg_mult = if s.guidance > 1.0 { 2 } else { 1 };
     let len = clip_cfg.max_position_embeddings;
     let sched = src.config(Component::SCHEDULER)?;
-    let unet_runs = make_scheduler(&sched, s.scheduler.as_deref(), s.steps)?
+    let unet_runs = scheduler_for(&sched, s.scheduler.as_deref(), s.steps, false)?
         .timesteps()
         .len();
     let (lh, lw) = (s.height / f, s.width / f);
