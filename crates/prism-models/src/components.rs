@@ -24,6 +24,18 @@ pub struct LoadOptions {
     pub weight_seed: u64,
     /// How weight matrices are kept in memory (computation is f32 either way).
     pub weights_dtype: prism_runtime::WeightDType,
+    /// The backend the weights are laid out for (None: the CPU backend).
+    pub backend: Option<std::sync::Arc<dyn prism_runtime::Backend>>,
+}
+
+impl LoadOptions {
+    /// The layout of `graph`'s parameters on the backend these options name.
+    pub fn layout(&self, graph: &prism_core::Graph) -> Vec<prism_runtime::WeightLayout> {
+        match &self.backend {
+            Some(b) => b.weight_layout(graph, self.weights_dtype),
+            None => prism_runtime::cpu::weight_layout(graph, self.weights_dtype),
+        }
+    }
 }
 
 /// A text encoder with its weights.
@@ -37,13 +49,7 @@ impl TextEncoder {
     pub fn load(src: &ModelSource, opts: &LoadOptions) -> Result<Self> {
         let cfg = ClipConfig::from_cfg(&src.config(Component::TEXT_ENCODER)?)?;
         let g = clip::build(&cfg, 1, cfg.max_position_embeddings, opts.clip_skip)?;
-        let weights = src.weights(
-            &g,
-            Component::TEXT_ENCODER,
-            opts.variant.as_deref(),
-            opts.weight_seed,
-            opts.weights_dtype,
-        )?;
+        let weights = src.weights(&g, Component::TEXT_ENCODER, opts)?;
         Ok(Self {
             cfg,
             weights,
@@ -139,13 +145,7 @@ impl Unet {
         let cfg = UNetConfig::from_cfg(&src.config(Component::UNET)?)?;
         let d = cfg.downscale();
         let g = unet::build(&cfg, 1, d, d, 1)?;
-        let weights = src.weights(
-            &g,
-            Component::UNET,
-            opts.variant.as_deref(),
-            opts.weight_seed,
-            opts.weights_dtype,
-        )?;
+        let weights = src.weights(&g, Component::UNET, opts)?;
         Ok(Self {
             cfg,
             weights,
@@ -217,13 +217,7 @@ impl VaePart {
             let f = cfg.downscale();
             vae::build_encoder(&cfg, 1, f, f)?
         };
-        let weights = src.weights(
-            &g,
-            Component::VAE,
-            opts.variant.as_deref(),
-            opts.weight_seed,
-            opts.weights_dtype,
-        )?;
+        let weights = src.weights(&g, Component::VAE, opts)?;
         Ok(Self {
             cfg,
             weights,
@@ -290,7 +284,13 @@ impl Unet3d {
         let cfg = UNet3DConfig::from_cfg(&src.config(Component::UNET)?)?;
         let d = cfg.downscale();
         let g = unet3d::build(&cfg, 1, 1, d, d, 1)?;
-        let weights = src.weights(&g, Component::UNET, variant, weight_seed, dtype)?;
+        let opts = LoadOptions {
+            variant: variant.map(str::to_string),
+            weight_seed,
+            weights_dtype: dtype,
+            ..LoadOptions::default()
+        };
+        let weights = src.weights(&g, Component::UNET, &opts)?;
         Ok(Self { cfg, weights })
     }
 

@@ -209,6 +209,7 @@ pub fn bind(
     files: &TensorFiles,
     rules: &KeyRules,
     dtype: WeightDType,
+    layout: &[prism_runtime::WeightLayout],
 ) -> Result<Weights> {
     let mut by_name: HashMap<&str, &str> = HashMap::new();
     for key in files.tensors.keys() {
@@ -274,7 +275,7 @@ pub fn bind(
             msg: problems.join("; "),
         });
     }
-    Weights::from_fn_par(graph, dtype, files.describe(), |p| {
+    Weights::from_fn_par_laid(graph, dtype, layout, files.describe(), |p| {
         files.get(by_name[p.name.as_str()])
     })
 }

@@ -41,7 +41,18 @@ fn name_seed(seed: u64, name: &str) -> u64 {
 /// Random weights for every parameter of `graph`: PyTorch's default scale (uniform ±1/√fan_in)
 /// for matrices and convolutions, N(0, 0.02) for embedding tables, ones and zeros for norms.
 pub fn random_weights(graph: &Graph, seed: u64, dtype: WeightDType) -> Result<Weights> {
-    Weights::from_fn_par(graph, dtype, format!("random (seed {seed})"), |p| {
+    let layout = prism_runtime::cpu::weight_layout(graph, dtype);
+    random_weights_laid(graph, seed, dtype, &layout)
+}
+
+/// [`random_weights`] laid out as a backend asks.
+pub fn random_weights_laid(
+    graph: &Graph,
+    seed: u64,
+    dtype: WeightDType,
+    layout: &[prism_runtime::WeightLayout],
+) -> Result<Weights> {
+    Weights::from_fn_par_laid(graph, dtype, layout, format!("random (seed {seed})"), |p| {
         let n = p.numel();
         let mut rng = SplitMix64(name_seed(seed, &p.name));
         let data: Vec<f32> = if p.shape.len() == 1 {

@@ -1,12 +1,13 @@
 //! Where a model comes from: a diffusers folder on disk, or a built-in preset (the real
 //! architecture's configs with seeded random weights).
 
+use crate::components::LoadOptions;
 use crate::config::Cfg;
 use crate::loader::{self, KeyRules, TensorFiles};
-use crate::random::random_weights;
+use crate::random::random_weights_laid;
 use crate::text::tokenizer::{ClipTokenizer, PadToken};
 use prism_core::{Error, Graph, Result};
-use prism_runtime::{WeightDType, Weights};
+use prism_runtime::Weights;
 use std::path::{Path, PathBuf};
 
 /// A built-in model: published configs, no weights.
@@ -188,21 +189,22 @@ impl ModelSource {
         }
     }
 
-    /// Weights for `graph` (built for component `c`): loaded from the folder (optionally a
-    /// variant such as `fp16`), or seeded random for a preset.
-    pub fn weights(
-        &self,
-        graph: &Graph,
-        c: Component,
-        variant: Option<&str>,
-        seed: u64,
-        dtype: WeightDType,
-    ) -> Result<Weights> {
+    /// Weights for `graph` (built for component `c`), laid out for the backend `opts` names:
+    /// loaded from the folder (optionally a variant such as `fp16`), or seeded random for a
+    /// preset.
+    pub fn weights(&self, graph: &Graph, c: Component, opts: &LoadOptions) -> Result<Weights> {
+        let (dtype, layout) = (opts.weights_dtype, opts.layout(graph));
         match self {
-            ModelSource::Preset(_) => random_weights(graph, seed ^ c.seed_salt() << 32, dtype),
+            ModelSource::Preset(_) => random_weights_laid(
+                graph,
+                opts.weight_seed ^ c.seed_salt() << 32,
+                dtype,
+                &layout,
+            ),
             ModelSource::Folder(_) => {
                 let dir = self.component_dir(c)?;
-                let files = TensorFiles::open(&loader::weight_files(&dir, variant)?)?;
+                let files =
+                    TensorFiles::open(&loader::weight_files(&dir, opts.variant.as_deref())?)?;
                 let rules = match c {
                     Component::TEXT_ENCODER => KeyRules {
                         optional_prefix: Some("text_model."),
@@ -219,7 +221,7 @@ impl ModelSource {
                 } else {
                     rules
                 };
-                loader::bind(graph, &files, &rules, dtype)
+                loader::bind(graph, &files, &rules, dtype, &layout)
             }
         }
     }

@@ -10,9 +10,27 @@
 //! `supports`, and the pipelines, analysis and profiler run on it unchanged.
 //! `docs/ARCHITECTURE.md` ("Add a backend") has the recipe.
 
-use crate::{KernelChoice, NodeEvent, Plan, RunStats, State, Weights};
+use crate::{KernelChoice, NodeEvent, Plan, RunStats, State, WeightDType, Weights};
 use prism_core::{Graph, Op, Result, Tensor};
 use std::collections::HashMap;
+
+/// How a backend lays out one parameter in memory, decided before any weight is read so that
+/// `Weights` stores each tensor that way as it is bound (no second copy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// As in the checkpoint.
+    RowMajor,
+    /// The CPU's Linear layout: 32-feature panels (`prism_kernels::linear512`).
+    LinearPanels,
+}
+
+/// A tensor where a backend keeps it. The CPU backend's buffers are host tensors; a device
+/// backend adds its own variant (device memory and a stream) and moves data in `upload` /
+/// `download`.
+#[derive(Clone, Debug)]
+pub enum Buffer {
+    Host(Tensor),
+}
 
 /// A place where graphs run.
 pub trait Backend: Send + Sync {
@@ -21,6 +39,12 @@ pub trait Backend: Send + Sync {
     /// Can this backend run `op`? A graph with an op it cannot run is refused by
     /// [`Backend::prepare`] with the op's module path.
     fn supports(&self, op: &Op) -> bool;
+    /// How `graph`'s parameters are laid out for this backend's kernels, stored at `dtype`.
+    fn weight_layout(&self, graph: &Graph, dtype: WeightDType) -> Vec<WeightLayout>;
+    /// Move a host tensor to where this backend computes (the CPU: nothing moves).
+    fn upload(&self, t: Tensor) -> Result<Buffer>;
+    /// Bring a buffer back to the host.
+    fn download(&self, b: Buffer) -> Result<Tensor>;
     /// Parallel workers the backend runs a node on.
     fn threads(&self) -> usize;
     /// Run host-side code on the backend's worker threads (benchmarks of single kernels,
@@ -33,14 +57,21 @@ pub trait Backend: Send + Sync {
     /// that what this frees is not in an observer's memory baseline (the CPU backend empties
     /// its buffer pool when the graph changes).
     fn begin(&self, plan: &Plan);
-    /// Run a prepared graph on named inputs, reading and advancing `state` (KV caches and the
-    /// position offset); `observer` sees every node. Returns the graph outputs by name.
+    /// Run a prepared graph on named inputs (uploaded buffers), reading and advancing `state`
+    /// (KV caches and the position offset); `observer` sees every node. Returns the graph
+    /// outputs by name, as buffers.
     fn run(
         &self,
         plan: &Plan,
         weights: &Weights,
         state: &mut State,
-        inputs: Vec<(String, Tensor)>,
+        inputs: Vec<(String, Buffer)>,
         observer: &mut (dyn FnMut(NodeEvent) + Send),
-    ) -> Result<(HashMap<String, Tensor>, RunStats)>;
+    ) -> Result<(HashMap<String, Buffer>, RunStats)>;
+}
+
+impl std::fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Backend({})", self.name())
+    }
 }

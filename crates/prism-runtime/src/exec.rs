@@ -247,6 +247,33 @@ impl Executor {
         &*self.backend
     }
 
+    /// The backend, shared (for loaders that lay weights out for it).
+    pub fn backend_arc(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
+    }
+
+    /// Upload inputs, run, download outputs: every run crosses the seam here.
+    fn run_backend(
+        &self,
+        plan: &Plan,
+        weights: &Weights,
+        state: &mut State,
+        inputs: Vec<(String, Tensor)>,
+        observer: &mut (dyn FnMut(NodeEvent) + Send),
+    ) -> Result<(HashMap<String, Tensor>, RunStats)> {
+        let b = &self.backend;
+        let inputs = inputs
+            .into_iter()
+            .map(|(n, t)| Ok((n, b.upload(t)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let (outs, stats) = b.run(plan, weights, state, inputs, observer)?;
+        let outs = outs
+            .into_iter()
+            .map(|(n, o)| Ok((n, b.download(o)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok((outs, stats))
+    }
+
     /// The same backend with other kernel choices.
     pub fn with_kernels(&self, kernels: KernelChoice) -> Self {
         Self {
@@ -325,9 +352,8 @@ impl Executor {
         obs.before_run(stage, run);
         let started = Instant::now();
         let mut events = Vec::with_capacity(plan.graph.nodes.len());
-        let (out, stats) = self
-            .backend
-            .run(plan, weights, state, inputs, &mut |e| events.push(e))?;
+        let (out, stats) =
+            self.run_backend(plan, weights, state, inputs, &mut |e| events.push(e))?;
         obs.after_run(stage, run, &plan.graph, started, &events, &stats);
         Ok(out)
     }
@@ -342,8 +368,7 @@ impl Executor {
         observer: &mut (dyn FnMut(NodeEvent) + Send),
     ) -> Result<(HashMap<String, Tensor>, RunStats)> {
         let plan = self.prepare(graph)?;
-        self.backend
-            .run(&plan, weights, &mut State::new(), inputs, observer)
+        self.run_backend(&plan, weights, &mut State::new(), inputs, observer)
     }
 
     /// Run a prepared graph with `state`, calling `observer` after every node.
@@ -355,7 +380,7 @@ impl Executor {
         inputs: Vec<(String, Tensor)>,
         observer: &mut (dyn FnMut(NodeEvent) + Send),
     ) -> Result<(HashMap<String, Tensor>, RunStats)> {
-        self.backend.run(plan, weights, state, inputs, observer)
+        self.run_backend(plan, weights, state, inputs, observer)
     }
 }
 

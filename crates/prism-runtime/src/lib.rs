@@ -11,7 +11,7 @@ pub mod plan;
 pub mod pool;
 mod weights;
 
-pub use backend::Backend;
+pub use backend::{Backend, Buffer, WeightLayout};
 pub use cpu::{poison_reused_buffers, CpuBackend};
 pub use exec::{
     attn_geom, conv_geom, limit_heap_retention, Cache, Executor, KernelChoice, NodeEvent, Plan,

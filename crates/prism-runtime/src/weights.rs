@@ -5,20 +5,22 @@
 //! by kernels that read 16 bits themselves (f32 accumulation throughout). Vectors (biases,
 //! norm scales) always stay f32.
 //!
-//! On CPUs with AVX-512F, matrices that the graph reads only as `Linear` / `LinearGeglu`
-//! weights are stored re-laid out in 32-feature panels (`prism_kernels::linear512`), once, as
-//! they are bound: same bytes and dtype, and no per-call packing. [`Weights::f32`] still gives
-//! them row-major.
+//! Each parameter is stored in the layout the backend asks for
+//! ([`Backend::weight_layout`](crate::Backend::weight_layout)), once, as it is bound: on CPUs
+//! with AVX-512F the CPU backend puts matrices that the graph reads only as `Linear` /
+//! `LinearGeglu` weights in 32-feature panels (`prism_kernels::linear512`): same bytes and
+//! dtype, and no per-call packing. [`Weights::f32`] still gives them row-major.
 //!
 //! For graphs that repeat (a denoiser runs once per step), with `KernelChoice::keep_filters`,
 //! f32 weights also keep each 3×3 convolution's Winograd filters once transformed
 //! ([`Weights::winograd_filters`]): α² / 9 times the filter's floats (16/9 for F(2×2, 3×3), 4
 //! for F(4×4, 3×3)), made on the layer's first run.
 
-use prism_core::{DType, Error, Graph, Op, Param, ParamId, Result, Tensor};
+use crate::backend::WeightLayout;
+use prism_core::{DType, Error, Graph, Param, ParamId, Result, Tensor};
 use prism_kernels::conv::{self, Conv2dGeom, ConvImpl};
+use prism_kernels::linear512;
 use prism_kernels::scratch::Scratch;
-use prism_kernels::{bf16dot, linear512};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -180,30 +182,18 @@ fn store(t: Tensor, dtype: WeightDType, panels: bool) -> Stored {
     }
 }
 
-/// Which parameters to store in panels: 2-D weights that `graph` reads only as the weight of
-/// `Linear` / `LinearGeglu` nodes, on CPUs that run linear512 (and not where bf16 weights take
-/// the bf16-dot path, which packs its own layout).
+/// Which parameters the CPU backend stores in panels (see `cpu::weight_layout`).
 fn panel_params(graph: &Graph, dtype: WeightDType) -> Vec<bool> {
-    let n = graph.params.len();
-    if !linear512::available() || (dtype == WeightDType::Bf16 && bf16dot::pays()) {
-        return vec![false; n];
-    }
-    let (mut linear, mut other) = (vec![false; n], vec![false; n]);
-    for node in &graph.nodes {
-        let weight = match &node.op {
-            Op::Linear { weight, .. } | Op::LinearGeglu { weight, .. } => Some(*weight),
-            _ => None,
-        };
-        for p in node.op.params() {
-            if Some(p) == weight {
-                linear[p] = true;
-            } else {
-                other[p] = true;
-            }
-        }
-    }
-    (0..n)
-        .map(|i| linear[i] && !other[i] && graph.params[i].shape.len() == 2)
+    layout_panels(&crate::cpu::weight_layout(graph, dtype))
+}
+
+fn layout_panels(layout: &[WeightLayout]) -> Vec<bool> {
+    layout
+        .iter()
+        .map(|l| match l {
+            WeightLayout::LinearPanels => true,
+            WeightLayout::RowMajor => false,
+        })
         .collect()
 }
 
@@ -258,14 +248,43 @@ impl Weights {
         })
     }
 
-    /// Like [`Weights::from_fn`], making tensors in parallel (`make` must be thread-safe).
+    /// Like [`Weights::from_fn`], making tensors in parallel (`make` must be thread-safe),
+    /// laid out for the CPU backend.
     pub fn from_fn_par(
         graph: &Graph,
         dtype: WeightDType,
         source: String,
         make: impl Fn(&Param) -> Result<Tensor> + Sync,
     ) -> Result<Self> {
-        let panels = panel_params(graph, dtype);
+        Self::from_fn_par_laid(
+            graph,
+            dtype,
+            &crate::cpu::weight_layout(graph, dtype),
+            source,
+            make,
+        )
+    }
+
+    /// Like [`Weights::from_fn_par`], each parameter laid out as `layout` says (a backend's
+    /// [`Backend::weight_layout`](crate::Backend::weight_layout)).
+    pub fn from_fn_par_laid(
+        graph: &Graph,
+        dtype: WeightDType,
+        layout: &[WeightLayout],
+        source: String,
+        make: impl Fn(&Param) -> Result<Tensor> + Sync,
+    ) -> Result<Self> {
+        if layout.len() != graph.params.len() {
+            return Err(Error::Weights {
+                component: graph.name.clone(),
+                msg: format!(
+                    "{} layouts for {} parameters",
+                    layout.len(),
+                    graph.params.len()
+                ),
+            });
+        }
+        let panels = layout_panels(layout);
         let stored: Vec<Stored> = graph
             .params
             .par_iter()
@@ -408,7 +427,7 @@ impl Weights {
         self.dtype
     }
 
-    /// Parameters (elements) of the model's tensors (kept after [`Weights::release`]).
+    /// Parameters (elements) of the model's tensors (0 after [`Weights::release`]).
     pub fn param_count(&self) -> usize {
         self.shapes
             .iter()
@@ -494,7 +513,9 @@ mod tests {
                     assert!(w.bf16_bits(i).is_none());
                 }
             }
-            if linear512::available() && !(dtype == WeightDType::Bf16 && bf16dot::pays()) {
+            if linear512::available()
+                && !(dtype == WeightDType::Bf16 && prism_kernels::bf16dot::pays())
+            {
                 let packed = (0..g.params.len()).filter(|&i| w.linear_panels(i).is_some());
                 assert_eq!(packed.count(), 2, "both Linear weights in panels");
             }

@@ -116,7 +116,7 @@ impl Engine {
         let src = ModelSource::parse(&spec.model.model)?;
         let entry = pipelines::entry_for(&src)?;
         (entry.check_size)(&src, spec.width, spec.height)?;
-        let opts = spec.model.load_options()?;
+        let opts = spec.model.load_options(&self.exec)?;
         let exec = self
             .exec
             .with_kernels(spec.kernels.choice(opts.weights_dtype)?);

@@ -78,12 +78,14 @@ impl ModelSpec {
             ))
         })
     }
-    fn load_options(&self) -> Result<LoadOptions> {
+    /// Loading options with weights laid out for `exec`'s backend.
+    fn load_options(&self, exec: &Executor) -> Result<LoadOptions> {
         Ok(LoadOptions {
             variant: self.variant.clone(),
             clip_skip: self.clip_skip,
             weight_seed: self.weight_seed,
             weights_dtype: self.dtype()?,
+            backend: Some(exec.backend_arc()),
         })
     }
 }

@@ -299,6 +299,7 @@ impl Engine {
             clip_skip: r.shape.clip_skip,
             weight_seed: 0,
             weights_dtype,
+            backend: Some(self.exec.backend_arc()),
         };
         if r.shape.batch != 1 {
             return Err(Error::invalid(format!(

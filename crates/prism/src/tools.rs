@@ -91,7 +91,13 @@ impl Engine {
         let src = ModelSource::parse(&spec.model.model)?;
         let ins = read_tensors_as_stored(&spec.inputs)
             .map_err(context(format!("--inputs {}", spec.inputs.display())))?;
-        let outs = forward(&src, &spec.model.load_options()?, &self.exec, comp, ins)?;
+        let outs = forward(
+            &src,
+            &spec.model.load_options(&self.exec)?,
+            &self.exec,
+            comp,
+            ins,
+        )?;
         write_tensors(&spec.output, &outs, spec.force)?;
         Ok(ForwardReport {
             output: spec.output.clone(),

@@ -9,9 +9,10 @@
 
 mod node;
 
-use crate::backend::Backend;
-use crate::{KernelChoice, NodeEvent, Plan, RunStats, State, Weights};
+use crate::backend::{Backend, Buffer, WeightLayout};
+use crate::{KernelChoice, NodeEvent, Plan, RunStats, State, WeightDType, Weights};
 use prism_core::{DType, Error, Graph, Op, Result, Tensor};
+use prism_kernels::{bf16dot, linear512};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -170,6 +171,22 @@ impl Backend for CpuBackend {
         }
     }
 
+    /// Linear weights in 32-feature panels on CPUs that run `linear512` (see
+    /// [`weight_layout`]); everything else as stored.
+    fn weight_layout(&self, graph: &Graph, dtype: WeightDType) -> Vec<WeightLayout> {
+        weight_layout(graph, dtype)
+    }
+
+    fn upload(&self, t: Tensor) -> Result<Buffer> {
+        Ok(Buffer::Host(t))
+    }
+
+    fn download(&self, b: Buffer) -> Result<Tensor> {
+        match b {
+            Buffer::Host(t) => Ok(t),
+        }
+    }
+
     fn threads(&self) -> usize {
         self.pool.current_num_threads()
     }
@@ -203,10 +220,14 @@ impl Backend for CpuBackend {
         plan: &Plan,
         weights: &Weights,
         state: &mut State,
-        inputs: Vec<(String, Tensor)>,
+        inputs: Vec<(String, Buffer)>,
         observer: &mut (dyn FnMut(NodeEvent) + Send),
-    ) -> Result<(HashMap<String, Tensor>, RunStats)> {
+    ) -> Result<(HashMap<String, Buffer>, RunStats)> {
         let graph = &plan.graph;
+        let inputs = inputs
+            .into_iter()
+            .map(|(n, b)| Ok((n, self.download(b)?)))
+            .collect::<Result<Vec<_>>>()?;
         weights.check_fits(graph)?;
         if let Some(rows) = plan.cache_step {
             for (slot, shape) in &plan.cache_slots {
@@ -298,8 +319,42 @@ impl Backend for CpuBackend {
                     return Err(Error::invalid(format!("output {name} was not computed")))
                 }
             };
-            outs.insert(name.clone(), t);
+            outs.insert(name.clone(), Buffer::Host(t));
         }
         Ok((outs, stats))
     }
+}
+
+/// The CPU backend's weight layout: 2-D weights that `graph` reads only as the weight of
+/// `Linear` / `LinearGeglu` nodes go to `linear512` panels on CPUs that run it (not where
+/// bf16 weights take the bf16-dot path, which packs its own layout); everything else stays
+/// row-major.
+pub fn weight_layout(graph: &Graph, dtype: WeightDType) -> Vec<WeightLayout> {
+    let n = graph.params.len();
+    if !linear512::available() || (dtype == WeightDType::Bf16 && bf16dot::pays()) {
+        return vec![WeightLayout::RowMajor; n];
+    }
+    let (mut linear, mut other) = (vec![false; n], vec![false; n]);
+    for node in &graph.nodes {
+        let weight = match &node.op {
+            Op::Linear { weight, .. } | Op::LinearGeglu { weight, .. } => Some(*weight),
+            _ => None,
+        };
+        for p in node.op.params() {
+            if Some(p) == weight {
+                linear[p] = true;
+            } else {
+                other[p] = true;
+            }
+        }
+    }
+    (0..n)
+        .map(|i| {
+            if linear[i] && !other[i] && graph.params[i].shape.len() == 2 {
+                WeightLayout::LinearPanels
+            } else {
+                WeightLayout::RowMajor
+            }
+        })
+        .collect()
 }
