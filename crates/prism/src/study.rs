@@ -93,15 +93,19 @@ pub enum AnalyzeOutput {
 }
 
 impl AnalyzeOutput {
-    /// The JSON the CLI prints (`docs/analyze-json.md`).
-    pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            AnalyzeOutput::One(r) => serde_json::to_value(r).expect("reports serialize"),
+    /// The JSON the CLI prints (`docs/analyze-json.md`), pretty-printed, fields in the
+    /// report's order.
+    pub fn to_json_string(&self) -> String {
+        let text = match self {
+            AnalyzeOutput::One(r) => serde_json::to_string_pretty(r),
             AnalyzeOutput::Sweep(runs) => {
                 let runs: Vec<&Report> = runs.iter().map(|r| &r.1).collect();
-                serde_json::json!({"schema": "prism.analyze-sweep/1", "runs": runs})
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"schema": "prism.analyze-sweep/1", "runs": runs}),
+                )
             }
-        }
+        };
+        text.expect("reports serialize")
     }
     /// The tables the CLI prints.
     pub fn render(&self, layers: bool) -> String {

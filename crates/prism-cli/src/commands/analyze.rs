@@ -16,7 +16,7 @@ pub struct Args {
 pub fn run(engine: &Engine, a: Args) -> Result<()> {
     let out = engine.analyze(&a.study.spec(a.steps))?;
     if a.study.json {
-        println!("{}", serde_json::to_string_pretty(&out.to_json())?);
+        println!("{}", out.to_json_string());
     } else {
         print!("{}", out.render(a.study.layers));
     }
