@@ -121,12 +121,7 @@ pub const SCHEMA: &str = "prism.analyze/1";
 /// A finer class than the category, for the rows the video findings need: attention by kind
 /// (self, cross, temporal, causal) and convolution split into spatial and temporal.
 pub fn node_class(n: &prism_core::Node) -> String {
-    match &n.op {
-        Op::Attention(a) => format!("Attention ({})", a.kind.name()),
-        Op::Conv2d(c) if c.temporal => "Conv (temporal)".into(),
-        Op::Conv2d(_) => "Conv (spatial)".into(),
-        op => op.category().name().into(),
-    }
+    n.op.class().into_owned()
 }
 
 pub fn node_time(c: &NodeCost, hw: &Hardware) -> f64 {

@@ -366,6 +366,40 @@ impl Op {
         }
     }
 
+    /// The class reports group nodes by: the category, with attention split by kind and
+    /// convolution into spatial and temporal (the paper's temporal-attention question).
+    pub fn class(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Op::Attention(a) => format!("Attention ({})", a.kind.name()).into(),
+            Op::Conv2d(c) if c.temporal => "Conv (temporal)".into(),
+            Op::Conv2d(_) => "Conv (spatial)".into(),
+            Op::Input { .. }
+            | Op::Linear { .. }
+            | Op::LinearGeglu { .. }
+            | Op::GroupNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::RmsNorm { .. }
+            | Op::Activation(_)
+            | Op::Geglu
+            | Op::Add
+            | Op::Mul
+            | Op::Scale { .. }
+            | Op::Clamp { .. }
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Permute { .. }
+            | Op::Reshape
+            | Op::UpsampleNearest { .. }
+            | Op::TimestepProj { .. }
+            | Op::TokenEmbedding { .. }
+            | Op::PositionEmbedding { .. }
+            | Op::Rope { .. }
+            | Op::CacheWrite { .. }
+            | Op::CacheView { .. }
+            | Op::GatherEos { .. } => self.category().name().into(),
+        }
+    }
+
     /// Parameters the node reads, in a fixed order.
     pub fn params(&self) -> Vec<ParamId> {
         match self {

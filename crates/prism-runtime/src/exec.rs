@@ -102,6 +102,12 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The CPU backend's buffer plan of this graph on `threads` threads: activation peak,
+    /// live bytes per node, scratch, state caches (what `prism analyze` reports).
+    pub fn memory(&self, threads: usize) -> crate::MemoryPlan {
+        crate::plan::plan(&self.graph, threads, &self.kernels)
+    }
+
     /// Prepare `graph` with `kernels` (backend-independent part; backends may add to it).
     pub fn new(graph: &Graph, kernels: &KernelChoice) -> Result<Self> {
         let graph = kernels.prepare(graph).into_owned();

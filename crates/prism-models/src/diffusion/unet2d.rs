@@ -1,163 +1,148 @@
-//! `UNet2DConditionModel` as Stable Diffusion 1.x / 2.x use it.
+//! `UNet2DConditionModel` as Stable Diffusion 1.x / 2.x use it: the shared UNet skeleton
+//! ([`super::unet_common`]) with a spatial transformer (`attentions.{j}`) after every ResNet
+//! of a cross-attention block and of the mid block.
 
-use crate::config::{Cfg, MAX_CHANNELS, MAX_LAYERS, MAX_SAMPLE_SIZE};
-use crate::nn::blocks::{self, join, SAME3};
-use prism_core::{ActKind, DType, Error, Graph, GraphBuilder, Result, ValueId};
+use super::unet_common::{
+    self, AttentionKeys, BlockTypes, SharedKeys, UNetCommonConfig, UNetLayers,
+};
+use crate::config::{Cfg, MAX_CHANNELS, MAX_LAYERS};
+use crate::nn::blocks::{self, join};
+use prism_core::{DType, Error, Graph, GraphBuilder, Result, ValueId};
 use serde_json::{json, Value};
+use std::ops::{Deref, DerefMut};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct UNetConfig {
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub block_out_channels: Vec<usize>,
-    pub layers_per_block: usize,
-    pub down_block_types: Vec<String>,
-    pub up_block_types: Vec<String>,
-    pub cross_attention_dim: usize,
+    /// The keys the 3D UNet reads too (channels, block types, layers, norms, sizes); the
+    /// config derefs to them.
+    pub common: UNetCommonConfig,
     /// Heads per down block (diffusers' `attention_head_dim` when `num_attention_heads` is unset).
     pub heads: Vec<usize>,
     pub transformer_layers: Vec<usize>,
     pub use_linear_projection: bool,
     pub upcast_attention: bool,
-    pub norm_num_groups: usize,
-    pub norm_eps: f32,
     pub flip_sin_to_cos: bool,
     pub freq_shift: f32,
-    pub downsample_padding: usize,
-    pub sample_size: usize,
 }
 
-const DOWN_TYPES: [&str; 2] = ["CrossAttnDownBlock2D", "DownBlock2D"];
-const UP_TYPES: [&str; 2] = ["CrossAttnUpBlock2D", "UpBlock2D"];
+impl Deref for UNetConfig {
+    type Target = UNetCommonConfig;
+    fn deref(&self) -> &UNetCommonConfig {
+        &self.common
+    }
+}
 
-impl UNetConfig {
-    pub fn from_cfg(c: &Cfg) -> Result<Self> {
-        let class = c.str_or("_class_name", "UNet2DConditionModel")?;
-        if class != "UNet2DConditionModel" {
-            return Err(c.err(format!(
-                "`_class_name` {class:?} is not UNet2DConditionModel"
-            )));
-        }
-        // Values prism does not implement: each must be absent, null or the default.
-        c.expect("act_fn", &[json!("silu")])?;
-        c.expect("center_input_sample", &[json!(false)])?;
-        c.expect("dual_cross_attention", &[json!(false)])?;
-        c.expect(
-            "only_cross_attention",
-            &[json!(false), json!([false, false, false, false])],
-        )?;
-        c.expect("class_embed_type", &[])?;
-        c.expect("addition_embed_type", &[])?;
-        c.expect("num_class_embeds", &[])?;
-        c.expect("encoder_hid_dim", &[])?;
-        c.expect("encoder_hid_dim_type", &[])?;
-        c.expect("time_cond_proj_dim", &[])?;
-        c.expect("timestep_post_act", &[])?;
-        c.expect("time_embedding_type", &[json!("positional")])?;
-        c.expect("time_embedding_dim", &[])?;
-        c.expect("time_embedding_act_fn", &[])?;
-        c.expect("projection_class_embeddings_input_dim", &[])?;
-        c.expect("resnet_time_scale_shift", &[json!("default")])?;
-        c.expect("resnet_skip_time_act", &[json!(false)])?;
-        c.expect("resnet_out_scale_factor", &[json!(1.0), json!(1)])?;
-        c.expect("mid_block_type", &[json!("UNetMidBlock2DCrossAttn")])?;
-        c.expect("mid_block_only_cross_attention", &[])?;
-        c.expect("mid_block_scale_factor", &[json!(1), json!(1.0)])?;
-        c.expect("conv_in_kernel", &[json!(3)])?;
-        c.expect("conv_out_kernel", &[json!(3)])?;
-        c.expect("attention_type", &[json!("default")])?;
-        c.expect("cross_attention_norm", &[])?;
-        c.expect("class_embeddings_concat", &[json!(false)])?;
-        c.expect("addition_time_embed_dim", &[])?;
-        c.expect("reverse_transformer_layers_per_block", &[])?;
-        c.expect("dropout", &[json!(0.0), json!(0)])?;
+impl DerefMut for UNetConfig {
+    fn deref_mut(&mut self) -> &mut UNetCommonConfig {
+        &mut self.common
+    }
+}
 
-        // Every value the builder indexes, divides by or puts into a shape is checked here,
-        // with an error naming its key; `build` relies on these invariants.
-        let block_out_channels = c.block_channels("block_out_channels")?;
-        let nb = block_out_channels.len();
-        let down_block_types = c.block_types("down_block_types", nb, "block_out_channels")?;
-        let up_block_types = c.block_types("up_block_types", nb, "block_out_channels")?;
-        for (key, types, allowed) in [
-            ("down_block_types", &down_block_types, &DOWN_TYPES),
-            ("up_block_types", &up_block_types, &UP_TYPES),
-        ] {
-            if let Some(t) = types.iter().find(|t| !allowed.contains(&t.as_str())) {
-                return Err(c.err(format!(
-                    "unsupported `{key}` entry {t:?} (prism supports {})",
-                    allowed.join(", ")
-                )));
-            }
-        }
-        let layers = c.per_block("layers_per_block", nb, Some(2))?;
-        // `nb` >= 1 (block_channels), so `layers[0]` exists.
-        if layers.iter().any(|&l| l != layers[0]) {
-            return Err(c.err(format!(
-                "per-block `layers_per_block` lists are not supported, got {layers:?}"
-            )));
-        }
-        c.check_range("layers_per_block", layers[0], 1, MAX_LAYERS)?;
+const KEYS: SharedKeys = SharedKeys {
+    class_name: "UNet2DConditionModel",
+    block_types: BlockTypes {
+        cross_attn_down: "CrossAttnDownBlock2D",
+        down: "DownBlock2D",
+        cross_attn_up: "CrossAttnUpBlock2D",
+        up: "UpBlock2D",
+    },
+    reject_unsupported,
+    equal_layer_lists: true,
+    explain_cross_attention_dim_lists: true,
+    default_cross_attention_dim: 1280,
+    reject_null_norm_groups: false,
+    default_sample_size: 64,
+};
+
+/// Values prism does not implement: each must be absent, null or the default.
+fn reject_unsupported(c: &Cfg) -> Result<()> {
+    c.expect("act_fn", &[json!("silu")])?;
+    c.expect("center_input_sample", &[json!(false)])?;
+    c.expect("dual_cross_attention", &[json!(false)])?;
+    c.expect(
+        "only_cross_attention",
+        &[json!(false), json!([false, false, false, false])],
+    )?;
+    c.expect("class_embed_type", &[])?;
+    c.expect("addition_embed_type", &[])?;
+    c.expect("num_class_embeds", &[])?;
+    c.expect("encoder_hid_dim", &[])?;
+    c.expect("encoder_hid_dim_type", &[])?;
+    c.expect("time_cond_proj_dim", &[])?;
+    c.expect("timestep_post_act", &[])?;
+    c.expect("time_embedding_type", &[json!("positional")])?;
+    c.expect("time_embedding_dim", &[])?;
+    c.expect("time_embedding_act_fn", &[])?;
+    c.expect("projection_class_embeddings_input_dim", &[])?;
+    c.expect("resnet_time_scale_shift", &[json!("default")])?;
+    c.expect("resnet_skip_time_act", &[json!(false)])?;
+    c.expect("resnet_out_scale_factor", &[json!(1.0), json!(1)])?;
+    c.expect("mid_block_type", &[json!("UNetMidBlock2DCrossAttn")])?;
+    c.expect("mid_block_only_cross_attention", &[])?;
+    c.expect("mid_block_scale_factor", &[json!(1), json!(1.0)])?;
+    c.expect("conv_in_kernel", &[json!(3)])?;
+    c.expect("conv_out_kernel", &[json!(3)])?;
+    c.expect("attention_type", &[json!("default")])?;
+    c.expect("cross_attention_norm", &[])?;
+    c.expect("class_embeddings_concat", &[json!(false)])?;
+    c.expect("addition_time_embed_dim", &[])?;
+    c.expect("reverse_transformer_layers_per_block", &[])?;
+    c.expect("dropout", &[json!(0.0), json!(0)])?;
+    Ok(())
+}
+
+/// Heads and transformer depth per block, and the key the heads came from.
+struct Heads {
+    key: &'static str,
+    heads: Vec<usize>,
+    transformer_layers: Vec<usize>,
+}
+
+const TRANSFORMER_LAYERS_KEY: &str = "transformer_layers_per_block";
+
+impl AttentionKeys for Heads {
+    fn read(c: &Cfg, nb: usize) -> Result<Self> {
         // diffusers: num_attention_heads = num_attention_heads or attention_head_dim.
-        let heads_key = if c.has("num_attention_heads") {
+        let key = if c.has("num_attention_heads") {
             "num_attention_heads"
         } else {
             "attention_head_dim"
         };
-        let heads = c.per_block(
-            heads_key,
-            nb,
-            (heads_key == "attention_head_dim").then_some(8),
-        )?;
-        let tl_key = "transformer_layers_per_block";
-        let transformer_layers = c.per_block(tl_key, nb, Some(1))?;
-        let cross_attention_dim = match c.v.get("cross_attention_dim") {
-            Some(Value::Array(_)) => {
-                return Err(c.err("per-block `cross_attention_dim` lists are not supported"))
-            }
-            _ => c.usize_in("cross_attention_dim", 1280, 1, MAX_CHANNELS)?,
-        };
-        let norm_num_groups = c.usize_in("norm_num_groups", 32, 1, MAX_CHANNELS)?;
-        for (i, &ch) in block_out_channels.iter().enumerate() {
-            let ch_key = format!("`block_out_channels`[{i}]");
-            c.check_divides("norm_num_groups", norm_num_groups, &ch_key, ch)?;
-            let hk = entry_key(c, heads_key, i);
-            c.check_range(&hk, heads[i], 1, MAX_CHANNELS)?;
-            // Transformer2D uses `ch / heads` channels per head.
-            c.check_divides(&hk, heads[i], &ch_key, ch)?;
-            c.check_range(
-                &entry_key(c, tl_key, i),
-                transformer_layers[i],
-                1,
-                MAX_LAYERS,
-            )?;
-        }
+        let heads = c.per_block(key, nb, (key == "attention_head_dim").then_some(8))?;
+        let transformer_layers = c.per_block(TRANSFORMER_LAYERS_KEY, nb, Some(1))?;
         Ok(Self {
-            in_channels: c.usize_in("in_channels", 4, 1, MAX_CHANNELS)?,
-            out_channels: c.usize_in("out_channels", 4, 1, MAX_CHANNELS)?,
-            layers_per_block: layers[0],
-            block_out_channels,
-            down_block_types,
-            up_block_types,
-            cross_attention_dim,
+            key,
             heads,
             transformer_layers,
-            use_linear_projection: c.bool_or("use_linear_projection", false)?,
-            upcast_attention: c.bool_or("upcast_attention", false)?,
-            norm_num_groups,
-            norm_eps: c.f32_at_least("norm_eps", 1e-5, 0.0)?,
-            flip_sin_to_cos: c.bool_or("flip_sin_to_cos", true)?,
-            freq_shift: c.f32_finite("freq_shift", 0.0)?,
-            // 1 pads every side; 0 is diffusers' asymmetric (0, 1, 0, 1) pad.
-            downsample_padding: c.usize_in("downsample_padding", 1, 0, 1)?,
-            sample_size: c.usize_in("sample_size", 64, 1, MAX_SAMPLE_SIZE)?,
         })
     }
 
-    /// Spatial downscale of the latent through the UNet (2 per downsampling block).
-    /// `from_cfg` guarantees 1..=MAX_BLOCKS blocks; the shift is clamped regardless.
-    pub fn downscale(&self) -> usize {
-        let shift = self.block_out_channels.len().saturating_sub(1);
-        1usize << shift.min(usize::BITS as usize - 1)
+    fn check_block(&self, c: &Cfg, i: usize, ch_key: &str, ch: usize) -> Result<()> {
+        let hk = entry_key(c, self.key, i);
+        c.check_range(&hk, self.heads[i], 1, MAX_CHANNELS)?;
+        // Transformer2D uses `ch / heads` channels per head.
+        c.check_divides(&hk, self.heads[i], ch_key, ch)?;
+        c.check_range(
+            &entry_key(c, TRANSFORMER_LAYERS_KEY, i),
+            self.transformer_layers[i],
+            1,
+            MAX_LAYERS,
+        )
+    }
+}
+
+impl UNetConfig {
+    pub fn from_cfg(c: &Cfg) -> Result<Self> {
+        let (common, attention) = UNetCommonConfig::from_cfg::<Heads>(c, &KEYS)?;
+        Ok(Self {
+            common,
+            heads: attention.heads,
+            transformer_layers: attention.transformer_layers,
+            use_linear_projection: c.bool_or("use_linear_projection", false)?,
+            upcast_attention: c.bool_or("upcast_attention", false)?,
+            flip_sin_to_cos: c.bool_or("flip_sin_to_cos", true)?,
+            freq_shift: c.f32_finite("freq_shift", 0.0)?,
+        })
     }
 
     /// The invariants `build` indexes by (one entry per block in every per-block list, at
@@ -193,10 +178,42 @@ pub(crate) fn entry_key(c: &Cfg, key: &str, i: usize) -> String {
     }
 }
 
+/// The image UNet's layers in the skeleton: `attentions.{j}` only.
+struct ImageLayers<'a> {
+    cfg: &'a UNetConfig,
+    /// encoder_hidden_states (B, L, D)
+    ctx: ValueId,
+}
+
+impl UNetLayers for ImageLayers<'_> {
+    fn attention(
+        &self,
+        b: &mut GraphBuilder,
+        p: &str,
+        j: usize,
+        level: usize,
+        x: ValueId,
+    ) -> Result<ValueId> {
+        let cfg = self.cfg;
+        blocks::transformer2d(
+            b,
+            &join(p, &format!("attentions.{j}")),
+            x,
+            self.ctx,
+            cfg.heads[level],
+            cfg.transformer_layers[level],
+            cfg.norm_num_groups,
+            cfg.use_linear_projection,
+        )
+    }
+}
+
 /// Build the UNet graph for `batch` latents of `h`×`w` and `text_len` context tokens.
 /// Inputs: `sample` (B, C, h, w), `timestep` (B,), `encoder_hidden_states` (B, L, D).
 /// Output: `sample`.
 pub fn build(cfg: &UNetConfig, batch: usize, h: usize, w: usize, text_len: usize) -> Result<Graph> {
+    // At least one block, and every per-block list has one entry per block, so the `heads` /
+    // `transformer_layers` indexing of `ImageLayers` is in range.
     cfg.check_lengths()?;
     let mut b = GraphBuilder::new("unet");
     let sample = b.input("sample", &[batch, cfg.in_channels, h, w], DType::F32);
@@ -206,139 +223,10 @@ pub fn build(cfg: &UNetConfig, batch: usize, h: usize, w: usize, text_len: usize
         &[batch, text_len, cfg.cross_attention_dim],
         DType::F32,
     );
-    // check_lengths: at least one block, and every per-block list has one entry per block,
-    // so the `[i]` / `[rev]` / `[nb - 1]` indexing below is in range.
-    let nb = cfg.block_out_channels.len();
-    let (ch0, top) = (cfg.block_out_channels[0], cfg.block_out_channels[nb - 1]);
-    let temb_dim = ch0 * 4;
-    let (groups, eps) = (cfg.norm_num_groups, cfg.norm_eps);
-
-    let tp = b.timestep_proj("time_proj", t, ch0, cfg.flip_sin_to_cos, cfg.freq_shift)?;
-    let e = b.linear("time_embedding.linear_1", tp, temb_dim, true)?;
-    let e = blocks::silu(&mut b, "time_embedding.act", e);
-    let emb = b.linear("time_embedding.linear_2", e, temb_dim, true)?;
-    // Every ResnetBlock2D applies SiLU to the embedding before its projection; compute it once.
-    let temb = blocks::silu(&mut b, "time_embedding.resnet_act", emb);
-
-    let mut x = b.conv2d("conv_in", sample, ch0, 3, 1, SAME3, true)?;
-    let mut skips: Vec<ValueId> = vec![x];
-    for (i, kind) in cfg.down_block_types.iter().enumerate() {
-        let p = format!("down_blocks.{i}");
-        let cout = cfg.block_out_channels[i];
-        for j in 0..cfg.layers_per_block {
-            x = blocks::resnet(
-                &mut b,
-                &join(&p, &format!("resnets.{j}")),
-                x,
-                cout,
-                Some(temb),
-                groups,
-                eps,
-            )?;
-            if kind == "CrossAttnDownBlock2D" {
-                x = blocks::transformer2d(
-                    &mut b,
-                    &join(&p, &format!("attentions.{j}")),
-                    x,
-                    ctx,
-                    cfg.heads[i],
-                    cfg.transformer_layers[i],
-                    groups,
-                    cfg.use_linear_projection,
-                )?;
-            }
-            skips.push(x);
-        }
-        if i + 1 < nb {
-            x = blocks::downsample(
-                &mut b,
-                &join(&p, "downsamplers.0"),
-                x,
-                cfg.downsample_padding,
-            )?;
-            skips.push(x);
-        }
-    }
-
-    x = blocks::resnet(
-        &mut b,
-        "mid_block.resnets.0",
-        x,
-        top,
-        Some(temb),
-        groups,
-        eps,
-    )?;
-    x = blocks::transformer2d(
-        &mut b,
-        "mid_block.attentions.0",
-        x,
-        ctx,
-        cfg.heads[nb - 1],
-        cfg.transformer_layers[nb - 1],
-        groups,
-        cfg.use_linear_projection,
-    )?;
-    x = blocks::resnet(
-        &mut b,
-        "mid_block.resnets.1",
-        x,
-        top,
-        Some(temb),
-        groups,
-        eps,
-    )?;
-
-    for (i, kind) in cfg.up_block_types.iter().enumerate() {
-        let p = format!("up_blocks.{i}");
-        let rev = nb - 1 - i;
-        let cout = cfg.block_out_channels[rev];
-        for j in 0..=cfg.layers_per_block {
-            // The down path pushed 1 + nb·L + (nb − 1) skips; the up path pops nb·(L + 1).
-            let skip = skips
-                .pop()
-                .ok_or_else(|| Error::invalid(format!("{p}: no skip connection left")))?;
-            let cat = b.concat(&join(&p, &format!("resnets.{j}.concat")), &[x, skip], 1)?;
-            x = blocks::resnet(
-                &mut b,
-                &join(&p, &format!("resnets.{j}")),
-                cat,
-                cout,
-                Some(temb),
-                groups,
-                eps,
-            )?;
-            if kind == "CrossAttnUpBlock2D" {
-                x = blocks::transformer2d(
-                    &mut b,
-                    &join(&p, &format!("attentions.{j}")),
-                    x,
-                    ctx,
-                    cfg.heads[rev],
-                    cfg.transformer_layers[rev],
-                    groups,
-                    cfg.use_linear_projection,
-                )?;
-            }
-        }
-        if i + 1 < nb {
-            // diffusers forwards the next skip's size so odd latent sizes line up.
-            let next = skips
-                .last()
-                .map(|&s| b.shape(s).to_vec())
-                .filter(|s| s.len() == 4)
-                .ok_or_else(|| Error::invalid(format!("{p}: no skip connection left")))?;
-            x = blocks::upsample(
-                &mut b,
-                &join(&p, "upsamplers.0"),
-                x,
-                Some((next[2], next[3])),
-            )?;
-        }
-    }
-    let x = b.group_norm("conv_norm_out", x, groups, eps, false)?;
-    let x = b.act("conv_norm_out", x, ActKind::Silu);
-    let out = b.conv2d("conv_out", x, cfg.out_channels, 3, 1, SAME3, true)?;
+    let ch0 = cfg.block_out_channels[0];
+    let temb = unet_common::time_embedding(&mut b, t, ch0, cfg.flip_sin_to_cos, cfg.freq_shift)?;
+    let layers = ImageLayers { cfg, ctx };
+    let out = unet_common::build_skeleton(&mut b, cfg, &KEYS.block_types, sample, temb, &layers)?;
     b.output("sample", out);
     b.finish()
 }

@@ -11,22 +11,22 @@
 //! attention). The time embedding and the text embedding are repeated per frame
 //! (`repeat_interleave(F)`) as diffusers does.
 
-use crate::config::{Cfg, MAX_CHANNELS, MAX_LAYERS, MAX_SAMPLE_SIZE};
-use crate::nn::blocks::{self, join, SAME3};
+use super::unet_common::{
+    self, AttentionKeys, BlockTypes, SharedKeys, UNetCommonConfig, UNetLayers,
+};
+use crate::config::{Cfg, MAX_CHANNELS};
+use crate::nn::blocks::{self, join};
 use prism_core::{ActKind, AttentionKind, DType, Error, Graph, GraphBuilder, Result, ValueId};
 use serde_json::json;
+use std::ops::{Deref, DerefMut};
 
 pub const CLASS_NAME: &str = "UNet3DConditionModel";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct UNet3DConfig {
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub block_out_channels: Vec<usize>,
-    pub layers_per_block: usize,
-    pub down_block_types: Vec<String>,
-    pub up_block_types: Vec<String>,
-    pub cross_attention_dim: usize,
+    /// The keys the 2D UNet reads too (channels, block types, layers, norms, sizes); the
+    /// config derefs to them.
+    pub common: UNetCommonConfig,
     /// Per down block: the per-head width of its spatial and temporal transformers (diffusers
     /// passes `attention_head_dim` as the blocks' `num_attention_heads`, and the blocks build
     /// their transformers with `channels // n` heads of width `n`).
@@ -35,48 +35,56 @@ pub struct UNet3DConfig {
     /// a list — diffusers passes the raw config value; a list is rejected there, so here too).
     pub transformer_in_heads: usize,
     pub transformer_in_head_dim: usize,
-    pub norm_num_groups: usize,
-    pub norm_eps: f32,
-    pub downsample_padding: usize,
-    pub sample_size: usize,
 }
 
-const DOWN_TYPES: [&str; 2] = ["CrossAttnDownBlock3D", "DownBlock3D"];
-const UP_TYPES: [&str; 2] = ["CrossAttnUpBlock3D", "UpBlock3D"];
+impl Deref for UNet3DConfig {
+    type Target = UNetCommonConfig;
+    fn deref(&self) -> &UNetCommonConfig {
+        &self.common
+    }
+}
+
+impl DerefMut for UNet3DConfig {
+    fn deref_mut(&mut self) -> &mut UNetCommonConfig {
+        &mut self.common
+    }
+}
+
+const KEYS: SharedKeys = SharedKeys {
+    class_name: CLASS_NAME,
+    block_types: BlockTypes {
+        cross_attn_down: "CrossAttnDownBlock3D",
+        down: "DownBlock3D",
+        cross_attn_up: "CrossAttnUpBlock3D",
+        up: "UpBlock3D",
+    },
+    reject_unsupported,
+    equal_layer_lists: false,
+    explain_cross_attention_dim_lists: false,
+    default_cross_attention_dim: 1024,
+    reject_null_norm_groups: true,
+    default_sample_size: 32,
+};
 
 /// GroupNorm eps of `TemporalConvLayer` (torch's default) and of the transformers' norms.
 const TEMP_CONV_EPS: f32 = 1e-5;
 const TRANSFORMER_NORM_EPS: f32 = 1e-6;
 const LAYER_NORM_EPS: f32 = 1e-5;
 
-impl UNet3DConfig {
-    pub fn from_cfg(c: &Cfg) -> Result<Self> {
-        let class = c.str_or("_class_name", CLASS_NAME)?;
-        if class != CLASS_NAME {
-            return Err(c.err(format!("`_class_name` {class:?} is not {CLASS_NAME}")));
-        }
-        c.expect("act_fn", &[json!("silu")])?;
-        // diffusers raises NotImplementedError for num_attention_heads.
-        c.expect("num_attention_heads", &[])?;
-        c.expect("time_cond_proj_dim", &[])?;
-        c.expect("mid_block_scale_factor", &[json!(1), json!(1.0)])?;
-        // Every value the builder indexes, divides by or puts into a shape is checked here,
-        // with an error naming its key; `build` relies on these invariants.
-        let block_out_channels = c.block_channels("block_out_channels")?;
-        let nb = block_out_channels.len();
-        let down_block_types = c.block_types("down_block_types", nb, "block_out_channels")?;
-        let up_block_types = c.block_types("up_block_types", nb, "block_out_channels")?;
-        for (key, types, allowed) in [
-            ("down_block_types", &down_block_types, &DOWN_TYPES),
-            ("up_block_types", &up_block_types, &UP_TYPES),
-        ] {
-            if let Some(t) = types.iter().find(|t| !allowed.contains(&t.as_str())) {
-                return Err(c.err(format!(
-                    "unsupported `{key}` entry {t:?} (prism supports {})",
-                    allowed.join(", ")
-                )));
-            }
-        }
+/// Values prism does not implement: each must be absent, null or the default.
+fn reject_unsupported(c: &Cfg) -> Result<()> {
+    c.expect("act_fn", &[json!("silu")])?;
+    // diffusers raises NotImplementedError for num_attention_heads.
+    c.expect("num_attention_heads", &[])?;
+    c.expect("time_cond_proj_dim", &[])?;
+    c.expect("mid_block_scale_factor", &[json!(1), json!(1.0)])
+}
+
+/// `attention_head_dim` per block: the head width of the block's transformers.
+struct HeadDims(Vec<usize>);
+
+impl AttentionKeys for HeadDims {
+    fn read(c: &Cfg, nb: usize) -> Result<Self> {
         if c.v.get("attention_head_dim").is_some_and(|v| v.is_array()) {
             // transformer_in takes attention_head_dim as its head width; diffusers fails on a
             // list there, so no loadable checkpoint has one.
@@ -84,45 +92,26 @@ impl UNet3DConfig {
                 "per-block `attention_head_dim` lists are not supported (transformer_in needs one width)",
             ));
         }
-        let head_dim = c.per_block("attention_head_dim", nb, Some(64))?;
-        let norm_num_groups = match c.v.get("norm_num_groups") {
-            Some(serde_json::Value::Null) => {
-                return Err(c.err("unsupported `norm_num_groups` = null (prism needs group norms)"))
-            }
-            _ => c.usize_in("norm_num_groups", 32, 1, MAX_CHANNELS)?,
-        };
-        for (i, &ch) in block_out_channels.iter().enumerate() {
-            let ch_key = format!("`block_out_channels`[{i}]");
-            c.check_divides("norm_num_groups", norm_num_groups, &ch_key, ch)?;
-            c.check_range("attention_head_dim", head_dim[i], 1, MAX_CHANNELS)?;
-            // The transformers use `ch / attention_head_dim` heads of that width.
-            c.check_divides("attention_head_dim", head_dim[i], &ch_key, ch)?;
-        }
+        Ok(Self(c.per_block("attention_head_dim", nb, Some(64))?))
+    }
+
+    fn check_block(&self, c: &Cfg, i: usize, ch_key: &str, ch: usize) -> Result<()> {
+        c.check_range("attention_head_dim", self.0[i], 1, MAX_CHANNELS)?;
+        // The transformers use `ch / attention_head_dim` heads of that width.
+        c.check_divides("attention_head_dim", self.0[i], ch_key, ch)
+    }
+}
+
+impl UNet3DConfig {
+    pub fn from_cfg(c: &Cfg) -> Result<Self> {
+        let (common, HeadDims(head_dim)) = UNetCommonConfig::from_cfg(c, &KEYS)?;
         Ok(Self {
-            in_channels: c.usize_in("in_channels", 4, 1, MAX_CHANNELS)?,
-            out_channels: c.usize_in("out_channels", 4, 1, MAX_CHANNELS)?,
-            layers_per_block: c.usize_in("layers_per_block", 2, 1, MAX_LAYERS)?,
+            common,
             transformer_in_heads: 8,
             // `nb` >= 1 (block_channels), so `head_dim[0]` exists.
             transformer_in_head_dim: head_dim[0],
-            block_out_channels,
-            down_block_types,
-            up_block_types,
-            cross_attention_dim: c.usize_in("cross_attention_dim", 1024, 1, MAX_CHANNELS)?,
             head_dim,
-            norm_num_groups,
-            norm_eps: c.f32_at_least("norm_eps", 1e-5, 0.0)?,
-            // 1 pads every side; 0 is diffusers' asymmetric (0, 1, 0, 1) pad.
-            downsample_padding: c.usize_in("downsample_padding", 1, 0, 1)?,
-            sample_size: c.usize_in("sample_size", 32, 1, MAX_SAMPLE_SIZE)?,
         })
-    }
-
-    /// Spatial downscale of the latent through the UNet (2 per downsampling block).
-    /// `from_cfg` guarantees 1..=MAX_BLOCKS blocks; the shift is clamped regardless.
-    pub fn downscale(&self) -> usize {
-        let shift = self.block_out_channels.len().saturating_sub(1);
-        1usize << shift.min(usize::BITS as usize - 1)
     }
 
     /// The invariants `build` indexes and divides by (one entry per block in every per-block
@@ -270,6 +259,60 @@ pub fn transformer_temporal(
     b.add(&join(p, "residual"), t, x)
 }
 
+/// The video UNet's layers in the skeleton, on the (B·F, C, H, W) activation:
+/// `transformer_in` after `conv_in`, `temp_convs.{j}` after every ResNet, and
+/// `attentions.{j}` + `temp_attentions.{j}` after the ResNets of cross-attention blocks and
+/// the mid block.
+struct VideoLayers<'a> {
+    cfg: &'a UNet3DConfig,
+    /// encoder_hidden_states repeated per frame (B·F, L, D)
+    ctx: ValueId,
+    frames: usize,
+}
+
+impl UNetLayers for VideoLayers<'_> {
+    fn after_conv_in(&self, b: &mut GraphBuilder, x: ValueId) -> Result<ValueId> {
+        let cfg = self.cfg;
+        transformer_temporal(
+            b,
+            "transformer_in",
+            x,
+            self.frames,
+            cfg.transformer_in_heads,
+            cfg.transformer_in_head_dim,
+            1,
+            cfg.norm_num_groups,
+        )
+    }
+
+    fn after_resnet(&self, b: &mut GraphBuilder, p: &str, j: usize, x: ValueId) -> Result<ValueId> {
+        let p = join(p, &format!("temp_convs.{j}"));
+        temporal_conv(b, &p, x, self.frames, self.cfg.norm_num_groups)
+    }
+
+    fn attention(
+        &self,
+        b: &mut GraphBuilder,
+        p: &str,
+        j: usize,
+        level: usize,
+        x: ValueId,
+    ) -> Result<ValueId> {
+        let cfg = self.cfg;
+        spatial_and_temporal(
+            b,
+            p,
+            j,
+            x,
+            self.ctx,
+            self.frames,
+            cfg.block_out_channels[level],
+            cfg.head_dim[level],
+            cfg.norm_num_groups,
+        )
+    }
+}
+
 /// Build the 3D UNet graph for `batch` videos of `frames` latent frames of `h`×`w`, and
 /// `text_len` context tokens. Inputs: `sample` (B, C, F, h, w), `timestep` (B,),
 /// `encoder_hidden_states` (B, L, D). Output: `sample` (B, C, F, h, w).
@@ -286,6 +329,8 @@ pub fn build(
             "unet3d: batch {batch}, frames {frames}, size {h}x{w}: all must be positive"
         )));
     }
+    // At least one block, every per-block list has one entry per block and head widths are
+    // nonzero, so the `head_dim` indexing of `VideoLayers` is in range.
     cfg.check_lengths()?;
     let mut b = GraphBuilder::new("unet");
     let sample = b.input(
@@ -299,150 +344,20 @@ pub fn build(
         &[batch, text_len, cfg.cross_attention_dim],
         DType::F32,
     );
-    // check_lengths: at least one block, and every per-block list has one entry per block,
-    // so the `[i]` / `[rev]` / `[nb - 1]` indexing below is in range.
-    let nb = cfg.block_out_channels.len();
-    let (ch0, top) = (cfg.block_out_channels[0], cfg.block_out_channels[nb - 1]);
-    let temb_dim = ch0 * 4;
-    let (groups, eps) = (cfg.norm_num_groups, cfg.norm_eps);
+    let ch0 = cfg.block_out_channels[0];
     let bf = batch * frames;
 
-    // Time: Timesteps(ch0, flip_sin_to_cos=True, shift 0) → TimestepEmbedding, then per frame.
-    let tp = b.timestep_proj("time_proj", t, ch0, true, 0.0)?;
-    let e = b.linear("time_embedding.linear_1", tp, temb_dim, true)?;
-    let e = blocks::silu(&mut b, "time_embedding.act", e);
-    let emb = b.linear("time_embedding.linear_2", e, temb_dim, true)?;
-    // Every ResnetBlock2D applies SiLU to the embedding before its projection; compute it
-    // once, then repeat it per frame (elementwise, so the order does not matter).
-    let temb = blocks::silu(&mut b, "time_embedding.resnet_act", emb);
+    // Time: Timesteps(ch0, flip_sin_to_cos=True, shift 0) → TimestepEmbedding, activated for
+    // the ResNets, then repeated per frame (elementwise, so the order does not matter).
+    let temb = unet_common::time_embedding(&mut b, t, ch0, true, 0.0)?;
     let temb = repeat_interleave(&mut b, "time_embedding.repeat_frames", temb, frames)?;
     let ctx = repeat_interleave(&mut b, "encoder_hidden_states.repeat_frames", ctx, frames)?;
 
     // (B, C, F, h, w) → (B·F, C, h, w)
     let x = b.permute("to_frames", sample, &[0, 2, 1, 3, 4])?;
     let x = b.reshape("to_frames", x, &[bf, cfg.in_channels, h, w])?;
-    let x = b.conv2d("conv_in", x, ch0, 3, 1, SAME3, true)?;
-    let mut x = transformer_temporal(
-        &mut b,
-        "transformer_in",
-        x,
-        frames,
-        cfg.transformer_in_heads,
-        cfg.transformer_in_head_dim,
-        1,
-        groups,
-    )?;
-
-    let mut skips: Vec<ValueId> = vec![x];
-    for (i, kind) in cfg.down_block_types.iter().enumerate() {
-        let p = format!("down_blocks.{i}");
-        let cout = cfg.block_out_channels[i];
-        let hd = cfg.head_dim[i];
-        for j in 0..cfg.layers_per_block {
-            x = blocks::resnet(
-                &mut b,
-                &join(&p, &format!("resnets.{j}")),
-                x,
-                cout,
-                Some(temb),
-                groups,
-                eps,
-            )?;
-            x = temporal_conv(
-                &mut b,
-                &join(&p, &format!("temp_convs.{j}")),
-                x,
-                frames,
-                groups,
-            )?;
-            if kind == "CrossAttnDownBlock3D" {
-                x = spatial_and_temporal(&mut b, &p, j, x, ctx, frames, cout, hd, groups)?;
-            }
-            skips.push(x);
-        }
-        if i + 1 < nb {
-            x = blocks::downsample(
-                &mut b,
-                &join(&p, "downsamplers.0"),
-                x,
-                cfg.downsample_padding,
-            )?;
-            skips.push(x);
-        }
-    }
-
-    let hd_top = cfg.head_dim[nb - 1];
-    x = blocks::resnet(
-        &mut b,
-        "mid_block.resnets.0",
-        x,
-        top,
-        Some(temb),
-        groups,
-        eps,
-    )?;
-    x = temporal_conv(&mut b, "mid_block.temp_convs.0", x, frames, groups)?;
-    x = spatial_and_temporal(&mut b, "mid_block", 0, x, ctx, frames, top, hd_top, groups)?;
-    x = blocks::resnet(
-        &mut b,
-        "mid_block.resnets.1",
-        x,
-        top,
-        Some(temb),
-        groups,
-        eps,
-    )?;
-    x = temporal_conv(&mut b, "mid_block.temp_convs.1", x, frames, groups)?;
-
-    for (i, kind) in cfg.up_block_types.iter().enumerate() {
-        let p = format!("up_blocks.{i}");
-        let rev = nb - 1 - i;
-        let cout = cfg.block_out_channels[rev];
-        let hd = cfg.head_dim[rev];
-        for j in 0..=cfg.layers_per_block {
-            // The down path pushed 1 + nb·L + (nb − 1) skips; the up path pops nb·(L + 1).
-            let skip = skips
-                .pop()
-                .ok_or_else(|| Error::invalid(format!("{p}: no skip connection left")))?;
-            let cat = b.concat(&join(&p, &format!("resnets.{j}.concat")), &[x, skip], 1)?;
-            x = blocks::resnet(
-                &mut b,
-                &join(&p, &format!("resnets.{j}")),
-                cat,
-                cout,
-                Some(temb),
-                groups,
-                eps,
-            )?;
-            x = temporal_conv(
-                &mut b,
-                &join(&p, &format!("temp_convs.{j}")),
-                x,
-                frames,
-                groups,
-            )?;
-            if kind == "CrossAttnUpBlock3D" {
-                x = spatial_and_temporal(&mut b, &p, j, x, ctx, frames, cout, hd, groups)?;
-            }
-        }
-        if i + 1 < nb {
-            // diffusers forwards the next skip's size so odd latent sizes line up.
-            let next = skips
-                .last()
-                .map(|&s| b.shape(s).to_vec())
-                .filter(|s| s.len() == 4)
-                .ok_or_else(|| Error::invalid(format!("{p}: no skip connection left")))?;
-            x = blocks::upsample(
-                &mut b,
-                &join(&p, "upsamplers.0"),
-                x,
-                Some((next[2], next[3])),
-            )?;
-        }
-    }
-    let x = b.group_norm("conv_norm_out", x, groups, eps, false)?;
-    let x = b.act("conv_norm_out", x, ActKind::Silu);
-    let out = b.conv2d("conv_out", x, cfg.out_channels, 3, 1, SAME3, true)?;
+    let layers = VideoLayers { cfg, ctx, frames };
+    let out = unet_common::build_skeleton(&mut b, cfg, &KEYS.block_types, x, temb, &layers)?;
     // (B·F, C, h, w) → (B, C, F, h, w)
     let out = b.reshape("from_frames", out, &[batch, frames, cfg.out_channels, h, w])?;
     let out = b.permute("from_frames", out, &[0, 2, 1, 3, 4])?;

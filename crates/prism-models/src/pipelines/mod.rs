@@ -181,19 +181,28 @@ pub fn class_of(src: &ModelSource) -> Result<String> {
     }
 }
 
-/// The registry entry for a model.
+/// The registry entry for a model. A folder naming a class prism does not know but holding
+/// a `unet/` is run as the pipeline its UNet config implies (as prism did before it read
+/// `model_index.json`; the components' configs are still checked key by key).
 pub fn entry_for(src: &ModelSource) -> Result<&'static Entry> {
     let class = class_of(src)?;
-    REGISTRY
-        .iter()
-        .find(|e| e.class_name == class)
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "{}: pipeline class {class} is not one prism runs ({})",
-                src.label(),
-                class_names()
-            ))
-        })
+    if let Some(e) = REGISTRY.iter().find(|e| e.class_name == class) {
+        return Ok(e);
+    }
+    match src {
+        ModelSource::Folder(root) if root.join("unet").is_dir() => {
+            Ok(if t2v::is_video_model(src)? {
+                &t2v::ENTRY
+            } else {
+                &sd::ENTRY
+            })
+        }
+        _ => Err(Error::invalid(format!(
+            "{}: pipeline class {class} is not one prism runs ({})",
+            src.label(),
+            class_names()
+        ))),
+    }
 }
 
 /// Open a model as its pipeline.
