@@ -15,6 +15,7 @@
 //!   tiles per thread, independent of L².
 
 use crate::matmul::{matmul, matmul_ptr, MatRef, Par};
+use crate::tuning::tuning;
 use crate::{simd, SendPtr};
 use rayon::prelude::*;
 
@@ -177,9 +178,12 @@ impl AttentionImpl {
         }
     }
     /// The fastest kernel for a shape, as measured by `prism bench` on AVX-512 CPUs: flash
-    /// wherever there are enough keys to tile; naive for short sequences.
+    /// wherever there are enough keys to tile; naive for short sequences (thresholds:
+    /// [`Tuning::attn_flash_min_keys`](crate::tuning::Tuning::attn_flash_min_keys) and
+    /// [`attn_flash_min_queries`](crate::tuning::Tuning::attn_flash_min_queries)).
     pub fn auto(g: &AttnGeom) -> Self {
-        if g.lk >= 128 && g.lq >= 32 {
+        let t = tuning();
+        if g.lk >= t.attn_flash_min_keys && g.lq >= t.attn_flash_min_queries {
             AttentionImpl::Flash
         } else {
             AttentionImpl::Naive
@@ -250,8 +254,14 @@ pub fn workspace_floats(imp: AttentionImpl, g: &AttnGeom, biased: bool, threads:
             let concurrent = if tasks >= threads { threads } else { 1 };
             concurrent * g.lq * g.lk
         }
-        AttentionImpl::FusedSoftmax => threads * (FS_ROWS.min(g.lq) * g.lk + FS_TILE * g.lk),
-        AttentionImpl::Flash => threads * (FL_BQ * FL_BK + FL_BQ * g.head_dim + 2 * FL_BQ),
+        AttentionImpl::FusedSoftmax => {
+            let t = tuning();
+            threads * (t.fused_softmax_rows.min(g.lq) * g.lk + t.fused_softmax_tile * g.lk)
+        }
+        AttentionImpl::Flash => {
+            let (bq, bk) = (tuning().flash_gemm_bq, tuning().flash_gemm_bk);
+            threads * (bq * bk + bq * g.head_dim + 2 * bq)
+        }
     }
 }
 
@@ -328,11 +338,10 @@ pub fn attention_naive(
     }
 }
 
-/// Rows of scores one fused-softmax task holds, and rows of probabilities per product tile.
-const FS_ROWS: usize = 256;
-const FS_TILE: usize = 16;
-
-/// Partially fused softmax (see the module docs).
+/// Partially fused softmax (see the module docs). A task holds the scores of
+/// [`fused_softmax_rows`](crate::tuning::Tuning::fused_softmax_rows) query rows and multiplies
+/// [`fused_softmax_tile`](crate::tuning::Tuning::fused_softmax_tile) rows of probabilities by V
+/// at a time.
 pub fn attention_fused_softmax(
     g: &AttnGeom,
     q: &[f32],
@@ -343,7 +352,8 @@ pub fn attention_fused_softmax(
 ) {
     g.check(q, k, v, out);
     let hd = g.hd();
-    let blocks = g.lq.div_ceil(FS_ROWS);
+    let (fs_rows, fs_tile) = (tuning().fused_softmax_rows, tuning().fused_softmax_tile);
+    let blocks = g.lq.div_ceil(fs_rows);
     let outp = SendPtr(out.as_mut_ptr());
     (0..g.batch * g.heads * blocks)
         .into_par_iter()
@@ -352,8 +362,8 @@ pub fn attention_fused_softmax(
             |(scores, tile, stats), t| {
                 let (bh, blk) = (t / blocks, t % blocks);
                 let (b, h) = (bh / g.heads, bh % g.heads);
-                let r0 = blk * FS_ROWS;
-                let rows = FS_ROWS.min(g.lq - r0);
+                let r0 = blk * fs_rows;
+                let rows = fs_rows.min(g.lq - r0);
                 scores.resize(rows * g.lk, 0.0);
                 matmul(
                     scores,
@@ -376,10 +386,10 @@ pub fn attention_fused_softmax(
                     stats.push((m, 1.0 / simd::exp_sum_nostore(live, g.scale, m)));
                 }
                 // Pass 2: exponentiate and normalize a tile of rows into cache, multiply by V.
-                tile.resize(FS_TILE * g.lk, 0.0);
+                tile.resize(fs_tile * g.lk, 0.0);
                 let mut i0 = 0;
                 while i0 < rows {
-                    let n = FS_TILE.min(rows - i0);
+                    let n = fs_tile.min(rows - i0);
                     for i in 0..n {
                         let (m, inv) = stats[i0 + i];
                         let valid = g.valid(r0 + i0 + i);
@@ -406,11 +416,6 @@ pub fn attention_fused_softmax(
         );
 }
 
-/// Flash tile sizes: queries × keys per step (scores tile 256 KiB, in L2); 256 × 256 was the
-/// fastest of 64–512 × 128–512 on `attention_b2h8_4096_d40`.
-const FL_BQ: usize = 256;
-const FL_BK: usize = 256;
-
 /// Flash attention (see the module docs): AVX-512 micro-kernels ([`crate::flash512`]) where the
 /// CPU has them, else tiles multiplied through the GEMM crate.
 pub fn attention_flash(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
@@ -422,7 +427,10 @@ pub fn attention_flash(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut 
     }
 }
 
-/// Flash attention with the tiles multiplied through the GEMM crate (any CPU).
+/// Flash attention with the tiles multiplied through the GEMM crate (any CPU): tasks of
+/// [`flash_gemm_bq`](crate::tuning::Tuning::flash_gemm_bq) queries, tiles of
+/// [`flash_gemm_bk`](crate::tuning::Tuning::flash_gemm_bk) keys (the scores tile sized to stay
+/// in L2).
 pub fn attention_flash_gemm(
     g: &AttnGeom,
     q: &[f32],
@@ -434,24 +442,25 @@ pub fn attention_flash_gemm(
     g.check(q, k, v, out);
     let hd = g.hd();
     let d = g.head_dim;
-    let blocks = g.lq.div_ceil(FL_BQ);
+    let (fl_bq, fl_bk) = (tuning().flash_gemm_bq, tuning().flash_gemm_bk);
+    let blocks = g.lq.div_ceil(fl_bq);
     let outp = SendPtr(out.as_mut_ptr());
     (0..g.batch * g.heads * blocks)
         .into_par_iter()
         .for_each_init(
             || {
                 (
-                    vec![0f32; FL_BQ * FL_BK],
-                    vec![0f32; FL_BQ * d],
-                    vec![0f32; FL_BQ],
-                    vec![0f32; FL_BQ],
+                    vec![0f32; fl_bq * fl_bk],
+                    vec![0f32; fl_bq * d],
+                    vec![0f32; fl_bq],
+                    vec![0f32; fl_bq],
                 )
             },
             |(s, acc, m, l), t| {
                 let (bh, blk) = (t / blocks, t % blocks);
                 let (b, h) = (bh / g.heads, bh % g.heads);
-                let r0 = blk * FL_BQ;
-                let rows = FL_BQ.min(g.lq - r0);
+                let r0 = blk * fl_bq;
+                let rows = fl_bq.min(g.lq - r0);
                 let acc = &mut acc[..rows * d];
                 acc.fill(0.0);
                 m[..rows].fill(f32::NEG_INFINITY);
@@ -459,7 +468,7 @@ pub fn attention_flash_gemm(
                 let kmax = g.valid(r0 + rows - 1);
                 let mut c0 = 0;
                 while c0 < kmax {
-                    let cols = FL_BK.min(kmax - c0);
+                    let cols = fl_bk.min(kmax - c0);
                     let st = &mut s[..rows * cols];
                     matmul(
                         st,

@@ -10,6 +10,8 @@
 //!   features t, 32 words (W[j][2t], W[j][2t+1]), zero past `out` and past `in`.
 //! - Each task takes [`MC`] rows of x, converts them into panels of [`MR`] = 14 rows (for each
 //!   pair t, 14 words), and runs a 14 × 32 register tile (28 accumulators) over every W panel.
+//!
+//! [`MC`]: crate::tuning::Tuning::bf16_task_rows
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -17,11 +19,10 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 /// Rows of the register tile.
-const MR: usize = 14;
+pub(crate) const MR: usize = 14;
 /// Output features of the register tile (two vectors of 16).
 const NR: usize = 32;
-/// Rows of x per task.
-const MC: usize = 8 * MR;
+// Rows of x per task: a tunable, `Tuning::bf16_task_rows` (crate::tuning).
 
 /// Whether this CPU has AVX-512F and AVX-512 BF16 (and `PRISM_SIMD` does not lower the level).
 pub fn available() -> bool {
@@ -30,9 +31,9 @@ pub fn available() -> bool {
 
 /// Whether the executor should use this path for bf16 weights: AVX-512 BF16 is present and a
 /// 1 ms measurement at first use finds `vdpbf16ps` at least 1.2× the multiply-adds per second
-/// of f32 FMAs. On the Xeon (Sapphire / Emerald Rapids) this project is developed on it is
-/// not: `vdpbf16ps` runs at half the rate of `vfmadd231ps` there (81 against 162 GFLOP/s on
-/// one core), so bf16 weights are widened to f32 instead. `PRISM_BF16_DOT=on|off` overrides.
+/// of f32 FMAs. On some CPUs it is not (on Sapphire / Emerald Rapids Xeons `vdpbf16ps` runs
+/// at half the rate of `vfmadd231ps`), and bf16 weights are widened to f32 instead.
+/// `PRISM_BF16_DOT=on|off` overrides.
 pub fn pays() -> bool {
     use std::sync::OnceLock;
     static PAYS: OnceLock<bool> = OnceLock::new();
@@ -182,11 +183,12 @@ pub fn linear_acc_packed(x: &[f32], w: &PackedWeights, rows: usize, y: &mut [f32
     let panels = out.div_ceil(NR);
     let wp = &w.wp;
     let yp = crate::SendPtr(y.as_mut_ptr());
-    (0..rows.div_ceil(MC)).into_par_iter().for_each_init(
+    let task_rows = crate::tuning::tuning().bf16_task_rows;
+    (0..rows.div_ceil(task_rows)).into_par_iter().for_each_init(
         || (Vec::new(), vec![0u32; kp]),
         |(ap, words): &mut (Vec<u32>, Vec<u32>), blk| {
-            let r0 = blk * MC;
-            let mc = MC.min(rows - r0);
+            let r0 = blk * task_rows;
+            let mc = task_rows.min(rows - r0);
             let rpanels = mc.div_ceil(MR);
             ap.clear();
             ap.resize(rpanels * kp * MR, 0);

@@ -1,7 +1,7 @@
 //! Activations, broadcasting arithmetic, layout copies, resampling and embeddings.
 
 use crate::simd::{self, erf_approx, exp_approx, simd_fn, Level};
-use crate::PAR_CHUNK;
+use crate::tuning::tuning;
 use prism_core::ActKind;
 use rayon::prelude::*;
 
@@ -87,8 +87,9 @@ pub fn activation(kind: ActKind, x: &[f32], y: &mut [f32]) {
 /// [`activation`] at a given instruction-set level (lowered to what the CPU has): for tests.
 pub fn activation_at(lvl: Level, kind: ActKind, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len());
-    y.par_chunks_mut(PAR_CHUNK)
-        .zip(x.par_chunks(PAR_CHUNK))
+    let chunk = tuning().par_chunk;
+    y.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
         .for_each(|(yc, xc)| act_chunk(lvl, kind, xc, yc));
 }
 
@@ -102,8 +103,9 @@ simd_fn!(fn map_chunk[F: Fn(f32) -> f32](x: &[f32], y: &mut [f32], f: &F) {
 pub fn map(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
     assert_eq!(x.len(), y.len());
     let lvl = simd::level();
-    y.par_chunks_mut(PAR_CHUNK)
-        .zip(x.par_chunks(PAR_CHUNK))
+    let chunk = tuning().par_chunk;
+    y.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
         .for_each(|(yc, xc)| map_chunk(lvl, xc, yc, &f));
 }
 
@@ -138,7 +140,7 @@ pub fn geglu_at(lvl: Level, x: &[f32], n: usize, y: &mut [f32]) {
     if n == 0 {
         return;
     }
-    let rows_per_task = (PAR_CHUNK / n).max(1);
+    let rows_per_task = (tuning().par_chunk / n).max(1);
     y.par_chunks_mut(n * rows_per_task)
         .zip(x.par_chunks(2 * n * rows_per_task))
         .for_each(|(yc, xc)| geglu_rows(lvl, xc, n, yc));
@@ -191,11 +193,12 @@ pub fn broadcast_binary_at(
     if a.is_empty() {
         return;
     }
+    let par_chunk = tuning().par_chunk;
     if b.len() == a.len() {
         // Same size: y[i] = f(a[i], b[i]).
-        y.par_chunks_mut(PAR_CHUNK)
-            .zip(a.par_chunks(PAR_CHUNK))
-            .zip(b.par_chunks(PAR_CHUNK))
+        y.par_chunks_mut(par_chunk)
+            .zip(a.par_chunks(par_chunk))
+            .zip(b.par_chunks(par_chunk))
             .for_each(|((yc, ac), bc)| zip_chunk(lvl, ac, bc, yc, &f));
         return;
     }
@@ -205,7 +208,7 @@ pub fn broadcast_binary_at(
     if a_shape.ends_with(b_shape) {
         // b repeats whole: y[i] = f(a[i], b[i mod |b|]).
         let bl = b.len();
-        let chunk = (PAR_CHUNK / bl).max(1) * bl;
+        let chunk = (par_chunk / bl).max(1) * bl;
         y.par_chunks_mut(chunk)
             .zip(a.par_chunks(chunk))
             .for_each(|(yc, ac)| repeat_chunk(lvl, ac, b, yc, &f));
@@ -239,7 +242,7 @@ pub fn broadcast_binary_at(
         k -= 1;
     }
     let konst = konst.unwrap_or(true);
-    let rows_per_task = (PAR_CHUNK / run).max(1);
+    let rows_per_task = (par_chunk / run).max(1);
     let outer = &a_shape[..k];
     y.par_chunks_mut(run * rows_per_task)
         .zip(a.par_chunks(run * rows_per_task))
@@ -264,9 +267,11 @@ pub fn broadcast_binary_at(
 }
 
 /// Concatenate along `axis`: every input has shape `shapes[i]`, equal except on `axis`. The
-/// copies are cut into pieces of at most `PAR_CHUNK` floats that every thread shares (the
-/// UNet's skip concatenations are a few runs of megabytes each).
+/// copies are cut into pieces of at most [`par_chunk`](crate::tuning::Tuning::par_chunk)
+/// floats that every thread shares (the UNet's skip concatenations are a few runs of
+/// megabytes each).
 pub fn concat(xs: &[&[f32]], shapes: &[&[usize]], axis: usize, y: &mut [f32]) {
+    let par_chunk = tuning().par_chunk;
     let outer: usize = shapes[0][..axis].iter().product();
     let inner: usize = shapes[0][axis + 1..].iter().product();
     let total: usize = shapes.iter().map(|s| s[axis]).sum::<usize>() * inner;
@@ -278,8 +283,8 @@ pub fn concat(xs: &[&[f32]], shapes: &[&[usize]], axis: usize, y: &mut [f32]) {
         let run = s[axis] * inner;
         assert!(x.len() >= outer * run, "concat input length");
         for o in 0..outer {
-            for start in (0..run).step_by(PAR_CHUNK) {
-                let len = PAR_CHUNK.min(run - start);
+            for start in (0..run).step_by(par_chunk) {
+                let len = par_chunk.min(run - start);
                 pieces.push((&x[o * run + start..][..len], o * total + col + start));
             }
         }

@@ -21,30 +21,28 @@
 //!   - Oᵀ (D × 32 rows) += Vᵀ · P with a (≤ 12)-dim × 32-row register tile, the head dimension
 //!     split into near-equal blocks (40 = 4 × 10).
 //! - The group's scores (BK × 32 floats, 15 KiB) stay in L1 beside the keys they are made
-//!   from (19 KiB at D = 40); the tile's values come from L2. 252-key tiles (32 KiB of scores)
-//!   left less of the 48 KiB L1 for the keys: 120 keys ran 1.23× faster at L = 4096, D = 40
-//!   and 1.19× at L = 1024, D = 80 (2 threads, medians of four alternating runs).
+//!   from (19 KiB at D = 40); the tile's values come from L2. Larger key tiles leave too
+//!   little of a 48 KiB L1 for the keys.
 //!
-//! The first version vectorized over the head dimension (8 rows × 48 lanes for D = 40, a sixth
-//! of the lanes idle) and reduced each score row horizontally: 0.25 s on
-//! `attention_b2h8_4096_d40`, against 0.2 s for this layout in the same session.
+//! [`BQ`]: crate::tuning::Tuning::flash512_bq
+//! [`BK`]: crate::tuning::Tuning::flash512_bk
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use crate::attention::AttnGeom;
 use crate::scratch::Scratch;
+use crate::tuning::tuning;
 use crate::{simd, SendPtr};
 use rayon::prelude::*;
 
-/// Query rows per task.
-pub const BQ: usize = 256;
-/// Keys per tile (a multiple of [`KB`]).
-pub const BK: usize = 120;
+// Query rows per task and keys per tile (a multiple of [`KB`]) are tunables:
+// `Tuning::flash512_bq` and `Tuning::flash512_bk` (crate::tuning).
+
 /// Query rows per group (two 16-lane vectors).
-const G: usize = 32;
+pub(crate) const G: usize = 32;
 /// Keys per score register tile.
-const KB: usize = 12;
+pub(crate) const KB: usize = 12;
 /// Largest head-dimension block of the P · V register tile.
 const JB: usize = 12;
 
@@ -66,7 +64,8 @@ pub fn pooled_floats(g: &AttnGeom) -> [usize; 2] {
 /// Each thread's tiles (floats): transposed queries, scores, output, row statistics, the
 /// score tile's row maxima.
 pub fn tile_floats(g: &AttnGeom) -> usize {
-    2 * BQ * g.head_dim + BK * G + 2 * BQ + G
+    let (bq, bk) = (tuning().flash512_bq, tuning().flash512_bk);
+    2 * bq * g.head_dim + bk * G + 2 * bq + G
 }
 
 /// Copy the key/value head query head h of batch b reads, of x (B, kv_rows, Hkv·D), into
@@ -77,9 +76,10 @@ fn pack_heads(g: &AttnGeom, x: &[f32], dst: &mut [f32]) {
         .enumerate()
         .for_each(|(bh, panel)| {
             let (b, h) = (bh / g.heads, bh % g.heads);
+            let (base, stride) = (g.kv_off(b, h, 0), g.kvd());
             for (c, row) in panel.chunks_exact_mut(d).enumerate() {
                 if c < g.lk {
-                    row.copy_from_slice(&x[g.kv_off(b, h, c)..][..d]);
+                    row.copy_from_slice(&x[base + c * stride..][..d]);
                 } else {
                     row.fill(0.0);
                 }
@@ -96,11 +96,12 @@ fn pack_keys(g: &AttnGeom, x: &[f32], dst: &mut [f32]) {
         .enumerate()
         .for_each(|(bh, panel)| {
             let (b, h) = (bh / g.heads, bh % g.heads);
+            let (base, stride) = (g.kv_off(b, h, 0), g.kvd());
             for (blk, block) in panel.chunks_exact_mut(KB * d).enumerate() {
                 for c in 0..KB {
                     let key = blk * KB + c;
                     if key < g.lk {
-                        let src = &x[g.kv_off(b, h, key)..][..d];
+                        let src = &x[base + key * stride..][..d];
                         for (j, &v) in src.iter().enumerate() {
                             block[j * KB + c] = v;
                         }
@@ -134,7 +135,8 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
         })
         .collect();
     let jblocks = &jblocks;
-    let blocks = g.lq.div_ceil(BQ);
+    let (bq, bk) = (tuning().flash512_bq, tuning().flash512_bk);
+    let blocks = g.lq.div_ceil(bq);
     let outp = SendPtr(out.as_mut_ptr());
     (0..g.batch * g.heads * blocks)
         .into_par_iter()
@@ -143,18 +145,18 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                 // Cache-line aligned (Scratch), so no vector load or store of the tiles
                 // splits across two lines.
                 (
-                    Scratch::take(BQ * d),
-                    Scratch::take(BK * G),
-                    Scratch::take(BQ * d),
-                    Scratch::take(2 * BQ),
+                    Scratch::take(bq * d),
+                    Scratch::take(bk * G),
+                    Scratch::take(bq * d),
+                    Scratch::take(2 * bq),
                     [0f32; G],
                 )
             },
             |(qt, st, ot, ml, tmax), t| {
                 let (bh, blk) = (t / blocks, t % blocks);
                 let (b, h) = (bh / g.heads, bh % g.heads);
-                let r0 = blk * BQ;
-                let rows = BQ.min(g.lq - r0);
+                let r0 = blk * bq;
+                let rows = bq.min(g.lq - r0);
                 let groups = rows.div_ceil(G);
                 let qscale = g.scale * std::f32::consts::LOG2_E;
                 // qt[grp][j][r] = scale · log2 e · q[b, r0 + grp·G + r, h·D + j], zero past
@@ -176,7 +178,7 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                     }
                 }
                 ot[..groups * d * G].fill(0.0);
-                let (m, l) = ml.split_at_mut(BQ);
+                let (m, l) = ml.split_at_mut(bq);
                 m.fill(f32::NEG_INFINITY);
                 l.fill(0.0);
                 let off = g.causal_offset();
@@ -185,7 +187,7 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                 let vpanel = &vp[bh * lkp * d..(bh + 1) * lkp * d];
                 let mut c0 = 0;
                 while c0 < kmax {
-                    let cols = BK.min(kmax - c0);
+                    let cols = bk.min(kmax - c0);
                     let cols_p = cols.div_ceil(KB) * KB;
                     for grp in 0..groups {
                         let row0 = r0 + grp * G;
@@ -197,7 +199,7 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                         tmax.fill(f32::NEG_INFINITY);
                         for kb in (0..cols_p).step_by(KB) {
                             // SAFETY: qg is (d × G); key rows c0+kb..+KB exist in the panel
-                            // (c0 + cols_p ≤ lkp); st holds BK ≥ cols_p rows of G; tmax G.
+                            // (c0 + cols_p ≤ lkp); st holds bk ≥ cols_p rows of G; tmax G.
                             unsafe {
                                 scores_tile(
                                     d,

@@ -16,9 +16,7 @@ pub mod norm;
 pub mod reference;
 pub mod scratch;
 pub mod simd;
-
-/// Minimum elements per parallel task for memory-bound element-wise loops.
-pub(crate) const PAR_CHUNK: usize = 1 << 14;
+pub mod tuning;
 
 /// A raw pointer that may cross threads. Users guarantee disjoint writes.
 #[derive(Clone, Copy)]
@@ -38,8 +36,9 @@ impl SendPtr {
 /// y += r, in parallel chunks.
 pub(crate) fn add_assign(y: &mut [f32], r: &[f32]) {
     use rayon::prelude::*;
-    y.par_chunks_mut(PAR_CHUNK)
-        .zip(r.par_chunks(PAR_CHUNK))
+    let chunk = tuning::tuning().par_chunk;
+    y.par_chunks_mut(chunk)
+        .zip(r.par_chunks(chunk))
         .for_each(|(a, b)| {
             for (v, w) in a.iter_mut().zip(b) {
                 *v += w;

@@ -12,54 +12,57 @@
 //!   14 row pointers, folded into the multiply-adds as memory operands.
 //! - Tasks are blocks of at most [`MC`] rows × runs of panels, at least two per thread, so even
 //!   32 rows (the UNet's 4×4 level at batch 2) spread over every thread; a run is narrow
-//!   enough that the task's block of y stays in L2. Products of at most [`ONE_BLOCK`] rows
-//!   are one row block, so their (large) weights stream once.
+//!   enough that the task's block of y stays in L2 ([`Y_BLOCK`] bytes). Products of at most
+//!   [`ONE_BLOCK`] rows are one row block, so their (large) weights stream once.
 //! - Within a task: chunks of at most [`KC`] input features outside, panels inside, rows
 //!   innermost, so a panel chunk (≤ 32 KiB) stays in L1 while every row passes over it and the
 //!   chunk of x rows stays in L2 for all the panels; chunks accumulate in y. The bias and a
 //!   residual are added as the first chunk's sums are stored: no separate pass over y.
 //! - Before its k loop the tile prefetches its rows of y into L1 (and of the residual):
 //!   the executor's outputs are recycled buffers no cache holds, and 14 rows of stores that
-//!   each miss stalled the epilogue. `linear_8192_320_320` went from 155 to 173 GFLOP/s,
-//!   `linear_2048_640_640` from 166 to 179 (2 threads, medians of six alternating runs).
-//!   Inside the k loop it prefetches each row's next line of x every 16 inputs, so the 14
-//!   rows' line crossings do not miss L1 together; and each row tile fetches its share of the
-//!   next panel chunk into L2, so weights streamed from memory arrive before they are used.
+//!   each miss stalled the epilogue. Inside the k loop it prefetches each row's next line of
+//!   x every 16 inputs, so the 14 rows' line crossings do not miss L1 together; and each row
+//!   tile fetches its share of the next panel chunk into L2, so weights streamed from memory
+//!   arrive before they are used.
 //! - The GEGLU projection (W = [value; gate], 2n × in) computes each task's value and gate
 //!   columns with their biases into an L2-sized scratch block ([`GEGLU_BLOCK`]) with the same tile,
 //!   then writes value · gelu(gate) from there: the (rows × 2n) projection never goes to
 //!   memory whole.
 //!
 //! Why panels at binding: packing W per call (the `gemm` crate's way) cost as much as the
-//! product at 128 rows (18 ms of 38 for the 1280 → 10240 projection). The `gemm` crate ran
-//! the UNet's 32- and 128-row products at 35–100 GFLOP/s on 2 threads; `prism bench --only
-//! linear_128_5120_1280,linear_128_5120_1280_gemm` compares the two.
+//! product at 128 rows, and the `gemm` crate ran the UNet's small-row products well below this
+//! tile; `prism bench --only linear_128_5120_1280,linear_128_5120_1280_gemm` compares the two
+//! (numbers in `docs/performance.md`).
+//!
+//! [`MC`]: crate::tuning::Tuning::linear_task_rows
+//! [`ONE_BLOCK`]: crate::tuning::Tuning::linear_one_block_rows
+//! [`KC`]: crate::tuning::Tuning::linear_kc
+//! [`Y_BLOCK`]: crate::tuning::Tuning::linear_y_block_bytes
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use crate::conv::ConvWeights;
+use crate::tuning::tuning;
 use crate::{simd, SendPtr};
 use rayon::prelude::*;
 
 /// Output features per panel (two vectors of 16).
 pub const NR: usize = 32;
 /// Rows of the plain register tile.
-const MR: usize = 14;
-/// Rows per task (a multiple of MR).
-const MC: usize = 16 * MR;
-/// Products of at most this many rows take them all in one row block, so the weights stream
-/// from memory once instead of once per block of [`MC`] rows (the UNet's 512-row products at
-/// 16×16 latents have 26–52 MB of weights and 2.6–10 MB of input): in one process,
-/// alternating call by call, 512×1280→10240 GEGLU ran 5–12% faster, 512×5120→1280 1–9%.
-const ONE_BLOCK: usize = 40 * MR;
+pub(crate) const MR: usize = 14;
+// Rows per task, the one-block row limit, the input chunk and the y block per task are
+// tunables (crate::tuning): `Tuning::linear_task_rows`, `linear_one_block_rows`, `linear_kc`,
+// `linear_y_block_bytes`.
+/// Most rows a task of this kernel takes (the tunable task rows and one-block rows may not
+/// exceed it): sizes [`GEGLU_BLOCK`].
+pub(crate) const ONE_BLOCK_MAX: usize = 40 * MR;
 /// Value panels per GEGLU scratch block.
 const GB: usize = 4;
-/// Floats of the scratch block each running GEGLU task takes: up to [`ONE_BLOCK`] rows of GB
-/// value and GB gate panels.
-pub const GEGLU_BLOCK: usize = ONE_BLOCK * 2 * GB * NR;
-/// Largest chunk of the input axis per pass (a panel chunk, KC × 32 floats, stays in L1).
-const KC: usize = 256;
+/// Floats of the scratch block each running GEGLU task takes: up to `ONE_BLOCK_MAX` rows of
+/// GB value and GB gate panels. A tunable kept `const`: `prism-runtime`'s memory plan reads
+/// it to size this scratch.
+pub const GEGLU_BLOCK: usize = ONE_BLOCK_MAX * 2 * GB * NR;
 
 /// Whether this CPU runs these kernels (bound weights are packed only then).
 pub fn available() -> bool {
@@ -133,18 +136,27 @@ const F16: u8 = 2;
 
 /// Tasks of a product over `rows` and `panels`: `rb` blocks of at most [`MC`] rows (one block
 /// up to [`ONE_BLOCK`] rows) × `cb` runs of panels, at least two tasks per thread where the
-/// shape allows, and runs narrow enough that a task's block of y stays in L2 between input
-/// chunks.
+/// shape allows, and runs narrow enough that a task's block of y ([`Y_BLOCK`] bytes) stays in
+/// L2 between input chunks.
+///
+/// [`MC`]: crate::tuning::Tuning::linear_task_rows
+/// [`ONE_BLOCK`]: crate::tuning::Tuning::linear_one_block_rows
+/// [`Y_BLOCK`]: crate::tuning::Tuning::linear_y_block_bytes
 fn split(rows: usize, panels: usize) -> (usize, usize) {
-    const Y_BLOCK: usize = 384 << 10;
+    let t = tuning();
+    let (mc, one_block, y_block) = (
+        t.linear_task_rows,
+        t.linear_one_block_rows,
+        t.linear_y_block_bytes,
+    );
     let threads = rayon::current_num_threads().max(1);
     let want = 2 * threads;
-    let (rb, block_rows) = if rows <= ONE_BLOCK {
+    let (rb, block_rows) = if rows <= one_block {
         (1, rows)
     } else {
-        (rows.div_ceil(MC), MC)
+        (rows.div_ceil(mc), mc)
     };
-    let fit = (block_rows * panels * NR * 4).div_ceil(Y_BLOCK);
+    let fit = (block_rows * panels * NR * 4).div_ceil(y_block);
     let mut cb = want.div_ceil(rb).max(fit).clamp(1, panels);
     // A whole number of tasks per thread where the panels allow: 7 equal tasks on 2 threads
     // take as long as 8.
@@ -154,9 +166,11 @@ fn split(rows: usize, panels: usize) -> (usize, usize) {
     (rb, cb)
 }
 
-/// Chunks of the input axis: near-equal, at most [`KC`] each.
-fn chunk(inf: usize) -> usize {
-    inf.div_ceil(inf.div_ceil(KC))
+/// Chunks of the input axis: near-equal, at most `kc` ([`KC`]) each.
+///
+/// [`KC`]: crate::tuning::Tuning::linear_kc
+fn chunk(inf: usize, kc: usize) -> usize {
+    inf.div_ceil(inf.div_ceil(kc))
 }
 
 /// Range `i` of `n` near-equal runs of `len` items, in whole multiples of `unit`.
@@ -170,6 +184,8 @@ fn run(len: usize, n: usize, i: usize, unit: usize) -> (usize, usize) {
 /// p at column `col(p)`) = x[r0..r1] · W panels [+ bias[32p..]] [+ residual, laid out as the
 /// whole y]. Input chunks of [`KC`] outside, panels inside, rows innermost: a chunk of x rows
 /// stays in L2 for all the panels and a panel chunk in L1 for all the rows.
+///
+/// [`KC`]: crate::tuning::Tuning::linear_kc
 #[allow(clippy::too_many_arguments)]
 fn block(
     x: &[f32],
@@ -184,21 +200,21 @@ fn block(
     residual: Option<&[f32]>,
 ) {
     let (wb, dt) = w;
+    let kc_max = tuning().linear_kc;
     let mut k0 = 0;
     while k0 < inf {
-        let kc = chunk(inf).min(inf - k0);
+        let kc = chunk(inf, kc_max).min(inf - k0);
         for p in p0..p1 {
             let (c0, nc) = col(p);
             let b = (p * inf + k0) * NR;
             // The panel chunk after this one (the next panel's, or the first panel's of the
             // next input chunk), as a byte range, fetched into L2 a share per row tile while
             // this one is in use: where the weights come from memory, the next panel's first
-            // tile no longer waits for them. In one process, alternating call by call, with
-            // weights not cached: 2–8% on 128- to 512-row products, none at 2048+ rows.
+            // tile no longer waits for them.
             let next = if p + 1 < p1 {
                 Some((p + 1, k0, kc))
             } else if k0 + kc < inf {
-                Some((p0, k0 + kc, chunk(inf).min(inf - k0 - kc)))
+                Some((p0, k0 + kc, chunk(inf, kc_max).min(inf - k0 - kc)))
             } else {
                 None
             };
@@ -444,9 +460,7 @@ unsafe fn tile<const DT: u8>(
     let mut hi = [_mm512_setzero_ps(); MR];
     for k0 in (0..kc).step_by(16) {
         // Each row's next line of x, a line ahead of the broadcasts: the 14 rows cross a line
-        // together, so without it 14 loads miss L1 at once every 16 inputs. Measured in one
-        // process, alternating call by call: 2–5% on most UNet shapes (8192×1280→320: 222 →
-        // 235 GFLOP/s); a prefetch two lines ahead was no better.
+        // together, so without it 14 loads miss L1 at once every 16 inputs.
         for p in a {
             simd::prefetch_l1(p.wrapping_add(k0 + 16));
         }

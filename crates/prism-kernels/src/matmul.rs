@@ -109,7 +109,7 @@ pub unsafe fn matmul_ptr(
         Par::Seq => Parallelism::None,
         Par::Pool => {
             let t = rayon::current_num_threads();
-            if t > 1 && m * n * k > 48 * 48 * 48 {
+            if t > 1 && m * n * k > crate::tuning::tuning().gemm_pool_threshold {
                 Parallelism::Rayon(t)
             } else {
                 Parallelism::None
@@ -153,7 +153,8 @@ pub fn linear(
 }
 
 /// Rows of the GEGLU projection computed per block (the block's 2n-wide product stays in
-/// cache-sized scratch).
+/// cache-sized scratch). A tunable kept `const` (not in [`crate::tuning::Tuning`]):
+/// `prism-runtime`'s memory plan reads it to size this scratch.
 pub const GEGLU_ROWS: usize = 512;
 
 /// Fused GEGLU projection: y (rows × n) = h[:, :n] · gelu(h[:, n:]), h = x · Wᵀ + b with W

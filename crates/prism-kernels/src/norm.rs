@@ -1,18 +1,17 @@
 //! Group norm (optionally fused with SiLU) and layer norm.
 //!
-//! Statistics: each run of up to [`STAT_CHUNK`] elements is summed in f32 lanes twice while it
-//! sits in L1 (once for a shift, once for Σ(x − shift) and Σ(x − shift)²), and the runs are
-//! combined in f64 (Chan et al.'s pairwise update), in a fixed order. Groups span up to
-//! millions of elements, so both the statistics and the normalization are split within a
+//! Statistics: each run of up to [`norm_stat_chunk`] elements is summed in f32 lanes twice
+//! while it sits in L1 (once for a shift, once for Σ(x − shift) and Σ(x − shift)²), and the
+//! runs are combined in f64 (Chan et al.'s pairwise update), in a fixed order. Groups span up
+//! to millions of elements, so both the statistics and the normalization are split within a
 //! group across threads.
+//!
+//! [`norm_stat_chunk`]: crate::tuning::Tuning::norm_stat_chunk
 
 use crate::elementwise::silu_fast;
 use crate::simd::{self, simd_fn, Level};
-use crate::PAR_CHUNK;
+use crate::tuning::tuning;
 use rayon::prelude::*;
-
-/// Elements per statistics run (16 KiB: the second sweep reads from L1).
-const STAT_CHUNK: usize = 4096;
 
 /// Count, mean and sum of squared deviations of a run.
 #[derive(Clone, Copy, Debug)]
@@ -65,7 +64,9 @@ fn lane_sum(acc: &[f32; LANES]) -> f64 {
     acc.iter().map(|&v| v as f64).sum()
 }
 
-/// Moments of a short run (meant for ≤ [`STAT_CHUNK`] elements: f32 partial sums).
+/// Moments of a short run (meant for ≤ [`norm_stat_chunk`] elements: f32 partial sums).
+///
+/// [`norm_stat_chunk`]: crate::tuning::Tuning::norm_stat_chunk
 #[inline(always)]
 fn moments_inl(x: &[f32]) -> Moments {
     if x.is_empty() {
@@ -109,12 +110,12 @@ simd_fn!(fn moments[](x: &[f32]) -> Moments {
     moments_inl(x)
 });
 
-/// Moments of any length: runs of [`STAT_CHUNK`] merged in order.
+/// Moments of any length: runs of `stat_chunk` elements merged in order.
 #[inline(always)]
-fn moments_long(x: &[f32]) -> Moments {
+fn moments_long(x: &[f32], stat_chunk: usize) -> Moments {
     // A plain loop, not `fold`: a closure would be compiled outside the `simd_fn!` body.
     let mut m = Moments::EMPTY;
-    for c in x.chunks(STAT_CHUNK) {
+    for c in x.chunks(stat_chunk) {
         m = m.merge(moments_inl(c));
     }
     m
@@ -202,14 +203,15 @@ pub fn group_norm_at(
         return;
     }
     // Statistics: one task per run of every group, merged per group in order.
-    let per = glen.div_ceil(STAT_CHUNK);
+    let stat_chunk = tuning().norm_stat_chunk;
+    let per = glen.div_ceil(stat_chunk);
     let ng = n * groups;
     let parts: Vec<Moments> = (0..ng * per)
         .into_par_iter()
         .map(|k| {
             let (g, j) = (k / per, k % per);
-            let lo = g * glen + j * STAT_CHUNK;
-            let hi = (g * glen + glen).min(lo + STAT_CHUNK);
+            let lo = g * glen + j * stat_chunk;
+            let hi = (g * glen + glen).min(lo + stat_chunk);
             moments(lvl, &x[lo..hi])
         })
         .collect();
@@ -225,17 +227,17 @@ pub fn group_norm_at(
         }
     }
     let ab = &ab;
-    y.par_chunks_mut(PAR_CHUNK)
-        .zip(x.par_chunks(PAR_CHUNK))
+    let chunk = tuning().par_chunk;
+    y.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
         .enumerate()
-        .for_each(|(t, (yc, xc))| {
-            normalize_chunk(lvl, t * PAR_CHUNK, xc, yc, spatial, ab, fuse_silu)
-        });
+        .for_each(|(t, (yc, xc))| normalize_chunk(lvl, t * chunk, xc, yc, spatial, ab, fuse_silu));
 }
 
 simd_fn!(fn layer_norm_rows[](
     x: &[f32],
     d: usize,
+    stat_chunk: usize,
     eps: f32,
     gamma: &[f32],
     beta: &[f32],
@@ -243,7 +245,7 @@ simd_fn!(fn layer_norm_rows[](
 ) {
     let (gamma, beta) = (&gamma[..d], &beta[..d]);
     for (yr, xr) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-        let m = moments_long(xr);
+        let m = moments_long(xr, stat_chunk);
         let rstd = (1.0 / (m.var() + eps as f64).sqrt()) as f32;
         let mean = m.mean as f32;
         for (((o, &v), &g), &b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
@@ -269,10 +271,12 @@ pub fn layer_norm_at(
 ) {
     assert_eq!(x.len() % d, 0);
     assert_eq!(y.len(), x.len());
-    let rows_per_task = (PAR_CHUNK / d).max(1);
+    let t = tuning();
+    let rows_per_task = (t.par_chunk / d).max(1);
+    let stat_chunk = t.norm_stat_chunk;
     y.par_chunks_mut(d * rows_per_task)
         .zip(x.par_chunks(d * rows_per_task))
-        .for_each(|(yc, xc)| layer_norm_rows(lvl, xc, d, eps, gamma, beta, yc));
+        .for_each(|(yc, xc)| layer_norm_rows(lvl, xc, d, stat_chunk, eps, gamma, beta, yc));
 }
 
 simd_fn!(fn rms_norm_rows[](x: &[f32], d: usize, eps: f32, gamma: &[f32], y: &mut [f32]) {
@@ -307,7 +311,7 @@ pub fn rms_norm_at(lvl: Level, x: &[f32], d: usize, eps: f32, gamma: &[f32], y: 
     assert_eq!(x.len() % d, 0);
     assert_eq!(y.len(), x.len());
     assert_eq!(gamma.len(), d);
-    let rows_per_task = (PAR_CHUNK / d).max(1);
+    let rows_per_task = (tuning().par_chunk / d).max(1);
     y.par_chunks_mut(d * rows_per_task)
         .zip(x.par_chunks(d * rows_per_task))
         .for_each(|(yc, xc)| rms_norm_rows(lvl, xc, d, eps, gamma, yc));
