@@ -1,7 +1,9 @@
 //! What the pipelines share: progress reports, the guided denoising loop, size checks, and
 //! the stage graphs `analyze` reads.
 
+use crate::components::TextEncoder;
 use crate::schedulers::{self, GaussianNoise, Scheduler};
+use crate::text::tokenizer::ClipTokenizer;
 use prism_core::{Error, Result, Tensor};
 use prism_runtime::{Executor, Observer, Weights};
 use std::time::{Duration, Instant};
@@ -175,11 +177,116 @@ pub fn denoise(
     Ok((latents, step_times))
 }
 
-/// What the denoising loop needs of a request.
+/// What the denoising loop and the stage runner need of a request.
 pub trait DenoiseRequest {
     fn guidance(&self) -> f32;
     fn seed(&self) -> u64;
     fn latents(&self) -> Option<&Tensor>;
+    fn prompt(&self) -> &str;
+    fn negative_prompt(&self) -> &str;
+    fn steps(&self) -> usize;
+    /// Scheduler override (else the model's).
+    fn scheduler(&self) -> Option<&str>;
+}
+
+/// A text-conditioned latent diffusion pipeline as its three stages; [`run_stages`] runs
+/// them, for `generate` (weights kept) and `generate_once` (each component's weights freed
+/// once its stage is done) alike.
+pub trait DiffusionStages {
+    type Request: DenoiseRequest;
+    /// What the decoder stage makes (pixels and its time).
+    type Decoded;
+    /// Check a request before any work.
+    fn validate(&self, req: &Self::Request) -> Result<()>;
+    /// The scheduler the request runs, timesteps set.
+    fn scheduler(&self, req: &Self::Request) -> Result<Box<dyn Scheduler>>;
+    /// The text encoder and its tokenizer.
+    fn text(&self) -> (&TextEncoder, &ClipTokenizer);
+    /// The denoising loop from the initial noise to the final latents.
+    fn denoise_latents(
+        &self,
+        exec: &Executor,
+        req: &Self::Request,
+        ctx: &Tensor,
+        scheduler: &mut dyn Scheduler,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<(Tensor, Vec<Duration>)>;
+    /// Final latents to pixels.
+    fn decode_latents(
+        &self,
+        exec: &Executor,
+        req: &Self::Request,
+        latents: &Tensor,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<Self::Decoded>;
+    fn release_text_encoder(&mut self);
+    fn release_denoiser(&mut self);
+}
+
+/// A pipeline as [`run_stages`] holds it: borrowed (weights kept for more requests) or owned
+/// for one request (weights freed between stages).
+pub enum Held<'a, P> {
+    Kept(&'a P),
+    Once(&'a mut P),
+}
+
+impl<P> Held<'_, P> {
+    fn get(&self) -> &P {
+        match self {
+            Held::Kept(p) => p,
+            Held::Once(p) => p,
+        }
+    }
+    fn release(&mut self, f: impl FnOnce(&mut P)) {
+        if let Held::Once(p) = self {
+            f(p)
+        }
+    }
+}
+
+/// What the three stages produced.
+pub struct Stages<D> {
+    /// (2 or 1, L, D): negative then positive prompt embeddings with guidance.
+    pub prompt_embeds: Tensor,
+    pub text_time: Duration,
+    pub final_latents: Tensor,
+    pub step_times: Vec<Duration>,
+    pub scheduler: &'static str,
+    pub decoded: D,
+}
+
+/// Validate, encode the prompts, denoise, decode.
+pub fn run_stages<P: DiffusionStages>(
+    mut p: Held<P>,
+    exec: &Executor,
+    req: &P::Request,
+    progress: &mut dyn FnMut(Progress),
+    obs: &mut dyn Observer,
+) -> Result<Stages<P::Decoded>> {
+    p.get().validate(req)?;
+    let mut scheduler = p.get().scheduler(req)?;
+    let (text_encoder, tokenizer) = p.get().text();
+    let text = (req.prompt(), req.negative_prompt(), req.guidance());
+    let (prompt_embeds, text_time) =
+        text_encoder.encode_prompts(tokenizer, exec, text, progress, obs)?;
+    p.release(P::release_text_encoder);
+    let (final_latents, step_times) =
+        p.get()
+            .denoise_latents(exec, req, &prompt_embeds, scheduler.as_mut(), progress, obs)?;
+    p.release(P::release_denoiser);
+    let decoded = p
+        .get()
+        .decode_latents(exec, req, &final_latents, progress, obs)?;
+    Ok(Stages {
+        prompt_embeds,
+        text_time,
+        final_latents,
+        step_times,
+        scheduler: scheduler.name(),
+        decoded,
+    })
 }
 
 /// One graph of a generation and how many times it runs.

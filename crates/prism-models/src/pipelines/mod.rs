@@ -150,8 +150,9 @@ pub fn class_names() -> String {
         .join(", ")
 }
 
-/// The pipeline class a model names: a preset's; a folder's `model_index.json`
-/// `_class_name`; for a folder without one (components saved on their own), the UNet
+/// The pipeline class a model names: a preset's; a diffusers folder's `model_index.json`
+/// `_class_name`; a transformers folder's `config.json` `architectures[0]` (else its
+/// `model_type`); for a folder with neither (components saved on their own), the UNet
 /// config decides between the 2D and 3D pipelines.
 pub fn class_of(src: &ModelSource) -> Result<String> {
     match src {
@@ -171,6 +172,24 @@ pub fn class_of(src: &ModelSource) -> Result<String> {
                         )
                     })?;
                 return Ok(name.to_string());
+            }
+            let config = root.join("config.json");
+            if config.is_file() {
+                let cfg = Cfg::from_file(&config)?;
+                let arch = cfg
+                    .v
+                    .get("architectures")
+                    .and_then(|a| a.as_array())
+                    .and_then(|a| a.first())
+                    .and_then(|a| a.as_str());
+                let model_type = cfg.v.get("model_type").and_then(|v| v.as_str());
+                return match arch.or(model_type) {
+                    Some(name) => Ok(name.to_string()),
+                    None => Err(Error::config(
+                        &cfg.file,
+                        "neither `architectures` nor `model_type`: is this a transformers model folder?",
+                    )),
+                };
             }
             if t2v::is_video_model(src)? {
                 Ok(t2v::ENTRY.class_name.to_string())

@@ -6,6 +6,7 @@ use crate::components::{LoadOptions, TextEncoder, Unet, VaePart};
 use crate::config::Cfg;
 use crate::diffusion::unet2d::{self as unet, UNetConfig};
 use crate::image::{to_rgb8, RgbImage};
+use crate::pipelines::common::{run_stages, DiffusionStages, Held};
 use crate::pipelines::{
     check_multiple, check_parts, check_request, denoise, scheduler_for, DenoiseRequest, Progress,
     StageGraph,
@@ -55,6 +56,13 @@ pub struct Generated {
 }
 
 impl Generated {
+    fn from_stages(s: super::common::Stages<(RgbImage, Duration)>) -> Self {
+        Self::new(
+            (s.prompt_embeds, s.text_time),
+            (s.final_latents, s.step_times, s.scheduler),
+            s.decoded,
+        )
+    }
     /// From the three stages' results: (embeddings, text time), (final latents, step times,
     /// scheduler), (image, decode time).
     fn new(
@@ -162,17 +170,7 @@ impl StableDiffusion {
         progress: &mut dyn FnMut(Progress),
         obs: &mut dyn Observer,
     ) -> Result<Generated> {
-        self.validate(req)?;
-        let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
-        let text = (&req.prompt[..], &req.negative_prompt[..], req.guidance);
-        let (ctx, text_time) =
-            self.text_encoder
-                .encode_prompts(&self.tokenizer, exec, text, progress, obs)?;
-        let (final_latents, step_times) =
-            self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
-        let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
-        let denoised = (final_latents, step_times, scheduler.name());
-        Ok(Generated::new((ctx, text_time), denoised, decoded))
+        run_stages(Held::Kept(self), exec, req, progress, obs).map(Generated::from_stages)
     }
 
     /// [`StableDiffusion::generate`] for a pipeline used once (the CLI): each component's
@@ -186,24 +184,12 @@ impl StableDiffusion {
         progress: &mut dyn FnMut(Progress),
         obs: &mut dyn Observer,
     ) -> Result<Generated> {
-        self.validate(req)?;
-        let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
-        let text = (&req.prompt[..], &req.negative_prompt[..], req.guidance);
-        let (ctx, text_time) =
-            self.text_encoder
-                .encode_prompts(&self.tokenizer, exec, text, progress, obs)?;
-        self.text_encoder.weights.release();
-        let (final_latents, step_times) =
-            self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
-        self.unet.weights.release();
-        let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
-        let denoised = (final_latents, step_times, scheduler.name());
-        Ok(Generated::new((ctx, text_time), denoised, decoded))
+        run_stages(Held::Once(&mut self), exec, req, progress, obs).map(Generated::from_stages)
     }
 
     /// The scheduler's loop from the initial noise (or the request's latents) to the final
     /// latents (1, C, h, w).
-    fn denoise_latents(
+    fn run_denoiser(
         &self,
         exec: &Executor,
         req: &GenerateRequest,
@@ -234,7 +220,7 @@ impl StableDiffusion {
     }
 
     /// Final latents → RGB8 pixels through the VAE decoder.
-    fn decode_latents(
+    fn run_decoder(
         &self,
         exec: &Executor,
         req: &GenerateRequest,
@@ -259,6 +245,18 @@ impl StableDiffusion {
 impl DenoiseRequest for GenerateRequest {
     fn guidance(&self) -> f32 {
         self.guidance
+    }
+    fn prompt(&self) -> &str {
+        &self.prompt
+    }
+    fn negative_prompt(&self) -> &str {
+        &self.negative_prompt
+    }
+    fn steps(&self) -> usize {
+        self.steps
+    }
+    fn scheduler(&self) -> Option<&str> {
+        self.scheduler.as_deref()
     }
     fn seed(&self) -> u64 {
         self.seed
@@ -423,5 +421,46 @@ impl super::Pipeline for StableDiffusion {
             step_times: g.step_times,
             decode_time: g.decode_time,
         })
+    }
+}
+
+impl DiffusionStages for StableDiffusion {
+    type Request = GenerateRequest;
+    type Decoded = (RgbImage, Duration);
+    fn validate(&self, req: &GenerateRequest) -> Result<()> {
+        StableDiffusion::validate(self, req)
+    }
+    fn scheduler(&self, req: &GenerateRequest) -> Result<Box<dyn Scheduler>> {
+        StableDiffusion::scheduler(self, req.scheduler.as_deref(), req.steps)
+    }
+    fn text(&self) -> (&TextEncoder, &ClipTokenizer) {
+        (&self.text_encoder, &self.tokenizer)
+    }
+    fn denoise_latents(
+        &self,
+        exec: &Executor,
+        req: &GenerateRequest,
+        ctx: &Tensor,
+        scheduler: &mut dyn Scheduler,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<(Tensor, Vec<Duration>)> {
+        self.run_denoiser(exec, req, ctx, scheduler, progress, obs)
+    }
+    fn decode_latents(
+        &self,
+        exec: &Executor,
+        req: &GenerateRequest,
+        latents: &Tensor,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<(RgbImage, Duration)> {
+        self.run_decoder(exec, req, latents, progress, obs)
+    }
+    fn release_text_encoder(&mut self) {
+        self.text_encoder.weights.release();
+    }
+    fn release_denoiser(&mut self) {
+        self.unet.weights.release();
     }
 }

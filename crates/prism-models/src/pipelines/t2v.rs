@@ -16,6 +16,7 @@ use crate::components::{LoadOptions, TextEncoder, Unet3d, VaePart};
 use crate::config::Cfg;
 use crate::diffusion::unet3d::{self, UNet3DConfig};
 use crate::image::{check_output_path, save_png, write_atomic, RgbImage};
+use crate::pipelines::common::{run_stages, DiffusionStages, Held};
 use crate::pipelines::{
     check_multiple, check_parts, check_request, denoise, scheduler_for, DenoiseRequest, Progress,
     StageGraph,
@@ -86,6 +87,13 @@ pub struct GeneratedVideo {
 }
 
 impl GeneratedVideo {
+    fn from_stages(s: super::common::Stages<(Vec<RgbImage>, Tensor, Duration, usize)>) -> Self {
+        Self::new(
+            (s.prompt_embeds, s.text_time),
+            (s.final_latents, s.step_times, s.scheduler),
+            s.decoded,
+        )
+    }
     /// From the three stages' results: (embeddings, text time), (final latents, step times,
     /// scheduler), (frames, frames as floats, decode time, decoder runs).
     fn new(
@@ -223,17 +231,7 @@ impl TextToVideo {
         progress: &mut dyn FnMut(Progress),
         obs: &mut dyn Observer,
     ) -> Result<GeneratedVideo> {
-        self.validate(req)?;
-        let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
-        let text = (&req.prompt[..], &req.negative_prompt[..], req.guidance);
-        let (ctx, text_time) =
-            self.text_encoder
-                .encode_prompts(&self.tokenizer, exec, text, progress, obs)?;
-        let (final_latents, step_times) =
-            self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
-        let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
-        let denoised = (final_latents, step_times, scheduler.name());
-        Ok(GeneratedVideo::new((ctx, text_time), denoised, decoded))
+        run_stages(Held::Kept(self), exec, req, progress, obs).map(GeneratedVideo::from_stages)
     }
 
     /// [`TextToVideo::generate`] for a pipeline used once (the CLI): the text encoder's
@@ -246,23 +244,11 @@ impl TextToVideo {
         progress: &mut dyn FnMut(Progress),
         obs: &mut dyn Observer,
     ) -> Result<GeneratedVideo> {
-        self.validate(req)?;
-        let mut scheduler = self.scheduler(req.scheduler.as_deref(), req.steps)?;
-        let text = (&req.prompt[..], &req.negative_prompt[..], req.guidance);
-        let (ctx, text_time) =
-            self.text_encoder
-                .encode_prompts(&self.tokenizer, exec, text, progress, obs)?;
-        self.text_encoder.weights.release();
-        let (final_latents, step_times) =
-            self.denoise_latents(exec, req, &ctx, scheduler.as_mut(), progress, obs)?;
-        self.unet.weights.release();
-        let decoded = self.decode_latents(exec, req, &final_latents, progress, obs)?;
-        let denoised = (final_latents, step_times, scheduler.name());
-        Ok(GeneratedVideo::new((ctx, text_time), denoised, decoded))
+        run_stages(Held::Once(&mut self), exec, req, progress, obs).map(GeneratedVideo::from_stages)
     }
 
     /// The denoising loop from the initial latents; returns the final latents (1, C, F, h, w).
-    fn denoise_latents(
+    fn run_denoiser(
         &self,
         exec: &Executor,
         req: &VideoRequest,
@@ -296,7 +282,7 @@ impl TextToVideo {
 
     /// Decode (1, C, F, h, w) / scaling_factor → frames (F, C, h, w), `decode_chunk` at a
     /// time: the frames, their [0, 1] floats (F, H, W, 3), the time and the decoder runs.
-    fn decode_latents(
+    fn run_decoder(
         &self,
         exec: &Executor,
         req: &VideoRequest,
@@ -545,6 +531,18 @@ impl DenoiseRequest for VideoRequest {
     fn guidance(&self) -> f32 {
         self.guidance
     }
+    fn prompt(&self) -> &str {
+        &self.prompt
+    }
+    fn negative_prompt(&self) -> &str {
+        &self.negative_prompt
+    }
+    fn steps(&self) -> usize {
+        self.steps
+    }
+    fn scheduler(&self) -> Option<&str> {
+        self.scheduler.as_deref()
+    }
     fn seed(&self) -> u64 {
         self.seed
     }
@@ -639,5 +637,46 @@ impl super::Pipeline for TextToVideo {
             step_times: g.step_times,
             decode_time: g.decode_time,
         })
+    }
+}
+
+impl DiffusionStages for TextToVideo {
+    type Request = VideoRequest;
+    type Decoded = (Vec<RgbImage>, Tensor, Duration, usize);
+    fn validate(&self, req: &VideoRequest) -> Result<()> {
+        TextToVideo::validate(self, req)
+    }
+    fn scheduler(&self, req: &VideoRequest) -> Result<Box<dyn Scheduler>> {
+        TextToVideo::scheduler(self, req.scheduler.as_deref(), req.steps)
+    }
+    fn text(&self) -> (&TextEncoder, &ClipTokenizer) {
+        (&self.text_encoder, &self.tokenizer)
+    }
+    fn denoise_latents(
+        &self,
+        exec: &Executor,
+        req: &VideoRequest,
+        ctx: &Tensor,
+        scheduler: &mut dyn Scheduler,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<(Tensor, Vec<Duration>)> {
+        self.run_denoiser(exec, req, ctx, scheduler, progress, obs)
+    }
+    fn decode_latents(
+        &self,
+        exec: &Executor,
+        req: &VideoRequest,
+        latents: &Tensor,
+        progress: &mut dyn FnMut(Progress),
+        obs: &mut dyn Observer,
+    ) -> Result<(Vec<RgbImage>, Tensor, Duration, usize)> {
+        self.run_decoder(exec, req, latents, progress, obs)
+    }
+    fn release_text_encoder(&mut self) {
+        self.text_encoder.weights.release();
+    }
+    fn release_denoiser(&mut self) {
+        self.unet.weights.release();
     }
 }
