@@ -67,17 +67,29 @@ pub struct Timing {
     pub times: Vec<f64>,
 }
 
-static PACED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// How many timed runs, and whether they are paced from outside (no process-wide switch:
+/// each call says).
+#[derive(Clone, Copy, Debug)]
+pub struct Runs {
+    pub count: usize,
+    /// Before each timed run, print [`PACE_READY`] on stdout and wait for a line on stdin:
+    /// tools/bench_compare.py alternates prism's runs with PyTorch's this way, run by run,
+    /// so a slow spell of the machine hits both.
+    pub paced: bool,
+}
+
+impl Runs {
+    /// `count` unpaced runs.
+    pub fn new(count: usize) -> Self {
+        Self {
+            count,
+            paced: false,
+        }
+    }
+}
 
 /// The line [`time`] prints on stdout before each timed run when paced.
 pub const PACE_READY: &str = "#pace ready";
-
-/// Pace the timed runs from outside: before each one, [`time`] prints [`PACE_READY`] on
-/// stdout and waits for a line on stdin. tools/bench_compare.py uses this to alternate
-/// prism's runs with PyTorch's, run by run, so a slow spell of the machine hits both.
-pub fn set_paced(on: bool) {
-    PACED.store(on, std::sync::atomic::Ordering::Relaxed);
-}
 
 /// Wait for the go-ahead of a paced run; false when stdin is closed (no more runs).
 fn pace() -> bool {
@@ -98,15 +110,15 @@ pub const PACE_SHORT_S: f64 = 1.0;
 /// Seconds of untimed runs before each timed run of a short paced benchmark.
 pub const PACE_REWARM_S: f64 = 0.5;
 
-/// Time `f` `runs` times after one warm-up (paced: see [`set_paced`]; a paced run stops
-/// early when stdin closes, after at least one timed run).
-pub fn time(runs: usize, mut f: impl FnMut()) -> Timing {
+/// Time `f` `runs.count` times after one warm-up (paced: see [`Runs::paced`]; a paced run
+/// stops early when stdin closes, after at least one timed run).
+pub fn time(runs: Runs, mut f: impl FnMut()) -> Timing {
     let s = Instant::now();
     f();
-    let paced = PACED.load(std::sync::atomic::Ordering::Relaxed);
+    let paced = runs.paced;
     let rewarm = paced && s.elapsed().as_secs_f64() < PACE_SHORT_S;
-    let mut times = Vec::with_capacity(runs.max(1));
-    for i in 0..runs.max(1) {
+    let mut times = Vec::with_capacity(runs.count.max(1));
+    for i in 0..runs.count.max(1) {
         if paced && !pace() && i > 0 {
             break;
         }
@@ -241,7 +253,7 @@ fn parse_matmul(name: &str) -> Option<Result<ProductSpec>> {
 /// `tools/bench_torch.py --quick` (a smoke test, not a measurement): products of at most 256
 /// rows, attention at L = 256, convolutions at most 16×16, UNet latents a quarter and VAE
 /// latents an eighth of the named size, CLIP on 16 tokens.
-pub fn run(name: &str, exec: &Executor, runs: usize, quick: bool) -> Result<BenchResult> {
+pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<BenchResult> {
     let sd15 = || ModelSource::parse("sd15");
     let opts = LoadOptions::default();
     if let Some(spec) = parse_matmul(name) {
@@ -473,7 +485,7 @@ pub fn run(name: &str, exec: &Executor, runs: usize, quick: bool) -> Result<Benc
 /// outside the kernels — a step's wall time around `Executor::run_plan` less the time its
 /// nodes report — as a share of the step, at the first steps, the last, and overall. The
 /// loop runs inside [`Executor::install`], as a decoding pipeline's does.
-fn decode_small(exec: &Executor, runs: usize, tokens: usize) -> Result<BenchResult> {
+fn decode_small(exec: &Executor, runs: Runs, tokens: usize) -> Result<BenchResult> {
     use prism_models::text::llama;
     let cfg = llama::small_config();
     let graph = llama::build(&cfg, 1, 1, tokens, true)?;

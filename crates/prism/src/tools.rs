@@ -110,7 +110,6 @@ impl Engine {
 
     /// Time benchmarks (median of `runs`), each reported through `events` as it starts.
     pub fn bench(&self, spec: &BenchSpec, events: &mut dyn FnMut(&Event)) -> Result<BenchReport> {
-        bench::set_paced(spec.paced);
         let names: Vec<String> = match &spec.only {
             Some(o) => o.clone(),
             None => BENCHES.iter().map(|s| s.to_string()).collect(),
@@ -118,7 +117,11 @@ impl Engine {
         let mut results = Vec::new();
         for n in &names {
             events(&Event::Bench(n.clone()));
-            let r = bench::run(n, &self.exec, spec.runs, spec.quick)?;
+            let runs = bench::Runs {
+                count: spec.runs,
+                paced: spec.paced,
+            };
+            let r = bench::run(n, &self.exec, runs, spec.quick)?;
             events(&Event::Benched(r.clone()));
             results.push(r);
         }
