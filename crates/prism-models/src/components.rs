@@ -117,6 +117,18 @@ impl TextEncoder {
     }
 }
 
+/// `encoder_hidden_states` for a denoiser: (batch, length, cross_dim).
+fn check_context(ctx: &Tensor, batch: usize, cross_dim: usize) -> Result<()> {
+    let c = ctx.shape();
+    if c.len() != 3 || c[0] != batch || c[2] != cross_dim {
+        return Err(Error::input(
+            "encoder_hidden_states",
+            format!("shape {c:?}; expected ({batch}, length, {cross_dim})"),
+        ));
+    }
+    Ok(())
+}
+
 /// A timestep given as a scalar, (1,) or one per batch item → (batch,).
 /// Integer timesteps are converted to f32, as torch does.
 pub fn batch_timestep(t: Tensor, batch: usize) -> Result<Tensor> {
@@ -172,18 +184,9 @@ impl Unet {
                 ),
             ));
         }
-        let c = ctx.shape().to_vec();
-        if c.len() != 3 || c[0] != s[0] || c[2] != self.cfg.cross_attention_dim {
-            return Err(Error::input(
-                "encoder_hidden_states",
-                format!(
-                    "shape {c:?}; expected ({}, length, {})",
-                    s[0], self.cfg.cross_attention_dim
-                ),
-            ));
-        }
+        check_context(&ctx, s[0], self.cfg.cross_attention_dim)?;
         let timestep = batch_timestep(timestep, s[0])?;
-        let mut g = unet::build(&self.cfg, s[0], s[2], s[3], c[1])?;
+        let mut g = unet::build(&self.cfg, s[0], s[2], s[3], ctx.shape()[1])?;
         g.repeats = self.repeats;
         let mut out = exec.run_stage(
             obs,
@@ -314,18 +317,9 @@ impl Unet3d {
                 ),
             ));
         }
-        let c = ctx.shape().to_vec();
-        if c.len() != 3 || c[0] != s[0] || c[2] != self.cfg.cross_attention_dim {
-            return Err(Error::input(
-                "encoder_hidden_states",
-                format!(
-                    "shape {c:?}; expected ({}, length, {})",
-                    s[0], self.cfg.cross_attention_dim
-                ),
-            ));
-        }
+        check_context(&ctx, s[0], self.cfg.cross_attention_dim)?;
         let timestep = crate::components::batch_timestep(timestep, s[0])?;
-        let g = unet3d::build(&self.cfg, s[0], s[2], s[3], s[4], c[1])?;
+        let g = unet3d::build(&self.cfg, s[0], s[2], s[3], s[4], ctx.shape()[1])?;
         let mut out = exec.run_stage(
             obs,
             "unet",
