@@ -4,8 +4,10 @@
 //! [`Executor`](crate::Executor), which holds an `Arc<dyn Backend>` and the kernel choices, and
 //! every graph run is `backend.prepare(graph) → Plan` once, then `backend.run(plan, weights,
 //! state, inputs)` per step. The CPU backend (`cpu/`) owns what is specific to it: its thread
-//! pool, the pool of released activation buffers, kernel dispatch per op (`cpu/node.rs`) and
-//! scratch. A GPU backend plugs in here: it implements [`Backend`] (its own plan contents,
+//! pool, the pool of released activation buffers, its kernel choices (`cpu/kernels.rs`),
+//! kernel dispatch per op (`cpu/node.rs`) and its weight layout (`cpu::weight_layout`: Linear
+//! panels). Still process-wide: the kernels' scratch pool (`prism_kernels::scratch`) and the
+//! Winograd filters a repeating graph keeps inside `Weights`. A GPU backend plugs in here: it implements [`Backend`] (its own plan contents,
 //! device buffers behind `State`'s caches and its own weight layout), says which ops it
 //! `supports`, and the pipelines, analysis and profiler run on it unchanged.
 //! `docs/ARCHITECTURE.md` ("Add a backend") has the recipe.

@@ -12,10 +12,9 @@ pub mod pool;
 mod weights;
 
 pub use backend::{Backend, Buffer, WeightLayout};
-pub use cpu::{poison_reused_buffers, CpuBackend};
+pub use cpu::{poison_reused_buffers, CpuBackend, KernelChoice};
 pub use exec::{
-    attn_geom, conv_geom, limit_heap_retention, Cache, Executor, KernelChoice, NodeEvent, Plan,
-    RunStats, State,
+    attn_geom, conv_geom, limit_heap_retention, Cache, Executor, NodeEvent, Plan, RunStats, State,
 };
 pub use observe::{mem, NoObserver, Observer};
 pub use plan::{kept_filter_bytes, plan, MemoryPlan};

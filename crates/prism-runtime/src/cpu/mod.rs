@@ -7,10 +7,13 @@
 //! views are not buffers: they name a slot of the caller's [`State`], and attention reads the
 //! cache in place up to its live length.
 
+mod kernels;
 mod node;
 
+pub use kernels::KernelChoice;
+
 use crate::backend::{Backend, Buffer, WeightLayout};
-use crate::{KernelChoice, NodeEvent, Plan, RunStats, State, WeightDType, Weights};
+use crate::{NodeEvent, Plan, RunStats, State, WeightDType, Weights};
 use prism_core::{DType, Error, Graph, Op, Result, Tensor};
 use prism_kernels::{bf16dot, linear512};
 use std::collections::HashMap;
