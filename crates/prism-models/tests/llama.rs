@@ -206,3 +206,29 @@ fn config_fields_are_read_or_rejected_by_name() {
         assert!(!e.contains('\n'), "{e}");
     }
 }
+
+#[test]
+fn release_memory_frees_pools_and_runs_go_on() {
+    let cfg = tiny();
+    let exec = Executor::new(2).unwrap();
+    let g = llama::build(&cfg, 2, 8, 8, false).unwrap();
+    let w = random_weights(&g, 5, WeightDType::F32).unwrap();
+    let run = || {
+        exec.run(
+            &g,
+            &w,
+            vec![(
+                "input_ids".into(),
+                prism_core::Tensor::from_ids(vec![2, 8], ids(2, 8)).unwrap(),
+            )],
+        )
+        .unwrap()
+        .remove("logits")
+        .unwrap()
+    };
+    let first = run();
+    // (The kernels' scratch pool is shared by every test thread of this binary, so what is
+    // freed is not asserted here; the runs around it are.)
+    exec.release_memory();
+    assert_eq!(run(), first, "a run after freeing gives the same logits");
+}

@@ -59,6 +59,10 @@ pub trait Backend: Send + Sync {
     /// that what this frees is not in an observer's memory baseline (the CPU backend empties
     /// its buffer pool when the graph changes).
     fn begin(&self, plan: &Plan);
+    /// Free what the backend keeps between runs to make later runs faster (pooled
+    /// activation buffers, kernel scratch); returns the bytes freed. A long-lived process
+    /// (a server between requests) calls it; the next run allocates afresh.
+    fn release_memory(&self) -> usize;
     /// Run a prepared graph on named inputs (uploaded buffers), reading and advancing `state`
     /// (KV caches and the position offset); `observer` sees every node. Returns the graph
     /// outputs by name, as buffers.

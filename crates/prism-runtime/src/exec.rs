@@ -233,6 +233,11 @@ impl Executor {
         Ok((outs, stats))
     }
 
+    /// Free the backend's pooled buffers and scratch ([`Backend::release_memory`]).
+    pub fn release_memory(&self) -> usize {
+        self.backend.release_memory()
+    }
+
     /// The same backend with other kernel choices.
     pub fn with_kernels(&self, kernels: KernelChoice) -> Self {
         Self {

@@ -206,6 +206,16 @@ impl Backend for CpuBackend {
             .enter(&plan.pool_key);
     }
 
+    /// The released-buffer pool and the kernels' scratch pool (`prism_kernels::scratch`, one
+    /// per process: kernels are free functions).
+    fn release_memory(&self) -> usize {
+        let mut pool = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        let freed = pool.bytes + prism_kernels::scratch::pooled_bytes();
+        pool.enter("");
+        prism_kernels::scratch::release();
+        freed
+    }
+
     fn prepare(&self, graph: &Graph, kernels: &KernelChoice) -> Result<Plan> {
         if let Some(n) = graph.nodes.iter().find(|n| !self.supports(&n.op)) {
             return Err(Error::invalid(format!(
