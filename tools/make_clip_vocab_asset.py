@@ -8,7 +8,7 @@ Usage:
 Writes crates/prism-models/assets/clip_bpe_merges.txt: the header line "#version: 0.2" followed
 by the 48894 merges CLIP's SimpleTokenizer uses (lines[1 : 49152 - 256 - 2 + 1] of
 open_clip/bpe_simple_vocab_16e6.txt.gz). The vocabulary itself is rebuilt in Rust
-(crates/prism-models/src/tokenizer.rs) from the byte table + these merges, so no vocab.json is stored.
+(crates/prism-models/src/text/tokenizer.rs) from the byte table + these merges, so no vocab.json is stored.
 
 Standard library only.
 """

@@ -4,10 +4,11 @@
 //! one `match` per question, none with a wildcard: its name, its [`Category`] in the paper's
 //! taxonomy, the parameters it reads, the FLOPs torch's `FlopCounterMode` would count for it
 //! and the torch operator it files them under, and its element-wise work. Its shape rule is
-//! the [`GraphBuilder`](crate::GraphBuilder) method of the same name; its kernels, scratch
-//! and reference are matched just as exhaustively in `prism-runtime` (`exec.rs`, `plan.rs`)
-//! and `prism-core::reference`. Adding a variant therefore fails to compile until every one
-//! of those exists; `docs/ARCHITECTURE.md` ("Add an op") lists them.
+//! the [`GraphBuilder`](crate::GraphBuilder) method of the same name; its kernels, backend
+//! support and scratch are matched just as exhaustively in `prism-runtime` (`cpu/node.rs`,
+//! `cpu/mod.rs`, `plan.rs`), and its reference in `prism-core::reference`. Adding a variant
+//! therefore fails to compile until every one of those exists; `docs/ARCHITECTURE.md` ("Add
+//! an op") lists them.
 
 use crate::ParamId;
 
