@@ -1,5 +1,6 @@
-//! What the pipelines share: progress reports, the guided denoising loop, size checks, and
-//! the stage graphs `analyze` reads.
+//! What the pipelines share: progress reports, the stage runner ([`run_stages`]: encode,
+//! denoise, decode, for `generate` and `generate_once`), the guided denoising loop, the checks
+//! of parts and requests, scheduler construction, and the stage graphs `analyze` reads.
 
 use crate::components::TextEncoder;
 use crate::schedulers::{self, GaussianNoise, Scheduler};
