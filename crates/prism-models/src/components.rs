@@ -129,6 +129,28 @@ fn check_context(ctx: &Tensor, batch: usize, cross_dim: usize) -> Result<()> {
     Ok(())
 }
 
+/// A denoiser graph's named inputs: `sample`, `timestep`, `encoder_hidden_states`.
+pub fn denoiser_inputs(sample: Tensor, timestep: Tensor, ctx: Tensor) -> Vec<(String, Tensor)> {
+    vec![
+        ("sample".into(), sample),
+        ("timestep".into(), timestep),
+        ("encoder_hidden_states".into(), ctx),
+    ]
+}
+
+/// Run a denoiser graph once as stage `unet`; its `sample` output.
+fn run_denoiser_once(
+    exec: &Executor,
+    obs: &mut dyn Observer,
+    g: &prism_core::Graph,
+    weights: &Weights,
+    (sample, timestep, ctx): (Tensor, Tensor, Tensor),
+) -> Result<Tensor> {
+    let inputs = denoiser_inputs(sample, timestep, ctx);
+    let mut out = exec.run_stage(obs, "unet", 0, g, weights, inputs)?;
+    Ok(out.remove("sample").expect("unet graph output"))
+}
+
 /// A timestep given as a scalar, (1,) or one per batch item → (batch,).
 /// Integer timesteps are converted to f32, as torch does.
 pub fn batch_timestep(t: Tensor, batch: usize) -> Result<Tensor> {
@@ -188,19 +210,7 @@ impl Unet {
         let timestep = batch_timestep(timestep, s[0])?;
         let mut g = unet::build(&self.cfg, s[0], s[2], s[3], ctx.shape()[1])?;
         g.repeats = self.repeats;
-        let mut out = exec.run_stage(
-            obs,
-            "unet",
-            0,
-            &g,
-            &self.weights,
-            vec![
-                ("sample".into(), sample),
-                ("timestep".into(), timestep),
-                ("encoder_hidden_states".into(), ctx),
-            ],
-        )?;
-        Ok(out.remove("sample").expect("unet graph output"))
+        run_denoiser_once(exec, obs, &g, &self.weights, (sample, timestep, ctx))
     }
 }
 
@@ -318,20 +328,8 @@ impl Unet3d {
             ));
         }
         check_context(&ctx, s[0], self.cfg.cross_attention_dim)?;
-        let timestep = crate::components::batch_timestep(timestep, s[0])?;
+        let timestep = batch_timestep(timestep, s[0])?;
         let g = unet3d::build(&self.cfg, s[0], s[2], s[3], s[4], ctx.shape()[1])?;
-        let mut out = exec.run_stage(
-            obs,
-            "unet",
-            0,
-            &g,
-            &self.weights,
-            vec![
-                ("sample".into(), sample),
-                ("timestep".into(), timestep),
-                ("encoder_hidden_states".into(), ctx),
-            ],
-        )?;
-        Ok(out.remove("sample").expect("unet graph output"))
+        run_denoiser_once(exec, obs, &g, &self.weights, (sample, timestep, ctx))
     }
 }

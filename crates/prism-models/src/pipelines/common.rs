@@ -2,7 +2,7 @@
 //! denoise, decode, for `generate` and `generate_once`), the guided denoising loop, the checks
 //! of parts and requests, scheduler construction, and the stage graphs `analyze` reads.
 
-use crate::components::TextEncoder;
+use crate::components::{denoiser_inputs, TextEncoder};
 use crate::schedulers::{self, GaussianNoise, Scheduler};
 use crate::text::tokenizer::ClipTokenizer;
 use prism_core::{Error, Result, Tensor};
@@ -150,11 +150,7 @@ pub fn denoise(
             &plan,
             weights,
             &mut prism_runtime::State::new(),
-            vec![
-                ("sample".into(), sample),
-                ("timestep".into(), tt),
-                ("encoder_hidden_states".into(), ctx.clone()),
-            ],
+            denoiser_inputs(sample, tt, ctx.clone()),
         )?;
         let eps = out.remove("sample").expect("unet output").into_data();
         let pred: Vec<f32> = if guided {
