@@ -50,6 +50,9 @@ pub struct Plan {
     pub cache_step: Option<usize>,
     /// The cache slots the graph touches and their shapes ([`Graph::cache_slots`]).
     pub cache_slots: Vec<(usize, Vec<usize>)>,
+    /// Per node: a `CacheView` whose slot a `CacheWrite` earlier in the graph fills, so the
+    /// view holds this run's rows too.
+    pub view_after_write: Vec<bool>,
     /// Names the buffer pool by graph (see `pool.rs`).
     pub pool_key: String,
 }
@@ -92,6 +95,17 @@ impl Plan {
             ),
             keeps_filters: kernels.keeps_filters(&graph),
             cache_slots: graph.cache_slots(),
+            view_after_write: graph
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| match n.op {
+                    Op::CacheView { slot } => graph.nodes[..i]
+                        .iter()
+                        .any(|w| matches!(w.op, Op::CacheWrite { slot: s } if s == slot)),
+                    _ => false,
+                })
+                .collect(),
             kernels: *kernels,
             last_use,
             moves,

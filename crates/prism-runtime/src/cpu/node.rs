@@ -317,11 +317,8 @@ pub(crate) fn run_node(
                 }
             }
             // Rows this run wrote to the slot before this node count too.
-            let written_here = graph.nodes[..i]
-                .iter()
-                .any(|n| matches!(n.op, Op::CacheWrite { slot: s } if s == *slot));
             let len = offset
-                + if written_here {
+                + if plan.view_after_write[i] {
                     plan.cache_step.unwrap_or(0)
                 } else {
                     0
