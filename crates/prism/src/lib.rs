@@ -70,13 +70,7 @@ impl ModelSpec {
         }
     }
     fn dtype(&self) -> Result<WeightDType> {
-        WeightDType::parse(&self.weights_dtype).ok_or_else(|| {
-            Error::invalid(format!(
-                "--weights-dtype {}: expected one of {}",
-                self.weights_dtype,
-                WeightDType::NAMES.join(", ")
-            ))
-        })
+        parse_weights_dtype(&self.weights_dtype)
     }
     /// Loading options with weights laid out for `exec`'s backend.
     fn load_options(&self, exec: &Executor) -> Result<LoadOptions> {
@@ -88,6 +82,16 @@ impl ModelSpec {
             backend: Some(exec.backend_arc()),
         })
     }
+}
+
+/// A `--weights-dtype` value (`f32`, `bf16`, `f16`).
+pub(crate) fn parse_weights_dtype(s: &str) -> Result<WeightDType> {
+    WeightDType::parse(s).ok_or_else(|| {
+        Error::invalid(format!(
+            "--weights-dtype {s}: expected one of {}",
+            WeightDType::NAMES.join(", ")
+        ))
+    })
 }
 
 /// Kernel variants (`auto`: the choice per shape).

@@ -291,12 +291,7 @@ impl Engine {
         let hw = self.exec.install(|| hardware::resolve(&study.hardware))?;
         let weights_dtype = match &spec.weights_dtype {
             None => WeightDType::F32,
-            Some(s) => WeightDType::parse(s).ok_or_else(|| {
-                Error::invalid(format!(
-                    "--weights-dtype {s}: expected one of {}",
-                    WeightDType::NAMES.join(", ")
-                ))
-            })?,
+            Some(s) => crate::parse_weights_dtype(s)?,
         };
         let opts = LoadOptions {
             variant: spec.variant.clone(),
