@@ -258,11 +258,8 @@ impl Engine {
             decode_seconds: gen.decode_time.as_secs_f64(),
             load_seconds,
             total_seconds: t0.elapsed().as_secs_f64(),
-            frames_dir: if is_video {
-                spec.frames_dir.clone()
-            } else {
-                None
-            },
+            // An image model with --frames-dir was refused above.
+            frames_dir: spec.frames_dir.clone(),
         })
     }
 }
