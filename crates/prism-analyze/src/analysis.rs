@@ -1,7 +1,7 @@
 //! Static analysis of the graphs a generation runs: no weights, no computation.
 
 use crate::hardware::Hardware;
-use prism_core::cost::{graph_costs, torch_op, NodeCost};
+use prism_core::cost::{node_cost_at, torch_op, NodeCost};
 use prism_core::{Category, Graph, Op};
 use prism_runtime::{plan, KernelChoice};
 use serde::Serialize;
@@ -12,6 +12,57 @@ pub struct Stage<'a> {
     pub name: &'a str,
     pub graph: &'a Graph,
     pub runs: usize,
+    /// A decoder phase: the live key length of its first and last run (one more per run).
+    /// Attention and cache reads follow it, not the cache capacity the graph is built for.
+    pub key_lens: Option<(usize, usize)>,
+}
+
+/// Each node's cost summed over a stage's runs (each at its live key length), and its
+/// roofline time summed likewise.
+fn stage_totals(g: &Graph, s: &Stage, hw: &Hardware) -> (Vec<NodeCost>, Vec<f64>) {
+    let mut costs = Vec::with_capacity(g.nodes.len());
+    let mut times = Vec::with_capacity(g.nodes.len());
+    for i in 0..g.nodes.len() {
+        let (mut c, mut t) = (NodeCost::default(), 0.0);
+        match s.key_lens {
+            Some((first, last)) if first <= last => {
+                let (a, z) = (
+                    node_cost_at(g, i, 4, Some(first)),
+                    node_cost_at(g, i, 4, Some(last)),
+                );
+                if a == z {
+                    let n = (last - first + 1) as u64;
+                    c = a.scaled(n);
+                    t = node_time(&a, hw) * n as f64;
+                } else {
+                    for lk in first..=last {
+                        let x = node_cost_at(g, i, 4, Some(lk));
+                        c += x;
+                        t += node_time(&x, hw);
+                    }
+                }
+            }
+            _ => {
+                let x = node_cost_at(g, i, 4, None);
+                c = x.scaled(s.runs as u64);
+                t = node_time(&x, hw) * s.runs as f64;
+            }
+        }
+        costs.push(c);
+        times.push(t);
+    }
+    (costs, times)
+}
+
+/// KV-cache bytes of a decoder phase: live at its first run (before that run's rows are
+/// written), at its last run (after), and the capacity the caches are allocated for.
+#[derive(Clone, Debug, Serialize)]
+pub struct KvCacheReport {
+    pub first_bytes: u64,
+    pub last_bytes: u64,
+    pub capacity_bytes: u64,
+    /// Bytes per cached position (all layers, keys and values, every row of the batch).
+    pub bytes_per_position: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -76,6 +127,8 @@ pub struct MemoryReport {
     /// Peak of activations + kernel scratch from the executor's buffer plan.
     pub peak_activation_bytes: u64,
     pub peak_node: String,
+    /// KV caches at their capacity (decoder phases; 0 otherwise).
+    pub kv_cache_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -83,7 +136,15 @@ pub struct StageReport {
     pub name: String,
     pub runs: usize,
     pub params: u64,
-    /// Costs of one run.
+    /// Decoder phases: the live key length of the first and last run.
+    pub key_lens: Option<[usize; 2]>,
+    /// Decoder phases: KV-cache bytes as the sequence grows.
+    pub kv_cache: Option<KvCacheReport>,
+    /// Decoder phases: FLOPs of all runs if every attention read the whole cache capacity,
+    /// as transformers' static cache (Janus' `generate`) computes them; `total.flops` follows
+    /// the live length (transformers' dynamic cache).
+    pub static_cache_flops: Option<u64>,
+    /// Costs of one run (the mean over runs for a decoder phase).
     pub per_run: Costs,
     /// Costs of all runs.
     pub total: Costs,
@@ -218,13 +279,61 @@ pub fn analyze_stage(
 ) -> StageReport {
     let prepared = kernels.prepare(stage.graph);
     let g: &Graph = &prepared;
-    let nc = graph_costs(g, 4);
-    let times: Vec<f64> = nc.iter().map(|c| node_time(c, hw)).collect();
+    let (tot, tot_t) = stage_totals(g, stage, hw);
+    let runs = stage.runs.max(1) as u64;
+    // Per run: the mean over runs (exact for stages whose runs all cost the same).
+    let nc: Vec<NodeCost> = tot
+        .iter()
+        .map(|c| NodeCost {
+            flops: c.flops / runs,
+            elem_ops: c.elem_ops / runs,
+            bytes: c.bytes / runs,
+            weight_bytes: c.weight_bytes / runs,
+        })
+        .collect();
+    let times: Vec<f64> = tot_t.iter().map(|t| t / runs as f64).collect();
     let mut run = NodeCost::default();
     for c in &nc {
         run += *c;
     }
     let t_run: f64 = times.iter().sum();
+    let mut all = NodeCost::default();
+    for c in &tot {
+        all += *c;
+    }
+    let t_all: f64 = tot_t.iter().sum();
+    let kv_cache = stage.key_lens.map(|(first, last)| {
+        let per_pos: u64 = g
+            .cache_slots()
+            .iter()
+            .map(|(_, s)| (s[0] * s[2] * 4) as u64)
+            .sum();
+        let cap = g.cache_slots().first().map_or(0, |(_, s)| s[1]) as u64;
+        let new_rows = g
+            .nodes
+            .iter()
+            .find(|n| matches!(n.op, Op::CacheWrite { .. }))
+            .map_or(0, |n| g.values[n.inputs[0]].shape[1]) as u64;
+        KvCacheReport {
+            first_bytes: per_pos * (first as u64).saturating_sub(new_rows),
+            last_bytes: per_pos * last as u64,
+            capacity_bytes: per_pos * cap,
+            bytes_per_position: per_pos,
+        }
+    });
+    // transformers' static cache: a prefill (nothing cached before it) attends over its own
+    // keys only; a decode step attends over every slot of the cache (masked).
+    let static_cache_flops = stage.key_lens.map(|(first, _)| {
+        let prefill = kv_cache.as_ref().is_some_and(|k| k.first_bytes == 0) || first == 0;
+        if prefill {
+            all.flops
+        } else {
+            (0..g.nodes.len())
+                .map(|i| node_cost_at(g, i, 4, None).flops)
+                .sum::<u64>()
+                * stage.runs as u64
+        }
+    });
     let mut torch_ops = BTreeMap::new();
     for (i, n) in g.nodes.iter().enumerate() {
         if let Some(op) = torch_op(n) {
@@ -274,7 +383,8 @@ pub fn analyze_stage(
                     batch: q[0],
                     heads: a.heads,
                     query_len: q[1],
-                    key_len: k[1],
+                    // A decoder phase: the live length of its last run.
+                    key_len: stage.key_lens.map_or(k[1], |(_, last)| last),
                     head_dim: a.head_dim,
                     flops: nc[i].flops,
                 })
@@ -309,7 +419,10 @@ pub fn analyze_stage(
         runs: stage.runs,
         params: g.param_count() as u64,
         per_run: costs(&run, t_run),
-        total: costs(&run.scaled(stage.runs as u64), t_run * stage.runs as f64),
+        key_lens: stage.key_lens.map(|(a, z)| [a, z]),
+        kv_cache: kv_cache.clone(),
+        static_cache_flops,
+        total: costs(&all, t_all),
         torch_ops,
         categories: category_rows(g, &nc, &times, 1),
         classes: class_rows(g, &nc, &times),
@@ -321,6 +434,7 @@ pub fn analyze_stage(
             kept_filter_bytes: prism_runtime::kept_filter_bytes(g, kernels) as u64,
             peak_activation_bytes: mp.peak_bytes as u64,
             peak_node: g.nodes[mp.peak_node].path.clone(),
+            kv_cache_bytes: kv_cache.as_ref().map_or(0, |k| k.capacity_bytes),
         },
     }
 }
@@ -345,7 +459,7 @@ pub fn analyze(
     for (s, r) in stages.iter().zip(&reports) {
         let prepared = kernels.prepare(s.graph);
         let g: &Graph = &prepared;
-        let nc = graph_costs(g, 4);
+        let (tot, tot_t) = stage_totals(g, s, hw);
         for (i, n) in g.nodes.iter().enumerate() {
             if matches!(n.op, Op::Input { .. }) {
                 continue;
@@ -354,8 +468,8 @@ pub fn analyze(
                 cats.entry(n.op.category().name().into())
                     .or_insert((0, NodeCost::default(), 0.0));
             e.0 += 1;
-            e.1 += nc[i].scaled(s.runs as u64);
-            e.2 += node_time(&nc[i], hw) * s.runs as f64;
+            e.1 += tot[i];
+            e.2 += tot_t[i];
         }
         total += NodeCost {
             flops: r.total.flops,
@@ -378,13 +492,25 @@ pub fn analyze(
         })
         .collect();
     total_categories.retain(|r| r.nodes > 0);
-    let weights: u64 = reports
+    // Stages over one parameter table (a decoder's prefill and decode) share their weights.
+    let mut seen = std::collections::HashSet::new();
+    let weights: u64 = stages
         .iter()
-        .map(|r| r.memory.weight_bytes + r.memory.kept_filter_bytes)
+        .zip(&reports)
+        .filter(|(s, _)| {
+            seen.insert(
+                s.graph
+                    .params
+                    .iter()
+                    .map(|p| format!("{}{:?}", p.name, p.shape))
+                    .collect::<String>(),
+            )
+        })
+        .map(|(_, r)| r.memory.weight_bytes + r.memory.kept_filter_bytes)
         .sum();
     let act = reports
         .iter()
-        .map(|r| r.memory.peak_activation_bytes)
+        .map(|r| r.memory.peak_activation_bytes + r.memory.kv_cache_bytes)
         .max()
         .unwrap_or(0);
     Report {

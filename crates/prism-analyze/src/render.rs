@@ -166,6 +166,42 @@ pub fn analysis(r: &Report, layers: bool) -> String {
         ]);
     }
     o += &t.render("  ");
+    let phases: Vec<_> = r.stages.iter().filter(|s| s.key_lens.is_some()).collect();
+    if !phases.is_empty() {
+        let _ = writeln!(
+            o,
+            "\ndecoder phases (keys: live length of the first and last run):"
+        );
+        let mut t = Table::new(&[
+            "phase",
+            "runs",
+            "keys",
+            "FLOPs",
+            "bytes",
+            "FLOP/B",
+            "roofline",
+            "KV cache",
+            "static-cache FLOPs",
+        ]);
+        for s in &phases {
+            let [a, z] = s.key_lens.unwrap_or_default();
+            let kv = s.kv_cache.as_ref().map_or(String::new(), |k| {
+                format!("{} → {}", bytes(k.first_bytes), bytes(k.last_bytes))
+            });
+            t.row(vec![
+                s.name.clone(),
+                s.runs.to_string(),
+                format!("{a}..{z}"),
+                si(s.total.flops as f64, "FLOP"),
+                bytes(s.total.bytes),
+                format!("{:.1}", s.total.intensity),
+                secs(s.total.predicted_s),
+                kv,
+                si(s.static_cache_flops.unwrap_or(0) as f64, "FLOP"),
+            ]);
+        }
+        o += &t.render("  ");
+    }
     for s in &r.stages {
         let _ = writeln!(o, "\n{} (one run):", s.name);
         let mut t = Table::new(&[

@@ -12,6 +12,8 @@ pub struct GraphBuilder {
     g: Graph,
     /// The first dtype or cache-view rule broken (see [`GraphBuilder::finish`]).
     err: Option<Error>,
+    /// Parameters declared ahead of their ops (see [`GraphBuilder::declare`]).
+    declared: Vec<bool>,
 }
 
 fn path_param(path: &str, leaf: &str) -> String {
@@ -30,6 +32,7 @@ impl GraphBuilder {
                 ..Graph::default()
             },
             err: None,
+            declared: Vec::new(),
         }
     }
 
@@ -47,14 +50,38 @@ impl GraphBuilder {
     }
 
     pub fn param(&mut self, name: String, shape: Vec<usize>) -> Result<ParamId> {
-        if self.g.params.iter().any(|p| p.name == name) {
-            return Err(Error::invalid(format!(
-                "graph {}: parameter {name} defined twice",
-                self.g.name
-            )));
+        if let Some(i) = self.g.params.iter().position(|p| p.name == name) {
+            if !self.declared.get(i).copied().unwrap_or(false) {
+                return Err(Error::invalid(format!(
+                    "graph {}: parameter {name} defined twice",
+                    self.g.name
+                )));
+            }
+            if self.g.params[i].shape != shape {
+                return Err(Error::shape(
+                    &name,
+                    format!(
+                        "declared as {:?}, used as {shape:?}",
+                        self.g.params[i].shape
+                    ),
+                ));
+            }
+            self.declared[i] = false;
+            return Ok(i);
         }
         self.g.params.push(Param { name, shape });
+        self.declared.resize(self.g.params.len(), false);
         Ok(self.g.params.len() - 1)
+    }
+
+    /// Declare a parameter before the op that uses it (which then takes this entry), so that
+    /// several graphs of one model (a decoder's prefill and decode graphs, each using part of
+    /// the weights) share one parameter table and so one set of loaded weights. A declared
+    /// parameter no op uses stays in the table.
+    pub fn declare(&mut self, name: String, shape: Vec<usize>) -> Result<ParamId> {
+        let id = self.param(name, shape)?;
+        self.declared[id] = true;
+        Ok(id)
     }
 
     fn push(
@@ -457,6 +484,15 @@ impl GraphBuilder {
             .ok_or_else(|| Error::shape(path, "rms norm on a scalar"))?;
         let weight = self.param(path_param(path, "weight"), vec![c])?;
         Ok(self.push(path, Op::RmsNorm { eps, weight }, vec![x], s, DType::F32))
+    }
+
+    /// x / max(‖x‖₂, eps) over the last axis (torch's `F.normalize(x, p=2, dim=-1)`).
+    pub fn l2_normalize(&mut self, path: &str, x: ValueId, eps: f32) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        if s.last().is_none_or(|&d| d == 0) {
+            return Err(Error::shape(path, format!("l2 normalize over {s:?}")));
+        }
+        Ok(self.push(path, Op::L2Normalize { eps }, vec![x], s, DType::F32))
     }
 
     /// Rotary position embedding of x (B, L, heads·head_dim) at the run's positions.

@@ -10,7 +10,7 @@
 //! - `bytes` is the minimum traffic: every input and weight read once, the output written
 //!   once, at each value's dtype size. A reshape moves nothing.
 
-use crate::{Category, CostShapes, Graph, Node};
+use crate::{Category, CostShapes, Graph, Node, Op};
 
 /// Costs of one node.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -90,6 +90,11 @@ pub fn node_cost_at(g: &Graph, i: usize, weight_elem_bytes: u64, lk: Option<usiz
         .iter()
         .map(|p| p.iter().product::<usize>() as u64)
         .sum();
+    // A token embedding gathers one table row per id, not the whole table.
+    let weight_elems = match n.op {
+        Op::TokenEmbedding { .. } => weight_elems.min(g.values[n.output].numel() as u64),
+        _ => weight_elems,
+    };
     let weight_bytes = weight_elems * weight_elem_bytes;
     let elem_bytes = |v: usize| {
         let info = &g.values[v];

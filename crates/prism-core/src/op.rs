@@ -213,6 +213,11 @@ pub enum Op {
         eps: f32,
         weight: ParamId,
     },
+    /// L2 normalization over the last axis, x / max(‖x‖₂, eps) (torch's `F.normalize(p=2)`;
+    /// the VQ codebook lookup of Janus' image decoder).
+    L2Normalize {
+        eps: f32,
+    },
     Activation(ActKind),
     /// GEGLU gate: input (..., 2n) → x[..., :n] · gelu(x[..., n:]).
     Geglu,
@@ -320,6 +325,7 @@ impl Op {
             Op::GroupNorm { silu: true, .. } => "group_norm_silu",
             Op::LayerNorm { .. } => "layer_norm",
             Op::RmsNorm { .. } => "rms_norm",
+            Op::L2Normalize { .. } => "l2_normalize",
             Op::Activation(a) => a.name(),
             Op::Geglu => "geglu",
             Op::Add => "add",
@@ -347,7 +353,9 @@ impl Op {
             Op::Linear { .. } | Op::LinearGeglu { .. } => Category::Linear,
             Op::Attention(_) => Category::Attention,
             Op::GroupNorm { .. } => Category::GroupNorm,
-            Op::LayerNorm { .. } | Op::RmsNorm { .. } => Category::LayerNorm,
+            Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::L2Normalize { .. } => {
+                Category::LayerNorm
+            }
             Op::Activation(_) | Op::Geglu => Category::Activation,
             Op::Add | Op::Mul | Op::Scale { .. } | Op::Clamp { .. } | Op::Concat { .. } => {
                 Category::Elementwise
@@ -380,6 +388,7 @@ impl Op {
             | Op::GroupNorm { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
+            | Op::L2Normalize { .. }
             | Op::Activation(_)
             | Op::Geglu
             | Op::Add
@@ -411,6 +420,7 @@ impl Op {
                 vec![*weight, *bias]
             }
             Op::RmsNorm { weight, .. } => vec![*weight],
+            Op::L2Normalize { .. } => vec![],
             Op::TokenEmbedding { table } | Op::PositionEmbedding { table } => vec![*table],
             Op::Input { .. }
             | Op::Attention(_)
@@ -444,6 +454,7 @@ impl Op {
             | Op::GroupNorm { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
+            | Op::L2Normalize { .. }
             | Op::Activation(_)
             | Op::Geglu
             | Op::Add
@@ -481,6 +492,7 @@ impl Op {
             | Op::GroupNorm { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
+            | Op::L2Normalize { .. }
             | Op::Activation(_)
             | Op::Geglu
             | Op::Add
@@ -527,6 +539,7 @@ impl Op {
             | Op::GroupNorm { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
+            | Op::L2Normalize { .. }
             | Op::Activation(_)
             | Op::Geglu
             | Op::Add
@@ -564,6 +577,8 @@ impl Op {
             Op::GroupNorm { silu: true, .. } => 10,
             // square-sum (2), normalize (1), scale (1)
             Op::RmsNorm { .. } => 4,
+            // square-sum (2), normalize (1)
+            Op::L2Normalize { .. } => 3,
             Op::Activation(a) => a.elem_ops(),
             // gelu of the gate, then the product
             Op::Geglu | Op::LinearGeglu { .. } => 9,

@@ -239,6 +239,7 @@ pub fn eval_node(
         } => group_norm(path, inputs[0], *groups, *eps, params[0], params[1], *silu)?,
         Op::LayerNorm { eps, .. } => layer_norm(path, inputs[0], *eps, params[0], params[1])?,
         Op::RmsNorm { eps, .. } => rms_norm(path, inputs[0], *eps, params[0])?,
+        Op::L2Normalize { eps } => l2_normalize(path, inputs[0], *eps)?,
         Op::Activation(kind) => {
             let y = inputs[0].to_f64().into_iter().map(|v| activation(*kind, v));
             (inputs[0].shape().to_vec(), y.collect())
@@ -715,6 +716,29 @@ fn rms_norm(path: &str, x: &Tensor, eps: f32, w: &Tensor) -> Result<Out> {
         let inv = 1.0 / (ms + eps).sqrt();
         for j in 0..d {
             y[r * d + j] = xs[j] * inv * wd[j];
+        }
+    }
+    Ok((s.to_vec(), y))
+}
+
+fn l2_normalize(path: &str, x: &Tensor, eps: f32) -> Result<Out> {
+    let s = x.shape();
+    let d = match s.last() {
+        Some(&d) if d > 0 => d,
+        _ => return Err(Error::shape(path, format!("l2 normalize over {s:?}"))),
+    };
+    let xd = x.to_f64();
+    let mut y = vec![0.0; xd.len()];
+    for r in 0..xd.len() / d {
+        let xs = &xd[r * d..(r + 1) * d];
+        let norm = xs
+            .iter()
+            .map(|v| v * v)
+            .sum::<f64>()
+            .sqrt()
+            .max(f64::from(eps));
+        for j in 0..d {
+            y[r * d + j] = xs[j] / norm;
         }
     }
     Ok((s.to_vec(), y))

@@ -300,6 +300,22 @@ simd_fn!(fn rms_norm_rows[](x: &[f32], d: usize, eps: f32, gamma: &[f32], y: &mu
     }
 });
 
+/// L2 normalization over rows of `d`: y = x / max(‖x‖₂, eps) (torch's `F.normalize`). Plain
+/// code: it runs once per VQ decode over a few thousand short rows.
+pub fn l2_normalize(x: &[f32], d: usize, eps: f32, y: &mut [f32]) {
+    assert_eq!(x.len() % d, 0);
+    assert_eq!(y.len(), x.len());
+    y.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .for_each(|(yr, xr)| {
+            let ss: f64 = xr.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+            let inv = 1.0 / (ss.sqrt() as f32).max(eps);
+            for (o, &v) in yr.iter_mut().zip(xr) {
+                *o = v * inv;
+            }
+        });
+}
+
 /// RMS norm over rows of `d`: y = x / sqrt(mean(x²) + eps) · gamma (Llama's `LlamaRMSNorm`,
 /// T5's `T5LayerNorm`).
 pub fn rms_norm(x: &[f32], d: usize, eps: f32, gamma: &[f32], y: &mut [f32]) {

@@ -57,6 +57,19 @@ impl Cfg {
         })
     }
 
+    /// A nested config object (transformers' `text_config`, `vq_config`, ...), its errors
+    /// labelled `file:key`.
+    pub fn sub(&self, key: &str) -> Result<Cfg> {
+        match self.get(key) {
+            Some(v) if v.is_object() => Ok(Cfg {
+                v: v.clone(),
+                file: format!("{}:{key}", self.file),
+            }),
+            Some(v) => Err(self.err(format!("`{key}` must be an object, got {}", show(v)))),
+            None => Err(self.err(format!("no `{key}`"))),
+        }
+    }
+
     pub fn err(&self, msg: impl Into<String>) -> Error {
         Error::config(&self.file, msg)
     }

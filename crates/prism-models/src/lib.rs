@@ -1,7 +1,8 @@
 //! prism-models: model families as graph builders, and the pipelines that run them.
 //!
 //! - `nn/`: blocks shared by families (ResNet and transformer blocks, attention, sampling);
-//! - `text/`: text encoders and tokenizers (CLIP);
+//! - `text/`: text encoders and tokenizers (CLIP; the Llama decoder);
+//! - `autoregressive/`: token-by-token image models (Janus-Pro) and their sampling;
 //! - `diffusion/`: denoisers (UNet2D, UNet3D);
 //! - `autoencoders/`: latent ↔ pixel models (KL VAE);
 //! - `schedulers/`: one file per scheduler;
@@ -11,6 +12,7 @@
 //!   configs, weights and files come from and go to.
 
 pub mod autoencoders;
+pub mod autoregressive;
 pub mod components;
 pub mod config;
 pub mod diffusion;

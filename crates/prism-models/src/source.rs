@@ -60,6 +60,33 @@ pub const PRESETS: &[Preset] = &[
         ],
         pad: PadToken::Bang,
     },
+    Preset {
+        name: "janus-pro-1b",
+        description: "Janus-Pro 1B architecture, image generation (Llama 1.5B decoder over 576 image tokens, VQ decoder to 384x384)",
+        class_name: "JanusForConditionalGeneration",
+        configs: &[
+            ("config", include_str!("../presets/janus-pro-1b/config.json")),
+            (
+                "generation_config",
+                include_str!("../presets/janus-pro-1b/generation_config.json"),
+            ),
+        ],
+        pad: PadToken::Eos,
+    },
+    Preset {
+        name: "llama2-7b",
+        description: "Llama-2-7B architecture: the LLM baseline of the study (analyze and profile only)",
+        class_name: "LlamaForCausalLM",
+        configs: &[("config", include_str!("../presets/llama2-7b/config.json"))],
+        pad: PadToken::Eos,
+    },
+    Preset {
+        name: "llama-1b",
+        description: "a 1.1B Llama (TinyLlama-1.1B's shape, grouped-query attention): the LLM baseline at Janus-Pro-1B's size (analyze and profile only)",
+        class_name: "LlamaForCausalLM",
+        configs: &[("config", include_str!("../presets/llama-1b/config.json"))],
+        pad: PadToken::Eos,
+    },
 ];
 
 pub fn preset_names() -> String {
@@ -186,6 +213,75 @@ impl ModelSource {
                 ClipTokenizer::from_folder(&d)
             }
             ModelSource::Preset(p) => ClipTokenizer::builtin(p.pad),
+        }
+    }
+
+    /// A config file at the model's root (`config.json`, `generation_config.json`: a
+    /// transformers folder) by stem, or a preset's config of that name; None if absent.
+    pub fn root_config(&self, stem: &str) -> Result<Option<Cfg>> {
+        match self {
+            ModelSource::Folder(root) => {
+                let f = root.join(format!("{stem}.json"));
+                f.is_file().then(|| Cfg::from_file(&f)).transpose()
+            }
+            ModelSource::Preset(p) => p
+                .configs
+                .iter()
+                .find(|(name, _)| *name == stem)
+                .map(|(_, text)| Cfg::from_str(text, &format!("preset {}/{stem}", p.name)))
+                .transpose(),
+        }
+    }
+
+    /// The root `config.json` of a transformers folder (or a preset's `config`).
+    pub fn model_config(&self) -> Result<Cfg> {
+        self.root_config("config")?.ok_or_else(|| match self {
+            ModelSource::Folder(root) => {
+                Error::file(root, "no config.json: is this a transformers model folder?")
+            }
+            ModelSource::Preset(p) => {
+                Error::invalid(format!("preset {} has no model config", p.name))
+            }
+        })
+    }
+
+    /// The weight files at the root of a transformers folder (`model.safetensors`, or sharded
+    /// with `model.safetensors.index.json`); None for a preset.
+    pub fn model_files(&self, variant: Option<&str>) -> Result<Option<TensorFiles>> {
+        match self {
+            ModelSource::Folder(root) => Ok(Some(TensorFiles::open(&loader::weight_files(
+                root, variant,
+            )?)?)),
+            ModelSource::Preset(_) => Ok(None),
+        }
+    }
+
+    /// Weights for `graph`, one part (`c`, for the seed) of a single-checkpoint transformers
+    /// model: bound from `files` by exact name (keys starting with an `ignore` prefix may be
+    /// present unused), or a preset's seeded random ones.
+    pub fn part_weights(
+        &self,
+        graph: &Graph,
+        c: Component,
+        files: Option<&TensorFiles>,
+        ignore: &[&str],
+        opts: &LoadOptions,
+    ) -> Result<Weights> {
+        let (dtype, layout) = (opts.weights_dtype, opts.layout(graph));
+        match files {
+            None => random_weights_laid(
+                graph,
+                opts.weight_seed ^ c.seed_salt() << 32,
+                dtype,
+                &layout,
+            ),
+            Some(files) => {
+                let rules = KeyRules {
+                    optional_prefix: None,
+                    ignore: ignore.iter().map(|s| s.to_string()).collect(),
+                };
+                loader::bind(graph, files, &rules, dtype, &layout)
+            }
         }
     }
 

@@ -86,6 +86,7 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) ->
         | Op::GroupNorm { .. }
         | Op::LayerNorm { .. }
         | Op::RmsNorm { .. }
+        | Op::L2Normalize { .. }
         | Op::Activation(_)
         | Op::Geglu
         | Op::Add
@@ -127,6 +128,7 @@ pub fn transient_scratch_bytes(g: &Graph, i: NodeId, threads: usize, kc: &Kernel
         | Op::GroupNorm { .. }
         | Op::LayerNorm { .. }
         | Op::RmsNorm { .. }
+        | Op::L2Normalize { .. }
         | Op::Activation(_)
         | Op::Geglu
         | Op::Add

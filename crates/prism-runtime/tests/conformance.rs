@@ -123,6 +123,7 @@ fn covered_by(op: &Op) -> (&'static str, &'static [&'static str]) {
         Op::GroupNorm { silu: false, .. } => ("GroupNorm", &["group_norm"]),
         Op::LayerNorm { .. } => ("LayerNorm", &["layer_norm", "fused_block"]),
         Op::RmsNorm { .. } => ("RmsNorm", &["rms_norm"]),
+        Op::L2Normalize { .. } => ("L2Normalize", &["l2_normalize"]),
         Op::Activation(ActKind::Silu) => ("Activation silu", &["activations"]),
         Op::Activation(ActKind::Gelu) => ("Activation gelu", &["activations"]),
         Op::Activation(ActKind::GeluTanh) => ("Activation gelu_tanh", &["activations"]),
@@ -172,6 +173,7 @@ const FORMS: &[&str] = &[
     "GroupNorm",
     "LayerNorm",
     "RmsNorm",
+    "L2Normalize",
     "Activation silu",
     "Activation gelu",
     "Activation gelu_tanh",
@@ -784,6 +786,14 @@ fn build_cases(seed: u64) -> R<Vec<Case>> {
         2.0,
         TOL_REL,
         |b, x| Ok(vec![b.rms_norm("rms", x[0], 1e-6)?]),
+    )?);
+    cases.push(single(
+        r,
+        "l2_normalize",
+        &[&[3, 7, 8]],
+        2.0,
+        TOL_REL,
+        |b, x| Ok(vec![b.l2_normalize("l2", x[0], 1e-12)?]),
     )?);
 
     // ---- element-wise ----

@@ -12,12 +12,6 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
 
-fn default_steps() -> usize {
-    50
-}
-fn default_guidance() -> f32 {
-    7.5
-}
 fn default_decode_chunk() -> usize {
     video::DEFAULT_DECODE_CHUNK
 }
@@ -32,11 +26,23 @@ pub struct GenerateSpec {
     pub prompt: String,
     #[serde(default)]
     pub negative_prompt: String,
-    #[serde(default = "default_steps")]
-    pub steps: usize,
-    /// Classifier-free guidance scale (≤ 1 disables guidance).
-    #[serde(default = "default_guidance")]
-    pub guidance: f32,
+    /// Denoising steps (default 50; token models take none).
+    #[serde(default)]
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale (≤ 1 disables guidance; default: the model's, 7.5 for
+    /// diffusion models).
+    #[serde(default)]
+    pub guidance: Option<f32>,
+    /// Token models: take the most probable token at every step.
+    #[serde(default)]
+    pub greedy: bool,
+    /// Token models: sampling temperature (default: the model's generation config, else 1).
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub top_p: Option<f32>,
     /// Scheduler override (default: the model's scheduler config).
     #[serde(default)]
     pub scheduler: Option<String>,
@@ -82,7 +88,10 @@ pub struct GenerateReport {
     pub frames: usize,
     pub width: usize,
     pub height: usize,
+    /// Denoising steps, or image tokens of an autoregressive model.
     pub steps: usize,
+    /// Made token by token (`steps` counts image tokens, `scheduler` is the sampling).
+    pub autoregressive: bool,
     pub scheduler: String,
     pub text_seconds: f64,
     pub step_seconds: Vec<f64>,
@@ -108,13 +117,19 @@ impl Engine {
         events: &mut dyn FnMut(&Event),
     ) -> Result<GenerateReport> {
         check_output_path(&spec.output, spec.force)?;
-        if spec.steps == 0 {
+        if spec.steps == Some(0) {
             return Err(Error::invalid(
                 "--steps 0: at least one denoising step is needed",
             ));
         }
         let src = ModelSource::parse(&spec.model.model)?;
         let entry = pipelines::entry_for(&src)?;
+        if entry.media == MediaKind::Text {
+            return Err(Error::invalid(format!(
+                "{} is a language model, the study's LLM baseline: analyze or profile it (it makes no image)",
+                src.label()
+            )));
+        }
         (entry.check_size)(&src, spec.width, spec.height)?;
         let opts = spec.model.load_options(&self.exec)?;
         let exec = self
@@ -153,6 +168,14 @@ impl Engine {
             guidance: spec.guidance,
             scheduler: spec.scheduler.clone(),
             seed: spec.seed,
+            sampling: pipelines::SamplingFlags {
+                greedy: spec.greedy,
+                temperature: spec.temperature,
+                top_k: spec.top_k,
+                top_p: spec.top_p,
+            },
+            prompt_tokens: None,
+            new_tokens: None,
             width: spec.width,
             height: spec.height,
             frames: is_video.then(|| spec.frames.unwrap_or(video::DEFAULT_FRAMES)),
@@ -176,20 +199,19 @@ impl Engine {
         let load_seconds = t0.elapsed().as_secs_f64();
         events(&Event::Loaded(if is_video {
             format!(
-                "loaded {label} in {load_seconds:.1}s; {} frames of {w}x{h}, {} steps, guidance {}, {} threads",
+                "loaded {label} in {load_seconds:.1}s; {} frames of {w}x{h}, {}, {} threads",
                 req.frames.unwrap_or_default(),
-                spec.steps,
-                spec.guidance,
+                pipeline.settings(&req),
                 exec.threads()
             )
         } else {
             format!(
-                "loaded {label} in {load_seconds:.1}s; {w}x{h}, {} steps, guidance {}, {} threads",
-                spec.steps,
-                spec.guidance,
+                "loaded {label} in {load_seconds:.1}s; {w}x{h}, {}, {} threads",
+                pipeline.settings(&req),
                 exec.threads()
             )
         }));
+        let settings = pipeline.settings(&req);
         let gen = pipeline.run_once(
             &exec,
             &req,
@@ -197,6 +219,11 @@ impl Engine {
                 events(&match p {
                     Progress::TextEncoded(d) => Event::TextEncoded(d.as_secs_f64()),
                     Progress::Step { index, total, time } => Event::Step {
+                        index,
+                        total,
+                        seconds: time.as_secs_f64(),
+                    },
+                    Progress::Token { index, total, time } => Event::Token {
                         index,
                         total,
                         seconds: time.as_secs_f64(),
@@ -209,12 +236,11 @@ impl Engine {
         let frames = match &gen.media {
             Media::Image(img) => {
                 let params = format!(
-                    "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}{}",
+                    "{}\nNegative prompt: {}\n{}, Sampler: {}, Seed: {}, Size: {}x{}, Model: {}{}",
                     spec.prompt,
                     spec.negative_prompt,
-                    spec.steps,
+                    settings,
                     gen.scheduler,
-                    spec.guidance,
                     if req.latents.is_some() {
                         "latents file".to_string()
                     } else {
@@ -242,6 +268,7 @@ impl Engine {
                 }
                 frames.len()
             }
+            Media::Tokens(_) => unreachable!("text models were refused above"),
         };
         Ok(GenerateReport {
             output: spec.output.clone(),
@@ -251,7 +278,8 @@ impl Engine {
             frames,
             width: gen.width,
             height: gen.height,
-            steps: spec.steps,
+            steps: gen.step_times.len(),
+            autoregressive: entry.autoregressive,
             scheduler: gen.scheduler.to_string(),
             text_seconds: gen.text_time.as_secs_f64(),
             step_seconds: gen.step_times.iter().map(|d| d.as_secs_f64()).collect(),

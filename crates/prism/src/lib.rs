@@ -166,6 +166,13 @@ pub enum Event {
         total: usize,
         seconds: f64,
     },
+    /// An autoregressive model chose image token `index` (from 0) of `total`, in `seconds`
+    /// (the first includes the prompt's prefill).
+    Token {
+        index: usize,
+        total: usize,
+        seconds: f64,
+    },
     /// The decoder ran (seconds).
     Decoded(f64),
     /// A benchmark started.

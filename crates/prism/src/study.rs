@@ -13,9 +13,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-fn default_guidance() -> f32 {
-    7.5
-}
 fn default_one() -> usize {
     1
 }
@@ -45,13 +42,22 @@ pub struct StudySpec {
     pub decode_chunk: usize,
     #[serde(default = "default_one")]
     pub batch: usize,
-    #[serde(default = "default_guidance")]
-    pub guidance: f32,
+    /// Guidance scale (default: the model's; 7.5 for diffusion models).
+    #[serde(default)]
+    pub guidance: Option<f32>,
     #[serde(default)]
     pub clip_skip: usize,
     #[serde(default)]
     pub scheduler: Option<String>,
-    pub steps: usize,
+    /// Denoising steps (default: 50 for analyze, 1 for profile; token models take none).
+    #[serde(default)]
+    pub steps: Option<usize>,
+    /// Decoder models: prompt length in tokens (default: Janus 32, the LLM 512).
+    #[serde(default)]
+    pub prompt_tokens: Option<usize>,
+    /// The LLM baseline: tokens generated after the prompt (default 128).
+    #[serde(default)]
+    pub new_tokens: Option<usize>,
     /// Roofline hardware: a100, h100, adreno740, cpu, or a TOML file.
     #[serde(default = "default_cpu")]
     pub hardware: String,
@@ -148,11 +154,21 @@ impl StudySpec {
     /// The settings a report records.
     fn settings(&self, shape: &StudyShape) -> BTreeMap<String, serde_json::Value> {
         let mut m = BTreeMap::new();
-        m.insert("width".into(), shape.width.into());
-        m.insert("height".into(), shape.height.into());
-        m.insert("steps".into(), shape.steps.into());
+        if shape.width > 0 {
+            m.insert("width".into(), shape.width.into());
+            m.insert("height".into(), shape.height.into());
+        }
+        if shape.steps > 0 {
+            m.insert("steps".into(), shape.steps.into());
+        }
         m.insert("batch".into(), shape.batch.into());
         m.insert("guidance".into(), (shape.guidance as f64).into());
+        if let Some(p) = shape.prompt_tokens {
+            m.insert("prompt_tokens".into(), p.into());
+        }
+        if let Some(n) = shape.new_tokens {
+            m.insert("new_tokens".into(), n.into());
+        }
         if let Some(s) = &shape.scheduler {
             m.insert("scheduler".into(), s.clone().into());
         }
@@ -163,11 +179,11 @@ impl StudySpec {
     /// (where --frames is an error).
     fn frame_counts(&self, src: &ModelSource, media: MediaKind) -> Result<Option<Vec<usize>>> {
         match (&self.frames, media) {
-            (Some(_), MediaKind::Image) => Err(Error::invalid(format!(
-                "--frames: {} is an image model; frame counts apply to video models (such as t2v)",
+            (Some(_), MediaKind::Image | MediaKind::Text) => Err(Error::invalid(format!(
+                "--frames: {} is not a video model; frame counts apply to video models (such as t2v)",
                 src.label()
             ))),
-            (None, MediaKind::Image) => Ok(None),
+            (None, MediaKind::Image | MediaKind::Text) => Ok(None),
             (None, MediaKind::Video) => Ok(Some(vec![video::DEFAULT_FRAMES])),
             (Some(list), MediaKind::Video) => {
                 let mut v = Vec::new();
@@ -185,28 +201,60 @@ impl StudySpec {
         }
     }
 
-    /// Resolve the model, check flags, and fill defaults.
-    fn resolve(&self) -> Result<Resolved> {
+    /// Resolve the model, check flags, and fill defaults (`default_steps` for a diffusion
+    /// model given no --steps).
+    fn resolve(&self, default_steps: usize) -> Result<Resolved> {
         let src = ModelSource::parse(self.model()?)?;
         let entry = pipelines::entry_for(&src)?;
         let frames = self.frame_counts(&src, entry.media)?;
-        if self.steps == 0 {
+        let steps = if entry.autoregressive {
+            if self.steps.is_some() {
+                return Err(Error::invalid(format!(
+                    "--steps: {} emits tokens one at a time (a prefill, then decode steps); there are no denoising steps",
+                    src.label()
+                )));
+            }
+            0
+        } else {
+            for (flag, v) in [
+                ("--prompt-tokens", self.prompt_tokens),
+                ("--new-tokens", self.new_tokens),
+            ] {
+                if v.is_some() {
+                    return Err(Error::invalid(format!(
+                        "{flag}: {} is a diffusion model; token counts apply to decoder models (janus-pro-1b, llama2-7b)",
+                        src.label()
+                    )));
+                }
+            }
+            self.steps.unwrap_or(default_steps)
+        };
+        if !entry.autoregressive && steps == 0 {
             return Err(Error::invalid(
                 "--steps 0: at least one denoising step is needed",
             ));
         }
+        let guidance = match self.guidance {
+            Some(g) if !g.is_finite() => {
+                return Err(Error::invalid(format!("--guidance {g}: must be finite")))
+            }
+            Some(g) => g,
+            None => (entry.default_guidance)(&src)?,
+        };
         (entry.check_size)(&src, self.width, self.height)?;
         let native = (entry.native_size)(&src)?;
         let shape = StudyShape {
             width: self.width.unwrap_or(native),
             height: self.height.unwrap_or(native),
             batch: self.batch,
-            steps: self.steps,
-            guidance: self.guidance,
+            steps,
+            guidance,
             clip_skip: self.clip_skip,
             scheduler: self.scheduler.clone(),
             frames: None,
             decode_chunk: self.decode_chunk,
+            prompt_tokens: self.prompt_tokens,
+            new_tokens: self.new_tokens,
         };
         Ok(Resolved {
             src,
@@ -228,7 +276,7 @@ impl Engine {
     /// Analyze a generation from configs alone (no weights read), or sweep frame counts.
     /// Writes `--csv` if asked.
     pub fn analyze(&self, spec: &StudySpec) -> Result<AnalyzeOutput> {
-        let r = spec.resolve()?;
+        let r = spec.resolve(pipelines::DEFAULT_STEPS)?;
         if let Some(c) = &spec.csv {
             check_output_path(c, spec.force)?;
         }
@@ -242,6 +290,7 @@ impl Engine {
                     name: g.name,
                     graph: &g.graph,
                     runs: g.runs,
+                    key_lens: g.key_lens,
                 })
                 .collect();
             Ok(analyze(
@@ -284,7 +333,7 @@ impl Engine {
         events: &mut dyn FnMut(&Event),
     ) -> Result<ProfileReport> {
         let study = &spec.study;
-        let r = study.resolve()?;
+        let r = study.resolve(1)?;
         for p in [&study.csv, &spec.trace].into_iter().flatten() {
             check_output_path(p, study.force)?;
         }
@@ -332,10 +381,12 @@ impl Engine {
         let req = Request {
             prompt: match r.entry.media {
                 MediaKind::Video => "a boat on a lake".into(),
-                MediaKind::Image => "a lighthouse at dusk".into(),
+                MediaKind::Image | MediaKind::Text => "a lighthouse at dusk".into(),
             },
-            steps: study.steps,
-            guidance: r.shape.guidance,
+            steps: (!r.entry.autoregressive).then_some(r.shape.steps),
+            guidance: Some(r.shape.guidance),
+            prompt_tokens: r.shape.prompt_tokens,
+            new_tokens: r.shape.new_tokens,
             scheduler: r.shape.scheduler.clone(),
             seed: spec.seed,
             width: Some(r.shape.width),
@@ -348,14 +399,18 @@ impl Engine {
         pipeline.run_once(
             &exec,
             &req,
-            &mut |p| {
-                if let Progress::Step { index, total, time } = p {
-                    events(&Event::Step {
-                        index,
-                        total,
-                        seconds: time.as_secs_f64(),
-                    });
-                }
+            &mut |p| match p {
+                Progress::Step { index, total, time } => events(&Event::Step {
+                    index,
+                    total,
+                    seconds: time.as_secs_f64(),
+                }),
+                Progress::Token { index, total, time } => events(&Event::Token {
+                    index,
+                    total,
+                    seconds: time.as_secs_f64(),
+                }),
+                _ => {}
             },
             &mut prof,
         )?;

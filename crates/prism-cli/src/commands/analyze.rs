@@ -8,9 +8,9 @@ use prism::Engine;
 pub struct Args {
     #[command(flatten)]
     study: StudyArgs,
-    /// Denoising steps.
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
+    /// Denoising steps (diffusion models; default 50).
+    #[arg(long)]
+    steps: Option<usize>,
 }
 
 pub fn run(engine: &Engine, a: Args) -> Result<()> {

@@ -16,12 +16,25 @@ pub struct Args {
     prompt: String,
     #[arg(long, default_value = "")]
     negative_prompt: String,
-    /// Denoising steps.
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    /// Classifier-free guidance scale (≤ 1 disables guidance).
-    #[arg(long, default_value_t = 7.5)]
-    guidance: f32,
+    /// Denoising steps (diffusion models; default 50).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Classifier-free guidance scale (≤ 1 disables guidance; default: the model's, 7.5 for
+    /// diffusion models, 5 for Janus-Pro).
+    #[arg(long)]
+    guidance: Option<f32>,
+    /// Token models: take the most probable image token at every step (no sampling).
+    #[arg(long)]
+    greedy: bool,
+    /// Token models: sampling temperature (0 = greedy; default: the model's generation config, else 1).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Token models: sample among the K most probable tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Token models: sample among the most probable tokens whose probabilities sum to P.
+    #[arg(long)]
+    top_p: Option<f32>,
     /// Scheduler (default: the model's scheduler config).
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(SCHEDULER_NAMES))]
     scheduler: Option<String>,
@@ -67,6 +80,10 @@ pub fn run(engine: &Engine, a: Args) -> Result<()> {
         negative_prompt: a.negative_prompt,
         steps: a.steps,
         guidance: a.guidance,
+        greedy: a.greedy,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
         scheduler: a.scheduler,
         seed: a.seed,
         width: a.width,
@@ -80,11 +97,12 @@ pub fn run(engine: &Engine, a: Args) -> Result<()> {
         force: a.force,
         output: a.output,
     };
-    let bar = ProgressBar::new(spec.steps as u64);
+    let bar = ProgressBar::new(spec.steps.unwrap_or(50) as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} denoising {bar:30} {pos}/{len} {msg}")
             .expect("static template"),
     );
+    let mut token_start: Option<std::time::Instant> = None;
     let r = engine.generate(&spec, &mut |e| match e {
         Event::Note(n) => eprintln!("note: {n}"),
         Event::Loaded(s) => eprintln!("{s}"),
@@ -98,9 +116,27 @@ pub fn run(engine: &Engine, a: Args) -> Result<()> {
             bar.set_position(*index as u64 + 1);
             bar.set_message(format!("{seconds:.2}s/step"));
         }
+        Event::Token { index, total, .. } => {
+            let start = *token_start.get_or_insert_with(std::time::Instant::now);
+            if *index == 0 {
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} image tokens {bar:30} {pos}/{len} {msg}",
+                    )
+                    .expect("static template"),
+                );
+                bar.set_length(*total as u64);
+            }
+            bar.set_position(*index as u64 + 1);
+            // The first token includes the prompt's prefill: the rate counts decode steps.
+            let secs = start.elapsed().as_secs_f64();
+            if *index > 0 && secs > 0.0 {
+                bar.set_message(format!("{:.1} tokens/s", *index as f64 / secs));
+            }
+        }
         Event::Decoded(s) => {
             bar.finish_and_clear();
-            eprintln!("vae decode: {s:.2}s");
+            eprintln!("decode to pixels: {s:.2}s");
         }
         Event::Bench(_) | Event::Benched(_) => {}
     })?;
@@ -114,6 +150,16 @@ pub fn run(engine: &Engine, a: Args) -> Result<()> {
             r.frames,
             r.width,
             r.height,
+            r.total_seconds
+        );
+    } else if r.autoregressive {
+        eprintln!(
+            "wrote {} ({}x{}); {} image tokens at {:.1} tokens/s, total {:.1}s",
+            r.output.display(),
+            r.width,
+            r.height,
+            r.steps,
+            r.steps as f64 / r.step_seconds.iter().sum::<f64>().max(1e-9),
             r.total_seconds
         );
     } else {

@@ -95,9 +95,16 @@ pub struct StudyArgs {
     /// Images per prompt.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Classifier-free guidance scale; above 1 the UNet runs on a doubled batch.
-    #[arg(long, default_value_t = 7.5)]
-    guidance: f32,
+    /// Classifier-free guidance scale; above 1 the denoiser (or decoder) runs on a doubled
+    /// batch (default: the model's; 7.5 for diffusion models).
+    #[arg(long)]
+    guidance: Option<f32>,
+    /// Decoder models: prompt length in tokens (default: janus-pro-1b 32, llama presets 512).
+    #[arg(long)]
+    prompt_tokens: Option<usize>,
+    /// LLM baseline: tokens generated after the prompt (default 128).
+    #[arg(long)]
+    new_tokens: Option<usize>,
     /// Run all but the last N text-encoder layers.
     #[arg(long, default_value_t = 0)]
     clip_skip: usize,
@@ -127,7 +134,7 @@ pub struct StudyArgs {
 }
 
 impl StudyArgs {
-    pub fn spec(&self, steps: usize) -> StudySpec {
+    pub fn spec(&self, steps: Option<usize>) -> StudySpec {
         StudySpec {
             model: self.model.clone().or_else(|| self.model_pos.clone()),
             width: self.width,
@@ -139,6 +146,8 @@ impl StudyArgs {
             clip_skip: self.clip_skip,
             scheduler: self.scheduler.clone(),
             steps,
+            prompt_tokens: self.prompt_tokens,
+            new_tokens: self.new_tokens,
             hardware: self.hardware.clone(),
             csv: self.csv.clone(),
             layer_depth: self.layer_depth,

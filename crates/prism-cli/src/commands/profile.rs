@@ -11,8 +11,9 @@ use std::path::PathBuf;
 pub struct Args {
     #[command(flatten)]
     study: StudyArgs,
-    #[arg(long, default_value_t = 1)]
-    steps: usize,
+    /// Denoising steps (diffusion models; default 1).
+    #[arg(long)]
+    steps: Option<usize>,
     /// Write a Chrome / Perfetto trace (JSON) of every node.
     #[arg(long)]
     trace: Option<PathBuf>,

@@ -17,7 +17,53 @@ pub enum Progress {
         total: usize,
         time: Duration,
     },
+    /// An autoregressive model chose image token `index` of `total`.
+    Token {
+        index: usize,
+        total: usize,
+        time: Duration,
+    },
     Decoded(Duration),
+}
+
+/// Denoising steps when a request gives none.
+pub const DEFAULT_STEPS: usize = 50;
+/// Guidance scale of the diffusion pipelines when a request gives none.
+pub const DEFAULT_GUIDANCE: f32 = 7.5;
+
+/// "50 steps, guidance 7.5" with a diffusion pipeline's defaults filled in.
+pub fn diffusion_settings(r: &super::Request) -> String {
+    format!(
+        "{} steps, guidance {}",
+        r.steps.unwrap_or(DEFAULT_STEPS),
+        r.guidance.unwrap_or(DEFAULT_GUIDANCE)
+    )
+}
+
+/// Refuse the flags of token models on a diffusion pipeline, naming the flag.
+pub fn refuse_token_flags(label: &str, r: &super::Request) -> Result<()> {
+    let s = &r.sampling;
+    let flag = if s.greedy {
+        Some("--greedy")
+    } else if s.temperature.is_some() {
+        Some("--temperature")
+    } else if s.top_k.is_some() {
+        Some("--top-k")
+    } else if s.top_p.is_some() {
+        Some("--top-p")
+    } else if r.prompt_tokens.is_some() {
+        Some("--prompt-tokens")
+    } else if r.new_tokens.is_some() {
+        Some("--new-tokens")
+    } else {
+        None
+    };
+    match flag {
+        Some(f) => Err(Error::invalid(format!(
+            "{f}: {label} is a diffusion model; token sampling flags apply to token models (such as janus-pro-1b)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The checks every text-conditioned latent pipeline makes of its parts once loaded: the
@@ -288,8 +334,12 @@ pub fn run_stages<P: DiffusionStages>(
 
 /// One graph of a generation and how many times it runs.
 pub struct StageGraph {
-    /// `text_encoder`, `unet` or `vae_decoder`.
+    /// `text_encoder`, `unet`, `vae_decoder`; `prefill`, `decode` for decoder phases.
     pub name: &'static str,
     pub graph: prism_core::Graph,
     pub runs: usize,
+    /// A decoder phase: the live key length of its first and last run (one more per run);
+    /// its attention reads that much of the KV cache, not the capacity the graph is built
+    /// for. None: every run reads what its shapes say.
+    pub key_lens: Option<(usize, usize)>,
 }

@@ -12,10 +12,22 @@ pub enum ForwardComponent {
     VaeEncoder,
     VaeDecoder,
     TextEncoder,
+    /// Janus: the generation head's logits at every image position (teacher-forced, through
+    /// a prefill and cached decode steps).
+    ImageLogits,
+    /// Janus: the VQ decoder from token ids.
+    VqDecoder,
 }
 
 impl ForwardComponent {
-    pub const NAMES: [&'static str; 4] = ["unet", "vae-encoder", "vae-decoder", "text-encoder"];
+    pub const NAMES: [&'static str; 6] = [
+        "unet",
+        "vae-encoder",
+        "vae-decoder",
+        "text-encoder",
+        "image-logits",
+        "vq-decoder",
+    ];
 
     pub fn parse(s: &str) -> Result<Self> {
         Ok(match s {
@@ -23,6 +35,8 @@ impl ForwardComponent {
             "vae-encoder" => Self::VaeEncoder,
             "vae-decoder" => Self::VaeDecoder,
             "text-encoder" => Self::TextEncoder,
+            "image-logits" => Self::ImageLogits,
+            "vq-decoder" => Self::VqDecoder,
             _ => {
                 return Err(Error::invalid(format!(
                     "--component {s}: expected one of {}",
@@ -42,6 +56,8 @@ impl ForwardComponent {
             Self::VaeEncoder => &["sample"],
             Self::VaeDecoder => &["latent_sample"],
             Self::TextEncoder => &["input_ids"],
+            Self::ImageLogits => &["input_ids", "image_ids"],
+            Self::VqDecoder => &["ids"],
         }
     }
 }
@@ -81,13 +97,41 @@ pub fn forward(
     // ids given as floats must be whole numbers.
     let mut take = |n: &str| -> Result<Tensor> {
         let t = inputs.remove(n).expect("checked above");
-        if n == "input_ids" {
+        if matches!(n, "input_ids" | "image_ids" | "ids") {
             t.into_ids(n)
         } else {
             Ok(t.into_f32())
         }
     };
+    let is_janus = crate::pipelines::entry_for(src)?.class_name == super::janus::ENTRY.class_name;
+    if is_janus
+        != matches!(
+            component,
+            ForwardComponent::ImageLogits | ForwardComponent::VqDecoder
+        )
+    {
+        return Err(Error::invalid(format!(
+            "--component {}: {} has {}",
+            component.name(),
+            src.label(),
+            if is_janus {
+                "image-logits and vq-decoder (an autoregressive model)"
+            } else {
+                "unet, vae-encoder, vae-decoder and text-encoder (a diffusion model)"
+            }
+        )));
+    }
     let outs: BTreeMap<String, Tensor> = match component {
+        ForwardComponent::ImageLogits => {
+            let m = super::janus::Janus::load(src, opts)?;
+            let logits = m.image_logits(exec, take("input_ids")?, take("image_ids")?)?;
+            [("logits".to_string(), logits)].into()
+        }
+        ForwardComponent::VqDecoder => {
+            let m = super::janus::Janus::load(src, opts)?;
+            let sample = m.decode_ids(exec, take("ids")?, &mut NoObserver)?;
+            [("sample".to_string(), sample)].into()
+        }
         ForwardComponent::Unet if crate::pipelines::t2v::is_video_model(src)? => {
             let unet = crate::components::Unet3d::load(
                 src,

@@ -9,12 +9,14 @@
 
 pub mod common;
 pub mod forward;
+pub mod janus;
+pub mod llm;
 pub mod sd;
 pub mod t2v;
 
 pub use common::{
-    check_multiple, check_parts, check_request, denoise, scheduler_for, DenoiseRequest, Progress,
-    StageGraph,
+    check_multiple, check_parts, check_request, denoise, refuse_token_flags, scheduler_for,
+    DenoiseRequest, Progress, StageGraph, DEFAULT_GUIDANCE, DEFAULT_STEPS,
 };
 
 use crate::components::LoadOptions;
@@ -30,6 +32,8 @@ use std::time::Duration;
 pub enum MediaKind {
     Image,
     Video,
+    /// Text tokens: the LLM baseline of the study (analyze and profile only).
+    Text,
 }
 
 impl MediaKind {
@@ -37,6 +41,7 @@ impl MediaKind {
         match self {
             MediaKind::Image => "image",
             MediaKind::Video => "video",
+            MediaKind::Text => "text",
         }
     }
 }
@@ -45,6 +50,17 @@ impl MediaKind {
 pub enum Media {
     Image(RgbImage),
     Video(Vec<RgbImage>),
+    /// Token ids (the LLM baseline).
+    Tokens(Vec<i64>),
+}
+
+/// Token-sampling flags of a request (token models); unset fields take the model's defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SamplingFlags {
+    pub greedy: bool,
+    pub temperature: Option<f32>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
 }
 
 /// One generation request, for any pipeline. Fields a pipeline does not use must be left
@@ -54,11 +70,18 @@ pub enum Media {
 pub struct Request {
     pub prompt: String,
     pub negative_prompt: String,
-    pub steps: usize,
-    pub guidance: f32,
+    /// Denoising steps (None: the pipeline's default; token models take none).
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale (None: the model's default).
+    pub guidance: Option<f32>,
     /// Scheduler override (else the model's).
     pub scheduler: Option<String>,
     pub seed: u64,
+    /// Token models: how the next token is chosen.
+    pub sampling: SamplingFlags,
+    /// The LLM baseline: prompt length and tokens to generate.
+    pub prompt_tokens: Option<usize>,
+    pub new_tokens: Option<usize>,
     pub width: Option<usize>,
     pub height: Option<usize>,
     /// Video pipelines: frames (default: the pipeline's).
@@ -95,6 +118,10 @@ pub struct StudyShape {
     pub frames: Option<usize>,
     /// Video pipelines: frames per VAE decoder run.
     pub decode_chunk: usize,
+    /// Decoder models: prompt length (None: the model's default).
+    pub prompt_tokens: Option<usize>,
+    /// The LLM baseline: tokens generated after the prompt.
+    pub new_tokens: Option<usize>,
 }
 
 /// A loaded pipeline.
@@ -111,6 +138,8 @@ pub trait Pipeline {
     fn native_size(&self) -> usize;
     /// Check a request before any work: one-line errors naming the flag.
     fn validate(&self, req: &Request) -> Result<()>;
+    /// What a request runs, in words, its defaults filled in ("50 steps, guidance 7.5").
+    fn settings(&self, req: &Request) -> String;
     /// Run a request once, freeing each component's weights as soon as its stage is done.
     fn run_once(
         self: Box<Self>,
@@ -128,8 +157,13 @@ pub struct Entry {
     /// The model family, as the report groups them.
     pub family: &'static str,
     pub media: MediaKind,
+    /// A decoder that emits tokens one at a time over a KV cache (prefill, then decode
+    /// steps): no denoising steps; `--prompt-tokens` applies.
+    pub autoregressive: bool,
     /// Load the components (weights from the folder, or a preset's seeded random ones).
     pub open: fn(&ModelSource, &LoadOptions) -> Result<Box<dyn Pipeline>>,
+    /// The guidance scale a request without --guidance uses, from configs.
+    pub default_guidance: fn(&ModelSource) -> Result<f32>,
     /// The native image (or frame) size, from configs.
     pub native_size: fn(&ModelSource) -> Result<usize>,
     /// Check `--width` / `--height` against the model (reads only configs).
@@ -139,7 +173,7 @@ pub struct Entry {
 }
 
 /// Every pipeline prism runs.
-pub static REGISTRY: &[Entry] = &[sd::ENTRY, t2v::ENTRY];
+pub static REGISTRY: &[Entry] = &[sd::ENTRY, t2v::ENTRY, janus::ENTRY, llm::ENTRY];
 
 /// The names [`REGISTRY`] knows, for messages.
 pub fn class_names() -> String {

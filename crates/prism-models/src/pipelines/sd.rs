@@ -303,6 +303,7 @@ pub fn generation_graphs(src: &ModelSource, s: &GenerationShape) -> Result<Vec<S
             name: "text_encoder",
             graph: clip::build(&clip_cfg, s.batch * cfg_mult, len, s.clip_skip)?,
             runs: 1,
+            key_lens: None,
         },
         StageGraph {
             name: "unet",
@@ -317,11 +318,13 @@ pub fn generation_graphs(src: &ModelSource, s: &GenerationShape) -> Result<Vec<S
                 )?
             },
             runs: unet_runs,
+            key_lens: None,
         },
         StageGraph {
             name: "vae_decoder",
             graph: vae::build_decoder(&vae_cfg, s.batch, s.height / f, s.width / f)?,
             runs: 1,
+            key_lens: None,
         },
     ])
 }
@@ -331,6 +334,8 @@ pub const ENTRY: super::Entry = super::Entry {
     class_name: "StableDiffusionPipeline",
     family: "diffusion (UNet)",
     media: super::MediaKind::Image,
+    autoregressive: false,
+    default_guidance: |_| Ok(super::DEFAULT_GUIDANCE),
     open: |src, opts| Ok(Box::new(StableDiffusion::load(src, opts)?)),
     native_size,
     check_size: check_image_size,
@@ -369,8 +374,8 @@ impl StableDiffusion {
         Ok(GenerateRequest {
             prompt: r.prompt.clone(),
             negative_prompt: r.negative_prompt.clone(),
-            steps: r.steps,
-            guidance: r.guidance,
+            steps: r.steps.unwrap_or(super::DEFAULT_STEPS),
+            guidance: r.guidance.unwrap_or(super::DEFAULT_GUIDANCE),
             scheduler: r.scheduler.clone(),
             seed: r.seed,
             width: r.width.unwrap_or(size),
@@ -400,7 +405,11 @@ impl super::Pipeline for StableDiffusion {
     fn native_size(&self) -> usize {
         self.default_size()
     }
+    fn settings(&self, req: &super::Request) -> String {
+        super::common::diffusion_settings(req)
+    }
     fn validate(&self, req: &super::Request) -> Result<()> {
+        super::refuse_token_flags(&self.label, req)?;
         StableDiffusion::validate(self, &self.request(req)?)
     }
     fn run_once(

@@ -419,6 +419,7 @@ pub fn video_generation_graphs(src: &ModelSource, s: &VideoShape) -> Result<Vec<
             name: "text_encoder",
             graph: clip::build(&clip_cfg, cfg_mult, len, s.clip_skip)?,
             runs: 1,
+            key_lens: None,
         },
         StageGraph {
             name: "unet",
@@ -427,11 +428,13 @@ pub fn video_generation_graphs(src: &ModelSource, s: &VideoShape) -> Result<Vec<
                 ..unet3d::build(&unet_cfg, cfg_mult, s.frames, lh, lw, len)?
             },
             runs: unet_runs,
+            key_lens: None,
         },
         StageGraph {
             name: "vae_decoder",
             graph: vae::build_decoder(&vae_cfg, chunk, lh, lw)?,
             runs: s.frames / chunk,
+            key_lens: None,
         },
     ];
     let rem = s.frames % chunk;
@@ -440,6 +443,7 @@ pub fn video_generation_graphs(src: &ModelSource, s: &VideoShape) -> Result<Vec<
             name: "vae_decoder",
             graph: vae::build_decoder(&vae_cfg, rem, lh, lw)?,
             runs: 1,
+            key_lens: None,
         });
     }
     Ok(out)
@@ -556,6 +560,8 @@ pub const ENTRY: super::Entry = super::Entry {
     class_name: "TextToVideoSDPipeline",
     family: "diffusion (UNet3D)",
     media: super::MediaKind::Video,
+    autoregressive: false,
+    default_guidance: |_| Ok(super::DEFAULT_GUIDANCE),
     open: |src, opts| Ok(Box::new(TextToVideo::load(src, opts)?)),
     native_size,
     check_size: crate::pipelines::sd::check_image_size,
@@ -583,8 +589,8 @@ impl TextToVideo {
         VideoRequest {
             prompt: r.prompt.clone(),
             negative_prompt: r.negative_prompt.clone(),
-            steps: r.steps,
-            guidance: r.guidance,
+            steps: r.steps.unwrap_or(super::DEFAULT_STEPS),
+            guidance: r.guidance.unwrap_or(super::DEFAULT_GUIDANCE),
             scheduler: r.scheduler.clone(),
             seed: r.seed,
             width: r.width.unwrap_or(size),
@@ -616,7 +622,11 @@ impl super::Pipeline for TextToVideo {
     fn native_size(&self) -> usize {
         self.default_size()
     }
+    fn settings(&self, req: &super::Request) -> String {
+        super::common::diffusion_settings(req)
+    }
     fn validate(&self, req: &super::Request) -> Result<()> {
+        super::refuse_token_flags(&self.label, req)?;
         TextToVideo::validate(self, &self.request(req))
     }
     fn run_once(

@@ -9,7 +9,9 @@
 //! this file.
 
 use crate::config::{Cfg, MAX_CHANNELS, MAX_LAYERS, MAX_TABLE};
-use prism_core::{ActKind, AttentionKind, AttentionSpec, DType, Graph, GraphBuilder, Result};
+use prism_core::{
+    ActKind, AttentionKind, AttentionSpec, DType, Graph, GraphBuilder, Result, ValueId,
+};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaConfig {
@@ -44,6 +46,21 @@ impl LlamaConfig {
         if c.v.get("rope_scaling").is_some_and(|v| !v.is_null()) {
             return Err(c.err("`rope_scaling` is not supported (plain RoPE only)"));
         }
+        // transformers 5 writes `rope_parameters: {rope_type, rope_theta}`; older files
+        // `rope_theta` at the top.
+        let rope_theta = match c.v.get("rope_parameters").filter(|v| !v.is_null()) {
+            Some(_) => {
+                let r = c.sub("rope_parameters")?;
+                let kind = r.str_or("rope_type", "default")?;
+                if kind != "default" {
+                    return Err(r.err(format!(
+                        "`rope_type` {kind:?}: prism runs plain RoPE (\"default\") only"
+                    )));
+                }
+                r.f32_positive("rope_theta", 10000.0)?
+            }
+            None => c.f32_positive("rope_theta", 10000.0)?,
+        };
         let hidden_size = c.usize_in("hidden_size", 4096, 1, MAX_CHANNELS)?;
         let heads = c.usize_in("num_attention_heads", 32, 1, MAX_CHANNELS)?;
         let kv_heads = c.usize_in("num_key_value_heads", heads, 1, heads)?;
@@ -74,7 +91,7 @@ impl LlamaConfig {
             num_key_value_heads: kv_heads,
             head_dim,
             rms_norm_eps: c.f32_positive("rms_norm_eps", 1e-6)?,
-            rope_theta: c.f32_positive("rope_theta", 10000.0)?,
+            rope_theta,
             max_position_embeddings: c.usize_in("max_position_embeddings", 4096, 1, MAX_TABLE)?,
             tie_word_embeddings: c.bool_or("tie_word_embeddings", false)?,
         })
@@ -111,17 +128,42 @@ pub fn build(
     capacity: usize,
     last_only: bool,
 ) -> Result<Graph> {
-    let (d, hd) = (cfg.hidden_size, cfg.head_dim);
-    let (h, kvh) = (cfg.num_attention_heads, cfg.num_key_value_heads);
     let mut b = GraphBuilder::new("llama");
     let ids = b.input("input_ids", &[batch, len], DType::I64);
-    let mut x = b.token_embedding("model.embed_tokens", ids, cfg.vocab_size, d)?;
+    let x = b.token_embedding("model.embed_tokens", ids, cfg.vocab_size, cfg.hidden_size)?;
+    let x = decoder(&mut b, cfg, "model", x, capacity, last_only)?;
+    if cfg.tie_word_embeddings {
+        // The LM head reads the embedding table: a second parameter name would load twice.
+        return Err(prism_core::Error::invalid(
+            "tie_word_embeddings: a tied LM head is not supported yet",
+        ));
+    }
+    let logits = b.linear("lm_head", x, cfg.vocab_size, false)?;
+    b.output("logits", logits);
+    b.finish()
+}
+
+/// transformers' `LlamaModel` after its embedding: the decoder layers over `x` (B, L, D)
+/// (parameters under `{prefix}.layers.{i}`), then the final norm `{prefix}.norm`; with
+/// `last_only`, only the last position goes through the norm. Keys and values go to cache
+/// slots 2·i and 2·i + 1 of `capacity` positions.
+pub fn decoder(
+    b: &mut GraphBuilder,
+    cfg: &LlamaConfig,
+    prefix: &str,
+    mut x: ValueId,
+    capacity: usize,
+    last_only: bool,
+) -> Result<ValueId> {
+    let (d, hd) = (cfg.hidden_size, cfg.head_dim);
+    let (h, kvh) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+    let len = b.shape(x).get(1).copied().unwrap_or(0);
     let spec = AttentionSpec {
         kv_heads: kvh,
         ..AttentionSpec::mha(AttentionKind::Causal, h, hd, true)
     };
     for i in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{i}");
+        let p = format!("{prefix}.layers.{i}");
         let n = b.rms_norm(&format!("{p}.input_layernorm"), x, cfg.rms_norm_eps)?;
         let q = b.linear(&format!("{p}.self_attn.q_proj"), n, h * hd, false)?;
         let k = b.linear(&format!("{p}.self_attn.k_proj"), n, kvh * hd, false)?;
@@ -157,20 +199,23 @@ pub fn build(
         x = b.add(&format!("{p}.residual2"), x, o)?;
     }
     if last_only && len > 1 {
-        x = b.slice("model.last_position", x, 1, len - 1, 1)?;
+        x = b.slice(&format!("{prefix}.last_position"), x, 1, len - 1, 1)?;
     }
-    let x = b.rms_norm("model.norm", x, cfg.rms_norm_eps)?;
-    let head = if cfg.tie_word_embeddings {
-        // The LM head reads the embedding table: a second parameter name would load twice.
-        return Err(prism_core::Error::invalid(
-            "tie_word_embeddings: a tied LM head is not supported yet",
-        ));
-    } else {
-        "lm_head"
-    };
-    let logits = b.linear(head, x, cfg.vocab_size, false)?;
-    b.output("logits", logits);
-    b.finish()
+    b.rms_norm(&format!("{prefix}.norm"), x, cfg.rms_norm_eps)
+}
+
+/// The parameters of [`decoder`] under `prefix`, in its order (for declaring a parameter
+/// table several graphs share; see `GraphBuilder::declare`).
+pub fn decoder_params(cfg: &LlamaConfig, prefix: &str) -> Result<Vec<(String, Vec<usize>)>> {
+    let mut b = GraphBuilder::new("llama-decoder");
+    let x = b.input("x", &[1, 1, cfg.hidden_size], DType::F32);
+    let y = decoder(&mut b, cfg, prefix, x, 1, false)?;
+    b.output("y", y);
+    Ok(b.finish()?
+        .params
+        .into_iter()
+        .map(|p| (p.name, p.shape))
+        .collect())
 }
 
 /// A small decoder for measurements and tests (4 layers, width 256, 8 heads over 2 key/value

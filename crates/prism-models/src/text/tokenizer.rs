@@ -231,6 +231,15 @@ impl ClipTokenizer {
         texts.iter().map(|t| self.encode(t)).collect()
     }
 
+    /// The ids of `text` without bos/eos, truncation or padding.
+    pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .raw
+            .encode(text, false)
+            .map_err(|e| Error::input("prompt", format!("tokenization failed: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Number of ids before padding, truncation and bos/eos (how many tokens the prompt needs).
     pub fn count_tokens(&self, text: &str) -> Result<usize> {
         let enc = self

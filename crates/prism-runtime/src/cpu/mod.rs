@@ -153,6 +153,7 @@ impl Backend for CpuBackend {
             | Op::GroupNorm { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
+            | Op::L2Normalize { .. }
             | Op::Activation(_)
             | Op::Geglu
             | Op::Add

@@ -172,6 +172,11 @@ pub(crate) fn run_node(
             let d = *x.shape().last().expect("norms have an axis");
             norm::rms_norm(x.data(), d, *eps, &w.f32(*weight), &mut y);
         }
+        Op::L2Normalize { eps } => {
+            let x = arg(0);
+            let d = *x.shape().last().expect("norms have an axis");
+            norm::l2_normalize(x.data(), d, *eps, &mut y);
+        }
         Op::Activation(kind) => ew::activation(*kind, arg(0).data(), &mut y),
         Op::Geglu => ew::geglu(arg(0).data(), *out_shape.last().unwrap(), &mut y),
         Op::Add | Op::Mul => {
