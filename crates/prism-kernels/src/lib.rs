@@ -10,6 +10,7 @@ pub mod bf16dot;
 pub mod conv;
 pub mod elementwise;
 pub mod flash512;
+pub mod gemv;
 pub mod linear512;
 pub mod matmul;
 pub mod norm;

@@ -992,3 +992,73 @@ fn panel_geglu_matches_unfused_projection_and_gate() {
         }
     });
 }
+
+#[test]
+fn skinny_products_match_reference_on_every_level_layout_and_dtype() {
+    use prism_kernels::gemv::{gemv_at, gemv_reference, Layout, MAX_ROWS};
+    use prism_kernels::linear512::pack_panels;
+    let mut r = Rng::new();
+    pool().install(|| {
+        // Outputs off the groups of 4 and panels of 32; inputs off 16 and 8; one input.
+        for &(inf, out) in &[(1, 1), (7, 5), (37, 70), (300, 97), (1024, 64)] {
+            for rows in 1..=MAX_ROWS {
+                let x = r.vec(rows * inf);
+                let w = r.vec(out * inf);
+                let bias = r.vec(out);
+                let res = r.vec(rows * out);
+                for lvl in prism_kernels::simd::available_levels() {
+                    // 16-bit weights: the reference takes the rounded values.
+                    let bf: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                    let hf: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+                    let cases: Vec<(&str, Vec<f32>)> = vec![
+                        ("f32", w.clone()),
+                        ("bf16", bf.iter().map(|v| v.to_f32()).collect()),
+                        ("f16", hf.iter().map(|v| v.to_f32()).collect()),
+                    ];
+                    for (name, wr) in cases {
+                        let want = gemv_reference(&x, &wr, Some(&bias), Some(&res), rows, inf, out);
+                        let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+                        for layout in [Layout::RowMajor, Layout::Panels] {
+                            let mut y = vec![f32::NAN; rows * out];
+                            let (pf, pb, ph);
+                            let weights = match (name, layout) {
+                                ("f32", Layout::RowMajor) => ConvWeights::F32(&w),
+                                ("bf16", Layout::RowMajor) => ConvWeights::Bf16(&bf),
+                                ("f16", Layout::RowMajor) => ConvWeights::F16(&hf),
+                                ("f32", _) => {
+                                    pf = pack_panels(&w, out, inf);
+                                    ConvWeights::F32(&pf)
+                                }
+                                ("bf16", _) => {
+                                    pb = pack_panels(&bf, out, inf);
+                                    ConvWeights::Bf16(&pb)
+                                }
+                                _ => {
+                                    ph = pack_panels(&hf, out, inf);
+                                    ConvWeights::F16(&ph)
+                                }
+                            };
+                            gemv_at(
+                                lvl,
+                                &x,
+                                &weights,
+                                layout,
+                                Some(&bias),
+                                Some(&res),
+                                rows,
+                                inf,
+                                out,
+                                &mut y,
+                            );
+                            close(
+                                &format!("gemv {lvl:?} {layout:?} {name} {rows}x{inf}->{out}"),
+                                &y,
+                                &want,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    });
+}

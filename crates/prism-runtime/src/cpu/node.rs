@@ -5,7 +5,7 @@ use super::{take_buffer, BufferPool, Slot};
 use crate::{attn_geom, conv_geom, Plan, State, Weights};
 use prism_core::{Error, NodeId, Op, Result, Tensor};
 use prism_kernels::attention::AttnBias;
-use prism_kernels::{attention, bf16dot, conv, elementwise as ew, linear512, matmul, norm};
+use prism_kernels::{attention, bf16dot, conv, elementwise as ew, gemv, linear512, matmul, norm};
 
 /// Run node `i` of the plan: its output slot and the kernel variant that ran ("" where there
 /// is one).
@@ -77,7 +77,25 @@ pub(crate) fn run_node(
             let rows = x.numel() / inf;
             let b = bias.map(|b| w.f32(b));
             let r = residual.then(|| arg(1).data());
-            if let Some(p) = w.linear_panels(*weight) {
+            if rows <= gemv::MAX_ROWS {
+                // A decode step's few rows: stream the weights once, as stored.
+                let (wt, layout) = match w.linear_panels(*weight) {
+                    Some(p) => (p, gemv::Layout::Panels),
+                    None => (w.conv(*weight), gemv::Layout::RowMajor),
+                };
+                gemv::gemv(
+                    x.data(),
+                    &wt,
+                    layout,
+                    b.as_deref(),
+                    r,
+                    rows,
+                    inf,
+                    out,
+                    &mut y,
+                );
+                variant = "gemv";
+            } else if let Some(p) = w.linear_panels(*weight) {
                 linear512::linear(x.data(), &p, b.as_deref(), r, rows, inf, out, &mut y);
                 variant = "panels";
             } else if let Some(bits) = w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
