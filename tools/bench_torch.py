@@ -10,8 +10,10 @@ Usage (venv recipe in tools/README.md):
     /work/venv/bin/python tools/bench_torch.py --list
 
 Models are the Stable Diffusion 1.5 architecture built from the configs in
-crates/prism-models/presets/sd15/ with random weights (timing does not depend on
-the values).  Each benchmark: warm-up run(s), then N timed runs; the JSON on
+crates/prism-models/presets/sd15/, and Janus-Pro-1B's language model and image
+generation modules (transformers LlamaModel, generation embeddings, aligner and
+head) from crates/prism-models/presets/janus-pro-1b/, with random weights (timing
+does not depend on the values).  Each benchmark: warm-up run(s), then N timed runs; the JSON on
 stdout (schema "prism.bench/1") gives median / min / max seconds, the times of
 every run, the FLOPs (torch.utils.flop_counter on meta tensors; 2 per
 multiply-add) and peak RSS.  Progress goes to stderr.  With --paced, each timed run waits
@@ -39,10 +41,13 @@ from pathlib import Path
 SCHEMA = "prism.bench/1"
 REPO = Path(__file__).resolve().parent.parent
 PRESET = REPO / "crates" / "prism-models" / "presets" / "sd15"
+JANUS_PRESET = REPO / "crates" / "prism-models" / "presets" / "janus-pro-1b"
+JANUS_QUICK_LAYERS = 2  # --quick: the Janus language model with 2 layers (as prism bench --quick)
 
 # name -> (kind, full-size parameter, quick parameter, description)
 #   unet: latent side     vae: latent side     clip: token count
 #   attention: sequence length     conv: spatial side     linear, geglu: rows
+#   janus_prefill: prompt tokens   janus_decode: cached positions before the first run
 BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "unet_b2_32": ("unet", 32, 8, "UNet forward, batch 2, latents 2x4x{n}x{n}, t=500, text (2,77,768)"),
     "unet_b2_64": ("unet", 64, 16, "UNet forward, batch 2, latents 2x4x{n}x{n}, t=500, text (2,77,768)"),
@@ -53,6 +58,12 @@ BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "conv3x3_320_64_b2": ("conv", 64, 16, "F.conv2d 320->320 3x3 pad 1, x (2,320,{n},{n})"),
     "linear_8192_320_320": ("linear", 8192, 256, "F.linear, x ({n},320), W (320,320), bias"),
     "geglu_8192_320_1280": ("geglu", 8192, 256, "diffusers GEGLU(320, 1280), x ({n},320)"),
+    "janus_prefill_b2": ("janus_prefill", 32, 8,
+                         "Janus-Pro-1B prefill, batch 2 (CFG rows): ids (2,{n}) -> embed_tokens -> Llama LM "
+                         "(fresh DynamicCache) -> generation head on the last position"),
+    "janus_decode_b2": ("janus_decode", 319, 16,
+                        "Janus-Pro-1B decode step, batch 2: image ids (2,1) -> generation embeddings + aligner "
+                        "-> Llama LM on a DynamicCache of {n} positions (+1 per run) -> generation head"),
 }
 NAIVE_SUFFIX = "_naive"
 # prism's UNet keeping its Winograd filters once transformed (`--keep-filters`); torch has
@@ -135,17 +146,62 @@ def versions(torch) -> dict:
 # ----------------------------------------------------------------------------- models
 
 class Models:
-    """Builds each SD 1.5 component once per process (real and meta copies)."""
+    """Builds each SD 1.5 component and the Janus modules once per process (real and meta copies)."""
 
-    def __init__(self, torch, dtype):
+    def __init__(self, torch, dtype, quick: bool = False):
         self.torch = torch
         self.dtype = dtype
+        self.quick = quick  # Janus: JANUS_QUICK_LAYERS language-model layers
         self._cache: dict = {}
 
     @staticmethod
-    def _cfg(name: str) -> dict:
-        with open(PRESET / name) as f:
+    def _cfg(name: str, preset: Path = PRESET) -> dict:
+        with open(preset / name) as f:
             return json.load(f)
+
+    def _build_janus(self):
+        """Janus-Pro-1B's language model and image-generation modules, named as in transformers'
+        JanusModel (language_model, generation_embeddings, generation_aligner, generation_head);
+        the vision encoder and the VQ model are left out."""
+        from torch import nn
+        from transformers import JanusVQVAEConfig, LlamaConfig, LlamaModel
+        from transformers.models.janus.modeling_janus import JanusVQVAEAlignerMLP, JanusVQVAEHead
+
+        cfg = self._cfg("config.json", JANUS_PRESET)
+        text = {k: v for k, v in cfg["text_config"].items() if k != "_source"}
+        if self.quick:
+            text["num_hidden_layers"] = JANUS_QUICK_LAYERS
+        vq = JanusVQVAEConfig(**{k: v for k, v in cfg["vq_config"].items() if k != "_source"})
+        return nn.ModuleDict({
+            "language_model": LlamaModel(LlamaConfig(**text)),
+            "generation_embeddings": nn.Embedding(vq.num_embeddings, vq.embed_dim),
+            "generation_aligner": JanusVQVAEAlignerMLP(vq),
+            "generation_head": JanusVQVAEHead(vq),
+        })
+
+    def _fill_janus(self, m):
+        """Materialise a meta-built Janus on the CPU without the default init (minutes for 1.5 B
+        parameters): weights and biases 0.02 * seeded randn, RMSNorm weights 1, RoPE buffers
+        recomputed (to_empty leaves them uninitialised)."""
+        torch = self.torch
+        from transformers.models.llama.modeling_llama import LlamaRMSNorm, LlamaRotaryEmbedding
+
+        m = m.to_empty(device="cpu")
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for mod in m.modules():
+                if isinstance(mod, LlamaRMSNorm):
+                    mod.weight.fill_(1.0)
+                elif isinstance(mod, LlamaRotaryEmbedding):
+                    if mod.rope_type != "default":
+                        raise NotImplementedError(f"RoPE type {mod.rope_type!r}")
+                    inv_freq, mod.attention_scaling = mod.compute_default_rope_parameters(mod.config)
+                    mod.inv_freq.copy_(inv_freq)
+                    mod.original_inv_freq.copy_(inv_freq)
+                else:
+                    for p in mod.parameters(recurse=False):
+                        p.normal_(0.0, 0.02, generator=g)
+        return m
 
     def _build(self, kind: str):
         if kind == "unet":
@@ -157,6 +213,8 @@ class Models:
         if kind == "clip":
             from transformers import CLIPTextConfig, CLIPTextModel
             return CLIPTextModel(CLIPTextConfig(**self._cfg("text_encoder.json")))
+        if kind == "janus":
+            return self._build_janus()
         raise KeyError(kind)
 
     def get(self, kind: str, meta: bool = False):
@@ -166,6 +224,10 @@ class Models:
             if meta:
                 with self.torch.device("meta"):
                     m = self._build(kind)
+            elif kind == "janus":  # built on meta, then filled: no default init
+                with self.torch.device("meta"):
+                    m = self._build(kind)
+                m = self._fill_janus(m)
             else:
                 self.torch.manual_seed(0)
                 m = self._build(kind)
@@ -197,6 +259,11 @@ def make_case(torch, models: Models, base: str, naive: bool, n: int, device: str
         if meta:
             return torch.empty(*shape, dtype=dt, device="meta")
         return torch.randn(*shape, generator=g).to(dt)
+
+    def randint(high, *shape):
+        if meta:
+            return torch.zeros(*shape, dtype=torch.long, device="meta")
+        return torch.randint(0, high, shape, generator=g)
 
     if kind == "unet":
         unet = models.get("unet", meta)
@@ -244,6 +311,35 @@ def make_case(torch, models: Models, base: str, naive: bool, n: int, device: str
         xin = randn(n, 320)
         fn = lambda: mod(xin)  # noqa: E731
         cfg = {"input": [n, 320], "proj": [320, 2560]}
+    elif kind in ("janus_prefill", "janus_decode"):
+        from transformers import DynamicCache
+
+        jm = models.get("janus", meta)
+        lm, head = jm["language_model"], jm["generation_head"]
+        emb, aligner = jm["generation_embeddings"], jm["generation_aligner"]
+        cfg = {"layers": lm.config.num_hidden_layers, "hidden": lm.config.hidden_size,
+               "logits": [2, head.vision_head.out_features], "attention": lm.config._attn_implementation}
+        if kind == "janus_prefill":
+            ids = randint(lm.config.vocab_size, 2, n)
+
+            def fn():
+                x = lm.embed_tokens(ids)
+                h = lm(inputs_embeds=x, past_key_values=DynamicCache(), use_cache=True).last_hidden_state
+                return head(h[:, -1])
+            cfg = {"ids": [2, n], **cfg}
+        else:
+            # Untimed: a cache of n positions; every run (warm-up included) appends one, as
+            # prism's decode state does.
+            cache = DynamicCache()
+            with torch.inference_mode():
+                lm(input_ids=randint(lm.config.vocab_size, 2, n), past_key_values=cache, use_cache=True)
+            tok = randint(emb.num_embeddings, 2, 1)
+
+            def fn():
+                x = aligner(emb(tok))
+                h = lm(inputs_embeds=x, past_key_values=cache, use_cache=True).last_hidden_state
+                return head(h[:, -1])
+            cfg = {"ids": [2, 1], "cached": n, "cache_growth_per_run": 1, **cfg}
     else:
         raise KeyError(kind)
     return fn, cfg
@@ -391,7 +487,7 @@ def main() -> int:
     import transformers  # noqa: F401
 
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    models = Models(torch, dtype)
+    models = Models(torch, dtype, quick=args.quick)
     log(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.dtype}, "
         f"runs {runs}, warm-up {args.warmup}{', QUICK' if args.quick else ''}: {', '.join(names)}")
 

@@ -57,6 +57,8 @@ pub const BENCHES: &[&str] = &[
     "vae_decode_32",
     "vae_decode_64",
     "decode_small_1024",
+    "janus_prefill_b2",
+    "janus_decode_b2",
 ];
 
 /// What [`time`] measured: median, min and max of the timed runs, and every run in order.
@@ -463,6 +465,7 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
             })
         }
         "decode_small_1024" => decode_small(exec, runs, if quick { 64 } else { 1024 }),
+        "janus_prefill_b2" | "janus_decode_b2" => janus(name, exec, runs, quick),
         "vae_decode_32" | "vae_decode_64" => {
             let s = if name.ends_with("32") { 32 } else { 64 } / if quick { 8 } else { 1 };
             let vae = VaePart::load(&sd15()?, &opts, true)?;
@@ -477,6 +480,101 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
             BENCHES.join(", ")
         ))),
     }
+}
+
+/// Janus-Pro-1B's language model with its generation head (the `janus-pro-1b` preset, random
+/// f32 weights) at batch 2 (the two rows of guidance): `janus_prefill_b2` runs the prefill of a
+/// 32-token prompt into empty caches; `janus_decode_b2` one decode step (an image token through
+/// the generation embedding and aligner) with 319 positions cached, the state rolled back to
+/// 319 after each run so every run attends over 320 keys. `quick`: two layers, 8 / 16 tokens.
+/// The decode note gives the weights streamed per step and the bandwidth that makes, against
+/// the machine's (`--hardware cpu`).
+fn janus(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<BenchResult> {
+    use prism_models::autoregressive::janus::{lm_graph, LmStep};
+    use prism_models::source::ModelSource;
+    let src = ModelSource::parse("janus-pro-1b")?;
+    let mut cfg = prism_models::pipelines::janus::config(&src)?;
+    if quick {
+        cfg.text.num_hidden_layers = 2;
+    }
+    let (prompt, cached) = if quick { (8, 16) } else { (32, 319) };
+    let rows = 2;
+    let cap = cached + 1;
+    let step = lm_graph(&cfg, LmStep::ImageToken, rows, cap)?;
+    let w = prism_models::random::random_weights(&step, 11, prism_runtime::WeightDType::F32)?;
+    let ids = |n: usize, vocab: usize, seed: u64| -> Result<Tensor> {
+        let v = rand_vec(rows * n, seed)
+            .iter()
+            .map(|x| ((x.abs() * 1e6) as usize % vocab) as i64)
+            .collect();
+        Tensor::from_ids(vec![rows, n], v)
+    };
+    if name == "janus_prefill_b2" {
+        let plan = exec.prepare(&lm_graph(&cfg, LmStep::Prompt(prompt), rows, prompt)?)?;
+        let x = ids(prompt, cfg.text.vocab_size, 21)?;
+        let t = time(runs, || {
+            exec.install(|| {
+                let mut state = prism_runtime::State::new();
+                exec.run_plan(
+                    &plan,
+                    &w,
+                    &mut state,
+                    vec![("input_ids".into(), x.clone())],
+                    &mut |_| {},
+                )
+                .expect("prefill runs");
+            })
+        });
+        let mut r = result(name, t, None);
+        r.note = Some(format!(
+            "{rows} rows x {prompt} tokens, {} layers",
+            cfg.text.num_hidden_layers
+        ));
+        return Ok(r);
+    }
+    let prefill = exec.prepare(&lm_graph(&cfg, LmStep::Prompt(cached), rows, cap)?)?;
+    let plan = exec.prepare(&step)?;
+    let mut state = prism_runtime::State::new();
+    exec.install(|| {
+        exec.run_plan(
+            &prefill,
+            &w,
+            &mut state,
+            vec![("input_ids".into(), ids(cached, cfg.text.vocab_size, 22)?)],
+            &mut |_| {},
+        )
+        .map(|_| ())
+    })?;
+    let x = ids(1, cfg.vq.num_embeddings, 23)?;
+    let t = time(runs, || {
+        exec.install(|| {
+            state.truncate(cached);
+            exec.run_plan(
+                &plan,
+                &w,
+                &mut state,
+                vec![("image_ids".into(), x.clone())],
+                &mut |_| {},
+            )
+            .expect("decode step runs");
+        })
+    });
+    // Weights a step streams: every parameter its nodes read (the prompt's embedding table
+    // is not read by a decode step).
+    let costs = prism_core::cost::graph_costs(&step, 4);
+    let weight_bytes: u64 = costs.iter().map(|c| c.weight_bytes).sum();
+    let hw = crate::hardware::resolve("cpu")?;
+    let gbs = weight_bytes as f64 / t.median / 1e9;
+    let mut r = result(name, t, None);
+    r.note = Some(format!(
+        "{rows} rows, {} keys, {} layers: {:.2} GiB of f32 weights per step = {gbs:.1} GB/s, {:.0}% of this machine's {:.1} GB/s (prism calibrate)",
+        cached + 1,
+        cfg.text.num_hidden_layers,
+        weight_bytes as f64 / (1u64 << 30) as f64,
+        100.0 * gbs * 1e9 / hw.mem_bandwidth,
+        hw.mem_bandwidth / 1e9
+    ));
+    Ok(r)
 }
 
 /// One generation of `tokens` tokens, one at a time, by a small Llama-shaped decoder

@@ -484,3 +484,178 @@ fn quick_bench_runs_the_tiny_sizes() {
     assert_eq!(doc["results"][0]["flops"], 4 * 2 * 8 * 256 * 256 * 40);
     assert_eq!(doc["results"][1]["flops"], 2 * 256 * 320 * 320);
 }
+
+#[test]
+fn janus_folder_generates_greedily_and_refuses_diffusion_flags() {
+    let d = scratch("janus");
+    let out = d.join("j.png");
+    let model = fixtures().join("janus_tiny");
+    let m = model.to_str().unwrap();
+    let o = prism(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "a red boat",
+        "--greedy",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dec = png::Decoder::new(std::io::Cursor::new(std::fs::read(&out).unwrap()));
+    let reader = dec.read_info().unwrap();
+    assert_eq!((reader.info().width, reader.info().height), (16, 16));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("16 image tokens"), "{err}");
+    let o2 = d.join("k.png");
+    let o2s = o2.to_str().unwrap();
+    fails(
+        &[
+            "generate", "--model", m, "--prompt", "x", "--steps", "20", "-o", o2s,
+        ],
+        &o2,
+        &["--steps", "image tokens"],
+    );
+    fails(
+        &[
+            "generate", "--model", m, "--prompt", "x", "--top-p", "2", "-o", o2s,
+        ],
+        &o2,
+        &["--top-p"],
+    );
+    fails(
+        &[
+            "generate", "--model", m, "--prompt", "x", "--width", "64", "-o", o2s,
+        ],
+        &o2,
+        &["--width"],
+    );
+    // Token flags on a diffusion model, and the LLM baseline asked for an image.
+    let sd = fixtures().join("sd1_tiny");
+    fails(
+        &[
+            "generate",
+            "--model",
+            sd.to_str().unwrap(),
+            "--prompt",
+            "x",
+            "--temperature",
+            "0.5",
+            "--steps",
+            "1",
+            "-o",
+            o2s,
+        ],
+        &o2,
+        &["--temperature", "diffusion"],
+    );
+    fails(
+        &[
+            "generate",
+            "--model",
+            "llama2-7b",
+            "--prompt",
+            "x",
+            "-o",
+            o2s,
+        ],
+        &o2,
+        &["llama2-7b", "analyze"],
+    );
+    fails(
+        &["analyze", "sd15", "--prompt-tokens", "9"],
+        &o2,
+        &["--prompt-tokens"],
+    );
+    fails(
+        &["analyze", "janus-pro-1b", "--steps", "3"],
+        &o2,
+        &["--steps"],
+    );
+    fails(
+        &[
+            "analyze",
+            "llama2-7b",
+            "--prompt-tokens",
+            "4000",
+            "--new-tokens",
+            "200",
+        ],
+        &o2,
+        &["4199", "4096"],
+    );
+}
+
+#[test]
+fn janus_forward_and_phases_in_analyze() {
+    let d = scratch("janus-fwd");
+    let model = fixtures().join("janus_tiny");
+    let io = read_tensors(&model.join("io/vq_decode.safetensors")).unwrap();
+    let inp = d.join("in.safetensors");
+    write_tensors(&inp, &[("ids".into(), io["ids"].clone())], false).unwrap();
+    let out = d.join("out.safetensors");
+    let o = prism(&[
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--component",
+        "vq-decoder",
+        "--inputs",
+        inp.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        read_tensors(&out).unwrap()["sample"].shape(),
+        &[2, 3, 16, 16]
+    );
+    // A diffusion component on Janus is named as wrong.
+    let o2 = d.join("o2.safetensors");
+    fails(
+        &[
+            "forward",
+            "--model",
+            model.to_str().unwrap(),
+            "--component",
+            "unet",
+            "--inputs",
+            inp.to_str().unwrap(),
+            "-o",
+            o2.to_str().unwrap(),
+        ],
+        &o2,
+        &["--component unet", "image-logits"],
+    );
+    for (args, prompt) in [
+        (vec!["analyze", "janus-pro-1b", "--json"], 32u64),
+        (
+            vec![
+                "analyze",
+                "llama2-7b",
+                "--prompt-tokens",
+                "512",
+                "--new-tokens",
+                "128",
+                "--json",
+            ],
+            512,
+        ),
+    ] {
+        let o = prism(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        let stages = doc["stages"].as_array().unwrap();
+        let (p, dcd) = (&stages[0], &stages[1]);
+        assert_eq!(p["name"], "prefill");
+        assert_eq!(dcd["name"], "decode");
+        assert_eq!(p["key_lens"][0], prompt);
+        assert_eq!(dcd["key_lens"][0], prompt + 1);
+        // Decode is memory-bound, prefill is not; the static cache counts more.
+        assert!(dcd["per_run"]["intensity"].as_f64().unwrap() < 2.0);
+        assert!(p["per_run"]["intensity"].as_f64().unwrap() > 20.0);
+        assert!(dcd["static_cache_flops"].as_u64() > dcd["total"]["flops"].as_u64());
+        assert_eq!(p["static_cache_flops"], p["total"]["flops"]);
+        assert!(dcd["kv_cache"]["last_bytes"].as_u64() > dcd["kv_cache"]["first_bytes"].as_u64());
+    }
+}

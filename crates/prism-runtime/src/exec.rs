@@ -146,6 +146,11 @@ impl State {
     pub fn reset(&mut self) {
         self.len = 0;
     }
+    /// Keep only the first `len` positions (fewer if it holds fewer): the next run writes at
+    /// `len` (a benchmark repeating one decode step at a fixed cache length; a rollback).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
     /// Bytes held by the caches.
     pub fn bytes(&self) -> usize {
         self.caches.iter().flatten().map(|c| c.data.len() * 4).sum()

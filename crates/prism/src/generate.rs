@@ -235,12 +235,22 @@ impl Engine {
         )?;
         let frames = match &gen.media {
             Media::Image(img) => {
+                // A1111's layout for diffusion models; the sampling settings for token models.
+                let run = if entry.autoregressive {
+                    format!("{settings}, Sampler: {}", gen.scheduler)
+                } else {
+                    format!(
+                        "Steps: {}, Sampler: {}, CFG scale: {}",
+                        spec.steps.unwrap_or(pipelines::DEFAULT_STEPS),
+                        gen.scheduler,
+                        spec.guidance.unwrap_or(pipelines::DEFAULT_GUIDANCE)
+                    )
+                };
                 let params = format!(
-                    "{}\nNegative prompt: {}\n{}, Sampler: {}, Seed: {}, Size: {}x{}, Model: {}{}",
+                    "{}\nNegative prompt: {}\n{}, Seed: {}, Size: {}x{}, Model: {}{}",
                     spec.prompt,
                     spec.negative_prompt,
-                    settings,
-                    gen.scheduler,
+                    run,
                     if req.latents.is_some() {
                         "latents file".to_string()
                     } else {

@@ -70,6 +70,24 @@ pub fn forward(
     component: ForwardComponent,
     mut inputs: BTreeMap<String, Tensor>,
 ) -> Result<Vec<(String, Tensor)>> {
+    let is_janus = crate::pipelines::entry_for(src)?.class_name == super::janus::ENTRY.class_name;
+    if is_janus
+        != matches!(
+            component,
+            ForwardComponent::ImageLogits | ForwardComponent::VqDecoder
+        )
+    {
+        return Err(Error::invalid(format!(
+            "--component {}: {} has {}",
+            component.name(),
+            src.label(),
+            if is_janus {
+                "image-logits and vq-decoder (an autoregressive model)"
+            } else {
+                "unet, vae-encoder, vae-decoder and text-encoder (a diffusion model)"
+            }
+        )));
+    }
     let want = component.inputs();
     for w in want {
         if !inputs.contains_key(*w) {
@@ -103,24 +121,6 @@ pub fn forward(
             Ok(t.into_f32())
         }
     };
-    let is_janus = crate::pipelines::entry_for(src)?.class_name == super::janus::ENTRY.class_name;
-    if is_janus
-        != matches!(
-            component,
-            ForwardComponent::ImageLogits | ForwardComponent::VqDecoder
-        )
-    {
-        return Err(Error::invalid(format!(
-            "--component {}: {} has {}",
-            component.name(),
-            src.label(),
-            if is_janus {
-                "image-logits and vq-decoder (an autoregressive model)"
-            } else {
-                "unet, vae-encoder, vae-decoder and text-encoder (a diffusion model)"
-            }
-        )));
-    }
     let outs: BTreeMap<String, Tensor> = match component {
         ForwardComponent::ImageLogits => {
             let m = super::janus::Janus::load(src, opts)?;
