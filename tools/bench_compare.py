@@ -19,7 +19,7 @@ for a line on its stdin. The script alternates them run by run (torch, prism, pr
 spell of a noisy machine, which can last tens of seconds, hits both systems' runs of the same
 pairs. The ratio column is the median over the N pairs of prism's time / torch's time: below 1
 means prism is faster. Both processes are resident at once (a UNet at 64x64 latents: about
-4.5 + 4 GiB).
+4.5 + 4 GiB; torch's Janus-Pro-1B language model and generation modules: about 6 GiB).
 
 --mode rounds runs R rounds (--rounds, default 3) of one fresh process per system instead
 (torch first in even rounds, prism first in odd ones), pools each system's R·N timed runs and
@@ -227,7 +227,9 @@ def start_paced(system: str, cmd: list[str], name: str, env: dict) -> dict:
                                        stderr=rec["errf"], text=True, bufsize=1, env=env,
                                        cwd=str(REPO))
     except FileNotFoundError:
-        rec["errf"].close()
+        rec.pop("errf").close()
+        for key in ("out", "t0", "ready"):
+            rec.pop(key)
         rec["reason"] = f"{cmd[0]} not found"
         log(f"{name}: {system}: {rec['reason']}")
         return rec
@@ -378,6 +380,20 @@ def rss_mib(rec: dict) -> str:
     return f"{v / 2**20:,.0f}" if isinstance(v, (int, float)) else "–"
 
 
+def models_line(report: dict) -> str:
+    """The torch side's models for the Setup list: the presets the report's benchmarks use."""
+    kinds = {bench_torch.BENCHMARKS[bench_torch.resolve(b["torch_name"])[0]][0]
+             for b in report["benchmarks"] if b.get("torch_name")}
+    parts = []
+    if not kinds.issubset({"janus_prefill", "janus_decode"}):
+        parts.append("SD 1.5 architecture from `crates/prism-models/presets/sd15/`")
+    if kinds & {"janus_prefill", "janus_decode"}:
+        parts.append("Janus-Pro-1B language model (transformers `LlamaModel`) and generation embeddings, "
+                     "aligner and head from `crates/prism-models/presets/janus-pro-1b/`"
+                     + (f" ({bench_torch.JANUS_QUICK_LAYERS} layers with --quick)" if report["quick"] else ""))
+    return "; ".join(parts)
+
+
 def render_md(report: dict) -> str:
     m = report["machine"]
     tv = report.get("torch_versions") or {}
@@ -456,7 +472,7 @@ def render_md(report: dict) -> str:
            else f"{report.get('rounds', 1)} round(s) × {report['runs']}")
         + f", after {report['warmup']} warm-up (torch; prism's own warm-up); dtype {report['dtype']}",
         "- torch side: " + ", ".join(f"{k} {v}" for k, v in tv.items() if v)
-        + "; models: SD 1.5 architecture from `crates/prism-models/presets/sd15/`, random weights",
+        + "; models: " + models_line(report) + ", random weights",
         f"- prism: {report.get('prism_version') or 'version unknown'} (`{report['prism']}`), "
         f"repo commit {report.get('git') or 'unknown'}",
         f"- Command (in `{report['cwd']}`): `{report['command']}`",

@@ -452,7 +452,7 @@ unsafe fn panels512<const DT: u8>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn panels512_r<const DT: u8, const R: usize>(
     x: *const f32,
     w: *const u8,

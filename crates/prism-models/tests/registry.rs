@@ -74,18 +74,29 @@ fn unknown_classes_are_named_and_folders_without_an_index_are_detected() {
         e.contains("model_index.json") && e.contains("_class_name"),
         "{e}"
     );
-    // A transformers folder names its architecture.
+    // A transformers folder names its architecture: Llama is the LLM baseline, another is
+    // named in the error.
     let l = scratch("llama");
     std::fs::write(
         l.join("config.json"),
         r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}"#,
     )
     .unwrap();
+    let e = pipelines::entry_for(&ModelSource::parse(l.to_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(e.class_name, "LlamaForCausalLM");
+    std::fs::write(
+        l.join("config.json"),
+        r#"{"architectures": ["MistralForCausalLM"], "model_type": "mistral"}"#,
+    )
+    .unwrap();
     let e = pipelines::entry_for(&ModelSource::parse(l.to_str().unwrap()).unwrap())
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(e.contains("LlamaForCausalLM"), "{e}");
+    assert!(
+        e.contains("MistralForCausalLM") && e.contains("JanusForConditionalGeneration"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&l);
     // A folder with only a 3D UNet config and no index is the video pipeline.
     let v = scratch("video");

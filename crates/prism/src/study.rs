@@ -180,8 +180,13 @@ impl StudySpec {
     fn frame_counts(&self, src: &ModelSource, media: MediaKind) -> Result<Option<Vec<usize>>> {
         match (&self.frames, media) {
             (Some(_), MediaKind::Image | MediaKind::Text) => Err(Error::invalid(format!(
-                "--frames: {} is not a video model; frame counts apply to video models (such as t2v)",
-                src.label()
+                "--frames: {} is {} model; frame counts apply to video models (such as t2v)",
+                src.label(),
+                if media == MediaKind::Text {
+                    "a language"
+                } else {
+                    "an image"
+                }
             ))),
             (None, MediaKind::Image | MediaKind::Text) => Ok(None),
             (None, MediaKind::Video) => Ok(Some(vec![video::DEFAULT_FRAMES])),
