@@ -13,11 +13,12 @@ Models are the Stable Diffusion 1.5 architecture built from the configs in
 crates/prism-models/presets/sd15/, and Janus-Pro-1B's language model and image
 generation modules (transformers LlamaModel, generation embeddings, aligner and
 head) from crates/prism-models/presets/janus-pro-1b/, with random weights (timing
-does not depend on the values).  Each benchmark: warm-up run(s), then N timed runs; the JSON on
-stdout (schema "prism.bench/1") gives median / min / max seconds, the times of
-every run, the FLOPs (torch.utils.flop_counter on meta tensors; 2 per
-multiply-add) and peak RSS.  Progress goes to stderr.  With --paced, each timed run waits
-for a line on stdin after "#pace ready" on stdout (bench_compare.py's paired mode).
+does not depend on the values).  Each benchmark: warm-up run(s), then N timed
+runs; the JSON on stdout (schema "prism.bench/1") gives median / min / max
+seconds, the times of every run, the FLOPs (torch.utils.flop_counter on meta
+tensors; 2 per multiply-add) and peak RSS.  Progress goes to stderr.  With
+--paced, each timed run waits for a line on stdin after "#pace ready" on stdout
+(bench_compare.py's paired mode).
 
 tools/bench_compare.py runs this script and `prism bench` side by side.
 """
@@ -63,7 +64,7 @@ BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
                          "(fresh DynamicCache) -> generation head on the last position"),
     "janus_decode_b2": ("janus_decode", 319, 16,
                         "Janus-Pro-1B decode step, batch 2: image ids (2,1) -> generation embeddings + aligner "
-                        "-> Llama LM on a DynamicCache of {n} positions (+1 per run) -> generation head"),
+                        "-> Llama LM on a DynamicCache of {n} positions (cropped back every run) -> generation head"),
 }
 NAIVE_SUFFIX = "_naive"
 # prism's UNet keeping its Winograd filters once transformed (`--keep-filters`); torch has
@@ -328,18 +329,22 @@ def make_case(torch, models: Models, base: str, naive: bool, n: int, device: str
                 return head(h[:, -1])
             cfg = {"ids": [2, n], **cfg}
         else:
-            # Untimed: a cache of n positions; every run (warm-up included) appends one, as
-            # prism's decode state does.
+            # Untimed: a cache of n positions. Every run (warm-up and paced re-warm-up included)
+            # first crops it back to n, so each step attends over n + 1 keys, as prism's state
+            # is rolled back (`State::truncate`).
             cache = DynamicCache()
             with torch.inference_mode():
                 lm(input_ids=randint(lm.config.vocab_size, 2, n), past_key_values=cache, use_cache=True)
             tok = randint(emb.num_embeddings, 2, 1)
 
             def fn():
+                extra = cache.get_seq_length() - n
+                if extra > 0:
+                    cache.crop(-extra)  # transformers 5.23 takes a count to remove
                 x = aligner(emb(tok))
                 h = lm(inputs_embeds=x, past_key_values=cache, use_cache=True).last_hidden_state
                 return head(h[:, -1])
-            cfg = {"ids": [2, 1], "cached": n, "cache_growth_per_run": 1, **cfg}
+            cfg = {"ids": [2, 1], "cached": n, "keys": n + 1, **cfg}
     else:
         raise KeyError(kind)
     return fn, cfg
