@@ -45,6 +45,9 @@ pub fn run(engine: &Engine, a: Args) -> Result<()> {
             total,
             seconds,
         } => eprintln!("step {}/{}: {:.2}s", index + 1, total, seconds),
+        Event::Token { index, total, .. } if (index + 1) % 64 == 0 || index + 1 == *total => {
+            eprintln!("token {}/{}", index + 1, total)
+        }
         _ => {}
     })?;
     if a.study.json {

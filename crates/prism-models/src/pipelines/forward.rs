@@ -128,7 +128,7 @@ pub fn forward(
             [("logits".to_string(), logits)].into()
         }
         ForwardComponent::VqDecoder => {
-            let m = super::janus::Janus::load(src, opts)?;
+            let m = super::janus::Janus::load_parts(src, opts, false)?;
             let sample = m.decode_ids(exec, take("ids")?, &mut NoObserver)?;
             [("sample".to_string(), sample)].into()
         }

@@ -131,8 +131,8 @@ pub struct Janus {
     pub defaults: GenerationDefaults,
     tokenizer: PromptTokenizer,
     /// The language model with the generation embedding, aligner and head (one table for the
-    /// prefill and decode graphs).
-    pub lm: Weights,
+    /// prefill and decode graphs); None when loaded for the VQ decoder alone.
+    pub lm: Option<Weights>,
     pub vq: Weights,
 }
 
@@ -141,6 +141,15 @@ pub fn config(src: &ModelSource) -> Result<JanusConfig> {
     let c = src.model_config()?;
     let g = src.root_config("generation_config")?;
     JanusConfig::from_cfg(&c, g.as_ref())
+}
+
+/// `vq_config.num_patches` when the file gives it (transformers overwrites it with
+/// image_size / patch_size; a file that disagrees was edited by hand).
+fn cfg_num_patches(src: &ModelSource) -> Result<Option<usize>> {
+    let c = src.model_config()?.sub("vq_config")?;
+    c.has("num_patches")
+        .then(|| c.usize_in("num_patches", 0, 1, 1 << 16))
+        .transpose()
 }
 
 /// Generation defaults: `generation_config.json`, else the tokenizer's special tokens.
@@ -228,6 +237,12 @@ fn check_files(cfg: &JanusConfig, files: &TensorFiles) -> Result<()> {
 
 impl Janus {
     pub fn load(src: &ModelSource, opts: &LoadOptions) -> Result<Self> {
+        Self::load_parts(src, opts, true)
+    }
+
+    /// Load what image generation runs; without `lm`, only the VQ decoder's weights (for
+    /// `forward --component vq-decoder`).
+    pub fn load_parts(src: &ModelSource, opts: &LoadOptions, lm: bool) -> Result<Self> {
         let cfg = config(src)?;
         let defaults = defaults(src, &cfg)?;
         let tokenizer = PromptTokenizer::open(src)?;
@@ -235,8 +250,21 @@ impl Janus {
         if let Some(f) = &files {
             check_files(&cfg, f)?;
         }
-        let lm_g = lm_graph(&cfg, LmStep::ImageToken, 1, 1)?;
-        let lm = src.part_weights(&lm_g, LM, files.as_ref(), LM_IGNORE, opts)?;
+        let lm = if lm {
+            let lm_g = lm_graph(&cfg, LmStep::ImageToken, 1, 1)?;
+            Some(src.part_weights(&lm_g, LM, files.as_ref(), LM_IGNORE, opts)?)
+        } else {
+            None
+        };
+        if let Some(&p) = cfg_num_patches(src)?.as_ref() {
+            if p != cfg.grid {
+                return Err(Error::invalid(format!(
+                    "{}: vq_config.num_patches {p} differs from vision_config image_size / patch_size = {}",
+                    src.label(),
+                    cfg.grid
+                )));
+            }
+        }
         let vq_g = vq_decoder_graph(&cfg, 1)?;
         let vq = src.part_weights(&vq_g, VQ, files.as_ref(), VQ_IGNORE, opts)?;
         Ok(Self {
@@ -349,7 +377,9 @@ impl Janus {
                 stage,
                 run,
                 plan,
-                &self.lm,
+                self.lm
+                    .as_ref()
+                    .ok_or_else(|| Error::invalid("the language model was not loaded"))?,
                 &mut state,
                 std::mem::take(&mut inputs),
             )?;
@@ -628,7 +658,10 @@ impl super::Pipeline for Janus {
     }
     fn components(&self) -> Vec<(&'static str, usize)> {
         vec![
-            ("language_model", self.lm.param_count()),
+            (
+                "language_model",
+                self.lm.as_ref().map_or(0, |w| w.param_count()),
+            ),
             ("vq_decoder", self.vq.param_count()),
         ]
     }
@@ -713,7 +746,9 @@ impl super::Pipeline for Janus {
         let text_time = t0.elapsed();
         let (tokens, step_times) =
             me.generate_tokens(exec, &ids, guidance, &sampling, r.seed, obs, progress)?;
-        me.lm.release();
+        if let Some(w) = me.lm.as_mut() {
+            w.release();
+        }
         let t1 = Instant::now();
         let t = tokens.len();
         let sample = me.decode_ids(exec, Tensor::from_ids(vec![1, t], tokens)?, obs)?;
