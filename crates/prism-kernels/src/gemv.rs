@@ -11,9 +11,9 @@
 //!   several per thread: each task streams one contiguous stretch of W.
 //! - Row-major, AVX-512: 4 output features × up to 4 rows of x in 16 accumulators, one vector
 //!   load of each of the 4 weight rows per 16 inputs; AVX2: the same 4 features over 8-wide
-//!   vectors, x rows two at a time (16 registers). Panels (AVX-512): the 32 features of a panel
+//!   vectors, x rows two at a time (16 registers). Panels, AVX-512: the 32 features of a panel
 //!   as two vectors, two inputs per iteration into two accumulator sets, so FMA latency never
-//!   limits the stream.
+//!   limits the stream; AVX2: as four vectors, x rows two at a time.
 //! - Bias and residual are added per task as its columns are finished.
 //!
 //! [`gemv_reference`] is the plain f64 version the tests compare against.
@@ -194,21 +194,16 @@ unsafe fn columns(
         (Level::Avx512, Layout::Panels) => {
             return by_dt!(panels512, x, w, rows, inf, out, o0, o1, y);
         }
-        (Level::Avx2, Layout::RowMajor) => {
+        (Level::Avx2, _) => {
             let mut r = 0;
             while r < rows {
                 let n = (rows - r).min(2);
-                by_dt!(
-                    rm256,
-                    x.add(r * inf),
-                    w,
-                    n,
-                    inf,
-                    out,
-                    o0,
-                    o1,
-                    y.add(r * out)
-                );
+                let (xr, yr) = (x.add(r * inf), y.add(r * out));
+                if layout == Layout::RowMajor {
+                    by_dt!(rm256, xr, w, n, inf, out, o0, o1, yr);
+                } else {
+                    by_dt!(panels256, xr, w, n, inf, out, o0, o1, yr);
+                }
                 r += n;
             }
             return;
@@ -497,6 +492,70 @@ unsafe fn panels512_r<const DT: u8, const R: usize>(
             let mut tmp = [0f32; NR];
             _mm512_storeu_ps(tmp.as_mut_ptr(), _mm512_add_ps(a[r][0], b[r][0]));
             _mm512_storeu_ps(tmp.as_mut_ptr().add(16), _mm512_add_ps(a[r][1], b[r][1]));
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), y.add(r * out + p * NR), n);
+        }
+        p += 1;
+    }
+}
+
+/// Panels, AVX2: a panel's 32 features as four 8-lane vectors per row, x rows two at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn panels256<const DT: u8>(
+    x: *const f32,
+    w: *const u8,
+    rows: usize,
+    inf: usize,
+    out: usize,
+    o0: usize,
+    o1: usize,
+    y: *mut f32,
+) {
+    if rows == 1 {
+        panels256_r::<DT, 1>(x, w, inf, out, o0, o1, y)
+    } else {
+        panels256_r::<DT, 2>(x, w, inf, out, o0, o1, y)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn panels256_r<const DT: u8, const R: usize>(
+    x: *const f32,
+    w: *const u8,
+    inf: usize,
+    out: usize,
+    o0: usize,
+    o1: usize,
+    y: *mut f32,
+) {
+    let mut p = o0 / NR;
+    while p * NR < o1 {
+        let base = p * inf * NR;
+        let mut a = [[_mm256_setzero_ps(); 4]; R];
+        for k in 0..inf {
+            let i = base + k * NR;
+            let wv = [
+                load8::<DT>(w, i),
+                load8::<DT>(w, i + 8),
+                load8::<DT>(w, i + 16),
+                load8::<DT>(w, i + 24),
+            ];
+            for r in 0..R {
+                let xv = _mm256_broadcast_ss(&*x.add(r * inf + k));
+                for j in 0..4 {
+                    a[r][j] = _mm256_fmadd_ps(wv[j], xv, a[r][j]);
+                }
+            }
+        }
+        let n = (out - p * NR).min(NR);
+        for r in 0..R {
+            let mut tmp = [0f32; NR];
+            for j in 0..4 {
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * j), a[r][j]);
+            }
             std::ptr::copy_nonoverlapping(tmp.as_ptr(), y.add(r * out + p * NR), n);
         }
         p += 1;

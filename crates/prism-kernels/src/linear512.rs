@@ -1,6 +1,8 @@
-//! Linear layers with AVX-512 f32 register tiles on weights stored in panels: the path of
-//! `Linear` and of the fused GEGLU projection on CPUs with AVX-512F (elsewhere the weights
-//! stay row-major and `matmul` runs them through the `gemm` crate).
+//! Linear layers with f32 register tiles on weights stored in panels: the path of `Linear`
+//! and of the fused GEGLU projection on CPUs with AVX-512F, and (the AVX2 twin, [`tile256`]:
+//! the same 14 × 32 tile as sub-tiles of 6 rows × 16 columns over the panel chunk in L1) on
+//! AVX2 + FMA. Portable builds keep the weights row-major and `matmul` runs them through the
+//! `gemm` crate.
 //!
 //! y (rows × out) [+]= x (rows × in) · Wᵀ, W (out × in).
 //!
@@ -66,7 +68,10 @@ pub const GEGLU_BLOCK: usize = ONE_BLOCK_MAX * 2 * GB * NR;
 
 /// Whether this CPU runs these kernels (bound weights are packed only then).
 pub fn available() -> bool {
-    crate::simd::level() == crate::simd::Level::Avx512
+    matches!(
+        crate::simd::level(),
+        crate::simd::Level::Avx512 | crate::simd::Level::Avx2
+    )
 }
 
 /// Elements of W (out × inf) laid out in panels: `out` rounded up to [`NR`].
@@ -188,6 +193,7 @@ fn run(len: usize, n: usize, i: usize, unit: usize) -> (usize, usize) {
 /// [`KC`]: crate::tuning::Tuning::linear_kc
 #[allow(clippy::too_many_arguments)]
 fn block(
+    lvl: crate::simd::Level,
     x: &[f32],
     inf: usize,
     (r0, r1): (usize, usize),
@@ -249,10 +255,18 @@ fn block(
                 unsafe {
                     let c = y.get().add((row - r0) * y_rs + c0);
                     let wb = wb as *const u8;
-                    match dt {
-                        F32 => tile::<F32>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
-                        BF16 => tile::<BF16>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
-                        _ => tile::<F16>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
+                    if lvl == crate::simd::Level::Avx512 {
+                        match dt {
+                            F32 => tile::<F32>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
+                            BF16 => tile::<BF16>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
+                            _ => tile::<F16>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
+                        }
+                    } else {
+                        match dt {
+                            F32 => tile256::<F32>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
+                            BF16 => tile256::<BF16>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
+                            _ => tile256::<F16>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
+                        }
                     }
                 }
             }
@@ -274,7 +288,39 @@ pub fn linear(
     out: usize,
     y: &mut [f32],
 ) {
-    assert!(available(), "linear512 needs AVX-512F");
+    linear_at(
+        crate::simd::level(),
+        x,
+        w,
+        bias,
+        residual,
+        rows,
+        inf,
+        out,
+        y,
+    )
+}
+
+/// [`linear`] with the tile of a given level (Avx512 or Avx2, lowered to what this CPU has):
+/// for tests.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_at(
+    lvl: crate::simd::Level,
+    x: &[f32],
+    w: &ConvWeights,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    rows: usize,
+    inf: usize,
+    out: usize,
+    y: &mut [f32],
+) {
+    assert!(available(), "linear512 needs AVX2 or AVX-512F");
+    let lvl = crate::simd::supported(lvl);
+    assert!(
+        matches!(lvl, crate::simd::Level::Avx512 | crate::simd::Level::Avx2),
+        "linear512 runs the AVX-512 or AVX2 tile, not {lvl:?}"
+    );
     assert_eq!(x.len(), rows * inf, "linear input length");
     assert_eq!(w.len(), panels_len(out, inf), "linear weight panels length");
     assert_eq!(y.len(), rows * out, "linear output length");
@@ -313,7 +359,7 @@ pub fn linear(
         // SAFETY (of the offset): row rr.0 is in y.
         let yb = SendPtr(unsafe { yp.get().add(rr.0 * out) });
         let col = |p: usize| (p * NR, NR.min(out - p * NR));
-        block(x, inf, rr, (wb, dt), pp, yb, out, col, bias, residual);
+        block(lvl, x, inf, rr, (wb, dt), pp, yb, out, col, bias, residual);
     });
 }
 
@@ -330,7 +376,7 @@ pub fn linear_geglu(
     n: usize,
     y: &mut [f32],
 ) {
-    assert!(available(), "linear512 needs AVX-512F");
+    assert!(available(), "linear512 needs AVX2 or AVX-512F");
     assert!(geglu_fits(n), "GEGLU width {n} is not a multiple of {NR}");
     assert_eq!(x.len(), rows * inf, "GEGLU input length");
     assert_eq!(
@@ -365,6 +411,7 @@ pub fn linear_geglu(
             let gate = |p: usize| (wide + (p - panels - g0) * NR, NR);
             let wv = (wb, dt);
             block(
+                crate::simd::level(),
                 x,
                 inf,
                 (r0, r1),
@@ -377,7 +424,19 @@ pub fn linear_geglu(
                 None,
             );
             let gates = (panels + g0, panels + g1);
-            block(x, inf, (r0, r1), wv, gates, hp, h_rs, gate, Some(b), None);
+            block(
+                crate::simd::level(),
+                x,
+                inf,
+                (r0, r1),
+                wv,
+                gates,
+                hp,
+                h_rs,
+                gate,
+                Some(b),
+                None,
+            );
             for r in 0..r1 - r0 {
                 let hr = &h[r * h_rs..(r + 1) * h_rs];
                 // SAFETY: row r0 + r, columns g0·32..g1·32 of y belong to this task alone.
@@ -503,6 +562,131 @@ unsafe fn tile<const DT: u8>(
         _mm512_mask_storeu_ps(p, m0, v0);
         _mm512_mask_storeu_ps(p.add(16), m1, v1);
     }
+}
+
+/// 8 panel elements from element index `i`, widened to f32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load8<const DT: u8>(base: *const u8, i: usize) -> __m256 {
+    match DT {
+        F32 => _mm256_loadu_ps((base as *const f32).add(i)),
+        BF16 => {
+            let h = _mm_loadu_si128((base as *const u16).add(i) as *const __m128i);
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        }
+        _ => _mm256_cvtph_ps(_mm_loadu_si128(
+            (base as *const u16).add(i) as *const __m128i
+        )),
+    }
+}
+
+/// The AVX2 twin of [`tile`]: the same 14 rows × 32 columns, as sub-tiles of R rows × 16
+/// columns (2R accumulators of 8 lanes; R = 6, 6, 2) over the panel chunk, which stays in L1
+/// while the sub-tiles pass over it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile256<const DT: u8>(
+    kc: usize,
+    a: &[*const f32; MR],
+    base: *const u8,
+    b: usize,
+    c: *mut f32,
+    c_rs: usize,
+    nrows: usize,
+    ncols: usize,
+    ep: Epilogue,
+) {
+    for half in 0..2 {
+        let c0 = half * 16;
+        if c0 >= ncols {
+            break;
+        }
+        let n = (ncols - c0).min(16);
+        let mut r = 0;
+        while r < nrows {
+            if nrows - r > 2 {
+                sub256::<DT, 6>(kc, a, r, base, b + c0, c, c_rs, nrows, c0, n, ep);
+                r += 6;
+            } else {
+                sub256::<DT, 2>(kc, a, r, base, b + c0, c, c_rs, nrows, c0, n, ep);
+                r += 2;
+            }
+        }
+    }
+}
+
+/// R rows from `r` × 16 columns from `c0` of the tile (rows past `nrows` computed from the
+/// repeated first row and not stored; R rows from `r` are within the tile's 14).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn sub256<const DT: u8, const R: usize>(
+    kc: usize,
+    a: &[*const f32; MR],
+    r: usize,
+    base: *const u8,
+    b: usize,
+    c: *mut f32,
+    c_rs: usize,
+    nrows: usize,
+    c0: usize,
+    n: usize,
+    ep: Epilogue,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let rows: [*const f32; R] = std::array::from_fn(|i| a[(r + i).min(MR - 1)]);
+    for k in 0..kc {
+        let w0 = load8::<DT>(base, b + k * NR);
+        let w1 = load8::<DT>(base, b + k * NR + 8);
+        for (acc, row) in acc.iter_mut().zip(&rows) {
+            let av = _mm256_broadcast_ss(&*row.add(k));
+            acc[0] = _mm256_fmadd_ps(av, w0, acc[0]);
+            acc[1] = _mm256_fmadd_ps(av, w1, acc[1]);
+        }
+    }
+    let mut sums = [0f32; 16];
+    for (i, acc) in acc.iter().enumerate() {
+        let row = r + i;
+        if row >= nrows {
+            break;
+        }
+        _mm256_storeu_ps(sums.as_mut_ptr(), acc[0]);
+        _mm256_storeu_ps(sums.as_mut_ptr().add(8), acc[1]);
+        let p = c.add(row * c_rs + c0);
+        for (j, &s) in sums.iter().enumerate().take(n) {
+            *p.add(j) = match ep {
+                Epilogue::Add => *p.add(j) + s,
+                Epilogue::First { bias, res } => {
+                    let mut v = s;
+                    if !bias.is_null() {
+                        v += *bias.add(c0 + j);
+                    }
+                    if !res.is_null() {
+                        v += *res.add(row * c_rs + c0 + j);
+                    }
+                    v
+                }
+            };
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile256<const DT: u8>(
+    _: usize,
+    _: &[*const f32; MR],
+    _: *const u8,
+    _: usize,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: Epilogue,
+) {
+    unreachable!("linear512 runs only where available() says AVX2 or AVX-512F is present")
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -853,7 +853,8 @@ fn linear_f64(
 
 #[test]
 fn panel_linear_matches_reference_on_every_weight_dtype() {
-    use prism_kernels::linear512::{available, linear, pack_panels, unpack_panels};
+    use prism_kernels::linear512::{available, linear_at, pack_panels, unpack_panels};
+    use prism_kernels::simd::Level;
     let mut r = Rng::new();
     // Layout round trip (needs no AVX-512): outputs off 32, one input feature.
     for &(out, inf) in &[(1, 1), (33, 5), (64, 300)] {
@@ -864,86 +865,95 @@ fn panel_linear_matches_reference_on_every_weight_dtype() {
         assert_eq!(back, w, "panels round trip {out}x{inf}");
     }
     if !available() {
-        eprintln!("no AVX-512F on this CPU: Linear runs through the gemm crate");
+        eprintln!("no AVX2 on this CPU: Linear runs through the gemm crate");
         return;
     }
-    pool().install(|| {
-        // Ragged rows (tile 14; one task block up to 560 rows, then blocks of 224), outputs
-        // off 32, inputs past one 256-wide chunk.
-        for &(rows, inf, out) in &[
-            (1, 1, 1),
-            (13, 7, 33),
-            (15, 300, 64),
-            (230, 600, 70),
-            (601, 30, 40),
-        ] {
-            let x = r.vec(rows * inf);
-            let w = r.vec(out * inf);
-            let wp = pack_panels(&w, out, inf);
-            let wp = ConvWeights::F32(&wp);
-            // Bias and residual folded into the first chunk's stores.
-            let res = r.vec(rows * out);
-            let bias = r.vec(out);
-            let mut want = linear_f64(&x, &w, Some(&res), rows, inf, out);
-            for (i, v) in want.iter_mut().enumerate() {
-                *v += bias[i % out] as f64;
-            }
-            for (b, rs, what) in [
-                (Some(&bias[..]), Some(&res[..]), "bias + residual"),
-                (None, None, "plain"),
+    // Both tiles: AVX-512's 14 x 32 and its AVX2 twin (where this CPU has them).
+    let levels: Vec<Level> = prism_kernels::simd::available_levels()
+        .into_iter()
+        .filter(|l| matches!(l, Level::Avx512 | Level::Avx2))
+        .collect();
+    for lvl in levels {
+        pool().install(|| {
+            // Ragged rows (tile 14; one task block up to 560 rows, then blocks of 224), outputs
+            // off 32, inputs past one 256-wide chunk.
+            for &(rows, inf, out) in &[
+                (1, 1, 1),
+                (13, 7, 33),
+                (15, 300, 64),
+                (230, 600, 70),
+                (601, 30, 40),
             ] {
-                let mut y = vec![f32::NAN; rows * out];
-                linear(&x, &wp, b, rs, rows, inf, out, &mut y);
-                let want = if b.is_some() {
-                    want.clone()
-                } else {
-                    linear_f64(&x, &w, None, rows, inf, out)
-                };
+                let x = r.vec(rows * inf);
+                let w = r.vec(out * inf);
+                let wp = pack_panels(&w, out, inf);
+                let wp = ConvWeights::F32(&wp);
+                // Bias and residual folded into the first chunk's stores.
+                let res = r.vec(rows * out);
+                let bias = r.vec(out);
+                let mut want = linear_f64(&x, &w, Some(&res), rows, inf, out);
+                for (i, v) in want.iter_mut().enumerate() {
+                    *v += bias[i % out] as f64;
+                }
+                for (b, rs, what) in [
+                    (Some(&bias[..]), Some(&res[..]), "bias + residual"),
+                    (None, None, "plain"),
+                ] {
+                    let mut y = vec![f32::NAN; rows * out];
+                    linear_at(lvl, &x, &wp, b, rs, rows, inf, out, &mut y);
+                    let want = if b.is_some() {
+                        want.clone()
+                    } else {
+                        linear_f64(&x, &w, None, rows, inf, out)
+                    };
+                    close(
+                        &format!("panel linear {lvl:?} {rows}x{inf}x{out} ({what})"),
+                        &y,
+                        &want,
+                    );
+                }
+                // 16-bit panels: the product of the widened weights.
+                let wb: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                let wh: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+                let wide_b: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
+                let wide_h: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
+                let mut yb = vec![0f32; rows * out];
+                linear_at(
+                    lvl,
+                    &x,
+                    &ConvWeights::Bf16(&pack_panels(&wb, out, inf)),
+                    None,
+                    None,
+                    rows,
+                    inf,
+                    out,
+                    &mut yb,
+                );
                 close(
-                    &format!("panel linear {rows}x{inf}x{out} ({what})"),
-                    &y,
-                    &want,
+                    "bf16 panel linear",
+                    &yb,
+                    &linear_f64(&x, &wide_b, None, rows, inf, out),
+                );
+                let mut yh = vec![0f32; rows * out];
+                linear_at(
+                    lvl,
+                    &x,
+                    &ConvWeights::F16(&pack_panels(&wh, out, inf)),
+                    None,
+                    None,
+                    rows,
+                    inf,
+                    out,
+                    &mut yh,
+                );
+                close(
+                    "f16 panel linear",
+                    &yh,
+                    &linear_f64(&x, &wide_h, None, rows, inf, out),
                 );
             }
-            // 16-bit panels: the product of the widened weights.
-            let wb: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
-            let wh: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
-            let wide_b: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
-            let wide_h: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
-            let mut yb = vec![0f32; rows * out];
-            linear(
-                &x,
-                &ConvWeights::Bf16(&pack_panels(&wb, out, inf)),
-                None,
-                None,
-                rows,
-                inf,
-                out,
-                &mut yb,
-            );
-            close(
-                "bf16 panel linear",
-                &yb,
-                &linear_f64(&x, &wide_b, None, rows, inf, out),
-            );
-            let mut yh = vec![0f32; rows * out];
-            linear(
-                &x,
-                &ConvWeights::F16(&pack_panels(&wh, out, inf)),
-                None,
-                None,
-                rows,
-                inf,
-                out,
-                &mut yh,
-            );
-            close(
-                "f16 panel linear",
-                &yh,
-                &linear_f64(&x, &wide_h, None, rows, inf, out),
-            );
-        }
-    });
+        });
+    }
 }
 
 #[test]
