@@ -344,3 +344,28 @@ fn the_preset_builds_its_published_shape_from_configs() {
     let n = cfg.param_count().unwrap();
     assert!((1_400_000_000..1_700_000_000).contains(&n), "{n}");
 }
+
+#[test]
+fn pixels_follow_the_processor_config() {
+    use prism_models::autoregressive::janus::Postprocess;
+    let cfg = |text: &str| Postprocess::from_cfg(&Cfg::from_str(text, "processor").unwrap());
+    // Janus' values: 127.5·(x + 1), truncated.
+    let p = cfg("{}").unwrap();
+    assert_eq!(p, Postprocess::default());
+    let img = p.pixels(
+        &[
+            -1.0, 0.0, 0.999, -2.0, 2.0, 0.5, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6,
+        ],
+        2,
+        2,
+    );
+    // HWC: pixel 0 is (x[0], x[4], x[8]) = (-1, 2, 0.3), pixel 1 (0, 0.5, 0.4).
+    assert_eq!(&img.data[..6], &[0, 255, 165, 127, 191, 178]);
+    // Other normalization constants are honoured.
+    let p = cfg(r#"{"image_mean": [0, 0, 0], "image_std": [1, 1, 1]}"#).unwrap();
+    assert_eq!(p.pixels(&[0.5, 0.5, 0.5], 1, 1).data, vec![127, 127, 127]);
+    let e = cfg(r#"{"image_std": [0.5, 0]}"#).unwrap_err().to_string();
+    assert!(e.contains("image_std"), "{e}");
+    let e = cfg(r#"{"do_rescale": false}"#).unwrap_err().to_string();
+    assert!(e.contains("do_rescale"), "{e}");
+}

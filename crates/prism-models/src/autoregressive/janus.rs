@@ -438,20 +438,94 @@ pub fn vq_decoder_graph(cfg: &JanusConfig, batch: usize) -> Result<Graph> {
     b.finish()
 }
 
-/// The VQ decoder's output as transformers' `JanusImageProcessor.postprocess` makes pixels:
-/// 127.5·(x + 1), clipped to [0, 255], truncated to 8 bits (torch's `.to(uint8)`).
-pub fn to_pixels(sample: &[f32], h: usize, w: usize) -> crate::image::RgbImage {
-    let mut data = vec![0u8; h * w * 3];
-    for c in 0..3 {
-        for i in 0..h * w {
-            let v = (sample[c * h * w + i] * 255.0 + 255.0) * 0.5;
-            data[i * 3 + c] = v.clamp(0.0, 255.0) as u8;
+/// How `JanusImageProcessor.postprocess` turns the VQ decoder's output into pixels: the
+/// inverse of its normalization, `(x · std + mean) / rescale_factor`, clipped to [0, 255] and
+/// truncated to 8 bits (torch's `.to(uint8)`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Postprocess {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// 1 / `rescale_factor` (255 for 1/255).
+    pub scale: f32,
+}
+
+impl Default for Postprocess {
+    /// Janus' published values: mean and std 0.5, rescale factor 1/255.
+    fn default() -> Self {
+        Self {
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            scale: 255.0,
         }
     }
-    crate::image::RgbImage {
-        width: w,
-        height: h,
-        data,
+}
+
+impl Postprocess {
+    /// From a processor config's image-processor fields (`processor_config.json`'s
+    /// `image_processor`, or `preprocessor_config.json`).
+    pub fn from_cfg(c: &Cfg) -> Result<Self> {
+        let d = Self::default();
+        let three = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
+            match c.v.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(default),
+                Some(v) => {
+                    let a: Vec<f32> = v
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_f64())
+                                .map(|x| x as f32)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    match a[..] {
+                        [x, y, z] if [x, y, z].iter().all(|v| v.is_finite()) => Ok([x, y, z]),
+                        _ => Err(c.err(format!("`{key}` must be three finite numbers"))),
+                    }
+                }
+            }
+        };
+        let normalize = c.bool_or("do_normalize", true)?;
+        let (mean, std) = if normalize {
+            (three("image_mean", d.mean)?, three("image_std", d.std)?)
+        } else {
+            ([0.0; 3], [1.0; 3])
+        };
+        if std.iter().any(|&s| s == 0.0) {
+            return Err(c.err("`image_std` has a zero"));
+        }
+        let factor = c.f64_or("rescale_factor", 1.0 / 255.0)?;
+        if !(factor.is_finite() && factor > 0.0) {
+            return Err(c.err(format!("`rescale_factor` {factor} must be positive")));
+        }
+        if !c.bool_or("do_rescale", true)? {
+            return Err(
+                c.err("`do_rescale` false: the processor would return floats, not 8-bit pixels")
+            );
+        }
+        Ok(Self {
+            mean,
+            std,
+            // In f64, as Python computes 1 / rescale_factor: 255 exactly for 1/255.
+            scale: (1.0 / factor) as f32,
+        })
+    }
+
+    /// (3, h, w) decoder output → 8-bit RGB.
+    pub fn pixels(&self, sample: &[f32], h: usize, w: usize) -> crate::image::RgbImage {
+        let mut data = vec![0u8; h * w * 3];
+        for c in 0..3 {
+            let (m, s) = (self.mean[c], self.std[c]);
+            for i in 0..h * w {
+                let v = (sample[c * h * w + i] * s + m) * self.scale;
+                data[i * 3 + c] = v.clamp(0.0, 255.0) as u8;
+            }
+        }
+        crate::image::RgbImage {
+            width: w,
+            height: h,
+            data,
+        }
     }
 }
 

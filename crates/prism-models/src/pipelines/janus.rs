@@ -8,7 +8,8 @@
 //! pixels.
 
 use crate::autoregressive::janus::{
-    check_image_ids, lm_graph, to_pixels, vq_decoder_graph, GenerationDefaults, JanusConfig, LmStep,
+    check_image_ids, lm_graph, vq_decoder_graph, GenerationDefaults, JanusConfig, LmStep,
+    Postprocess,
 };
 use crate::autoregressive::sampling::{guide, Sampling};
 use crate::components::LoadOptions;
@@ -134,6 +135,8 @@ pub struct Janus {
     /// prefill and decode graphs); None when loaded for the VQ decoder alone.
     pub lm: Option<Weights>,
     pub vq: Weights,
+    /// Decoder output → pixels (the folder's processor config, else Janus' values).
+    pub postprocess: Postprocess,
 }
 
 /// The configuration (and generation defaults) of a Janus model, from configs alone.
@@ -141,6 +144,20 @@ pub fn config(src: &ModelSource) -> Result<JanusConfig> {
     let c = src.model_config()?;
     let g = src.root_config("generation_config")?;
     JanusConfig::from_cfg(&c, g.as_ref())
+}
+
+/// The image processor's settings: `processor_config.json` (its `image_processor`), else
+/// `preprocessor_config.json`, else Janus' published values.
+fn postprocess(src: &ModelSource) -> Result<Postprocess> {
+    if let Some(p) = src.root_config("processor_config")? {
+        if p.has("image_processor") {
+            return Postprocess::from_cfg(&p.sub("image_processor")?);
+        }
+    }
+    match src.root_config("preprocessor_config")? {
+        Some(p) => Postprocess::from_cfg(&p),
+        None => Ok(Postprocess::default()),
+    }
 }
 
 /// `vq_config.num_patches` when the file gives it (transformers overwrites it with
@@ -275,6 +292,7 @@ impl Janus {
             tokenizer,
             lm,
             vq,
+            postprocess: postprocess(src)?,
         })
     }
 
@@ -565,7 +583,7 @@ impl Janus {
 /// The pixels of a decoded (1, 3, H, W) sample, as `generate` writes them.
 pub fn to_pixels_of(j: &Janus, sample: &Tensor) -> crate::image::RgbImage {
     let size = j.cfg.image_size();
-    to_pixels(sample.data(), size, size)
+    j.postprocess.pixels(sample.data(), size, size)
 }
 
 /// Every graph a generation runs, for `analyze`: the prefill over a prompt of
@@ -758,7 +776,7 @@ impl super::Pipeline for Janus {
                 "the VQ decoder produced non-finite pixels: are the weights finite?",
             ));
         }
-        let image = to_pixels(sample.data(), size, size);
+        let image = me.postprocess.pixels(sample.data(), size, size);
         let decode_time = t1.elapsed();
         progress(Progress::Decoded(decode_time));
         Ok(super::Generation {
