@@ -491,7 +491,7 @@ impl Postprocess {
         } else {
             ([0.0; 3], [1.0; 3])
         };
-        if std.iter().any(|&s| s == 0.0) {
+        if std.contains(&0.0) {
             return Err(c.err("`image_std` has a zero"));
         }
         let factor = c.f64_or("rescale_factor", 1.0 / 255.0)?;
