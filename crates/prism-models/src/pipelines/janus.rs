@@ -143,7 +143,17 @@ pub struct Janus {
 pub fn config(src: &ModelSource) -> Result<JanusConfig> {
     let c = src.model_config()?;
     let g = src.root_config("generation_config")?;
-    JanusConfig::from_cfg(&c, g.as_ref())
+    let cfg = JanusConfig::from_cfg(&c, g.as_ref())?;
+    if let Some(p) = cfg_num_patches(src)? {
+        if p != cfg.grid {
+            return Err(Error::invalid(format!(
+                "{}: vq_config.num_patches {p} differs from vision_config image_size / patch_size = {}",
+                src.label(),
+                cfg.grid
+            )));
+        }
+    }
+    Ok(cfg)
 }
 
 /// The image processor's settings: `processor_config.json` (its `image_processor`), else
@@ -273,15 +283,6 @@ impl Janus {
         } else {
             None
         };
-        if let Some(&p) = cfg_num_patches(src)?.as_ref() {
-            if p != cfg.grid {
-                return Err(Error::invalid(format!(
-                    "{}: vq_config.num_patches {p} differs from vision_config image_size / patch_size = {}",
-                    src.label(),
-                    cfg.grid
-                )));
-            }
-        }
         let vq_g = vq_decoder_graph(&cfg, 1)?;
         let vq = src.part_weights(&vq_g, VQ, files.as_ref(), VQ_IGNORE, opts)?;
         Ok(Self {
@@ -571,7 +572,13 @@ impl Janus {
         let d = &self.defaults;
         let s = &r.sampling;
         Sampling {
-            greedy: s.greedy || !d.do_sample && s.temperature.is_none() && s.top_k.is_none(),
+            // A folder whose generation config says `do_sample: false` decodes greedily unless
+            // a sampling flag asks otherwise.
+            greedy: s.greedy
+                || !d.do_sample
+                    && s.temperature.is_none()
+                    && s.top_k.is_none()
+                    && s.top_p.is_none(),
             temperature: s.temperature.or(d.temperature).unwrap_or(1.0),
             // transformers samples among the top 50 when nothing sets top_k.
             top_k: s.top_k.or(d.top_k).or(Some(DEFAULT_TOP_K)),
