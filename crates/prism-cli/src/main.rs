@@ -58,7 +58,18 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let engine = prism::Engine::new(cli.threads)?;
+    // More threads than cores only slows a run down (and thousands exhaust thread stacks).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if cli.threads > cores {
+        eprintln!(
+            "note: --threads {} is more than the {cores} cores here; using {cores}",
+            cli.threads
+        );
+        cores
+    } else {
+        cli.threads
+    };
+    let engine = prism::Engine::new(threads)?;
     match cli.cmd {
         Cmd::Analyze(a) => analyze::run(&engine, a),
         Cmd::Profile(a) => profile::run(&engine, a),

@@ -659,3 +659,134 @@ fn janus_forward_and_phases_in_analyze() {
         assert!(dcd["kv_cache"]["last_bytes"].as_u64() > dcd["kv_cache"]["first_bytes"].as_u64());
     }
 }
+
+/// Issue 21's catalogue: outputs only ever replace regular files (or, with --force, a link
+/// itself); the format follows the extension; every destination is checked before any work.
+#[test]
+fn outputs_are_regular_files_named_for_their_format() {
+    let d = scratch("outputs");
+    let model = fixtures().join("sd1_tiny");
+    let m = model.to_str().unwrap();
+    // A device is never replaced, even with --force.
+    let dev = Path::new("/dev/null");
+    let mut args = generate_args(m, "/dev/null");
+    args.push("--force");
+    fails(&args, dev, &["/dev/null", "not a regular file"]);
+    {
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata(dev).unwrap().file_type().is_char_device());
+    }
+    // A dangling link: refused without --force; with it the link itself is replaced.
+    let target = d.join("elsewhere.png");
+    let link = d.join("link.png");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    fails(
+        &generate_args(m, link.to_str().unwrap()),
+        &d.join("never.png"),
+        &["symbolic link", "--force"],
+    );
+    let mut args = generate_args(m, link.to_str().unwrap());
+    args.push("--force");
+    let o = prism(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
+    assert!(!target.exists(), "the link's target was written");
+    // The extension names the format.
+    let jpg = d.join("x.jpg");
+    fails(
+        &generate_args(m, jpg.to_str().unwrap()),
+        &jpg,
+        &["x.jpg", "*.png"],
+    );
+    let gif = d.join("x.gif");
+    fails(&generate_args(m, gif.to_str().unwrap()), &gif, &["*.png"]);
+    // Video destinations are checked up front.
+    let video = fixtures().join("t2v_tiny");
+    let v = video.to_str().unwrap();
+    let out = d.join("v.gif");
+    let o = out.to_str().unwrap();
+    let base = [
+        "generate", "--model", v, "--prompt", "x", "--steps", "1", "--frames", "2",
+    ];
+    let mut a: Vec<&str> = base.to_vec();
+    a.extend(["--fps", "0", "-o", o]);
+    fails(&a, &out, &["--fps 0"]);
+    let file = d.join("afile");
+    std::fs::write(&file, b"x").unwrap();
+    let mut a: Vec<&str> = base.to_vec();
+    a.extend(["--frames-dir", file.to_str().unwrap(), "-o", o]);
+    fails(&a, &out, &["--frames-dir", "not a folder"]);
+    // forward writes safetensors only.
+    let inp = d.join("in.safetensors");
+    write_tensors(
+        &inp,
+        &[(
+            "input_ids".into(),
+            prism_core::Tensor::from_ids(vec![1, 3], vec![1, 2, 3]).unwrap(),
+        )],
+        false,
+    )
+    .unwrap();
+    let bin = d.join("out.bin");
+    fails(
+        &[
+            "forward",
+            "--model",
+            m,
+            "--component",
+            "text-encoder",
+            "--inputs",
+            inp.to_str().unwrap(),
+            "-o",
+            bin.to_str().unwrap(),
+        ],
+        &bin,
+        &["*.safetensors"],
+    );
+}
+
+/// NaN or Inf in weights, latents, forward inputs or a scheduler config is an error naming
+/// it, not a black image.
+#[test]
+fn non_finite_numbers_are_refused_by_name() {
+    let m = rewrite_text_encoder("nan", |ts| {
+        let (_, t) = ts
+            .iter_mut()
+            .find(|(n, _)| n == "text_model.final_layer_norm.weight")
+            .unwrap();
+        t.data_mut()[3] = f32::NAN;
+    });
+    let out = m.join("x.png");
+    fails(
+        &generate_args(m.to_str().unwrap(), out.to_str().unwrap()),
+        &out,
+        &["final_layer_norm.weight", "NaN"],
+    );
+    let d = scratch("nan-latents");
+    let lat = d.join("lat.safetensors");
+    let mut z = prism_core::Tensor::zeros(&[1, 4, 4, 4]);
+    z.data_mut()[5] = f32::INFINITY;
+    write_tensors(&lat, &[("latents".into(), z)], false).unwrap();
+    let model = fixtures().join("sd1_tiny");
+    let out = d.join("x.png");
+    let mut args = generate_args(model.to_str().unwrap(), out.to_str().unwrap());
+    args.extend(["--latents", lat.to_str().unwrap()]);
+    fails(&args, &out, &["--latents", "inf"]);
+    // Betas above 1 in the scheduler config.
+    let m = tiny_copy("betas");
+    let f = m.join("scheduler/scheduler_config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+    v["beta_end"] = 1.5.into();
+    std::fs::write(&f, v.to_string()).unwrap();
+    let out = m.join("x.png");
+    fails(
+        &generate_args(m.to_str().unwrap(), out.to_str().unwrap()),
+        &out,
+        &["beta_end", "< 1"],
+    );
+    // Too many threads are capped with a note, not a hang.
+    let o = prism(&["--threads", "100000", "analyze", "sd15", "--steps", "1"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("more than the"));
+}

@@ -222,6 +222,18 @@ impl Tensor {
             }
         }
     }
+    /// An error naming the tensor if any f32 element is NaN or infinite (ids always pass).
+    pub fn check_finite(&self, name: &str) -> Result<()> {
+        if let Data::F32(v) = &self.data {
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(Error::input(
+                    name,
+                    format!("element {i} is {}; inputs must be finite numbers", v[i]),
+                ));
+            }
+        }
+        Ok(())
+    }
     /// Same data, new shape (a view change: no copy).
     pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();

@@ -5,7 +5,10 @@ use prism_core::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Check that `path` may be written: its folder exists, and it does not exist unless `force`.
+/// Check that `path` may be written, before any work: its folder exists and takes new files;
+/// the path is new, or (with `force`) a regular file or a symbolic link, which the output
+/// replaces (a link is replaced itself; its target is left alone). Folders, devices, FIFOs
+/// and sockets are never replaced.
 pub fn check_output_path(path: &Path, force: bool) -> Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -17,16 +20,56 @@ pub fn check_output_path(path: &Path, force: bool) -> Result<()> {
             format!("output folder {} does not exist", parent.display()),
         ));
     }
-    if path.is_dir() {
-        return Err(Error::file(path, "output path is a folder"));
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(path, e)),
+        Ok(m) => {
+            let t = m.file_type();
+            if t.is_dir() {
+                return Err(Error::file(path, "output path is a folder"));
+            }
+            if t.is_symlink() {
+                if !force {
+                    return Err(Error::file(
+                        path,
+                        "is a symbolic link; pass --force to replace the link (its target is left alone)",
+                    ));
+                }
+            } else if !t.is_file() {
+                return Err(Error::file(
+                    path,
+                    "is not a regular file (a device, FIFO or socket); prism writes only regular files, even with --force",
+                ));
+            } else if !force {
+                return Err(Error::file(
+                    path,
+                    "already exists; pass --force to overwrite it",
+                ));
+            }
+        }
     }
-    if path.exists() && !force {
-        return Err(Error::file(
-            path,
-            "already exists; pass --force to overwrite it",
-        ));
+    check_writable_folder(&parent, path)
+}
+
+/// Does `dir` take new files? (A probe file, created and removed: the output is written as a
+/// temporary file there and renamed into place.)
+fn check_writable_folder(dir: &Path, for_path: &Path) -> Result<()> {
+    let probe = dir.join(format!(".prism-write-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::file(
+            for_path,
+            format!("cannot write in {}: {e}", dir.display()),
+        )),
     }
-    Ok(())
 }
 
 /// Write `bytes` atomically: to `path.tmp-<pid>` first, then rename.

@@ -276,6 +276,18 @@ pub fn bind(
         });
     }
     Weights::from_fn_par_laid(graph, dtype, layout, files.describe(), |p| {
-        files.get(by_name[p.name.as_str()])
+        let key = by_name[p.name.as_str()];
+        let t = files.get(key)?;
+        // NaN or Inf in a weight would make a black image or noise, not an error: refuse it.
+        if let Some(i) = t.data().iter().position(|v| !v.is_finite()) {
+            return Err(Error::Weights {
+                component: files.describe(),
+                msg: format!(
+                    "tensor {key} holds {} at element {i}: the weights are corrupt",
+                    t.data()[i]
+                ),
+            });
+        }
+        Ok(t)
     })
 }

@@ -338,6 +338,22 @@ impl Executor {
         let (out, stats) =
             self.run_backend(plan, weights, state, inputs, &mut |e| events.push(e))?;
         obs.after_run(stage, run, &plan.graph, started, &events, &stats);
+        // A NaN or Inf that appears in a run (weights or inputs out of range) stops the
+        // pipeline here, naming the stage, instead of ending as a black image.
+        for (name, t) in &out {
+            if t.check_finite(name).is_err() {
+                let v = t
+                    .data()
+                    .iter()
+                    .find(|v| !v.is_finite())
+                    .copied()
+                    .unwrap_or(f32::NAN);
+                return Err(prism_core::Error::invalid(format!(
+                    "stage {stage} (run {}) produced {v} in its output {name}: the weights or inputs drive it out of range",
+                    run + 1
+                )));
+            }
+        }
         Ok(out)
     }
 

@@ -108,6 +108,26 @@ impl GenerateReport {
     }
 }
 
+/// The output's extension names the format prism writes: `.png` for images, `.gif` for
+/// videos (any case).
+fn check_output_kind(path: &std::path::Path, media: MediaKind) -> Result<()> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let (want, what) = match media {
+        MediaKind::Video => ("gif", "a video is written as an animated GIF"),
+        _ => ("png", "an image is written as a PNG"),
+    };
+    if ext.as_deref() != Some(want) {
+        return Err(Error::invalid(format!(
+            "-o {}: {what}; name the file *.{want}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Run a generation and write its output. Every flag is checked before any weight is
     /// read; nothing is written unless the generation succeeds.
@@ -130,6 +150,17 @@ impl Engine {
                 src.label()
             )));
         }
+        check_output_kind(&spec.output, entry.media)?;
+        if entry.media == MediaKind::Video {
+            if spec.fps == 0 {
+                return Err(Error::invalid(
+                    "--fps 0: a GIF needs at least one frame per second",
+                ));
+            }
+            if let Some(d) = &spec.frames_dir {
+                video::check_frames_dir(d)?;
+            }
+        }
         (entry.check_size)(&src, spec.width, spec.height)?;
         let opts = spec.model.load_options(&self.exec)?;
         let exec = self
@@ -146,18 +177,14 @@ impl Engine {
             .latents
             .as_ref()
             .map(|p| {
-                read_tensor(p, "latents").map_err(context(format!("--latents {}", p.display())))
+                read_tensor(p, "latents")
+                    .and_then(|t| t.check_finite("latents").map(|_| t))
+                    .map_err(context(format!("--latents {}", p.display())))
             })
             .transpose()?;
         if is_video {
             video::check_frames(spec.frames.unwrap_or(video::DEFAULT_FRAMES))?;
             video::check_decode_chunk(spec.decode_chunk)?;
-            if spec.output.extension().and_then(|e| e.to_str()) != Some("gif") {
-                return Err(Error::invalid(format!(
-                    "-o {}: a video is written as an animated GIF; name the file *.gif",
-                    spec.output.display()
-                )));
-            }
         }
         let t0 = Instant::now();
         let pipeline = (entry.open)(&src, &opts)?;
@@ -274,7 +301,11 @@ impl Engine {
             Media::Video(frames) => {
                 video::save_gif(&spec.output, frames, spec.fps, spec.force)?;
                 if let Some(d) = &spec.frames_dir {
-                    video::save_frames_dir(d, frames, spec.force)?;
+                    // A run whose frames cannot be written leaves no GIF behind either.
+                    if let Err(e) = video::save_frames_dir(d, frames, spec.force) {
+                        let _ = std::fs::remove_file(&spec.output);
+                        return Err(e);
+                    }
                 }
                 frames.len()
             }

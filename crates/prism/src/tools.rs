@@ -87,6 +87,12 @@ impl Engine {
     /// Run one component on the named inputs of a safetensors file; write its outputs.
     pub fn forward(&self, spec: &ForwardSpec) -> Result<ForwardReport> {
         check_output_path(&spec.output, spec.force)?;
+        if spec.output.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+            return Err(prism_core::Error::invalid(format!(
+                "-o {}: outputs are written as safetensors; name the file *.safetensors",
+                spec.output.display()
+            )));
+        }
         let comp = ForwardComponent::parse(&spec.component)?;
         let src = ModelSource::parse(&spec.model.model)?;
         let ins = read_tensors_as_stored(&spec.inputs)

@@ -118,7 +118,9 @@ pub fn forward(
         if matches!(n, "input_ids" | "image_ids" | "ids") {
             t.into_ids(n)
         } else {
-            Ok(t.into_f32())
+            let t = t.into_f32();
+            t.check_finite(n)?;
+            Ok(t)
         }
     };
     let outs: BTreeMap<String, Tensor> = match component {

@@ -501,22 +501,33 @@ pub fn frame_file_name(i: usize) -> String {
 /// Write frames as `dir/frame_0000.png`, `frame_0001.png`, ... (PNG, atomic each). Creates
 /// `dir` (its parent must exist). Refuses, before writing anything, when any of those files
 /// exists, unless `force`. Returns the paths written.
+/// Check a `--frames-dir` before any work: an existing folder, or a new one whose parent
+/// exists.
+pub fn check_frames_dir(dir: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::file(dir, "--frames-dir exists and is not a folder")),
+        Err(_) => {
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if parent.is_dir() {
+                Ok(())
+            } else {
+                Err(Error::file(
+                    dir,
+                    format!("parent folder {} does not exist", parent.display()),
+                ))
+            }
+        }
+    }
+}
+
 pub fn save_frames_dir(dir: &Path, frames: &[RgbImage], force: bool) -> Result<Vec<PathBuf>> {
     check_frames_for_output(frames)?;
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::file(dir, "--frames-dir exists and is not a folder"));
-    }
+    check_frames_dir(dir)?;
     if !dir.exists() {
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !parent.is_dir() {
-            return Err(Error::file(
-                dir,
-                format!("parent folder {} does not exist", parent.display()),
-            ));
-        }
         std::fs::create_dir(dir).map_err(|e| Error::io(dir, e))?;
     }
     let paths: Vec<PathBuf> = (0..frames.len())

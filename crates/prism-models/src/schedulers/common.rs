@@ -294,7 +294,20 @@ impl BetaConfig {
             trained_betas: cfg.opt_f64_list("trained_betas")?,
             rescale_betas_zero_snr: has_rescale && cfg.bool_or("rescale_betas_zero_snr", false)?,
         };
+        if bc.trained_betas.is_none()
+            && !(bc.beta_start > 0.0 && bc.beta_start <= bc.beta_end && bc.beta_end < 1.0)
+        {
+            return Err(cfg.err(format!(
+                "`beta_start` {} / `beta_end` {}: need 0 < beta_start ≤ beta_end < 1",
+                bc.beta_start, bc.beta_end
+            )));
+        }
         if let Some(tb) = &bc.trained_betas {
+            if let Some(b) = tb.iter().find(|b| !(**b > 0.0 && **b < 1.0)) {
+                return Err(cfg.err(format!(
+                    "`trained_betas` has {b}: every beta must be in (0, 1)"
+                )));
+            }
             if tb.len() != num_train_timesteps {
                 return Err(cfg.err(format!(
                     "`trained_betas` has {} entries but `num_train_timesteps` = {num_train_timesteps}",
