@@ -790,3 +790,49 @@ fn non_finite_numbers_are_refused_by_name() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("more than the"));
 }
+
+/// A run that cannot fit is refused before any weight is read, with the predicted figure.
+#[test]
+fn runs_that_cannot_fit_are_refused_up_front() {
+    let d = scratch("preflight");
+    let out = d.join("big.png");
+    let t = std::time::Instant::now();
+    fails(
+        &[
+            "generate",
+            "--model",
+            "sd15",
+            "--prompt",
+            "x",
+            "--width",
+            "1000000",
+            "--height",
+            "1000000",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &out,
+        &["needs about", "GiB", "available", "--no-preflight"],
+    );
+    let gif = d.join("big.gif");
+    fails(
+        &[
+            "generate",
+            "--model",
+            "t2v",
+            "--prompt",
+            "x",
+            "--frames",
+            "10000000",
+            "-o",
+            gif.to_str().unwrap(),
+        ],
+        &gif,
+        &["needs about", "--frames"],
+    );
+    assert!(
+        t.elapsed().as_secs() < 10,
+        "preflight took {:?}",
+        t.elapsed()
+    );
+}

@@ -73,6 +73,9 @@ pub struct GenerateSpec {
     /// Overwrite the output file if it exists.
     #[serde(default)]
     pub force: bool,
+    /// Run even when the predicted peak memory exceeds what is available.
+    #[serde(default)]
+    pub no_preflight: bool,
     /// A `.png` for images, a `.gif` for videos.
     pub output: PathBuf,
 }
@@ -185,6 +188,41 @@ impl Engine {
         if is_video {
             video::check_frames(spec.frames.unwrap_or(video::DEFAULT_FRAMES))?;
             video::check_decode_chunk(spec.decode_chunk)?;
+        }
+        if !spec.no_preflight {
+            let native = (entry.native_size)(&src)?;
+            let shape = prism_models::pipelines::StudyShape {
+                width: spec.width.unwrap_or(native),
+                height: spec.height.unwrap_or(native),
+                batch: 1,
+                steps: 1,
+                guidance: match spec.guidance {
+                    Some(g) => g,
+                    None => (entry.default_guidance)(&src)?,
+                },
+                clip_skip: spec.model.clip_skip,
+                scheduler: spec.scheduler.clone(),
+                frames: is_video.then(|| spec.frames.unwrap_or(video::DEFAULT_FRAMES)),
+                decode_chunk: spec.decode_chunk,
+                prompt_tokens: None,
+                new_tokens: None,
+            };
+            let p = crate::preflight::predict(
+                entry,
+                &src,
+                &shape,
+                opts.weights_dtype,
+                exec.threads(),
+                &exec.kernels,
+            )?;
+            crate::preflight::check(
+                &p,
+                if is_video {
+                    "try --weights-dtype bf16, fewer --frames, a smaller --decode-chunk or size"
+                } else {
+                    "try --weights-dtype bf16 or a smaller --width / --height"
+                },
+            )?;
         }
         let t0 = Instant::now();
         let pipeline = (entry.open)(&src, &opts)?;

@@ -17,6 +17,7 @@
 //! and the global allocator are the program's choice.
 
 mod generate;
+pub mod preflight;
 mod study;
 mod tools;
 

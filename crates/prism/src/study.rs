@@ -89,6 +89,9 @@ pub struct ProfileSpec {
     pub seed: u64,
     #[serde(default)]
     pub weights_dtype: Option<String>,
+    /// Run even when the predicted peak memory exceeds what is available.
+    #[serde(default)]
+    pub no_preflight: bool,
 }
 
 /// An analysis: one generation, or a sweep over frame counts (video models).
@@ -382,6 +385,21 @@ impl Engine {
             }
             None => None,
         };
+        if !spec.no_preflight {
+            let shape = StudyShape {
+                frames,
+                ..r.shape.clone()
+            };
+            let p = crate::preflight::predict(
+                r.entry,
+                &r.src,
+                &shape,
+                opts.weights_dtype,
+                exec.threads(),
+                &exec.kernels,
+            )?;
+            crate::preflight::check(&p, "try --weights-dtype bf16 or a smaller size")?;
+        }
         let pipeline = (r.entry.open)(&r.src, &opts)?;
         let req = Request {
             prompt: match r.entry.media {

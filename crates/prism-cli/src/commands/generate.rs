@@ -10,6 +10,9 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Run even when the predicted peak memory exceeds what is available.
+    #[arg(long)]
+    no_preflight: bool,
     #[command(flatten)]
     model: ModelArgs,
     #[arg(long)]
@@ -95,6 +98,7 @@ pub fn run(engine: &Engine, a: Args) -> Result<()> {
         fps: a.fps,
         kernels: a.kernels.spec(),
         force: a.force,
+        no_preflight: a.no_preflight,
         output: a.output,
     };
     let bar = ProgressBar::new(spec.steps.unwrap_or(50) as u64);

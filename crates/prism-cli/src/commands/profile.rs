@@ -9,6 +9,9 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Run even when the predicted peak memory exceeds what is available.
+    #[arg(long)]
+    no_preflight: bool,
     #[command(flatten)]
     study: StudyArgs,
     /// Denoising steps (diffusion models; default 1).
@@ -37,6 +40,7 @@ pub fn run(engine: &Engine, a: Args) -> Result<()> {
         variant: a.variant,
         seed: a.seed,
         weights_dtype: Some(a.weights_dtype),
+        no_preflight: a.no_preflight,
     };
     let report = engine.profile(&spec, &mut |e| match e {
         Event::Note(n) => eprintln!("note: {n}"),

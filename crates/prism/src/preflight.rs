@@ -1,0 +1,132 @@
+//! Memory preflight: before any weight is read, the run's predicted peak — weights in their
+//! dtype, plus the largest stage's activations, kernel scratch and KV caches from the
+//! executor's own buffer plan — is compared with the memory this process may still use (the
+//! cgroup limit, else the kernel's MemAvailable). A run that cannot fit is refused with both
+//! figures and what would make it fit.
+
+use prism_core::{Error, Result};
+use prism_models::pipelines::{Entry, StudyShape};
+use prism_models::source::ModelSource;
+use prism_runtime::{plan, KernelChoice, WeightDType};
+
+/// What a run is predicted to hold at its peak, in bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prediction {
+    pub weights: u64,
+    /// The largest stage's activations + scratch + KV caches.
+    pub activations: u64,
+    pub peak_stage: String,
+}
+
+impl Prediction {
+    pub fn total(&self) -> u64 {
+        self.weights + self.activations
+    }
+}
+
+/// The peak of a generation of `shape`, from configs alone (no weights read).
+pub fn predict(
+    entry: &Entry,
+    src: &ModelSource,
+    shape: &StudyShape,
+    dtype: WeightDType,
+    threads: usize,
+    kernels: &KernelChoice,
+) -> Result<Prediction> {
+    let graphs = (entry.stage_graphs)(src, shape)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut weights = 0u64;
+    let (mut activations, mut peak_stage) = (0u64, String::new());
+    for s in &graphs {
+        // Stages over one parameter table (a decoder's prefill and decode) share weights.
+        let table: String = s
+            .graph
+            .params
+            .iter()
+            .map(|p| format!("{}{:?};", p.name, p.shape))
+            .collect();
+        if seen.insert(table) {
+            // Vectors (norms, biases) stay f32 whatever the dtype.
+            weights += s
+                .graph
+                .params
+                .iter()
+                .map(|p| {
+                    let n = p.shape.iter().product::<usize>() as u64;
+                    n * if p.shape.len() >= 2 { dtype.size() } else { 4 } as u64
+                })
+                .sum::<u64>();
+        }
+        let prepared = kernels.prepare(&s.graph);
+        let act = plan(&prepared, threads, kernels).peak_bytes as u64;
+        let kv: u64 = s
+            .graph
+            .cache_slots()
+            .iter()
+            .map(|(_, sh)| sh.iter().product::<usize>() as u64 * 4)
+            .sum();
+        if act + kv > activations {
+            activations = act + kv;
+            peak_stage = s.name.to_string();
+        }
+    }
+    Ok(Prediction {
+        weights,
+        activations,
+        peak_stage,
+    })
+}
+
+fn meminfo_kib(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// cgroup v2 room: `memory.max` less `memory.current` (None when unlimited or absent).
+fn cgroup_room() -> Option<u64> {
+    let rel = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = rel.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let dir = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let max = std::fs::read_to_string(dir.join("memory.max")).ok()?;
+    let max: u64 = max.trim().parse().ok()?; // "max" (unlimited) does not parse
+    let cur: u64 = std::fs::read_to_string(dir.join("memory.current"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(max.saturating_sub(cur))
+}
+
+/// The memory this process may still take, and where the figure comes from.
+pub fn available() -> Option<(u64, &'static str)> {
+    let avail = meminfo_kib("MemAvailable:").map(|k| (k * 1024, "MemAvailable"));
+    match (avail, cgroup_room()) {
+        (Some(a), Some(c)) if c < a.0 => Some((c, "the cgroup's memory.max")),
+        (None, Some(c)) => Some((c, "the cgroup's memory.max")),
+        (a, _) => a,
+    }
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+/// Refuse a run whose predicted peak exceeds what is available. `hint` names what would make
+/// it fit for this model.
+pub fn check(p: &Prediction, hint: &str) -> Result<()> {
+    let Some((room, source)) = available() else {
+        return Ok(());
+    };
+    if p.total() > room {
+        return Err(Error::invalid(format!(
+            "this run needs about {} (weights {} + {} at its largest stage, {}) but {} are available ({source}): {hint}, or pass --no-preflight to try anyway",
+            gib(p.total()),
+            gib(p.weights),
+            gib(p.activations),
+            p.peak_stage,
+            gib(room)
+        )));
+    }
+    Ok(())
+}
