@@ -836,3 +836,87 @@ fn runs_that_cannot_fit_are_refused_up_front() {
         t.elapsed()
     );
 }
+
+/// What stands where a weight file should be is named, and shard indexes cannot reach
+/// outside the model folder; an empty input is named.
+#[test]
+fn weight_files_that_are_not_files_are_named() {
+    let m = tiny_copy("notfile");
+    let f = m.join("vae/diffusion_pytorch_model.safetensors");
+    let out = m.join("x.png");
+    let args = generate_args(m.to_str().unwrap(), out.to_str().unwrap());
+    std::fs::remove_file(&f).unwrap();
+    std::fs::create_dir(&f).unwrap();
+    fails(
+        &args,
+        &out,
+        &["diffusion_pytorch_model.safetensors", "folder"],
+    );
+    std::fs::remove_dir(&f).unwrap();
+    std::os::unix::fs::symlink("diffusion_pytorch_model.safetensors", &f).unwrap();
+    fails(&args, &out, &["symbolic link loop"]);
+    std::fs::remove_file(&f).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/prism", &f).unwrap();
+    fails(&args, &out, &["symbolic link to nothing"]);
+    // A shard index naming a path outside the folder.
+    let d = scratch("shards").join("model");
+    copy_dir(&fixtures().join("janus_tiny_b"), &d);
+    let idx = d.join("model.safetensors.index.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&idx).unwrap()).unwrap();
+    let key = v["weight_map"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    v["weight_map"][key] = "../../etc/passwd".into();
+    std::fs::write(&idx, v.to_string()).unwrap();
+    let out = d.join("j.png");
+    fails(
+        &[
+            "generate",
+            "--model",
+            d.to_str().unwrap(),
+            "--prompt",
+            "x",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &out,
+        &["../../etc/passwd", "refused"],
+    );
+    // An empty forward input.
+    let s = scratch("empty-input");
+    let inp = s.join("in.safetensors");
+    write_tensors(
+        &inp,
+        &[
+            ("sample".into(), prism_core::Tensor::zeros(&[1, 4, 4, 4])),
+            ("timestep".into(), prism_core::Tensor::zeros(&[1])),
+            (
+                "encoder_hidden_states".into(),
+                prism_core::Tensor::zeros(&[1, 0, 32]),
+            ),
+        ],
+        false,
+    )
+    .unwrap();
+    let o = s.join("o.safetensors");
+    fails(
+        &[
+            "forward",
+            "--model",
+            fixtures().join("sd1_tiny").to_str().unwrap(),
+            "--component",
+            "unet",
+            "--inputs",
+            inp.to_str().unwrap(),
+            "-o",
+            o.to_str().unwrap(),
+        ],
+        &o,
+        &["encoder_hidden_states", "empty"],
+    );
+}

@@ -281,6 +281,12 @@ impl GraphBuilder {
                 ),
             ));
         }
+        if qs[0] == 0 || qs[1] == 0 || ks[1] == 0 {
+            return Err(Error::shape(
+                path,
+                format!("attention over an empty batch or sequence: q {qs:?}, k {ks:?}"),
+            ));
+        }
         let views = [k, v].map(|x| self.g.nodes[self.g.values[x].producer].op.is_cache_view());
         if views[0] != views[1] {
             return Err(Error::shape(

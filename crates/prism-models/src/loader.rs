@@ -16,8 +16,11 @@ pub fn weight_files(dir: &Path, variant: Option<&str>) -> Result<Vec<PathBuf>> {
     let suffix = variant.map_or(String::new(), |v| format!(".{v}"));
     for stem in stems {
         let single = dir.join(format!("{stem}{suffix}.safetensors"));
-        if single.is_file() {
-            return Ok(vec![single]);
+        if std::fs::symlink_metadata(&single).is_ok() {
+            return match not_a_weight_file(&single) {
+                None => Ok(vec![single]),
+                Some(why) => Err(Error::file(&single, why)),
+            };
         }
         let index = dir.join(format!("{stem}{suffix}.safetensors.index.json"));
         if index.is_file() {
@@ -58,17 +61,45 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     files.sort();
     files.dedup();
     let dir = index.parent().unwrap_or(Path::new("."));
-    let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
-    if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
+    // A shard is a file name in the index's folder: no paths out of the model folder.
+    if let Some(bad) = files.iter().find(|f| {
+        let p = Path::new(f.as_str());
+        p.components().count() != 1
+            || !matches!(p.components().next(), Some(std::path::Component::Normal(_)))
+    }) {
         return Err(Error::file(
             index,
             format!(
-                "shard {} listed in weight_map does not exist",
-                missing.display()
+                "weight_map names shard {bad:?}, which is not a file name in this folder; refused"
             ),
         ));
     }
+    let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+    for p in &paths {
+        if let Some(why) = not_a_weight_file(p) {
+            return Err(Error::file(
+                index,
+                format!("shard {} listed in weight_map {why}", p.display()),
+            ));
+        }
+    }
     Ok(paths)
+}
+
+/// Why `p` cannot be read as a weight file (None: a regular file, or a link to one).
+fn not_a_weight_file(p: &Path) -> Option<String> {
+    let link = match std::fs::symlink_metadata(p) {
+        Err(_) => return Some("does not exist".into()),
+        Ok(m) => m.file_type().is_symlink(),
+    };
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => None,
+        Ok(m) if m.is_dir() => Some("is a folder, not a file".into()),
+        Ok(_) => Some("is not a regular file (a FIFO, socket or device)".into()),
+        Err(e) if link && e.raw_os_error() == Some(40) => Some("is a symbolic link loop".into()),
+        Err(_) if link => Some("is a symbolic link to nothing".into()),
+        Err(e) => Some(format!("cannot be read: {e}")),
+    }
 }
 
 /// One tensor as stored on disk.

@@ -115,6 +115,12 @@ pub fn forward(
     // ids given as floats must be whole numbers.
     let mut take = |n: &str| -> Result<Tensor> {
         let t = inputs.remove(n).expect("checked above");
+        if t.shape().contains(&0) {
+            return Err(Error::input(
+                n,
+                format!("has an empty dimension: {:?}", t.shape()),
+            ));
+        }
         if matches!(n, "input_ids" | "image_ids" | "ids") {
             t.into_ids(n)
         } else {
