@@ -215,6 +215,7 @@ impl Engine {
                 exec.threads(),
                 &exec.kernels,
             )?;
+            events(&Event::Note(p.describe()));
             crate::preflight::check(
                 &p,
                 if is_video {

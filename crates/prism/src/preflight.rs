@@ -12,8 +12,9 @@ use prism_runtime::{plan, KernelChoice, WeightDType};
 /// What a run is predicted to hold at its peak, in bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prediction {
+    /// Weights still held at the peak stage (earlier stages' weights are freed by then).
     pub weights: u64,
-    /// The largest stage's activations + scratch + KV caches.
+    /// The peak stage's activations + scratch + KV caches.
     pub activations: u64,
     pub peak_stage: String,
 }
@@ -34,20 +35,18 @@ pub fn predict(
     kernels: &KernelChoice,
 ) -> Result<Prediction> {
     let graphs = (entry.stage_graphs)(src, shape)?;
-    let mut seen = std::collections::HashSet::new();
-    let mut weights = 0u64;
-    let (mut activations, mut peak_stage) = (0u64, String::new());
-    for s in &graphs {
-        // Stages over one parameter table (a decoder's prefill and decode) share weights.
-        let table: String = s
-            .graph
-            .params
-            .iter()
-            .map(|p| format!("{}{:?};", p.name, p.shape))
-            .collect();
-        if seen.insert(table) {
+    // Each stage's parameter table (a decoder's prefill and decode share one) and its bytes.
+    let tables: Vec<(String, u64)> = graphs
+        .iter()
+        .map(|s| {
+            let key: String = s
+                .graph
+                .params
+                .iter()
+                .map(|p| format!("{}{:?};", p.name, p.shape))
+                .collect();
             // Vectors (norms, biases) stay f32 whatever the dtype.
-            weights += s
+            let bytes = s
                 .graph
                 .params
                 .iter()
@@ -56,7 +55,21 @@ pub fn predict(
                     n * if p.shape.len() >= 2 { dtype.size() } else { 4 } as u64
                 })
                 .sum::<u64>();
-        }
+            (key, bytes)
+        })
+        .collect();
+    let held_from = |i: usize| -> u64 {
+        // Pipelines load every component, then free each one's weights once its last stage
+        // is done: at stage i the tables of stages i.. are still held.
+        let mut seen = std::collections::HashSet::new();
+        tables[i..]
+            .iter()
+            .filter(|(k, _)| seen.insert(k.clone()))
+            .map(|(_, b)| b)
+            .sum()
+    };
+    let (mut weights, mut activations, mut peak_stage) = (0u64, 0u64, String::new());
+    for (i, s) in graphs.iter().enumerate() {
         let prepared = kernels.prepare(&s.graph);
         let act = plan(&prepared, threads, kernels).peak_bytes as u64;
         let kv: u64 = s
@@ -65,8 +78,9 @@ pub fn predict(
             .iter()
             .map(|(_, sh)| sh.iter().product::<usize>() as u64 * 4)
             .sum();
-        if act + kv > activations {
-            activations = act + kv;
+        let held = held_from(i);
+        if held + act + kv > weights + activations {
+            (weights, activations) = (held, act + kv);
             peak_stage = s.name.to_string();
         }
     }
@@ -108,6 +122,17 @@ pub fn available() -> Option<(u64, &'static str)> {
     }
 }
 
+impl Prediction {
+    /// "peak memory about 4.2 GiB (unet)".
+    pub fn describe(&self) -> String {
+        format!(
+            "predicted peak memory {} (stage {})",
+            gib(self.total()),
+            self.peak_stage
+        )
+    }
+}
+
 fn gib(b: u64) -> String {
     format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
 }
@@ -120,7 +145,7 @@ pub fn check(p: &Prediction, hint: &str) -> Result<()> {
     };
     if p.total() > room {
         return Err(Error::invalid(format!(
-            "this run needs about {} (weights {} + {} at its largest stage, {}) but {} are available ({source}): {hint}, or pass --no-preflight to try anyway",
+            "this run needs about {} at its peak (weights held {} + {} in stage {}) but {} are available ({source}): {hint}, or pass --no-preflight to try anyway",
             gib(p.total()),
             gib(p.weights),
             gib(p.activations),
