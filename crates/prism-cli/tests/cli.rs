@@ -920,3 +920,21 @@ fn weight_files_that_are_not_files_are_named() {
         &["encoder_hidden_states", "empty"],
     );
 }
+
+/// Sizes whose counts would not fit 64 bits are refused by flag, not printed wrapped.
+#[test]
+fn uncountable_sizes_are_refused() {
+    let nothing = scratch("uncountable").join("nothing");
+    fails(
+        &[
+            "analyze", "sd15", "--width", "8000000", "--height", "8000000",
+        ],
+        &nothing,
+        &["--width 8000000", "16384"],
+    );
+    fails(
+        &["analyze", "t2v", "--frames", "100000"],
+        &nothing,
+        &["--frames 100000"],
+    );
+}

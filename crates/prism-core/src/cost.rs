@@ -21,23 +21,29 @@ pub struct NodeCost {
     pub weight_bytes: u64,
 }
 
+/// Sums and multiples saturate at `u64::MAX` instead of wrapping: a count too large to hold
+/// reads as the maximum ([`NodeCost::saturated`]), never as a small number.
 impl std::ops::AddAssign for NodeCost {
     fn add_assign(&mut self, o: Self) {
-        self.flops += o.flops;
-        self.elem_ops += o.elem_ops;
-        self.bytes += o.bytes;
-        self.weight_bytes += o.weight_bytes;
+        self.flops = self.flops.saturating_add(o.flops);
+        self.elem_ops = self.elem_ops.saturating_add(o.elem_ops);
+        self.bytes = self.bytes.saturating_add(o.bytes);
+        self.weight_bytes = self.weight_bytes.saturating_add(o.weight_bytes);
     }
 }
 
 impl NodeCost {
     pub fn scaled(self, k: u64) -> Self {
         Self {
-            flops: self.flops * k,
-            elem_ops: self.elem_ops * k,
-            bytes: self.bytes * k,
-            weight_bytes: self.weight_bytes * k,
+            flops: self.flops.saturating_mul(k),
+            elem_ops: self.elem_ops.saturating_mul(k),
+            bytes: self.bytes.saturating_mul(k),
+            weight_bytes: self.weight_bytes.saturating_mul(k),
         }
+    }
+    /// Did a count reach `u64::MAX` (too large to hold)?
+    pub fn saturated(&self) -> bool {
+        [self.flops, self.elem_ops, self.bytes, self.weight_bytes].contains(&u64::MAX)
     }
     /// FLOPs per byte of minimum traffic.
     pub fn intensity(&self) -> f64 {

@@ -201,7 +201,7 @@ impl StudySpec {
                             "--frames {list}: expected frame counts such as 16 or 8,16,32"
                         ))
                     })?;
-                    video::check_frames(f)?;
+                    video::check_frames_countable(f)?;
                     v.push(f);
                 }
                 Ok(Some(v))
@@ -301,7 +301,7 @@ impl Engine {
                     key_lens: g.key_lens,
                 })
                 .collect();
-            Ok(analyze(
+            let report = analyze(
                 &r.src.label(),
                 settings,
                 &stages,
@@ -309,7 +309,20 @@ impl Engine {
                 self.exec.threads(),
                 &kernels,
                 spec.layer_depth,
-            ))
+            );
+            if [
+                report.total.flops,
+                report.total.bytes,
+                report.total.elem_ops,
+            ]
+            .contains(&u64::MAX)
+            {
+                return Err(Error::invalid(format!(
+                    "{}: this generation's counts do not fit 64 bits; analyze a smaller size, fewer frames or steps",
+                    r.src.label()
+                )));
+            }
+            Ok(report)
         };
         let out = match &r.frames {
             Some(frames) => {

@@ -139,8 +139,16 @@ pub fn check_multiple(flag: &str, v: usize, f: usize) -> Result<()> {
             "{flag} {v}: must be a positive multiple of {f} (the VAE's downscale factor)"
         )));
     }
+    if v > MAX_PIXELS {
+        return Err(Error::invalid(format!(
+            "{flag} {v}: at most {MAX_PIXELS} pixels per side (beyond it a generation's FLOPs do not fit a 64-bit count)"
+        )));
+    }
     Ok(())
 }
+
+/// Largest `--width` / `--height` accepted (a 16384² image is 256 megapixels).
+pub const MAX_PIXELS: usize = 16384;
 
 /// The guided denoising loop of the image and video pipelines: initial noise (seeded, or
 /// `req.latents`) scaled by the scheduler's initial sigma, then per timestep: scale the input,

@@ -136,6 +136,21 @@ pub fn check_frames(frames: usize) -> Result<()> {
     Ok(())
 }
 
+/// Most frames `analyze` counts: beyond it one temporal attention's FLOPs do not fit a
+/// 64-bit count.
+pub const MAX_COUNTED_FRAMES: usize = 16384;
+
+/// [`check_frames`], and small enough to count (`analyze`).
+pub fn check_frames_countable(frames: usize) -> Result<()> {
+    check_frames(frames)?;
+    if frames > MAX_COUNTED_FRAMES {
+        return Err(Error::invalid(format!(
+            "--frames {frames}: analyze counts at most {MAX_COUNTED_FRAMES} frames (beyond it the FLOPs do not fit a 64-bit count)"
+        )));
+    }
+    Ok(())
+}
+
 pub fn check_decode_chunk(chunk: usize) -> Result<()> {
     if chunk == 0 {
         return Err(Error::invalid(
