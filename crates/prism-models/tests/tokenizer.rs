@@ -344,3 +344,26 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A `tokenizer.json` that made the `tokenizers` crate panic (found by `fuzz/` target
+/// `tokenizer`) is a one-line error naming the file.
+#[test]
+fn a_tokenizer_file_that_panics_the_parser_is_an_error() {
+    let src = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/fuzz/tokenizer_decoder_panic.json"
+    ));
+    let dir = std::env::temp_dir().join(format!("prism-tok-panic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&src, dir.join("tokenizer.json")).unwrap();
+    let e = prism_models::text::tokenizer::ClipTokenizer::from_folder(&dir)
+        .err()
+        .expect("refused")
+        .to_string();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        e.contains("tokenizer.json") && e.contains("not a valid"),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "{e}");
+}

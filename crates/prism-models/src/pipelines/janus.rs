@@ -83,8 +83,7 @@ impl PromptTokenizer {
                         "no tokenizer.json: Janus folders carry the Llama fast tokenizer",
                     ));
                 }
-                let tok = tokenizers::Tokenizer::from_file(&file)
-                    .map_err(|e| Error::file(&file, format!("not a tokenizer: {e}")))?;
+                let tok = crate::text::tokenizer::tokenizer_from_file(&file)?;
                 Ok(Self::File(Box::new(tok)))
             }
         }
@@ -191,8 +190,7 @@ fn defaults(src: &ModelSource, cfg: &JanusConfig) -> Result<GenerationDefaults> 
         )));
     };
     let file = root.join("tokenizer.json");
-    let tok = tokenizers::Tokenizer::from_file(&file)
-        .map_err(|e| Error::file(&file, format!("not a tokenizer: {e}")))?;
+    let tok = crate::text::tokenizer::tokenizer_from_file(&file)?;
     let id = |t: &str| {
         tok.token_to_id(t).map(|v| v as usize).ok_or_else(|| {
             Error::file(

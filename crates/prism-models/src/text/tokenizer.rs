@@ -55,6 +55,40 @@ const BUILTIN_MERGES: &str = include_str!("../../assets/clip_bpe_merges.txt");
 const BUILTIN_NUM_MERGES: usize = 49152 - 256 - 2;
 const BUILTIN_NAME: &str = "<built-in CLIP vocabulary: assets/clip_bpe_merges.txt>";
 
+/// A `tokenizer.json` parsed by the `tokenizers` crate. Some malformed files make that crate
+/// panic (an `expect` inside its decoder deserializer, found by `fuzz/` target `tokenizer`):
+/// the panic is caught and reported as this file's error, one line, no backtrace.
+pub fn tokenizer_from_bytes(file: &Path, bytes: &[u8]) -> Result<Tokenizer> {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes));
+    std::panic::set_hook(prev);
+    match r {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(Error::file(
+            file,
+            format!("not a valid tokenizers JSON file: {e}"),
+        )),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(Error::file(
+                file,
+                format!("not a valid tokenizers JSON file (the tokenizers library failed: {msg})"),
+            ))
+        }
+    }
+}
+
+/// [`tokenizer_from_bytes`] on a file.
+pub fn tokenizer_from_file(file: &Path) -> Result<Tokenizer> {
+    let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+    tokenizer_from_bytes(file, &bytes)
+}
+
 /// Which token pads the ids of [`ClipTokenizer::builtin`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PadToken {
@@ -155,12 +189,7 @@ impl ClipTokenizer {
 
         let (inner, source) = if tokenizer_json.is_file() {
             let bytes = read_bytes(&tokenizer_json)?;
-            let tk = Tokenizer::from_bytes(&bytes).map_err(|e| {
-                Error::file(
-                    &tokenizer_json,
-                    format!("not a valid tokenizers JSON file: {e}"),
-                )
-            })?;
+            let tk = tokenizer_from_bytes(&tokenizer_json, &bytes)?;
             (tk, tokenizer_json)
         } else if vocab_json.is_file() {
             if !merges_txt.is_file() {

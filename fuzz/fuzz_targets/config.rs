@@ -1,0 +1,38 @@
+//! Any bytes as a `config.json` of each model family prism reads, then the graph built at a
+//! tiny size: an error or a graph, never a panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use prism_models::config::Cfg;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(c) = Cfg::from_str(text, "config.json") else {
+        return;
+    };
+    use prism_models::autoencoders::kl;
+    use prism_models::diffusion::{unet2d, unet3d};
+    use prism_models::text::{clip, llama};
+    if let Ok(u) = unet2d::UNetConfig::from_cfg(&c) {
+        let _ = unet2d::build(&u, 1, 4, 4, 3);
+    }
+    if let Ok(u) = unet3d::UNet3DConfig::from_cfg(&c) {
+        let _ = unet3d::build(&u, 1, 2, 4, 4, 3);
+    }
+    if let Ok(v) = kl::VaeConfig::from_cfg(&c) {
+        let _ = kl::build_decoder(&v, 1, 2, 2);
+        let _ = kl::build_encoder(&v, 1, 8, 8);
+    }
+    if let Ok(t) = clip::ClipConfig::from_cfg(&c) {
+        let _ = clip::build(&t, 1, 3, 0);
+    }
+    if let Ok(l) = llama::LlamaConfig::from_cfg(&c) {
+        let _ = llama::build(&l, 1, 3, 4, true);
+    }
+    if let Ok(j) = prism_models::autoregressive::janus::JanusConfig::from_cfg(&c, Some(&c)) {
+        use prism_models::autoregressive::janus::{lm_graph, vq_decoder_graph, LmStep};
+        let _ = lm_graph(&j, LmStep::Prompt(3), 2, 4);
+        let _ = vq_decoder_graph(&j, 1);
+    }
+});
