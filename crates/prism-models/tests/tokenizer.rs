@@ -357,8 +357,7 @@ fn a_tokenizer_file_that_panics_the_parser_is_an_error() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(&src, dir.join("tokenizer.json")).unwrap();
     let e = prism_models::text::tokenizer::ClipTokenizer::from_folder(&dir)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     std::fs::remove_dir_all(&dir).ok();
     assert!(
