@@ -55,6 +55,9 @@ pub struct Plan {
     pub view_after_write: Vec<bool>,
     /// Names the buffer pool by graph (see `pool.rs`).
     pub pool_key: String,
+    /// Check every node's output for NaN / Inf and stop at the first (a diagnostic re-run
+    /// of a stage whose output was not finite; off in normal runs).
+    pub check_finite: bool,
 }
 
 impl Plan {
@@ -87,6 +90,7 @@ impl Plan {
             }
         }
         Ok(Self {
+            check_finite: false,
             pool_key: format!(
                 "{}#{}#{}",
                 graph.name,
@@ -335,11 +339,15 @@ impl Executor {
         obs.before_run(stage, run);
         let started = Instant::now();
         let mut events = Vec::with_capacity(plan.graph.nodes.len());
+        // A stateless stage's inputs are kept (they are small next to its activations) for
+        // the diagnostic re-run below.
+        let saved = plan.cache_slots.is_empty().then(|| inputs.clone());
         let (out, stats) =
             self.run_backend(plan, weights, state, inputs, &mut |e| events.push(e))?;
         obs.after_run(stage, run, &plan.graph, started, &events, &stats);
         // A NaN or Inf that appears in a run (weights or inputs out of range) stops the
-        // pipeline here, naming the stage, instead of ending as a black image.
+        // pipeline here, naming the stage — and, re-running a stateless stage with every
+        // node checked, the node where it first appeared — instead of ending as a black image.
         for (name, t) in &out {
             if t.check_finite(name).is_err() {
                 let v = t
@@ -348,9 +356,25 @@ impl Executor {
                     .find(|v| !v.is_finite())
                     .copied()
                     .unwrap_or(f32::NAN);
-                return Err(prism_core::Error::invalid(format!(
-                    "stage {stage} (run {}) produced {v} in its output {name}: the weights or inputs drive it out of range",
+                let mut msg = format!(
+                    "stage {stage} (run {}) produced {v} in its output {name}",
                     run + 1
+                );
+                if let Some(saved) = saved {
+                    let kernels = KernelChoice {
+                        no_fuse: true,
+                        ..plan.kernels
+                    };
+                    let mut check = self.backend.prepare(&plan.graph, &kernels)?;
+                    check.check_finite = true;
+                    if let Err(e) =
+                        self.run_backend(&check, weights, &mut State::new(), saved, &mut |_| {})
+                    {
+                        msg = format!("{msg}; first at {e}");
+                    }
+                }
+                return Err(prism_core::Error::invalid(format!(
+                    "{msg}: the weights or inputs drive it out of range"
                 )));
             }
         }

@@ -274,6 +274,19 @@ impl Backend for CpuBackend {
                 let (out, variant) =
                     node::run_node(plan, i, weights, &mut slots, state, &mut buffers)?;
                 let dur = t0.elapsed() - start;
+                if plan.check_finite {
+                    if let Slot::Tensor(t) = &out {
+                        if t.dtype() == prism_core::DType::F32 {
+                            if let Some(v) = t.data().iter().find(|v| !v.is_finite()) {
+                                return Err(Error::invalid(format!(
+                                    "node {} ({}), which produced {v}",
+                                    node.path,
+                                    node.op.name()
+                                )));
+                            }
+                        }
+                    }
+                }
                 // A reshape that took its input's buffer adds nothing to the live set.
                 if !plan.moves[i] {
                     if let Slot::Tensor(t) = &out {
