@@ -16,10 +16,12 @@
 //!   limits the stream; AVX2: as four vectors, x rows two at a time.
 //! - Bias and residual are added per task as its columns are finished.
 //!
-//! [`gemv_reference`] is the plain f64 version the tests compare against.
+//! `reference::linear` is the plain f64 version the tests compare against.
 
 use crate::conv::ConvWeights;
-use crate::linear512::{panels_len, NR};
+#[cfg(target_arch = "x86_64")]
+use crate::linear512::{load16, load8};
+use crate::linear512::{panels_len, raw, BF16, F16, F32, NR};
 use crate::simd::{self, Level};
 use crate::SendPtr;
 use rayon::prelude::*;
@@ -37,18 +39,6 @@ pub enum Layout {
     RowMajor,
     /// `linear512` panels of [`NR`] output features (see `linear512::pack_panels`).
     Panels,
-}
-
-const F32: u8 = 0;
-const BF16: u8 = 1;
-const F16: u8 = 2;
-
-fn raw(w: &ConvWeights) -> (*const u8, u8) {
-    match w {
-        ConvWeights::F32(v) => (v.as_ptr() as *const u8, F32),
-        ConvWeights::Bf16(v) => (v.as_ptr() as *const u8, BF16),
-        ConvWeights::F16(v) => (v.as_ptr() as *const u8, F16),
-    }
 }
 
 /// Element `i` of W widened to f32.
@@ -238,38 +228,6 @@ unsafe fn portable<const DT: u8>(
             }
             *y.add(r * out + o) = s;
         }
-    }
-}
-
-/// 16 elements of W from index `i`, widened to f32.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn load16<const DT: u8>(w: *const u8, i: usize) -> __m512 {
-    match DT {
-        F32 => _mm512_loadu_ps((w as *const f32).add(i)),
-        BF16 => {
-            let h = _mm256_loadu_si256((w as *const u16).add(i) as *const __m256i);
-            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
-        }
-        _ => _mm512_cvtph_ps(_mm256_loadu_si256(
-            (w as *const u16).add(i) as *const __m256i
-        )),
-    }
-}
-
-/// 8 elements of W from index `i`, widened to f32.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn load8<const DT: u8>(w: *const u8, i: usize) -> __m256 {
-    match DT {
-        F32 => _mm256_loadu_ps((w as *const f32).add(i)),
-        BF16 => {
-            let h = _mm_loadu_si128((w as *const u16).add(i) as *const __m128i);
-            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
-        }
-        _ => _mm256_cvtph_ps(_mm_loadu_si128((w as *const u16).add(i) as *const __m128i)),
     }
 }
 
@@ -560,30 +518,4 @@ unsafe fn panels256_r<const DT: u8, const R: usize>(
         }
         p += 1;
     }
-}
-
-/// The plain version: f64 sums over row-major W.
-#[allow(clippy::too_many_arguments)]
-pub fn gemv_reference(
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    rows: usize,
-    inf: usize,
-    out: usize,
-) -> Vec<f32> {
-    let mut y = vec![0f32; rows * out];
-    for r in 0..rows {
-        for o in 0..out {
-            let mut s = 0f64;
-            for k in 0..inf {
-                s += f64::from(x[r * inf + k]) * f64::from(w[o * inf + k]);
-            }
-            s += bias.map_or(0.0, |b| f64::from(b[o]));
-            s += residual.map_or(0.0, |v| f64::from(v[r * out + o]));
-            y[r * out + o] = s as f32;
-        }
-    }
-    y
 }

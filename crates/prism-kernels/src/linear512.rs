@@ -135,9 +135,9 @@ enum Epilogue {
 }
 
 /// dtype codes of the panels, for the const-generic tiles.
-const F32: u8 = 0;
-const BF16: u8 = 1;
-const F16: u8 = 2;
+pub(crate) const F32: u8 = 0;
+pub(crate) const BF16: u8 = 1;
+pub(crate) const F16: u8 = 2;
 
 /// Tasks of a product over `rows` and `panels`: `rb` blocks of at most [`MC`] rows (one block
 /// up to [`ONE_BLOCK`] rows) × `cb` runs of panels, at least two tasks per thread where the
@@ -450,7 +450,7 @@ pub fn linear_geglu(
 }
 
 /// The panels' base address and dtype code.
-fn raw(w: &ConvWeights) -> (*const u8, u8) {
+pub(crate) fn raw(w: &ConvWeights) -> (*const u8, u8) {
     match w {
         ConvWeights::F32(v) => (v.as_ptr() as *const u8, F32),
         ConvWeights::Bf16(v) => (v.as_ptr() as *const u8, BF16),
@@ -458,11 +458,12 @@ fn raw(w: &ConvWeights) -> (*const u8, u8) {
     }
 }
 
-/// 16 panel elements from element index `i`, widened to f32.
+/// 16 elements (of panels, or of row-major weights: `gemv` reads both) from element index
+/// `i`, widened to f32.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn load16<const DT: u8>(base: *const u8, i: usize) -> __m512 {
+pub(crate) unsafe fn load16<const DT: u8>(base: *const u8, i: usize) -> __m512 {
     match DT {
         F32 => _mm512_loadu_ps((base as *const f32).add(i)),
         BF16 => {
@@ -564,11 +565,11 @@ unsafe fn tile<const DT: u8>(
     }
 }
 
-/// 8 panel elements from element index `i`, widened to f32.
+/// 8 elements from element index `i`, widened to f32 (the AVX2 twin of [`load16`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn load8<const DT: u8>(base: *const u8, i: usize) -> __m256 {
+pub(crate) unsafe fn load8<const DT: u8>(base: *const u8, i: usize) -> __m256 {
     match DT {
         F32 => _mm256_loadu_ps((base as *const f32).add(i)),
         BF16 => {

@@ -91,6 +91,27 @@ pub fn attention_biased(
     out
 }
 
+/// Plain linear layer: y (rows × out) = x · Wᵀ (+ bias) (+ residual), W (out × inf) row-major.
+pub fn linear(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    rows: usize,
+    inf: usize,
+    out: usize,
+) -> Vec<f64> {
+    (0..rows * out)
+        .map(|o| {
+            let (i, j) = (o / out, o % out);
+            let s: f64 = (0..inf)
+                .map(|k| x[i * inf + k] as f64 * w[j * inf + k] as f64)
+                .sum();
+            s + bias.map_or(0.0, |b| b[j] as f64) + residual.map_or(0.0, |r| r[o] as f64)
+        })
+        .collect()
+}
+
 /// Plain matrix product of row-major a (m×k) and b (k×n).
 pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
     let mut c = vec![0f64; m * n];

@@ -831,26 +831,6 @@ fn bf16_dot_linear_matches_reference_on_rounded_inputs() {
     });
 }
 
-/// x · Wᵀ (+ y0) in f64, W (out × inf) row-major.
-fn linear_f64(
-    x: &[f32],
-    w: &[f32],
-    y0: Option<&[f32]>,
-    rows: usize,
-    inf: usize,
-    out: usize,
-) -> Vec<f64> {
-    (0..rows * out)
-        .map(|o| {
-            let (i, j) = (o / out, o % out);
-            let s: f64 = (0..inf)
-                .map(|k| x[i * inf + k] as f64 * w[j * inf + k] as f64)
-                .sum();
-            s + y0.map_or(0.0, |y| y[o] as f64)
-        })
-        .collect()
-}
-
 #[test]
 fn panel_linear_matches_reference_on_every_weight_dtype() {
     use prism_kernels::linear512::{available, linear_at, pack_panels, unpack_panels};
@@ -891,7 +871,7 @@ fn panel_linear_matches_reference_on_every_weight_dtype() {
                 // Bias and residual folded into the first chunk's stores.
                 let res = r.vec(rows * out);
                 let bias = r.vec(out);
-                let mut want = linear_f64(&x, &w, Some(&res), rows, inf, out);
+                let mut want = reference::linear(&x, &w, None, Some(&res), rows, inf, out);
                 for (i, v) in want.iter_mut().enumerate() {
                     *v += bias[i % out] as f64;
                 }
@@ -904,7 +884,7 @@ fn panel_linear_matches_reference_on_every_weight_dtype() {
                     let want = if b.is_some() {
                         want.clone()
                     } else {
-                        linear_f64(&x, &w, None, rows, inf, out)
+                        reference::linear(&x, &w, None, None, rows, inf, out)
                     };
                     close(
                         &format!("panel linear {lvl:?} {rows}x{inf}x{out} ({what})"),
@@ -932,7 +912,7 @@ fn panel_linear_matches_reference_on_every_weight_dtype() {
                 close(
                     "bf16 panel linear",
                     &yb,
-                    &linear_f64(&x, &wide_b, None, rows, inf, out),
+                    &reference::linear(&x, &wide_b, None, None, rows, inf, out),
                 );
                 let mut yh = vec![0f32; rows * out];
                 linear_at(
@@ -949,7 +929,7 @@ fn panel_linear_matches_reference_on_every_weight_dtype() {
                 close(
                     "f16 panel linear",
                     &yh,
-                    &linear_f64(&x, &wide_h, None, rows, inf, out),
+                    &reference::linear(&x, &wide_h, None, None, rows, inf, out),
                 );
             }
         });
@@ -977,7 +957,7 @@ fn panel_geglu_matches_unfused_projection_and_gate() {
             let x = r.vec(rows * inf);
             let w = r.vec(2 * n * inf);
             let b = r.vec(2 * n);
-            let h = linear_f64(&x, &w, None, rows, inf, 2 * n);
+            let h = reference::linear(&x, &w, None, None, rows, inf, 2 * n);
             let want: Vec<f64> = (0..rows * n)
                 .map(|o| {
                     let (i, j) = (o / n, o % n);
@@ -1005,7 +985,7 @@ fn panel_geglu_matches_unfused_projection_and_gate() {
 
 #[test]
 fn skinny_products_match_reference_on_every_level_layout_and_dtype() {
-    use prism_kernels::gemv::{gemv_at, gemv_reference, Layout, MAX_ROWS};
+    use prism_kernels::gemv::{gemv_at, Layout, MAX_ROWS};
     use prism_kernels::linear512::pack_panels;
     let mut r = Rng::new();
     pool().install(|| {
@@ -1026,8 +1006,8 @@ fn skinny_products_match_reference_on_every_level_layout_and_dtype() {
                         ("f16", hf.iter().map(|v| v.to_f32()).collect()),
                     ];
                     for (name, wr) in cases {
-                        let want = gemv_reference(&x, &wr, Some(&bias), Some(&res), rows, inf, out);
-                        let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+                        let want =
+                            reference::linear(&x, &wr, Some(&bias), Some(&res), rows, inf, out);
                         for layout in [Layout::RowMajor, Layout::Panels] {
                             let mut y = vec![f32::NAN; rows * out];
                             let (pf, pb, ph);
