@@ -224,15 +224,20 @@ impl Tensor {
     }
     /// An error naming the tensor if any f32 element is NaN or infinite (ids always pass).
     pub fn check_finite(&self, name: &str) -> Result<()> {
-        if let Data::F32(v) = &self.data {
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(Error::input(
-                    name,
-                    format!("element {i} is {}; inputs must be finite numbers", v[i]),
-                ));
-            }
+        match self.first_non_finite() {
+            Some((i, v)) => Err(Error::input(
+                name,
+                format!("element {i} is {v}; inputs must be finite numbers"),
+            )),
+            None => Ok(()),
         }
-        Ok(())
+    }
+    /// The first NaN or infinite f32 element, with its index (None for ids).
+    pub fn first_non_finite(&self) -> Option<(usize, f32)> {
+        match &self.data {
+            Data::F32(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])),
+            Data::I64(_) => None,
+        }
     }
     /// Same data, new shape (a view change: no copy).
     pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {

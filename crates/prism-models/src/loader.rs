@@ -310,13 +310,10 @@ pub fn bind(
         let key = by_name[p.name.as_str()];
         let t = files.get(key)?;
         // NaN or Inf in a weight would make a black image or noise, not an error: refuse it.
-        if let Some(i) = t.data().iter().position(|v| !v.is_finite()) {
+        if let Some((i, v)) = t.first_non_finite() {
             return Err(Error::Weights {
                 component: files.describe(),
-                msg: format!(
-                    "tensor {key} holds {} at element {i}: the weights are corrupt",
-                    t.data()[i]
-                ),
+                msg: format!("tensor {key} holds {v} at element {i}: the weights are corrupt"),
             });
         }
         Ok(t)

@@ -349,13 +349,7 @@ impl Executor {
         // pipeline here, naming the stage — and, re-running a stateless stage with every
         // node checked, the node where it first appeared — instead of ending as a black image.
         for (name, t) in &out {
-            if t.check_finite(name).is_err() {
-                let v = t
-                    .data()
-                    .iter()
-                    .find(|v| !v.is_finite())
-                    .copied()
-                    .unwrap_or(f32::NAN);
+            if let Some((_, v)) = t.first_non_finite() {
                 let mut msg = format!(
                     "stage {stage} (run {}) produced {v} in its output {name}",
                     run + 1

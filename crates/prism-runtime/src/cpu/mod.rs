@@ -274,17 +274,13 @@ impl Backend for CpuBackend {
                 let (out, variant) =
                     node::run_node(plan, i, weights, &mut slots, state, &mut buffers)?;
                 let dur = t0.elapsed() - start;
-                if plan.check_finite {
-                    if let Slot::Tensor(t) = &out {
-                        if t.dtype() == prism_core::DType::F32 {
-                            if let Some(v) = t.data().iter().find(|v| !v.is_finite()) {
-                                return Err(Error::invalid(format!(
-                                    "node {} ({}), which produced {v}",
-                                    node.path,
-                                    node.op.name()
-                                )));
-                            }
-                        }
+                if let (true, Slot::Tensor(t)) = (plan.check_finite, &out) {
+                    if let Some((_, v)) = t.first_non_finite() {
+                        return Err(Error::invalid(format!(
+                            "node {} ({}), which produced {v}",
+                            node.path,
+                            node.op.name()
+                        )));
                     }
                 }
                 // A reshape that took its input's buffer adds nothing to the live set.
