@@ -497,15 +497,7 @@ pub fn analyze(
     let weights: u64 = stages
         .iter()
         .zip(&reports)
-        .filter(|(s, _)| {
-            seen.insert(
-                s.graph
-                    .params
-                    .iter()
-                    .map(|p| format!("{}{:?}", p.name, p.shape))
-                    .collect::<String>(),
-            )
-        })
+        .filter(|(s, _)| seen.insert(s.graph.param_table_key()))
         .map(|(_, r)| r.memory.weight_bytes + r.memory.kept_filter_bytes)
         .sum();
     let act = reports

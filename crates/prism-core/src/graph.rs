@@ -99,6 +99,15 @@ impl Graph {
 }
 
 impl Graph {
+    /// Names the parameter table (names and shapes, in order): graphs with equal keys bind
+    /// one set of weights (a decoder's prefill and decode graphs; `GraphBuilder::declare`).
+    pub fn param_table_key(&self) -> String {
+        self.params
+            .iter()
+            .map(|p| format!("{}{:?};", p.name, p.shape))
+            .collect()
+    }
+
     /// The state cache slots the graph writes or reads, with their shapes (B, capacity, C),
     /// in slot order (a slot appears once).
     pub fn cache_slots(&self) -> Vec<(usize, Vec<usize>)> {

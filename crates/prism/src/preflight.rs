@@ -39,12 +39,7 @@ pub fn predict(
     let tables: Vec<(String, u64)> = graphs
         .iter()
         .map(|s| {
-            let key: String = s
-                .graph
-                .params
-                .iter()
-                .map(|p| format!("{}{:?};", p.name, p.shape))
-                .collect();
+            let key = s.graph.param_table_key();
             // Vectors (norms, biases) stay f32 whatever the dtype.
             let bytes = s
                 .graph
