@@ -28,6 +28,10 @@ pub fn template(prompt: &str) -> String {
     format!("<|User|>: {prompt}\n\n<|Assistant|>:<begin_of_image>")
 }
 
+/// Guidance when neither the request nor `generation_config.json` gives one (transformers'
+/// Janus `generate` uses 5 then).
+pub const DEFAULT_GUIDANCE: f32 = 5.0;
+
 /// transformers' `GenerationConfig.top_k` default, applied when sampling.
 pub const DEFAULT_TOP_K: usize = 50;
 
@@ -179,31 +183,33 @@ fn cfg_num_patches(src: &ModelSource) -> Result<Option<usize>> {
 }
 
 /// Generation defaults: `generation_config.json`, else the tokenizer's special tokens.
-fn defaults(src: &ModelSource, cfg: &JanusConfig) -> Result<GenerationDefaults> {
+fn defaults(
+    src: &ModelSource,
+    cfg: &JanusConfig,
+    tokenizer: &PromptTokenizer,
+) -> Result<GenerationDefaults> {
     if let Some(g) = &cfg.generation {
         return Ok(g.clone());
     }
-    let ModelSource::Folder(root) = src else {
+    let PromptTokenizer::File(tok) = tokenizer else {
         return Err(Error::invalid(format!(
             "{}: no generation_config",
             src.label()
         )));
     };
-    let file = root.join("tokenizer.json");
-    let tok = crate::text::tokenizer::tokenizer_from_file(&file)?;
     let id = |t: &str| {
         tok.token_to_id(t).map(|v| v as usize).ok_or_else(|| {
-            Error::file(
-                root,
-                format!("no generation_config.json and the tokenizer has no {t} token"),
-            )
+            Error::invalid(format!(
+                "{}: no generation_config.json and the tokenizer has no {t} token",
+                src.label()
+            ))
         })
     };
     Ok(GenerationDefaults {
         bos_token_id: id("<｜begin▁of▁sentence｜>")?,
         pad_token_id: id("<｜▁pad▁｜>")?,
         boi_token_id: id("<begin_of_image>")?,
-        guidance: 5.0,
+        guidance: DEFAULT_GUIDANCE,
         temperature: None,
         top_k: None,
         top_p: None,
@@ -269,8 +275,8 @@ impl Janus {
     /// `forward --component vq-decoder`).
     pub fn load_parts(src: &ModelSource, opts: &LoadOptions, lm: bool) -> Result<Self> {
         let cfg = config(src)?;
-        let defaults = defaults(src, &cfg)?;
         let tokenizer = PromptTokenizer::open(src)?;
+        let defaults = defaults(src, &cfg, &tokenizer)?;
         let files = src.model_files(opts.variant.as_deref())?;
         if let Some(f) = &files {
             check_files(&cfg, f)?;
@@ -645,8 +651,9 @@ pub const ENTRY: super::Entry = super::Entry {
     media: super::MediaKind::Image,
     autoregressive: true,
     default_guidance: |src| {
-        let cfg = config(src)?;
-        Ok(defaults(src, &cfg)?.guidance)
+        Ok(config(src)?
+            .generation
+            .map_or(DEFAULT_GUIDANCE, |g| g.guidance))
     },
     open: |src, opts| Ok(Box::new(Janus::load(src, opts)?)),
     native_size: |src| Ok(config(src)?.image_size()),
