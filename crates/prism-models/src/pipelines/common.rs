@@ -6,7 +6,7 @@ use crate::components::{denoiser_inputs, TextEncoder};
 use crate::schedulers::{self, GaussianNoise, Scheduler};
 use crate::text::tokenizer::ClipTokenizer;
 use prism_core::{Error, Result, Tensor};
-use prism_runtime::{Executor, Observer, Weights};
+use prism_runtime::{Executor, Observer, Plan, State, Weights};
 use std::time::{Duration, Instant};
 
 /// Progress of a generation, reported as it happens.
@@ -24,6 +24,64 @@ pub enum Progress {
         time: Duration,
     },
     Decoded(Duration),
+}
+
+/// The token loop of a decoder model: the `prefill` plan on `prompt` (graph input
+/// `input_ids`), then `steps − 1` runs of the `decode` plan, each fed (graph input
+/// `step_input`, one column) the tokens `next(i, logits)` chose from step i's `logits` — one per
+/// row. Both plans share `weights` and one `State` (the KV caches). Reports
+/// [`Progress::Token`] and returns each step's time (the first includes the prefill).
+#[allow(clippy::too_many_arguments)]
+pub fn decode_steps(
+    exec: &Executor,
+    (prefill, decode): (&Plan, &Plan),
+    weights: &Weights,
+    prompt: Tensor,
+    step_input: &str,
+    steps: usize,
+    obs: &mut dyn Observer,
+    progress: &mut dyn FnMut(Progress),
+    mut next: impl FnMut(usize, &Tensor) -> Result<Vec<i64>>,
+) -> Result<Vec<Duration>> {
+    let mut state = State::new();
+    let mut inputs = vec![("input_ids".to_string(), prompt)];
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..steps {
+        let t0 = Instant::now();
+        let (plan, stage, run) = if i == 0 {
+            (prefill, "prefill", 0)
+        } else {
+            (decode, "decode", i - 1)
+        };
+        let mut o = exec.run_stage_plan(
+            obs,
+            stage,
+            run,
+            plan,
+            weights,
+            &mut state,
+            std::mem::take(&mut inputs),
+        )?;
+        let logits = o
+            .remove("logits")
+            .ok_or_else(|| Error::invalid(format!("{stage}: no logits output")))?;
+        let chosen = next(i, &logits)?;
+        if i + 1 < steps {
+            let rows = chosen.len();
+            inputs = vec![(
+                step_input.to_string(),
+                Tensor::from_ids(vec![rows, 1], chosen)?,
+            )];
+        }
+        let dt = t0.elapsed();
+        times.push(dt);
+        progress(Progress::Token {
+            index: i,
+            total: steps,
+            time: dt,
+        });
+    }
+    Ok(times)
 }
 
 /// Denoising steps when a request gives none.

@@ -19,7 +19,7 @@ use crate::random::SplitMix64;
 use crate::source::{Component, ModelSource};
 use crate::text::tokenizer::{ClipTokenizer, PadToken};
 use prism_core::{Error, Result, Tensor};
-use prism_runtime::{Executor, Observer, State, Weights};
+use prism_runtime::{Executor, Observer, Weights};
 use std::time::{Duration, Instant};
 
 /// Janus' chat template for one user turn and the assistant's (empty) answer, with
@@ -378,57 +378,31 @@ impl Janus {
         let b = rows.len();
         let len = rows[0].len();
         let cap = self.capacity(len, steps)?;
+        let weights = self
+            .lm
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the language model was not loaded"))?;
         let prefill = exec.prepare(&lm_graph(&self.cfg, LmStep::Prompt(len), b, cap)?)?;
         let decode = exec.prepare(&lm_graph(&self.cfg, LmStep::ImageToken, b, cap)?)?;
-        let mut state = State::new();
         let ids: Vec<i64> = rows.iter().flatten().copied().collect();
-        let mut inputs = vec![(
-            "input_ids".to_string(),
-            Tensor::from_ids(vec![b, len], ids)?,
-        )];
         let mut out: Vec<Vec<i64>> = vec![Vec::with_capacity(steps); b];
-        let mut times = Vec::with_capacity(steps);
-        for i in 0..steps {
-            let t0 = Instant::now();
-            let (plan, stage, run) = if i == 0 {
-                (&prefill, "prefill", 0)
-            } else {
-                (&decode, "decode", i - 1)
-            };
-            let mut o = exec.run_stage_plan(
-                obs,
-                stage,
-                run,
-                plan,
-                self.lm
-                    .as_ref()
-                    .ok_or_else(|| Error::invalid("the language model was not loaded"))?,
-                &mut state,
-                std::mem::take(&mut inputs),
-            )?;
-            let logits = o
-                .remove("logits")
-                .ok_or_else(|| Error::invalid("language model: no logits output"))?;
-            let n = self.cfg.vq.num_embeddings;
-            let logits = logits.reshape(&[b, n])?;
-            let chosen = next(i, &logits)?;
-            for (r, t) in out.iter_mut().zip(&chosen) {
-                r.push(*t);
-            }
-            if i + 1 < steps {
-                inputs = vec![(
-                    "image_ids".to_string(),
-                    Tensor::from_ids(vec![b, 1], chosen)?,
-                )];
-            }
-            let dt = t0.elapsed();
-            times.push(dt);
-            progress(Progress::Token {
-                index: i,
-                total: steps,
-                time: dt,
-            });
-        }
+        let times = super::common::decode_steps(
+            exec,
+            (&prefill, &decode),
+            weights,
+            Tensor::from_ids(vec![b, len], ids)?,
+            "image_ids",
+            steps,
+            obs,
+            progress,
+            |i, logits| {
+                let chosen = next(i, logits)?;
+                for (r, t) in out.iter_mut().zip(&chosen) {
+                    r.push(*t);
+                }
+                Ok(chosen)
+            },
+        )?;
         Ok((out, times))
     }
 

@@ -11,8 +11,8 @@ use crate::random::{random_weights_laid, SplitMix64};
 use crate::source::ModelSource;
 use crate::text::llama::{self, LlamaConfig};
 use prism_core::{Error, Result, Tensor};
-use prism_runtime::{Executor, Observer, State, Weights};
-use std::time::{Duration, Instant};
+use prism_runtime::{Executor, Observer, Weights};
+use std::time::Duration;
 
 /// Prompt length when `--prompt-tokens` is not given.
 pub const DEFAULT_PROMPT_TOKENS: usize = 512;
@@ -126,39 +126,22 @@ impl Llm {
         let prompt: Vec<i64> = (0..p)
             .map(|_| (rng.next_u64() % self.cfg.vocab_size as u64) as i64)
             .collect();
-        let mut state = State::new();
-        let mut input = Tensor::from_ids(vec![1, p], prompt)?;
-        let (mut out, mut times) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for i in 0..n {
-            let t0 = Instant::now();
-            let (plan, stage, run) = if i == 0 {
-                (&prefill, "prefill", 0)
-            } else {
-                (&decode, "decode", i - 1)
-            };
-            let mut o = exec.run_stage_plan(
-                obs,
-                stage,
-                run,
-                plan,
-                &self.weights,
-                &mut state,
-                vec![("input_ids".into(), input)],
-            )?;
-            let logits = o
-                .remove("logits")
-                .ok_or_else(|| Error::invalid("llama: no logits output"))?;
-            let t = argmax(logits.data()) as i64;
-            out.push(t);
-            input = Tensor::from_ids(vec![1, 1], vec![t])?;
-            let dt = t0.elapsed();
-            times.push(dt);
-            progress(Progress::Token {
-                index: i,
-                total: n,
-                time: dt,
-            });
-        }
+        let mut out = Vec::with_capacity(n);
+        let times = super::common::decode_steps(
+            exec,
+            (&prefill, &decode),
+            &self.weights,
+            Tensor::from_ids(vec![1, p], prompt)?,
+            "input_ids",
+            n,
+            obs,
+            progress,
+            |_, logits| {
+                let t = argmax(logits.data()) as i64;
+                out.push(t);
+                Ok(vec![t])
+            },
+        )?;
         Ok((out, times))
     }
 }
