@@ -13,22 +13,10 @@ use prism_models::io::read_tensors;
 use prism_models::pipelines::janus::{to_pixels_of, Janus};
 use prism_models::pipelines::{self, Pipeline, Request, SamplingFlags};
 use prism_models::source::ModelSource;
-use prism_runtime::{Executor, NoObserver};
-use std::path::PathBuf;
+use prism_runtime::NoObserver;
 
-/// Tolerance of every f32 comparison: max|Δ| ≤ TOL_REL · max|ref| per tensor.
-const TOL_REL: f32 = 1e-4;
-/// Tolerance on 8-bit pixels of a whole generation.
-const PIXEL_TOL: i32 = 2;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures"))
-}
-
-fn exec() -> Executor {
-    prism_runtime::poison_reused_buffers(true);
-    Executor::new(2).unwrap()
-}
+mod common;
+use common::*;
 
 fn load(name: &str) -> Janus {
     let src = ModelSource::parse(fixtures().join(name).to_str().unwrap()).unwrap();
@@ -37,16 +25,6 @@ fn load(name: &str) -> Janus {
 
 fn io(name: &str, file: &str) -> std::collections::BTreeMap<String, Tensor> {
     read_tensors(&fixtures().join(name).join("io").join(file)).unwrap()
-}
-
-fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
-    assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    let diff = got.max_abs_diff(want).unwrap();
-    let scale = want.max_abs().max(1e-12);
-    assert!(
-        diff <= TOL_REL * scale,
-        "{what}: max |Δ| {diff:e} > {TOL_REL:e} × {scale:e}"
-    );
 }
 
 fn ids_of(t: &Tensor) -> Vec<i64> {

@@ -10,38 +10,9 @@ use prism_models::pipelines::sd::{GenerateRequest, StableDiffusion};
 use prism_models::source::ModelSource;
 use prism_runtime::Executor;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-/// Tolerance of every f32 comparison: max|Δ| ≤ TOL_REL · max|ref| per tensor.
-const TOL_REL: f32 = 1e-4;
-/// Tolerance on 8-bit pixels of a whole pipeline run.
-const PIXEL_TOL: i32 = 2;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures"))
-}
-
-/// Every test runs with reused activation buffers poisoned (NaN), so an operator that does
-/// not write its whole output fails parity instead of passing on stale values.
-fn exec() -> Executor {
-    prism_runtime::poison_reused_buffers(true);
-    Executor::new(2).unwrap()
-}
-
-fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
-    assert_close_tol(what, got, want, TOL_REL)
-}
-
-fn assert_close_tol(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
-    assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    let diff = got.max_abs_diff(want).unwrap();
-    let scale = want.max_abs();
-    assert!(
-        diff <= tol * scale,
-        "{what}: max|Δ| = {diff:e} > {tol:e} · max|ref| ({scale:e})"
-    );
-    eprintln!("{what}: max|Δ| = {diff:.3e} (ref max {scale:.3e})");
-}
+mod common;
+use common::*;
 
 fn run_component(
     model: &str,

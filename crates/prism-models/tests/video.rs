@@ -12,38 +12,14 @@ use prism_models::pipelines::t2v::{
     self as video, is_video_model, save_frames_dir, save_gif, TextToVideo, VideoRequest, VideoShape,
 };
 use prism_models::source::ModelSource;
-use prism_runtime::{Executor, NoObserver};
+use prism_runtime::NoObserver;
 use std::path::{Path, PathBuf};
 
-/// Tolerance of every f32 comparison: max|Δ| ≤ TOL_REL · max|ref| per tensor.
-const TOL_REL: f32 = 1e-4;
-/// Tolerance on 8-bit pixels of a whole pipeline run.
-const PIXEL_TOL: i32 = 2;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures"))
-}
-
-/// Reused activation buffers are poisoned (NaN): an operator that leaves part of its output
-/// unwritten fails parity.
-fn exec() -> Executor {
-    prism_runtime::poison_reused_buffers(true);
-    Executor::new(2).unwrap()
-}
+mod common;
+use common::*;
 
 fn src(name: &str) -> ModelSource {
     ModelSource::parse(fixtures().join(name).to_str().unwrap()).unwrap()
-}
-
-fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
-    assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    let diff = got.max_abs_diff(want).unwrap();
-    let scale = want.max_abs();
-    assert!(
-        diff <= TOL_REL * scale,
-        "{what}: max|Δ| = {diff:e} > {TOL_REL:e} · max|ref| ({scale:e})"
-    );
-    eprintln!("{what}: max|Δ| = {diff:.3e} (ref max {scale:.3e})");
 }
 
 fn unet_parity(model: &str) {
