@@ -16,6 +16,24 @@ pub struct GraphBuilder {
     declared: Vec<bool>,
 }
 
+/// The broadcast rule of Add and Mul: b's shape onto a's, trailing alignment, each of b's
+/// dims equal to a's or 1 (the builder's check and the reference evaluator's).
+pub(crate) fn check_broadcast(path: &str, sa: &[usize], sb: &[usize]) -> Result<()> {
+    let ok = sb.len() <= sa.len()
+        && sb
+            .iter()
+            .rev()
+            .zip(sa.iter().rev())
+            .all(|(&db, &da)| db == da || db == 1);
+    if !ok {
+        return Err(Error::shape(
+            path,
+            format!("cannot broadcast {sb:?} onto {sa:?}"),
+        ));
+    }
+    Ok(())
+}
+
 fn path_param(path: &str, leaf: &str) -> String {
     if path.is_empty() {
         leaf.to_string()
@@ -553,18 +571,7 @@ impl GraphBuilder {
 
     fn check_broadcast(&self, path: &str, a: ValueId, b: ValueId) -> Result<Vec<usize>> {
         let (sa, sb) = (self.shape(a).to_vec(), self.shape(b).to_vec());
-        let ok = sb.len() <= sa.len()
-            && sb
-                .iter()
-                .rev()
-                .zip(sa.iter().rev())
-                .all(|(&db, &da)| db == da || db == 1);
-        if !ok {
-            return Err(Error::shape(
-                path,
-                format!("cannot broadcast {sb:?} onto {sa:?}"),
-            ));
-        }
+        check_broadcast(path, &sa, &sb)?;
         Ok(sa)
     }
 

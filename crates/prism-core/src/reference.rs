@@ -747,18 +747,7 @@ fn l2_normalize(path: &str, x: &Tensor, eps: f32) -> Result<Out> {
 /// a ∘ b with b broadcast onto a's shape (trailing alignment; b's dims equal a's or 1).
 fn broadcast(path: &str, a: &Tensor, b: &Tensor, f: impl Fn(f64, f64) -> f64) -> Result<Out> {
     let (sa, sb) = (a.shape(), b.shape());
-    let ok = sb.len() <= sa.len()
-        && sb
-            .iter()
-            .rev()
-            .zip(sa.iter().rev())
-            .all(|(&db, &da)| db == da || db == 1);
-    if !ok {
-        return Err(Error::shape(
-            path,
-            format!("cannot broadcast {sb:?} onto {sa:?}"),
-        ));
-    }
+    crate::builder::check_broadcast(path, sa, sb)?;
     let (ad, bd) = (a.to_f64(), b.to_f64());
     let bstr = strides(sb);
     let lead = sa.len() - sb.len();
