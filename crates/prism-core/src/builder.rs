@@ -486,11 +486,33 @@ impl GraphBuilder {
     }
 
     pub fn layer_norm(&mut self, path: &str, x: ValueId, eps: f32) -> Result<ValueId> {
+        self.layer_norm_affine(path, x, eps, true, true)
+    }
+
+    /// Layer norm over the last axis with `{path}.weight` (C) if `weight` and `{path}.bias`
+    /// (C) if `bias` (torch's `elementwise_affine`, `bias`).
+    pub fn layer_norm_affine(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        eps: f32,
+        weight: bool,
+        bias: bool,
+    ) -> Result<ValueId> {
         let s = self.shape(x).to_vec();
         let c = *s
             .last()
             .ok_or_else(|| Error::shape(path, "layer norm on a scalar"))?;
-        let (weight, bias) = self.norm_params(path, c)?;
+        let weight = if weight {
+            Some(self.param(path_param(path, "weight"), vec![c])?)
+        } else {
+            None
+        };
+        let bias = if bias {
+            Some(self.param(path_param(path, "bias"), vec![c])?)
+        } else {
+            None
+        };
         Ok(self.push(
             path,
             Op::LayerNorm { eps, weight, bias },
@@ -502,12 +524,129 @@ impl GraphBuilder {
 
     /// RMS norm over the last axis with weight `{path}.weight` (C).
     pub fn rms_norm(&mut self, path: &str, x: ValueId, eps: f32) -> Result<ValueId> {
+        self.rms_norm_affine(path, x, eps, true)
+    }
+
+    /// RMS norm over the last axis, with weight `{path}.weight` (C) if `weight`.
+    pub fn rms_norm_affine(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        eps: f32,
+        weight: bool,
+    ) -> Result<ValueId> {
         let s = self.shape(x).to_vec();
         let c = *s
             .last()
             .ok_or_else(|| Error::shape(path, "rms norm on a scalar"))?;
-        let weight = self.param(path_param(path, "weight"), vec![c])?;
+        let weight = if weight {
+            Some(self.param(path_param(path, "weight"), vec![c])?)
+        } else {
+            None
+        };
         Ok(self.push(path, Op::RmsNorm { eps, weight }, vec![x], s, DType::F32))
+    }
+
+    /// Global response normalization over channels-last x (B, L, C), with `{path}.gamma` and
+    /// `{path}.beta` (1, 1, 1, C) as diffusers stores them.
+    pub fn global_response_norm(&mut self, path: &str, x: ValueId) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        let c = match *s {
+            [_, l, c] if l > 0 && c > 0 => c,
+            _ => {
+                return Err(Error::shape(
+                    path,
+                    format!("global response norm wants (B, L, C) with L, C > 0, got {s:?}"),
+                ))
+            }
+        };
+        let gamma = self.param(path_param(path, "gamma"), vec![1, 1, 1, c])?;
+        let beta = self.param(path_param(path, "beta"), vec![1, 1, 1, c])?;
+        Ok(self.push(
+            path,
+            Op::GlobalResponseNorm { gamma, beta },
+            vec![x],
+            s,
+            DType::F32,
+        ))
+    }
+
+    /// Depthwise convolution (groups = channels) of NCHW x, weight `{path}.weight` (C, 1, k, k),
+    /// stride 1, `pad` zeros on every side, optional `{path}.bias` (C).
+    pub fn depthwise_conv2d(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        k: usize,
+        pad: usize,
+        bias: bool,
+    ) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        let [n, c, h, w] =
+            match *s {
+                [n, c, h, w] if k > 0 && h + 2 * pad >= k && w + 2 * pad >= k => [n, c, h, w],
+                _ => return Err(Error::shape(
+                    path,
+                    format!(
+                        "depthwise conv {k}x{k} (pad {pad}) wants NCHW input it fits, got {s:?}"
+                    ),
+                )),
+            };
+        let weight = self.param(path_param(path, "weight"), vec![c, 1, k, k])?;
+        let bias = if bias {
+            Some(self.param(path_param(path, "bias"), vec![c])?)
+        } else {
+            None
+        };
+        let out = vec![n, c, h + 2 * pad - k + 1, w + 2 * pad - k + 1];
+        Ok(self.push(
+            path,
+            Op::DepthwiseConv2d {
+                weight,
+                bias,
+                k,
+                pad,
+            },
+            vec![x],
+            out,
+            DType::F32,
+        ))
+    }
+
+    /// Transposed convolution with stride = kernel = `k`, no padding, of NCHW x: weight
+    /// `{path}.weight` (cin, cout, k, k), optional `{path}.bias` (cout) → (N, cout, k·H, k·W).
+    pub fn conv_transpose2d(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        cout: usize,
+        k: usize,
+        bias: bool,
+    ) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        let [n, cin, h, w] = match *s {
+            [n, c, h, w] if k > 0 => [n, c, h, w],
+            _ => {
+                return Err(Error::shape(
+                    path,
+                    format!("transposed conv {k}x{k} wants NCHW input, got {s:?}"),
+                ))
+            }
+        };
+        let weight = self.param(path_param(path, "weight"), vec![cin, cout, k, k])?;
+        let bias = if bias {
+            Some(self.param(path_param(path, "bias"), vec![cout])?)
+        } else {
+            None
+        };
+        let op = Op::ConvTranspose2d {
+            weight,
+            bias,
+            cin,
+            cout,
+            k,
+        };
+        Ok(self.push(path, op, vec![x], vec![n, cout, h * k, w * k], DType::F32))
     }
 
     /// x / max(‖x‖₂, eps) over the last axis (torch's `F.normalize(x, p=2, dim=-1)`).

@@ -201,17 +201,43 @@ pub enum Op {
         bias: ParamId,
         silu: bool,
     },
-    /// Layer norm over the last axis.
+    /// Layer norm over the last axis; without `weight` the scale is 1, without `bias` the
+    /// shift 0 (torch's `elementwise_affine=False`, `bias=False`).
     LayerNorm {
         eps: f32,
-        weight: ParamId,
-        bias: ParamId,
+        weight: Option<ParamId>,
+        bias: Option<ParamId>,
     },
     /// RMS norm over the last axis, x / sqrt(mean(x²) + eps) · weight (Llama's `LlamaRMSNorm`,
-    /// T5's `T5LayerNorm`).
+    /// T5's `T5LayerNorm`, diffusers' `RMSNorm`; without `weight` the scale is 1).
     RmsNorm {
         eps: f32,
+        weight: Option<ParamId>,
+    },
+    /// Global response normalization (ConvNeXt-V2, diffusers' `GlobalResponseNorm`) over
+    /// channels-last x (B, L, C): g = ‖x[b, :, c]‖₂ over the L positions, n = g / (mean_c g +
+    /// 1e-6), y = gamma · (x · n) + beta + x; gamma and beta (1, 1, 1, C).
+    GlobalResponseNorm {
+        gamma: ParamId,
+        beta: ParamId,
+    },
+    /// Depthwise 2-D convolution (torch `Conv2d` with groups = channels) over NCHW input:
+    /// weight (C, 1, k, k), stride 1, zero padding `pad` on every side.
+    DepthwiseConv2d {
         weight: ParamId,
+        bias: Option<ParamId>,
+        k: usize,
+        pad: usize,
+    },
+    /// Transposed 2-D convolution with stride = kernel and no padding (torch
+    /// `ConvTranspose2d(cin, cout, k, stride=k)`, non-overlapping patches): NCHW input
+    /// (N, cin, H, W) → (N, cout, k·H, k·W); weight (cin, cout, k, k).
+    ConvTranspose2d {
+        weight: ParamId,
+        bias: Option<ParamId>,
+        cin: usize,
+        cout: usize,
+        k: usize,
     },
     /// L2 normalization over the last axis, x / max(‖x‖₂, eps) (torch's `F.normalize(p=2)`;
     /// the VQ codebook lookup of Janus' image decoder).
@@ -325,6 +351,9 @@ impl Op {
             Op::GroupNorm { silu: true, .. } => "group_norm_silu",
             Op::LayerNorm { .. } => "layer_norm",
             Op::RmsNorm { .. } => "rms_norm",
+            Op::GlobalResponseNorm { .. } => "global_response_norm",
+            Op::DepthwiseConv2d { .. } => "depthwise_conv2d",
+            Op::ConvTranspose2d { .. } => "conv_transpose2d",
             Op::L2Normalize { .. } => "l2_normalize",
             Op::Activation(a) => a.name(),
             Op::Geglu => "geglu",
@@ -349,13 +378,16 @@ impl Op {
 
     pub fn category(&self) -> Category {
         match self {
-            Op::Conv2d(_) => Category::Conv,
+            Op::Conv2d(_) | Op::DepthwiseConv2d { .. } | Op::ConvTranspose2d { .. } => {
+                Category::Conv
+            }
             Op::Linear { .. } | Op::LinearGeglu { .. } => Category::Linear,
             Op::Attention(_) => Category::Attention,
             Op::GroupNorm { .. } => Category::GroupNorm,
-            Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::L2Normalize { .. } => {
-                Category::LayerNorm
-            }
+            Op::LayerNorm { .. }
+            | Op::RmsNorm { .. }
+            | Op::L2Normalize { .. }
+            | Op::GlobalResponseNorm { .. } => Category::LayerNorm,
             Op::Activation(_) | Op::Geglu => Category::Activation,
             Op::Add | Op::Mul | Op::Scale { .. } | Op::Clamp { .. } | Op::Concat { .. } => {
                 Category::Elementwise
@@ -381,7 +413,9 @@ impl Op {
         match self {
             Op::Attention(a) => format!("Attention ({})", a.kind.name()).into(),
             Op::Conv2d(c) if c.temporal => "Conv (temporal)".into(),
-            Op::Conv2d(_) => "Conv (spatial)".into(),
+            Op::Conv2d(_) | Op::DepthwiseConv2d { .. } | Op::ConvTranspose2d { .. } => {
+                "Conv (spatial)".into()
+            }
             Op::Input { .. }
             | Op::Linear { .. }
             | Op::LinearGeglu { .. }
@@ -389,6 +423,7 @@ impl Op {
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
             | Op::L2Normalize { .. }
+            | Op::GlobalResponseNorm { .. }
             | Op::Activation(_)
             | Op::Geglu
             | Op::Add
@@ -416,10 +451,13 @@ impl Op {
             Op::Conv2d(c) => std::iter::once(c.weight).chain(c.bias).collect(),
             Op::Linear { weight, bias, .. } => std::iter::once(*weight).chain(*bias).collect(),
             Op::LinearGeglu { weight, bias } => vec![*weight, *bias],
-            Op::GroupNorm { weight, bias, .. } | Op::LayerNorm { weight, bias, .. } => {
-                vec![*weight, *bias]
+            Op::GroupNorm { weight, bias, .. } => vec![*weight, *bias],
+            Op::LayerNorm { weight, bias, .. } => weight.iter().chain(bias).copied().collect(),
+            Op::RmsNorm { weight, .. } => weight.iter().copied().collect(),
+            Op::GlobalResponseNorm { gamma, beta } => vec![*gamma, *beta],
+            Op::DepthwiseConv2d { weight, bias, .. } | Op::ConvTranspose2d { weight, bias, .. } => {
+                std::iter::once(*weight).chain(*bias).collect()
             }
-            Op::RmsNorm { weight, .. } => vec![*weight],
             Op::L2Normalize { .. } => vec![],
             Op::TokenEmbedding { table } | Op::PositionEmbedding { table } => vec![*table],
             Op::Input { .. }
@@ -455,6 +493,9 @@ impl Op {
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
             | Op::L2Normalize { .. }
+            | Op::GlobalResponseNorm { .. }
+            | Op::DepthwiseConv2d { .. }
+            | Op::ConvTranspose2d { .. }
             | Op::Activation(_)
             | Op::Geglu
             | Op::Add
@@ -485,7 +526,9 @@ impl Op {
     /// here) or `attention` (aten._scaled_dot_product_*). None: torch counts nothing for it.
     pub fn torch_op(&self) -> Option<&'static str> {
         match self {
-            Op::Conv2d(_) => Some("convolution"),
+            Op::Conv2d(_) | Op::DepthwiseConv2d { .. } | Op::ConvTranspose2d { .. } => {
+                Some("convolution")
+            }
             Op::Linear { .. } | Op::LinearGeglu { .. } => Some("linear"),
             Op::Attention(_) => Some("attention"),
             Op::Input { .. }
@@ -493,6 +536,7 @@ impl Op {
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
             | Op::L2Normalize { .. }
+            | Op::GlobalResponseNorm { .. }
             | Op::Activation(_)
             | Op::Geglu
             | Op::Add
@@ -521,6 +565,11 @@ impl Op {
     pub fn flops(&self, s: &CostShapes, lk: Option<usize>) -> u64 {
         match self {
             Op::Conv2d(c) => 2 * prod(s.output) * (c.cin * c.kh * c.kw) as u64,
+            // torch: 2 · N · |W| · (output positions); |W| = C·k² for a depthwise filter.
+            Op::DepthwiseConv2d { k, .. } => 2 * prod(s.output) * (k * k) as u64,
+            // torch counts a transposed convolution over the input positions: 2 · N · |W| ·
+            // H·W = 2 · (output elements) · cin when stride = kernel.
+            Op::ConvTranspose2d { cin, .. } => 2 * prod(s.output) * *cin as u64,
             Op::Linear { .. } => {
                 let w = s.params[0];
                 2 * (prod(s.output) / w[0] as u64) * prod(w)
@@ -540,6 +589,7 @@ impl Op {
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
             | Op::L2Normalize { .. }
+            | Op::GlobalResponseNorm { .. }
             | Op::Activation(_)
             | Op::Geglu
             | Op::Add
@@ -579,6 +629,10 @@ impl Op {
             Op::RmsNorm { .. } => 4,
             // square-sum (2), normalize (1)
             Op::L2Normalize { .. } => 3,
+            // square-sum (2), x·n (1), gamma·, + beta, + x (3)
+            Op::GlobalResponseNorm { .. } => 6,
+            // the bias add of a convolution is not counted (as for Conv2d)
+            Op::DepthwiseConv2d { .. } | Op::ConvTranspose2d { .. } => 0,
             Op::Activation(a) => a.elem_ops(),
             // gelu of the gate, then the product
             Op::Geglu | Op::LinearGeglu { .. } => 9,

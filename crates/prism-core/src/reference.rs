@@ -237,8 +237,26 @@ pub fn eval_node(
         Op::GroupNorm {
             groups, eps, silu, ..
         } => group_norm(path, inputs[0], *groups, *eps, params[0], params[1], *silu)?,
-        Op::LayerNorm { eps, .. } => layer_norm(path, inputs[0], *eps, params[0], params[1])?,
-        Op::RmsNorm { eps, .. } => rms_norm(path, inputs[0], *eps, params[0])?,
+        Op::LayerNorm { eps, weight, bias } => {
+            let mut p = params.iter().copied();
+            let w = weight.and_then(|_| p.next());
+            let b = bias.and_then(|_| p.next());
+            layer_norm(path, inputs[0], *eps, w, b)?
+        }
+        Op::RmsNorm { eps, .. } => rms_norm(path, inputs[0], *eps, params.first().copied())?,
+        Op::GlobalResponseNorm { .. } => {
+            global_response_norm(path, inputs[0], params[0], params[1])?
+        }
+        Op::DepthwiseConv2d { k, pad, .. } => {
+            depthwise_conv2d(path, inputs[0], params[0], params.get(1).copied(), *k, *pad)?
+        }
+        Op::ConvTranspose2d { cin, cout, k, .. } => conv_transpose2d(
+            path,
+            inputs[0],
+            params[0],
+            params.get(1).copied(),
+            [*cin, *cout, *k],
+        )?,
         Op::L2Normalize { eps } => l2_normalize(path, inputs[0], *eps)?,
         Op::Activation(kind) => {
             let y = inputs[0].to_f64().into_iter().map(|v| activation(*kind, v));
@@ -670,18 +688,37 @@ fn group_norm(
     Ok((s.to_vec(), y))
 }
 
-fn layer_norm(path: &str, x: &Tensor, eps: f32, w: &Tensor, b: &Tensor) -> Result<Out> {
+/// Per-feature scale and shift of a norm: the weight (else 1) and bias (else 0) as f64.
+fn affine(d: usize, w: Option<&Tensor>, b: Option<&Tensor>) -> (Vec<f64>, Vec<f64>) {
+    (
+        w.map_or_else(|| vec![1.0; d], Tensor::to_f64),
+        b.map_or_else(|| vec![0.0; d], Tensor::to_f64),
+    )
+}
+
+fn layer_norm(
+    path: &str,
+    x: &Tensor,
+    eps: f32,
+    w: Option<&Tensor>,
+    b: Option<&Tensor>,
+) -> Result<Out> {
     let s = x.shape();
+    let fits = |t: Option<&Tensor>, d: usize| t.is_none_or(|t| t.numel() == d);
     let d = match s.last() {
-        Some(&d) if d > 0 && w.numel() == d && b.numel() == d => d,
+        Some(&d) if d > 0 && fits(w, d) && fits(b, d) => d,
         _ => {
             return Err(Error::shape(
                 path,
-                format!("layer norm with weight {:?} over {s:?}", w.shape()),
+                format!(
+                    "layer norm with weight {:?} over {s:?}",
+                    w.map(|w| w.shape().to_vec())
+                ),
             ))
         }
     };
-    let (xd, wd, bd) = (x.to_f64(), w.to_f64(), b.to_f64());
+    let xd = x.to_f64();
+    let (wd, bd) = affine(d, w, b);
     let eps = f64::from(eps);
     let mut y = vec![0.0; xd.len()];
     for r in 0..xd.len() / d {
@@ -696,18 +733,22 @@ fn layer_norm(path: &str, x: &Tensor, eps: f32, w: &Tensor, b: &Tensor) -> Resul
     Ok((s.to_vec(), y))
 }
 
-fn rms_norm(path: &str, x: &Tensor, eps: f32, w: &Tensor) -> Result<Out> {
+fn rms_norm(path: &str, x: &Tensor, eps: f32, w: Option<&Tensor>) -> Result<Out> {
     let s = x.shape();
     let d = match s.last() {
-        Some(&d) if d > 0 && w.numel() == d => d,
+        Some(&d) if d > 0 && w.is_none_or(|w| w.numel() == d) => d,
         _ => {
             return Err(Error::shape(
                 path,
-                format!("rms norm with weight {:?} over {s:?}", w.shape()),
+                format!(
+                    "rms norm with weight {:?} over {s:?}",
+                    w.map(|w| w.shape().to_vec())
+                ),
             ))
         }
     };
-    let (xd, wd) = (x.to_f64(), w.to_f64());
+    let xd = x.to_f64();
+    let (wd, _) = affine(d, w, None);
     let eps = f64::from(eps);
     let mut y = vec![0.0; xd.len()];
     for r in 0..xd.len() / d {
@@ -719,6 +760,136 @@ fn rms_norm(path: &str, x: &Tensor, eps: f32, w: &Tensor) -> Result<Out> {
         }
     }
     Ok((s.to_vec(), y))
+}
+
+/// diffusers' `GlobalResponseNorm` over channels-last (B, L, C), written as it is:
+/// g = ‖x[b, :, c]‖₂, n = g / (mean_c g + 1e-6), y = gamma·(x·n) + beta + x.
+fn global_response_norm(path: &str, x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Out> {
+    let s = x.shape();
+    let (bn, l, c) = match *s {
+        [bn, l, c] if gamma.numel() == c && beta.numel() == c => (bn, l, c),
+        _ => {
+            return Err(Error::shape(
+                path,
+                format!(
+                    "global response norm over {s:?} with gamma {:?}",
+                    gamma.shape()
+                ),
+            ))
+        }
+    };
+    let (xd, gd, bd) = (x.to_f64(), gamma.to_f64(), beta.to_f64());
+    let mut y = vec![0.0; xd.len()];
+    for b in 0..bn {
+        let xs = &xd[b * l * c..(b + 1) * l * c];
+        let g: Vec<f64> = (0..c)
+            .map(|ch| (0..l).map(|i| xs[i * c + ch].powi(2)).sum::<f64>().sqrt())
+            .collect();
+        let mean = g.iter().sum::<f64>() / c as f64;
+        for i in 0..l {
+            for ch in 0..c {
+                let v = xs[i * c + ch];
+                let nx = g[ch] / (mean + 1e-6);
+                y[b * l * c + i * c + ch] = gd[ch] * (v * nx) + bd[ch] + v;
+            }
+        }
+    }
+    Ok((s.to_vec(), y))
+}
+
+/// Depthwise convolution, stride 1, `pad` zeros on every side; weight (C, 1, k, k).
+fn depthwise_conv2d(
+    path: &str,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    k: usize,
+    pad: usize,
+) -> Result<Out> {
+    let s = x.shape();
+    let (n, c, h, wd) = match *s {
+        [n, c, h, wd] if w.numel() == c * k * k && h + 2 * pad >= k && wd + 2 * pad >= k => {
+            (n, c, h, wd)
+        }
+        _ => {
+            return Err(Error::shape(
+                path,
+                format!(
+                    "depthwise conv {k}x{k} with weight {:?} over {s:?}",
+                    w.shape()
+                ),
+            ))
+        }
+    };
+    let (ho, wo) = (h + 2 * pad - k + 1, wd + 2 * pad - k + 1);
+    let (xd, wt) = (x.to_f64(), w.to_f64());
+    let bd = b.map(Tensor::to_f64);
+    let mut y = vec![0.0; n * c * ho * wo];
+    for bi in 0..n {
+        for ch in 0..c {
+            let plane = &xd[(bi * c + ch) * h * wd..(bi * c + ch + 1) * h * wd];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut acc = bd.as_ref().map_or(0.0, |bd| bd[ch]);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (iy, ix) = (
+                                (oy + ky) as isize - pad as isize,
+                                (ox + kx) as isize - pad as isize,
+                            );
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                acc += plane[iy as usize * wd + ix as usize]
+                                    * wt[(ch * k + ky) * k + kx];
+                            }
+                        }
+                    }
+                    y[((bi * c + ch) * ho + oy) * wo + ox] = acc;
+                }
+            }
+        }
+    }
+    Ok((vec![n, c, ho, wo], y))
+}
+
+/// Transposed convolution with stride = kernel = k, no padding: every input pixel paints its
+/// own k×k output patch, y[o, k·i + a, k·j + b] = Σ_c x[c, i, j] · W[c, o, a, b] + bias[o].
+fn conv_transpose2d(
+    path: &str,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    [cin, cout, k]: [usize; 3],
+) -> Result<Out> {
+    let s = x.shape();
+    let (n, h, wd) = match *s {
+        [n, c, h, wd] if c == cin && w.numel() == cin * cout * k * k => (n, h, wd),
+        _ => {
+            return Err(Error::shape(
+                path,
+                format!("transposed conv with weight {:?} over {s:?}", w.shape()),
+            ))
+        }
+    };
+    let (xd, wt) = (x.to_f64(), w.to_f64());
+    let bd = b.map(Tensor::to_f64);
+    let (ho, wo) = (h * k, wd * k);
+    let mut y = vec![0.0; n * cout * ho * wo];
+    for bi in 0..n {
+        for o in 0..cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let (i, a, j, bb) = (oy / k, oy % k, ox / k, ox % k);
+                    let mut acc = bd.as_ref().map_or(0.0, |bd| bd[o]);
+                    for ci in 0..cin {
+                        acc += xd[((bi * cin + ci) * h + i) * wd + j]
+                            * wt[((ci * cout + o) * k + a) * k + bb];
+                    }
+                    y[((bi * cout + o) * ho + oy) * wo + ox] = acc;
+                }
+            }
+        }
+    }
+    Ok((vec![n, cout, ho, wo], y))
 }
 
 fn l2_normalize(path: &str, x: &Tensor, eps: f32) -> Result<Out> {

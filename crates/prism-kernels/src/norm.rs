@@ -332,3 +332,57 @@ pub fn rms_norm_at(lvl: Level, x: &[f32], d: usize, eps: f32, gamma: &[f32], y: 
         .zip(x.par_chunks(d * rows_per_task))
         .for_each(|(yc, xc)| rms_norm_rows(lvl, xc, d, eps, gamma, yc));
 }
+
+/// Global response normalization (ConvNeXt-V2) of channels-last x (b, l, c): per image,
+/// g[ch] = ‖x[:, ch]‖₂ over the l positions, n = g / (mean(g) + 1e-6), then
+/// y = gamma · (x · n) + beta + x. The sums of squares run in f64 (one pass over the rows,
+/// channels contiguous); the rows are then written in parallel.
+pub fn global_response_norm(
+    x: &[f32],
+    [b, l, c]: [usize; 3],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+) {
+    assert_eq!(x.len(), b * l * c);
+    assert_eq!(y.len(), x.len());
+    assert!(gamma.len() == c && beta.len() == c);
+    let rows_per_task = (tuning().par_chunk / c.max(1)).max(1);
+    for (xb, yb) in x.chunks_exact(l * c).zip(y.chunks_exact_mut(l * c)) {
+        let ss = xb
+            .par_chunks(c * rows_per_task)
+            .map(|rows| {
+                let mut acc = vec![0f64; c];
+                for r in rows.chunks_exact(c) {
+                    for (a, &v) in acc.iter_mut().zip(r) {
+                        *a += f64::from(v) * f64::from(v);
+                    }
+                }
+                acc
+            })
+            .reduce(
+                || vec![0f64; c],
+                |mut a, bb| {
+                    a.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);
+                    a
+                },
+            );
+        let g: Vec<f64> = ss.iter().map(|s| s.sqrt()).collect();
+        let mean = g.iter().sum::<f64>() / c as f64;
+        // gamma · x · n + x + beta = x · (1 + gamma·n) + beta
+        let scale: Vec<f32> = g
+            .iter()
+            .zip(gamma)
+            .map(|(g, &ga)| 1.0 + ga * (g / (mean + 1e-6)) as f32)
+            .collect();
+        yb.par_chunks_mut(c * rows_per_task)
+            .zip(xb.par_chunks(c * rows_per_task))
+            .for_each(|(yr, xr)| {
+                for (yrow, xrow) in yr.chunks_exact_mut(c).zip(xr.chunks_exact(c)) {
+                    for (((o, &v), &s), &be) in yrow.iter_mut().zip(xrow).zip(&scale).zip(beta) {
+                        *o = v * s + be;
+                    }
+                }
+            });
+    }
+}

@@ -155,3 +155,96 @@ pub fn group_norm(
     }
     y
 }
+
+/// Depthwise convolution, stride 1, `pad` zeros around, f64: x (n, c, h, w), weight (c, 1, k, k).
+pub fn depthwise_conv2d(
+    x: &[f32],
+    [n, c, h, w]: [usize; 4],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    k: usize,
+    pad: usize,
+) -> Vec<f64> {
+    let (ho, wo) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
+    let mut y = vec![0f64; n * c * ho * wo];
+    for b in 0..n {
+        for ch in 0..c {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut acc = bias.map_or(0.0, |bs| bs[ch] as f64);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let iy = (oy + ky) as isize - pad as isize;
+                            let ix = (ox + kx) as isize - pad as isize;
+                            if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                                continue;
+                            }
+                            acc += x[((b * c + ch) * h + iy as usize) * w + ix as usize] as f64
+                                * weight[(ch * k + ky) * k + kx] as f64;
+                        }
+                    }
+                    y[((b * c + ch) * ho + oy) * wo + ox] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Transposed convolution, stride = kernel = k, no padding, f64: weight (cin, cout, k, k).
+pub fn conv_transpose2d(
+    x: &[f32],
+    [n, cin, h, w]: [usize; 4],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    cout: usize,
+    k: usize,
+) -> Vec<f64> {
+    let (ho, wo) = (h * k, w * k);
+    let mut y = vec![0f64; n * cout * ho * wo];
+    for b in 0..n {
+        for o in 0..cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut acc = bias.map_or(0.0, |bs| bs[o] as f64);
+                    for ci in 0..cin {
+                        acc += x[((b * cin + ci) * h + oy / k) * w + ox / k] as f64
+                            * weight[((ci * cout + o) * k + oy % k) * k + ox % k] as f64;
+                    }
+                    y[((b * cout + o) * ho + oy) * wo + ox] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Global response normalization over channels-last (b, l, c), f64, as diffusers writes it.
+pub fn global_response_norm(
+    x: &[f32],
+    [b, l, c]: [usize; 3],
+    gamma: &[f32],
+    beta: &[f32],
+) -> Vec<f64> {
+    let mut y = vec![0f64; x.len()];
+    for bi in 0..b {
+        let xs = &x[bi * l * c..(bi + 1) * l * c];
+        let g: Vec<f64> = (0..c)
+            .map(|ch| {
+                (0..l)
+                    .map(|i| (xs[i * c + ch] as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .collect();
+        let mean = g.iter().sum::<f64>() / c as f64;
+        for i in 0..l {
+            for ch in 0..c {
+                let v = xs[i * c + ch] as f64;
+                y[bi * l * c + i * c + ch] =
+                    gamma[ch] as f64 * (v * g[ch] / (mean + 1e-6)) + beta[ch] as f64 + v;
+            }
+        }
+    }
+    y
+}

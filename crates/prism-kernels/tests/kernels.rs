@@ -1052,3 +1052,50 @@ fn skinny_products_match_reference_on_every_level_layout_and_dtype() {
         }
     });
 }
+
+#[test]
+fn depthwise_and_transposed_convolutions_match_reference() {
+    use prism_kernels::conv::depthwise::{conv_transpose2d, depthwise_conv2d};
+    let mut r = Rng::new();
+    // 3×3 pad 1 (ConvNeXt in aMUSEd), 7×7 pad 3, a 5×5 without padding, narrow planes where
+    // every tap is clipped, with and without bias.
+    for (shape, k, pad, bias) in [
+        ([2, 5, 9, 7], 3, 1, true),
+        ([1, 3, 11, 10], 7, 3, false),
+        ([1, 4, 8, 9], 5, 0, true),
+        ([2, 2, 2, 3], 3, 2, true),
+    ] {
+        let [n, c, h, w] = shape;
+        let x = r.vec(n * c * h * w);
+        let wt = r.vec(c * k * k);
+        let b = bias.then(|| r.vec(c));
+        let want = reference::depthwise_conv2d(&x, shape, &wt, b.as_deref(), k, pad);
+        let mut y = vec![f32::NAN; want.len()];
+        pool().install(|| depthwise_conv2d(&x, shape, &wt, b.as_deref(), k, pad, &mut y));
+        close(&format!("depthwise {shape:?} k{k} p{pad}"), &y, &want);
+    }
+    for (shape, cout, k, bias) in [([2, 6, 3, 4], 5, 2, true), ([1, 4, 5, 2], 3, 3, false)] {
+        let [n, cin, h, w] = shape;
+        let x = r.vec(n * cin * h * w);
+        let wt = r.vec(cin * cout * k * k);
+        let b = bias.then(|| r.vec(cout));
+        let want = reference::conv_transpose2d(&x, shape, &wt, b.as_deref(), cout, k);
+        let mut y = vec![f32::NAN; want.len()];
+        pool().install(|| conv_transpose2d(&x, shape, &wt, b.as_deref(), cout, k, &mut y));
+        close(&format!("conv_transpose {shape:?} k{k}"), &y, &want);
+    }
+}
+
+#[test]
+fn global_response_norm_matches_reference() {
+    let mut r = Rng::new();
+    for dims in [[2, 9, 12], [1, 300, 40]] {
+        let [b, l, c] = dims;
+        let x: Vec<f32> = r.vec(b * l * c).iter().map(|v| v * 2.0 + 0.5).collect();
+        let (g, be) = (r.vec(c), r.vec(c));
+        let want = reference::global_response_norm(&x, dims, &g, &be);
+        let mut y = vec![f32::NAN; x.len()];
+        pool().install(|| prism_kernels::norm::global_response_norm(&x, dims, &g, &be, &mut y));
+        close(&format!("grn {dims:?}"), &y, &want);
+    }
+}

@@ -79,9 +79,17 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) ->
                 attention::scratch_requests(k.attention_for(&geom), &geom)
             }
         }
+        Op::ConvTranspose2d { cout, k, .. } => {
+            let s = &g.values[g.nodes[i].inputs[0]].shape;
+            vec![conv::depthwise::conv_transpose2d_scratch(
+                s[2], s[3], *cout, *k,
+            )]
+        }
         // 16-bit weights are widened into pooled scratch before the kernel (`Weights::f32`):
         // not modelled (the plan assumes f32 weights).
         Op::Linear { .. }
+        | Op::DepthwiseConv2d { .. }
+        | Op::GlobalResponseNorm { .. }
         | Op::Input { .. }
         | Op::GroupNorm { .. }
         | Op::LayerNorm { .. }
@@ -122,6 +130,9 @@ pub fn transient_scratch_bytes(g: &Graph, i: NodeId, threads: usize, kc: &Kernel
             l * head_dim / 2 * 8 + head_dim / 2 * 4
         }
         Op::Conv2d(_)
+        | Op::DepthwiseConv2d { .. }
+        | Op::ConvTranspose2d { .. }
+        | Op::GlobalResponseNorm { .. }
         | Op::Linear { .. }
         | Op::LinearGeglu { .. }
         | Op::Input { .. }

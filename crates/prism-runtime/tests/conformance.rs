@@ -121,8 +121,19 @@ fn covered_by(op: &Op) -> (&'static str, &'static [&'static str]) {
         Op::Attention(_) => ("Attention self", &["attention_self", "attention_long"]),
         Op::GroupNorm { silu: true, .. } => ("GroupNorm silu", &["fused_block"]),
         Op::GroupNorm { silu: false, .. } => ("GroupNorm", &["group_norm"]),
-        Op::LayerNorm { .. } => ("LayerNorm", &["layer_norm", "fused_block"]),
-        Op::RmsNorm { .. } => ("RmsNorm", &["rms_norm"]),
+        Op::LayerNorm {
+            weight: Some(_),
+            bias: Some(_),
+            ..
+        } => ("LayerNorm", &["layer_norm", "fused_block"]),
+        Op::LayerNorm { .. } => ("LayerNorm partial affine", &["norms_without_affine"]),
+        Op::RmsNorm {
+            weight: Some(_), ..
+        } => ("RmsNorm", &["rms_norm"]),
+        Op::RmsNorm { weight: None, .. } => ("RmsNorm no weight", &["norms_without_affine"]),
+        Op::GlobalResponseNorm { .. } => ("GlobalResponseNorm", &["global_response_norm"]),
+        Op::DepthwiseConv2d { .. } => ("DepthwiseConv2d", &["depthwise_conv"]),
+        Op::ConvTranspose2d { .. } => ("ConvTranspose2d", &["conv_transpose"]),
         Op::L2Normalize { .. } => ("L2Normalize", &["l2_normalize"]),
         Op::Activation(ActKind::Silu) => ("Activation silu", &["activations"]),
         Op::Activation(ActKind::Gelu) => ("Activation gelu", &["activations"]),
@@ -172,7 +183,12 @@ const FORMS: &[&str] = &[
     "GroupNorm silu",
     "GroupNorm",
     "LayerNorm",
+    "LayerNorm partial affine",
     "RmsNorm",
+    "RmsNorm no weight",
+    "GlobalResponseNorm",
+    "DepthwiseConv2d",
+    "ConvTranspose2d",
     "L2Normalize",
     "Activation silu",
     "Activation gelu",
@@ -786,6 +802,54 @@ fn build_cases(seed: u64) -> R<Vec<Case>> {
         2.0,
         TOL_REL,
         |b, x| Ok(vec![b.rms_norm("rms", x[0], 1e-6)?]),
+    )?);
+    cases.push(single(
+        r,
+        "norms_without_affine",
+        &[&[2, 3, 16]],
+        2.0,
+        TOL_REL,
+        |b, x| {
+            Ok(vec![
+                b.rms_norm_affine("rms", x[0], 1e-6, false)?,
+                b.layer_norm_affine("ln_w", x[0], 1e-6, true, false)?,
+                b.layer_norm_affine("ln_none", x[0], 1e-5, false, false)?,
+            ])
+        },
+    )?);
+    cases.push(single(
+        r,
+        "global_response_norm",
+        &[&[2, 12, 20]],
+        2.0,
+        TOL_REL,
+        |b, x| Ok(vec![b.global_response_norm("grn", x[0])?]),
+    )?);
+    cases.push(single(
+        r,
+        "depthwise_conv",
+        &[&[2, 6, 7, 5]],
+        1.0,
+        TOL_REL,
+        |b, x| {
+            Ok(vec![
+                b.depthwise_conv2d("dw3", x[0], 3, 1, true)?,
+                b.depthwise_conv2d("dw5", x[0], 5, 0, false)?,
+            ])
+        },
+    )?);
+    cases.push(single(
+        r,
+        "conv_transpose",
+        &[&[2, 6, 3, 4]],
+        1.0,
+        TOL_REL,
+        |b, x| {
+            Ok(vec![
+                b.conv_transpose2d("up2", x[0], 5, 2, true)?,
+                b.conv_transpose2d("up3", x[0], 4, 3, false)?,
+            ])
+        },
     )?);
     cases.push(single(
         r,

@@ -154,6 +154,9 @@ impl Backend for CpuBackend {
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
             | Op::L2Normalize { .. }
+            | Op::GlobalResponseNorm { .. }
+            | Op::DepthwiseConv2d { .. }
+            | Op::ConvTranspose2d { .. }
             | Op::Activation(_)
             | Op::Geglu
             | Op::Add

@@ -183,12 +183,71 @@ pub(crate) fn run_node(
         Op::LayerNorm { eps, weight, bias } => {
             let x = arg(0);
             let d = *x.shape().last().expect("norms have an axis");
-            norm::layer_norm(x.data(), d, *eps, &w.f32(*weight), &w.f32(*bias), &mut y);
+            let (g, b) = (weight.map(|p| w.f32(p)), bias.map(|p| w.f32(p)));
+            let (ones, zeros) = (vec![1.0; d], vec![0.0; d]);
+            let g = g.as_deref().unwrap_or(&ones);
+            let b = b.as_deref().unwrap_or(&zeros);
+            norm::layer_norm(x.data(), d, *eps, g, b, &mut y);
         }
         Op::RmsNorm { eps, weight } => {
             let x = arg(0);
             let d = *x.shape().last().expect("norms have an axis");
-            norm::rms_norm(x.data(), d, *eps, &w.f32(*weight), &mut y);
+            let g = weight.map(|p| w.f32(p));
+            let ones = vec![1.0; d];
+            norm::rms_norm(x.data(), d, *eps, g.as_deref().unwrap_or(&ones), &mut y);
+        }
+        Op::GlobalResponseNorm { gamma, beta } => {
+            let x = arg(0);
+            let &[b, l, c] = x.shape() else {
+                unreachable!("the builder gives global response norm (B, L, C)")
+            };
+            let (g, be) = (w.f32(*gamma), w.f32(*beta));
+            norm::global_response_norm(x.data(), [b, l, c], &g, &be, &mut y);
+        }
+        Op::DepthwiseConv2d {
+            weight,
+            bias,
+            k,
+            pad,
+        } => {
+            let x = arg(0);
+            let &[n, c, h, wd] = x.shape() else {
+                unreachable!("the builder gives depthwise convolution NCHW input")
+            };
+            let b = bias.map(|p| w.f32(p));
+            let wt = w.f32(*weight);
+            conv::depthwise::depthwise_conv2d(
+                x.data(),
+                [n, c, h, wd],
+                &wt,
+                b.as_deref(),
+                *k,
+                *pad,
+                &mut y,
+            );
+        }
+        Op::ConvTranspose2d {
+            weight,
+            bias,
+            cout,
+            k,
+            ..
+        } => {
+            let x = arg(0);
+            let &[n, c, h, wd] = x.shape() else {
+                unreachable!("the builder gives transposed convolution NCHW input")
+            };
+            let b = bias.map(|p| w.f32(p));
+            let wt = w.f32(*weight);
+            conv::depthwise::conv_transpose2d(
+                x.data(),
+                [n, c, h, wd],
+                &wt,
+                b.as_deref(),
+                *cout,
+                *k,
+                &mut y,
+            );
         }
         Op::L2Normalize { eps } => {
             let x = arg(0);
