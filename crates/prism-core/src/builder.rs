@@ -582,16 +582,17 @@ impl GraphBuilder {
         bias: bool,
     ) -> Result<ValueId> {
         let s = self.shape(x).to_vec();
-        let [n, c, h, w] =
-            match *s {
-                [n, c, h, w] if k > 0 && h + 2 * pad >= k && w + 2 * pad >= k => [n, c, h, w],
-                _ => return Err(Error::shape(
+        let [n, c, h, w] = match *s {
+            [n, c, h, w] if k > 0 && h + 2 * pad >= k && w + 2 * pad >= k => [n, c, h, w],
+            _ => {
+                return Err(Error::shape(
                     path,
                     format!(
                         "depthwise conv {k}x{k} (pad {pad}) wants NCHW input it fits, got {s:?}"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let weight = self.param(path_param(path, "weight"), vec![c, 1, k, k])?;
         let bias = if bias {
             Some(self.param(path_param(path, "bias"), vec![c])?)

@@ -297,6 +297,23 @@ impl Cfg {
         }
     }
 
+    /// Every key but the `_`-prefixed metadata (`_class_name`, `_diffusers_version`, ...) must
+    /// be one of `known` (the fields of `class` prism reads or checks): a field prism does not
+    /// know is an error naming it, not a setting silently ignored.
+    pub fn only_keys(&self, class: &str, known: &[&str]) -> Result<()> {
+        let obj = self.v.as_object().expect("a Cfg is an object");
+        match obj
+            .keys()
+            .find(|k| !k.starts_with('_') && !known.contains(&k.as_str()))
+        {
+            None => Ok(()),
+            Some(k) => Err(self.err(format!(
+                "unknown {class} field `{k}` (prism reads {})",
+                known.join(", ")
+            ))),
+        }
+    }
+
     /// The key must be absent, null, or one of `allowed` (compared as JSON).
     pub fn expect(&self, key: &str, allowed: &[Value]) -> Result<()> {
         match self.get(key) {

@@ -61,6 +61,30 @@ pub const PRESETS: &[Preset] = &[
         pad: PadToken::Bang,
     },
     Preset {
+        name: "amused-256",
+        description: "aMUSEd 256 architecture: masked-token text-to-image (U-ViT transformer 600M over a 16x16 token grid, MaskGIT decoding, VQ-GAN decoder, CLIP ViT-L/14 text encoder with projection)",
+        class_name: "AmusedPipeline",
+        configs: &[
+            ("transformer", include_str!("../presets/amused-256/transformer.json")),
+            ("vqvae", include_str!("../presets/amused-256/vqvae.json")),
+            ("text_encoder", include_str!("../presets/amused-256/text_encoder.json")),
+            ("scheduler", include_str!("../presets/amused-256/scheduler.json")),
+        ],
+        pad: PadToken::Eos,
+    },
+    Preset {
+        name: "amused-512",
+        description: "aMUSEd 512 architecture: as amused-256 with a 32x32 token grid, halved to 16x16 for the transformer layers by a 2x2 downsampler (and doubled back)",
+        class_name: "AmusedPipeline",
+        configs: &[
+            ("transformer", include_str!("../presets/amused-512/transformer.json")),
+            ("vqvae", include_str!("../presets/amused-512/vqvae.json")),
+            ("text_encoder", include_str!("../presets/amused-512/text_encoder.json")),
+            ("scheduler", include_str!("../presets/amused-512/scheduler.json")),
+        ],
+        pad: PadToken::Eos,
+    },
+    Preset {
         name: "janus-pro-1b",
         description: "Janus-Pro 1B architecture, image generation (Llama 1.5B decoder over 576 image tokens, VQ decoder to 384x384)",
         class_name: "JanusForConditionalGeneration",
@@ -108,6 +132,8 @@ impl Component {
     pub const VAE: Component = Component("vae");
     pub const TEXT_ENCODER: Component = Component("text_encoder");
     pub const SCHEDULER: Component = Component("scheduler");
+    pub const TRANSFORMER: Component = Component("transformer");
+    pub const VQVAE: Component = Component("vqvae");
 
     pub fn dir(self) -> &'static str {
         self.0
@@ -309,7 +335,7 @@ impl ModelSource {
                     _ => KeyRules::default(),
                 };
                 // The VAE checkpoint holds encoder and decoder; each graph uses one half.
-                let rules = if c == Component::VAE {
+                let rules = if c == Component::VAE || c == Component::VQVAE {
                     KeyRules {
                         ignore: vae_ignores(graph),
                         ..rules

@@ -307,9 +307,12 @@ impl Engine {
                 } else {
                     format!(
                         "Steps: {}, Sampler: {}, CFG scale: {}",
-                        spec.steps.unwrap_or(pipelines::DEFAULT_STEPS),
+                        spec.steps.unwrap_or(entry.default_steps),
                         gen.scheduler,
-                        spec.guidance.unwrap_or(pipelines::DEFAULT_GUIDANCE)
+                        match spec.guidance {
+                            Some(g) => g,
+                            None => (entry.default_guidance)(&src)?,
+                        }
                     )
                 };
                 let params = format!(

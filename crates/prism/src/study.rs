@@ -210,8 +210,8 @@ impl StudySpec {
     }
 
     /// Resolve the model, check flags, and fill defaults (`default_steps` for a diffusion
-    /// model given no --steps).
-    fn resolve(&self, default_steps: usize) -> Result<Resolved> {
+    /// model given no --steps; None: the model's own default).
+    fn resolve(&self, default_steps: Option<usize>) -> Result<Resolved> {
         let src = ModelSource::parse(self.model()?)?;
         let entry = pipelines::entry_for(&src)?;
         let frames = self.frame_counts(&src, entry.media)?;
@@ -235,7 +235,8 @@ impl StudySpec {
                     )));
                 }
             }
-            self.steps.unwrap_or(default_steps)
+            self.steps
+                .unwrap_or(default_steps.unwrap_or(entry.default_steps))
         };
         if !entry.autoregressive && steps == 0 {
             return Err(Error::invalid(
@@ -284,7 +285,7 @@ impl Engine {
     /// Analyze a generation from configs alone (no weights read), or sweep frame counts.
     /// Writes `--csv` if asked.
     pub fn analyze(&self, spec: &StudySpec) -> Result<AnalyzeOutput> {
-        let r = spec.resolve(pipelines::DEFAULT_STEPS)?;
+        let r = spec.resolve(None)?;
         if let Some(c) = &spec.csv {
             check_output_path(c, spec.force)?;
         }
@@ -354,7 +355,7 @@ impl Engine {
         events: &mut dyn FnMut(&Event),
     ) -> Result<ProfileReport> {
         let study = &spec.study;
-        let r = study.resolve(1)?;
+        let r = study.resolve(Some(1))?;
         for p in [&study.csv, &spec.trace].into_iter().flatten() {
             check_output_path(p, study.force)?;
         }

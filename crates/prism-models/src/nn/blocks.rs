@@ -67,6 +67,22 @@ pub fn attention(
     qkv_bias: bool,
     kind: AttentionKind,
 ) -> Result<ValueId> {
+    attention_with(b, p, x, ctx, heads, head_dim, (qkv_bias, true), kind)
+}
+
+/// [`attention`] with the biases of the q/k/v projections and of `to_out.0` chosen
+/// (`(qkv, out)`; diffusers' `bias` and `out_bias`).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_with(
+    b: &mut GraphBuilder,
+    p: &str,
+    x: ValueId,
+    ctx: Option<ValueId>,
+    heads: usize,
+    head_dim: usize,
+    (qkv_bias, out_bias): (bool, bool),
+    kind: AttentionKind,
+) -> Result<ValueId> {
     let inner = heads * head_dim;
     let c = *b
         .shape(x)
@@ -78,7 +94,7 @@ pub fn attention(
     let v = b.linear(&join(p, "to_v"), src, inner, qkv_bias)?;
     let spec = AttentionSpec::mha(kind, heads, head_dim, false);
     let o = b.attention(p, q, k, v, None, spec)?;
-    b.linear(&join(p, "to_out.0"), o, c, true)
+    b.linear(&join(p, "to_out.0"), o, c, out_bias)
 }
 
 /// NCHW → (B, H·W, C).

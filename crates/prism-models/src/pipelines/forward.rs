@@ -17,16 +17,25 @@ pub enum ForwardComponent {
     ImageLogits,
     /// Janus: the VQ decoder from token ids.
     VqDecoder,
+    /// aMUSEd: the U-ViT transformer's logits.
+    Transformer,
+    /// aMUSEd: the VQ-GAN decoder from token ids.
+    VqvaeDecoder,
+    /// aMUSEd: the VQ-GAN encoder to token ids.
+    VqvaeEncoder,
 }
 
 impl ForwardComponent {
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 9] = [
         "unet",
         "vae-encoder",
         "vae-decoder",
         "text-encoder",
         "image-logits",
         "vq-decoder",
+        "transformer",
+        "vqvae-decoder",
+        "vqvae-encoder",
     ];
 
     pub fn parse(s: &str) -> Result<Self> {
@@ -37,6 +46,9 @@ impl ForwardComponent {
             "text-encoder" => Self::TextEncoder,
             "image-logits" => Self::ImageLogits,
             "vq-decoder" => Self::VqDecoder,
+            "transformer" => Self::Transformer,
+            "vqvae-decoder" => Self::VqvaeDecoder,
+            "vqvae-encoder" => Self::VqvaeEncoder,
             _ => {
                 return Err(Error::invalid(format!(
                     "--component {s}: expected one of {}",
@@ -57,8 +69,38 @@ impl ForwardComponent {
             Self::VaeDecoder => &["latent_sample"],
             Self::TextEncoder => &["input_ids"],
             Self::ImageLogits => &["input_ids", "image_ids"],
-            Self::VqDecoder => &["ids"],
+            Self::VqDecoder | Self::VqvaeDecoder => &["ids"],
+            Self::Transformer => &[
+                "input_ids",
+                "encoder_hidden_states",
+                "pooled_text_emb",
+                "micro_conds",
+            ],
+            Self::VqvaeEncoder => &["sample"],
         }
+    }
+}
+
+/// The components `forward` runs for each pipeline class, and what the model is, for errors.
+fn components_of(class: &str) -> (&'static [ForwardComponent], &'static str) {
+    use ForwardComponent as F;
+    if class == super::janus::ENTRY.class_name {
+        (&[F::ImageLogits, F::VqDecoder], "an autoregressive model")
+    } else if class == super::amused::ENTRY.class_name {
+        (
+            &[
+                F::Transformer,
+                F::VqvaeDecoder,
+                F::VqvaeEncoder,
+                F::TextEncoder,
+            ],
+            "a masked-token model",
+        )
+    } else {
+        (
+            &[F::Unet, F::VaeEncoder, F::VaeDecoder, F::TextEncoder],
+            "a diffusion model",
+        )
     }
 }
 
@@ -70,22 +112,14 @@ pub fn forward(
     component: ForwardComponent,
     mut inputs: BTreeMap<String, Tensor>,
 ) -> Result<Vec<(String, Tensor)>> {
-    let is_janus = crate::pipelines::entry_for(src)?.class_name == super::janus::ENTRY.class_name;
-    if is_janus
-        != matches!(
-            component,
-            ForwardComponent::ImageLogits | ForwardComponent::VqDecoder
-        )
-    {
+    let (has, what) = components_of(crate::pipelines::entry_for(src)?.class_name);
+    if !has.contains(&component) {
+        let names: Vec<&str> = has.iter().map(|c| c.name()).collect();
         return Err(Error::invalid(format!(
-            "--component {}: {} has {}",
+            "--component {}: {} has {} ({what})",
             component.name(),
             src.label(),
-            if is_janus {
-                "image-logits and vq-decoder (an autoregressive model)"
-            } else {
-                "unet, vae-encoder, vae-decoder and text-encoder (a diffusion model)"
-            }
+            names.join(", ")
         )));
     }
     let want = component.inputs();
@@ -139,6 +173,28 @@ pub fn forward(
             let m = super::janus::Janus::load_parts(src, opts, false)?;
             let sample = m.decode_ids(exec, take("ids")?, &mut NoObserver)?;
             [("sample".to_string(), sample)].into()
+        }
+        ForwardComponent::Transformer => {
+            let cfgs = super::amused::AmusedConfigs::read(src)?;
+            let m = super::amused::Transformer::load(src, cfgs.transformer, opts)?;
+            let mut ins = std::collections::HashMap::new();
+            for n in component.inputs() {
+                ins.insert(n.to_string(), take(n)?);
+            }
+            let logits = m.run(exec, &mut NoObserver, 0, ins)?;
+            [("logits".to_string(), logits)].into()
+        }
+        ForwardComponent::VqvaeDecoder | ForwardComponent::VqvaeEncoder => {
+            let dec = component == ForwardComponent::VqvaeDecoder;
+            let cfgs = super::amused::AmusedConfigs::read(src)?;
+            let m = super::amused::VqPart::load(src, cfgs.vq, opts, dec)?;
+            if dec {
+                let sample = m.decode(exec, &mut NoObserver, take("ids")?)?;
+                [("sample".to_string(), sample)].into()
+            } else {
+                let (latents, ids) = m.encode(exec, &mut NoObserver, take("sample")?)?;
+                [("latents".to_string(), latents), ("ids".to_string(), ids)].into()
+            }
         }
         ForwardComponent::Unet if crate::pipelines::t2v::is_video_model(src)? => {
             let unet = crate::components::Unet3d::load(

@@ -624,6 +624,7 @@ pub const ENTRY: super::Entry = super::Entry {
     family: "autoregressive (token)",
     media: super::MediaKind::Image,
     autoregressive: true,
+    default_steps: 0,
     default_guidance: |src| {
         Ok(config(src)?
             .generation

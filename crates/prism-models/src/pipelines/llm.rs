@@ -151,6 +151,7 @@ pub const ENTRY: super::Entry = super::Entry {
     family: "LLM (baseline)",
     media: super::MediaKind::Text,
     autoregressive: true,
+    default_steps: 0,
     // Guidance does not apply: one row per prompt.
     default_guidance: |_| Ok(1.0),
     open: |src, opts| Ok(Box::new(Llm::load(src, opts)?)),

@@ -7,6 +7,7 @@
 //! [`Entry`] for it in [`REGISTRY`]; nothing else (the engine and the CLI go through the
 //! registry).
 
+pub mod amused;
 pub mod common;
 pub mod forward;
 pub mod janus;
@@ -160,6 +161,8 @@ pub struct Entry {
     /// A decoder that emits tokens one at a time over a KV cache (prefill, then decode
     /// steps): no denoising steps; `--prompt-tokens` applies.
     pub autoregressive: bool,
+    /// Denoising (or unmasking) steps a request without --steps takes (0: a token model).
+    pub default_steps: usize,
     /// Load the components (weights from the folder, or a preset's seeded random ones).
     pub open: fn(&ModelSource, &LoadOptions) -> Result<Box<dyn Pipeline>>,
     /// The guidance scale a request without --guidance uses, from configs.
@@ -173,7 +176,13 @@ pub struct Entry {
 }
 
 /// Every pipeline prism runs.
-pub static REGISTRY: &[Entry] = &[sd::ENTRY, t2v::ENTRY, janus::ENTRY, llm::ENTRY];
+pub static REGISTRY: &[Entry] = &[
+    sd::ENTRY,
+    t2v::ENTRY,
+    janus::ENTRY,
+    llm::ENTRY,
+    amused::ENTRY,
+];
 
 /// The names [`REGISTRY`] knows, for messages.
 pub fn class_names() -> String {

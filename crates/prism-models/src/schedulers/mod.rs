@@ -19,6 +19,7 @@
 //! The multistep schedulers (PNDM, DPM-Solver++) keep a history of model outputs, so the steps
 //! of one schedule must be taken in order (0, 1, 2, ...); `step(.., 0, ..)` starts over.
 
+pub mod amused;
 mod common;
 pub mod ddim;
 pub mod dpm_solver;

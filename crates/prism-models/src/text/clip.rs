@@ -14,21 +14,28 @@ pub struct ClipConfig {
     pub hidden_act: ActKind,
     pub layer_norm_eps: f32,
     pub eos_token_id: u32,
+    /// `CLIPTextModelWithProjection`: the width of `text_embeds` (the pooled output through
+    /// `text_projection`, no bias); None for `CLIPTextModel`.
+    pub projection_dim: Option<usize>,
 }
 
 impl ClipConfig {
     pub fn from_cfg(c: &Cfg) -> Result<Self> {
+        let mut with_projection = false;
         if let Some(arch) = c.v.get("architectures").and_then(|a| a.as_array()) {
             let names: Vec<&str> = arch.iter().filter_map(|x| x.as_str()).collect();
-            if !names
-                .iter()
-                .any(|n| *n == "CLIPTextModel" || *n == "CLIPTextModelWithProjection")
-            {
+            with_projection = names.contains(&"CLIPTextModelWithProjection");
+            if !with_projection && !names.contains(&"CLIPTextModel") {
                 return Err(c.err(format!(
-                    "`architectures` {names:?}: prism's text encoder is CLIPTextModel"
+                    "`architectures` {names:?}: prism's text encoder is CLIPTextModel or CLIPTextModelWithProjection"
                 )));
             }
         }
+        let projection_dim = if with_projection {
+            Some(c.usize_in("projection_dim", 512, 1, MAX_CHANNELS)?)
+        } else {
+            None
+        };
         let act = c.str_or("hidden_act", "quick_gelu")?;
         let hidden_act = match act.as_str() {
             "quick_gelu" => ActKind::QuickGelu,
@@ -65,12 +72,16 @@ impl ClipConfig {
             layer_norm_eps: c.f32_at_least("layer_norm_eps", 1e-5, 0.0)?,
             // < vocab_size <= MAX_TABLE, or 2: fits in u32.
             eos_token_id: eos as u32,
+            projection_dim,
         })
     }
 }
 
 /// Build the text encoder for `batch` sequences of `len` tokens. Input `input_ids` (B, L);
-/// outputs `last_hidden_state` (B, L, D) and `pooler_output` (B, D).
+/// outputs `last_hidden_state` (B, L, D) and `pooler_output` (B, D); for
+/// `CLIPTextModelWithProjection` (and no clip skip) also `text_embeds` (B, projection) and
+/// `penultimate_hidden_state` (B, L, D), transformers' `hidden_states[-2]` (the input of the
+/// last layer, without the final layer norm: what aMUSEd conditions on).
 ///
 /// `clip_skip` = k > 0 runs all but the last k layers and applies the final layer norm to
 /// that hidden state, as diffusers' `clip_skip` does (`last_hidden_state` is then that).
@@ -95,7 +106,9 @@ pub fn build(cfg: &ClipConfig, batch: usize, len: usize, clip_skip: usize) -> Re
                 cfg.num_hidden_layers
             ))
         })?;
+    let mut penultimate = x;
     for i in 0..layers {
+        penultimate = x;
         let p = format!("encoder.layers.{i}");
         let h = b.layer_norm(&format!("{p}.layer_norm1"), x, eps)?;
         let q = b.linear(&format!("{p}.self_attn.q_proj"), h, d, true)?;
@@ -122,5 +135,10 @@ pub fn build(cfg: &ClipConfig, batch: usize, len: usize, clip_skip: usize) -> Re
     let pooled = b.gather_eos("pooler", last, ids, eos)?;
     b.output("last_hidden_state", last);
     b.output("pooler_output", pooled);
+    if let (Some(proj), 0) = (cfg.projection_dim, clip_skip) {
+        let embeds = b.linear("text_projection", pooled, proj, false)?;
+        b.output("text_embeds", embeds);
+        b.output("penultimate_hidden_state", penultimate);
+    }
     b.finish()
 }
