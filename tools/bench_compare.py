@@ -385,8 +385,12 @@ def models_line(report: dict) -> str:
     kinds = {bench_torch.BENCHMARKS[bench_torch.resolve(b["torch_name"])[0]][0]
              for b in report["benchmarks"] if b.get("torch_name")}
     parts = []
-    if not kinds.issubset({"janus_prefill", "janus_decode"}):
+    janus, amused = {"janus_prefill", "janus_decode"}, {"amused_step", "amused_vq"}
+    if not kinds.issubset(janus | amused):
         parts.append("SD 1.5 architecture from `crates/prism-models/presets/sd15/`")
+    if kinds & amused:
+        parts.append("aMUSEd `UVit2DModel` and `VQModel` from `crates/prism-models/presets/amused-256/` "
+                     "and `amused-512/`" + (" (2 transformer layers with --quick)" if report["quick"] else ""))
     if kinds & {"janus_prefill", "janus_decode"}:
         parts.append("Janus-Pro-1B language model (transformers `LlamaModel`) and generation embeddings, "
                      "aligner and head from `crates/prism-models/presets/janus-pro-1b/`"

@@ -10,15 +10,16 @@ Usage (venv recipe in tools/README.md):
     /work/venv/bin/python tools/bench_torch.py --list
 
 Models are the Stable Diffusion 1.5 architecture built from the configs in
-crates/prism-models/presets/sd15/, and Janus-Pro-1B's language model and image
+crates/prism-models/presets/sd15/, Janus-Pro-1B's language model and image
 generation modules (transformers LlamaModel, generation embeddings, aligner and
-head) from crates/prism-models/presets/janus-pro-1b/, with random weights (timing
-does not depend on the values).  Each benchmark: warm-up run(s), then N timed
-runs; the JSON on stdout (schema "prism.bench/1") gives median / min / max
-seconds, the times of every run, the FLOPs (torch.utils.flop_counter on meta
-tensors; 2 per multiply-add) and peak RSS.  Progress goes to stderr.  With
---paced, each timed run waits for a line on stdin after "#pace ready" on stdout
-(bench_compare.py's paired mode).
+head) from crates/prism-models/presets/janus-pro-1b/, and aMUSEd's UVit2DModel
+transformer and VQModel from crates/prism-models/presets/amused-256/ and
+amused-512/, with random weights (timing does not depend on the values).  Each
+benchmark: warm-up run(s), then N timed runs; the JSON on stdout (schema
+"prism.bench/1") gives median / min / max seconds, the times of every run, the
+FLOPs (torch.utils.flop_counter on meta tensors; 2 per multiply-add) and peak
+RSS.  Progress goes to stderr.  With --paced, each timed run waits for a line on
+stdin after "#pace ready" on stdout (bench_compare.py's paired mode).
 
 tools/bench_compare.py runs this script and `prism bench` side by side.
 """
@@ -44,11 +45,21 @@ REPO = Path(__file__).resolve().parent.parent
 PRESET = REPO / "crates" / "prism-models" / "presets" / "sd15"
 JANUS_PRESET = REPO / "crates" / "prism-models" / "presets" / "janus-pro-1b"
 JANUS_QUICK_LAYERS = 2  # --quick: the Janus language model with 2 layers (as prism bench --quick)
+AMUSED_PRESETS = REPO / "crates" / "prism-models" / "presets"
+AMUSED_QUICK_LAYERS = 2  # --quick: the aMUSEd transformer with 2 of its 22 layers
+# benchmark name -> the aMUSEd preset folder it builds from
+AMUSED_PRESET = {
+    "amused_step_b2_256": "amused-256",
+    "amused_step_b2_512": "amused-512",
+    "amused_vq_decode_256": "amused-256",
+    "amused_vq_decode_512": "amused-512",
+}
 
 # name -> (kind, full-size parameter, quick parameter, description)
 #   unet: latent side     vae: latent side     clip: token count
 #   attention: sequence length     conv: spatial side     linear, geglu: rows
 #   janus_prefill: prompt tokens   janus_decode: cached positions before the first run
+#   amused_step, amused_vq: side of the token grid (ids n x n)
 BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "unet_b2_32": ("unet", 32, 8, "UNet forward, batch 2, latents 2x4x{n}x{n}, t=500, text (2,77,768)"),
     "unet_b2_64": ("unet", 64, 16, "UNet forward, batch 2, latents 2x4x{n}x{n}, t=500, text (2,77,768)"),
@@ -65,6 +76,19 @@ BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "janus_decode_b2": ("janus_decode", 319, 16,
                         "Janus-Pro-1B decode step, batch 2: image ids (2,1) -> generation embeddings + aligner "
                         "-> Llama LM on a DynamicCache of {n} positions (cropped back every run) -> generation head"),
+    "amused_step_b2_256": ("amused_step", 16, 4,
+                           "aMUSEd-256 UVit2DModel forward (one denoising step), batch 2 (CFG rows): ids (2,{n},{n}), "
+                           "text (2,77,768), pooled (2,768), micro-conds (2,5) -> logits (2,8192,{n},{n})"),
+    "amused_step_b2_512": ("amused_step", 32, 8,
+                           "aMUSEd-512 UVit2DModel forward (one denoising step, down/upsampling around the layers), "
+                           "batch 2: ids (2,{n},{n}), text (2,77,768), pooled (2,768), micro-conds (2,5) "
+                           "-> logits (2,8192,{n},{n})"),
+    "amused_vq_decode_256": ("amused_vq", 16, 2,
+                             "aMUSEd VQModel decode of ids (1,{n},{n}) (codebook lookup, force_not_quantize) "
+                             "-> image 16x"),
+    "amused_vq_decode_512": ("amused_vq", 32, 4,
+                             "aMUSEd VQModel decode of ids (1,{n},{n}) (codebook lookup, force_not_quantize) "
+                             "-> image 16x"),
 }
 NAIVE_SUFFIX = "_naive"
 # prism's UNet keeping its Winograd filters once transformed (`--keep-filters`); torch has
@@ -204,7 +228,33 @@ class Models:
                         p.normal_(0.0, 0.02, generator=g)
         return m
 
+    def _fill_amused(self, m):
+        """Materialise a meta-built aMUSEd transformer on the CPU without the default init (600 M
+        parameters): RMSNorm / LayerNorm weights 1, every other parameter (GlobalResponseNorm's
+        gamma and beta included) 0.02 * seeded randn."""
+        torch = self.torch
+        m = m.to_empty(device="cpu")
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for mod in m.modules():
+                is_norm = isinstance(mod, torch.nn.LayerNorm) or type(mod).__name__ == "RMSNorm"
+                for pname, p in mod.named_parameters(recurse=False):
+                    if is_norm and pname == "weight":
+                        p.fill_(1.0)
+                    else:
+                        p.normal_(0.0, 0.02, generator=g)
+        return m
+
     def _build(self, kind: str):
+        if kind.startswith("amused_transformer:"):
+            from diffusers import UVit2DModel
+            cfg = self._cfg("transformer.json", AMUSED_PRESETS / kind.split(":", 1)[1])
+            if self.quick:
+                cfg["num_hidden_layers"] = AMUSED_QUICK_LAYERS
+            return UVit2DModel.from_config(cfg)
+        if kind.startswith("amused_vqvae:"):
+            from diffusers import VQModel
+            return VQModel.from_config(self._cfg("vqvae.json", AMUSED_PRESETS / kind.split(":", 1)[1]))
         if kind == "unet":
             from diffusers import UNet2DConditionModel
             return UNet2DConditionModel.from_config(self._cfg("unet.json"))
@@ -229,6 +279,10 @@ class Models:
                 with self.torch.device("meta"):
                     m = self._build(kind)
                 m = self._fill_janus(m)
+            elif kind.startswith("amused_transformer:"):  # likewise
+                with self.torch.device("meta"):
+                    m = self._build(kind)
+                m = self._fill_amused(m)
             else:
                 self.torch.manual_seed(0)
                 m = self._build(kind)
@@ -345,6 +399,30 @@ def make_case(torch, models: Models, base: str, naive: bool, n: int, device: str
                 h = lm(inputs_embeds=x, past_key_values=cache, use_cache=True).last_hidden_state
                 return head(h[:, -1])
             cfg = {"ids": [2, 1], "cached": n, "keys": n + 1, **cfg}
+    elif kind == "amused_step":
+        preset = AMUSED_PRESET[base]
+        tr = models.get(f"amused_transformer:{preset}", meta)
+        tc = tr.config
+        ids = randint(tc.vocab_size, 2, n, n)
+        ctx = randn(2, 77, tc.encoder_hidden_size)
+        pooled = randn(2, tc.cond_embed_dim)
+        side = n * 16  # the image side the pipeline would pass: [width, height, crop 0, 0, aesthetic 6]
+        mc = torch.tensor([[side, side, 0, 0, 6]] * 2, dtype=dt, device=device)
+        fn = lambda: tr(ids, encoder_hidden_states=ctx, pooled_text_emb=pooled, micro_conds=mc)  # noqa: E731
+        cfg = {"preset": preset, "ids": [2, n, n], "context": [2, 77, tc.encoder_hidden_size],
+               "pooled": [2, tc.cond_embed_dim], "micro_conds": [2, 5], "layers": tc.num_hidden_layers,
+               "hidden": tc.hidden_size, "down_up_sample": bool(tc.downsample),
+               "logits": [2, tc.codebook_size, n, n]}
+    elif kind == "amused_vq":
+        preset = AMUSED_PRESET[base]
+        vq = models.get(f"amused_vqvae:{preset}", meta)
+        vc = vq.config
+        d = vc.vq_embed_dim or vc.latent_channels
+        f = 2 ** (len(vc.block_out_channels) - 1)
+        ids = randint(vc.num_vq_embeddings, 1, n, n)
+        fn = lambda: vq.decode(ids, force_not_quantize=True, shape=(1, n, n, d), return_dict=False)  # noqa: E731
+        cfg = {"preset": preset, "ids": [1, n, n], "shape": [1, n, n, d], "image": [1, 3, f * n, f * n],
+               "lookup_from_codebook": bool(vc.lookup_from_codebook)}
     else:
         raise KeyError(kind)
     return fn, cfg

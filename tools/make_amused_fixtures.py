@@ -811,7 +811,8 @@ def main():
             "how": FLOPS_HOW + (" Counted on FakeTensors on the 'cpu' device (built on meta, then to_empty under "
                                 "FakeTensorMode): no memory, no compute, and the same dispatch as a real CPU run "
                                 "(sdpa -> _scaled_dot_product_flash_attention_for_cpu); the script checks that this "
-                                "gives the real run's counts on the tiny transformers, text encoders and VQ decoders. amused-256: 16x16 tokens "
+                                "gives the real run's counts on the tiny transformers, text encoders and VQ "
+                                "decoders. amused-256: 16x16 tokens "
                                 "(256x256 image); amused-512: 32x32 tokens (512x512 image; its transformer "
                                 "downsamples to 16x16 around the transformer layers).")}
     for name in ("amused-256", "amused-512"):

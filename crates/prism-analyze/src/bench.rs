@@ -59,6 +59,10 @@ pub const BENCHES: &[&str] = &[
     "decode_small_1024",
     "janus_prefill_b2",
     "janus_decode_b2",
+    "amused_step_b2_256",
+    "amused_step_b2_512",
+    "amused_vq_decode_256",
+    "amused_vq_decode_512",
 ];
 
 /// What [`time`] measured: median, min and max of the timed runs, and every run in order.
@@ -466,6 +470,10 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
         }
         "decode_small_1024" => decode_small(exec, runs, if quick { 64 } else { 1024 }),
         "janus_prefill_b2" | "janus_decode_b2" => janus(name, exec, runs, quick),
+        "amused_step_b2_256"
+        | "amused_step_b2_512"
+        | "amused_vq_decode_256"
+        | "amused_vq_decode_512" => amused(name, exec, runs, quick),
         "vae_decode_32" | "vae_decode_64" => {
             let s = if name.ends_with("32") { 32 } else { 64 } / if quick { 8 } else { 1 };
             let vae = VaePart::load(&sd15()?, &opts, true)?;
@@ -480,6 +488,96 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
             BENCHES.join(", ")
         ))),
     }
+}
+
+/// aMUSEd (the `amused-256` / `amused-512` presets, random f32 weights laid out as a
+/// generation binds them): `amused_step_b2_*` one transformer step at batch 2 (the guided
+/// rows) over the 16×16 / 32×32 token grid with 77 text tokens, through the plan a generation
+/// prepares once; `amused_vq_decode_*` the VQ decoder of one 16×16 / 32×32 token grid.
+/// `quick`: two transformer layers, 4×4 / 8×8 grids (VQ: 2×2 / 4×4).
+fn amused(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<BenchResult> {
+    use prism_models::pipelines::amused::{AmusedConfigs, Transformer, VqPart};
+    use prism_models::source::ModelSource;
+    let big = name.ends_with("512");
+    let src = ModelSource::parse(if big { "amused-512" } else { "amused-256" })?;
+    let mut cfgs = AmusedConfigs::read(&src)?;
+    let vq_case = name.starts_with("amused_vq_decode");
+    // --quick: the sizes tools/bench_torch.py --quick uses.
+    let grid = match (quick, big, vq_case) {
+        (false, false, _) => 16,
+        (false, true, _) => 32,
+        (true, false, true) => 2,
+        (true, true, false) => 8,
+        (true, _, _) => 4,
+    };
+    let opts = LoadOptions::default();
+    let tokens = |rows: usize, vocab: usize, seed: u64| -> Result<Tensor> {
+        let v = rand_vec(rows * grid * grid, seed)
+            .iter()
+            .map(|x| ((x.abs() * 1e6) as usize % vocab) as i64)
+            .collect();
+        Tensor::from_ids(vec![rows, grid, grid], v)
+    };
+    if vq_case {
+        let vq = VqPart::load(&src, cfgs.vq.clone(), &opts, true)?;
+        let ids = tokens(1, cfgs.vq.num_vq_embeddings, 31)?;
+        let t = time(runs, || {
+            vq.decode(exec, &mut NoObserver, ids.clone())
+                .expect("VQ decoder runs");
+        });
+        let mut r = result(name, t, None);
+        r.note = Some(format!("ids (1, {grid}, {grid})"));
+        return Ok(r);
+    }
+    if quick {
+        cfgs.transformer.num_hidden_layers = 2;
+    }
+    let c = cfgs.transformer.clone();
+    let m = Transformer::load(&src, cfgs.transformer, &opts)?;
+    let rows = 2;
+    let mut g = prism_models::masked::uvit::build(&c, rows, grid, grid, 77)?;
+    g.repeats = true;
+    let plan = exec.prepare(&g)?;
+    let size = (grid * cfgs.vq.downscale()) as f32;
+    let inputs = vec![
+        ("input_ids".to_string(), tokens(rows, c.vocab_size, 32)?),
+        (
+            "encoder_hidden_states".to_string(),
+            Tensor::new(
+                vec![rows, 77, c.encoder_hidden_size],
+                rand_vec(rows * 77 * c.encoder_hidden_size, 33),
+            )?,
+        ),
+        (
+            "pooled_text_emb".to_string(),
+            Tensor::new(
+                vec![rows, c.cond_embed_dim],
+                rand_vec(rows * c.cond_embed_dim, 34),
+            )?,
+        ),
+        (
+            "micro_conds".to_string(),
+            Tensor::new(vec![rows, 5], [size, size, 0.0, 0.0, 6.0].repeat(rows))?,
+        ),
+    ];
+    let t = time(runs, || {
+        exec.install(|| {
+            exec.run_plan(
+                &plan,
+                &m.weights,
+                &mut prism_runtime::State::new(),
+                inputs.clone(),
+                &mut |_| {},
+            )
+            .expect("transformer runs");
+        })
+    });
+    let mut r = result(name, t, None);
+    r.note = Some(format!(
+        "{rows} rows x {grid}x{grid} tokens, 77 text tokens, {} layers",
+        c.num_hidden_layers
+    ));
+    Ok(r)
 }
 
 /// Janus-Pro-1B's language model with its generation head (the `janus-pro-1b` preset, random

@@ -938,3 +938,182 @@ fn uncountable_sizes_are_refused() {
         &["--frames 100000"],
     );
 }
+
+/// Edit one JSON config of a copied model folder.
+fn edit_json(file: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn amused_folder_generates_deterministically_and_refuses_bad_input() {
+    let d = scratch("amused");
+    let model = fixtures().join("amused_tiny");
+    let m = model.to_str().unwrap();
+    // Same seed, same image at any thread count (sampled tokens and Gumbel noise included).
+    let mut images = Vec::new();
+    for threads in ["1", "2"] {
+        let out = d.join(format!("a{threads}.png"));
+        let o = prism(&[
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "a red boat",
+            "--seed",
+            "7",
+            "--threads",
+            threads,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let dec = png::Decoder::new(std::io::Cursor::new(std::fs::read(&out).unwrap()));
+        let mut reader = dec.read_info().unwrap();
+        assert_eq!((reader.info().width, reader.info().height), (16, 16));
+        let mut px = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut px).unwrap();
+        images.push(px);
+    }
+    assert_eq!(images[0], images[1], "seed 7 at 1 and 2 threads");
+    // diffusers' deterministic run from the fixture's partly unmasked grid (--latents, read
+    // from int64), greedy at temperature 0: the image within ±2.
+    let out = d.join("latents.png");
+    let lat = model.join("pipeline/latents.safetensors");
+    let o = prism(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "a photo of a cat",
+        "--latents",
+        lat.to_str().unwrap(),
+        "--greedy",
+        "--temperature",
+        "0",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dec = png::Decoder::new(std::io::Cursor::new(std::fs::read(&out).unwrap()));
+    let mut reader = dec.read_info().unwrap();
+    let mut px = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut px).unwrap();
+    let want = prism_models::io::read_tensors_as_stored(&model.join("pipeline/image.safetensors"))
+        .unwrap()
+        .remove("image_u8")
+        .unwrap();
+    let worst = px
+        .iter()
+        .zip(want.ids().unwrap())
+        .map(|(&a, &b)| (i64::from(a) - b).abs())
+        .max()
+        .unwrap();
+    assert!(worst <= 2, "pixels differ from diffusers' by up to {worst}");
+    let out = d.join("bad.png");
+    let o = out.to_str().unwrap();
+    let gen = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = ["generate", "--model", m, "--prompt", "x", "-o", o]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    for (extra, needles) in [
+        (&["--guidance", "nan"][..], &["--guidance"][..]),
+        (&["--temperature=-1"], &["--temperature"]),
+        (&["--top-k", "5"], &["--top-k"]),
+        (&["--scheduler", "ddim"], &["--scheduler"]),
+        (&["--steps", "0"], &["--steps 0"]),
+        (&["--width", "15"], &["--width 15"]),
+    ] {
+        let args = gen(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails(&args, &out, needles);
+    }
+    // Inconsistent or unknown configs: one line naming the file and field.
+    type Case<'a> = (&'a str, &'a str, fn(&mut serde_json::Value), &'a [&'a str]);
+    let cases: [Case; 4] = [
+        (
+            "transformer",
+            "config.json",
+            |v| v["codebook_size"] = 32.into(),
+            &["codebook_size 32", "num_vq_embeddings 64"],
+        ),
+        (
+            "scheduler",
+            "scheduler_config.json",
+            |v| v["mask_token_id"] = 10.into(),
+            &["mask_token_id 10"],
+        ),
+        (
+            "transformer",
+            "config.json",
+            |v| v["vocab_size"] = 64.into(),
+            &["vocab_size", "mask token"],
+        ),
+        (
+            "transformer",
+            "config.json",
+            |v| v["attention_type"] = "gated".into(),
+            &[
+                "transformer/config.json",
+                "unknown UVit2DModel field `attention_type`",
+            ],
+        ),
+    ];
+    for (i, (part, file, edit, needles)) in cases.into_iter().enumerate() {
+        let copy = scratch(&format!("amused_cfg{i}")).join("model");
+        copy_dir(&model, &copy);
+        edit_json(&copy.join(part).join(file), edit);
+        let c = copy.to_str().unwrap();
+        fails(
+            &["generate", "--model", c, "--prompt", "x", "-o", o],
+            &out,
+            needles,
+        );
+    }
+    // A KL VAE where the VQ model belongs, and the reverse.
+    let copy = scratch("amused_kl").join("model");
+    copy_dir(&model, &copy);
+    std::fs::copy(
+        fixtures().join("sd1_tiny/vae/config.json"),
+        copy.join("vqvae/config.json"),
+    )
+    .unwrap();
+    let c = copy.to_str().unwrap();
+    fails(
+        &["generate", "--model", c, "--prompt", "x", "-o", o],
+        &out,
+        &["vqvae/config.json", "is not VQModel", "KL VAE"],
+    );
+    let sd = tiny_copy("sd_with_vq");
+    std::fs::copy(model.join("vqvae/config.json"), sd.join("vae/config.json")).unwrap();
+    let s = sd.to_str().unwrap();
+    fails(
+        &generate_args(s, o),
+        &out,
+        &["vae/config.json", "is not AutoencoderKL", "VQ model"],
+    );
+    // forward names the components an aMUSEd model has.
+    let inp = model.join("io/vqvae_decoder_in.safetensors");
+    let fo = d.join("f.safetensors");
+    fails(
+        &[
+            "forward",
+            "--model",
+            m,
+            "--component",
+            "unet",
+            "--inputs",
+            inp.to_str().unwrap(),
+            "-o",
+            fo.to_str().unwrap(),
+        ],
+        &fo,
+        &["--component unet", "vqvae-decoder", "masked-token"],
+    );
+}
