@@ -260,7 +260,8 @@ impl GraphBuilder {
     }
 
     /// Attention over q (B, Lq, H·D), k and v (B, Lk, Hkv·D) (plain values or cache views)
-    /// and, with `spec.bias`, an additive bias (Bb, Hb, Lq, Lk), Bb ∈ {1, B}, Hb ∈ {1, H}.
+    /// and, with `spec.bias`, an additive bias (Bb, Hb, Lqb, Lk), Bb ∈ {1, B}, Hb ∈ {1, H},
+    /// Lqb ∈ {1, Lq} (a key padding mask is the same for every query).
     pub fn attention(
         &mut self,
         path: &str,
@@ -325,13 +326,13 @@ impl GraphBuilder {
                 let ok = bs.len() == 4
                     && (bs[0] == 1 || bs[0] == qs[0])
                     && (bs[1] == 1 || bs[1] == spec.heads)
-                    && bs[2] == qs[1]
+                    && (bs[2] == 1 || bs[2] == qs[1])
                     && bs[3] == ks[1];
                 if !ok {
                     return Err(Error::shape(
                         path,
                         format!(
-                            "attention bias {bs:?}: expected (1 or {}, 1 or {}, {}, {})",
+                            "attention bias {bs:?}: expected (1 or {}, 1 or {}, 1 or {}, {})",
                             qs[0], spec.heads, qs[1], ks[1]
                         ),
                     ));

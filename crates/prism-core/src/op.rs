@@ -135,7 +135,8 @@ pub struct Conv2dSpec {
 }
 
 /// Scaled-dot-product attention as one node. Inputs q (B, Lq, H·D), k and v (B, Lk, Hkv·D)
-/// and, with `bias`, an additive bias (Bb, Hb, Lq, Lk) with Bb ∈ {1, B}, Hb ∈ {1, H};
+/// and, with `bias`, an additive bias (Bb, Hb, Lqb, Lk) with Bb ∈ {1, B}, Hb ∈ {1, H},
+/// Lqb ∈ {1, Lq};
 /// output (B, Lq, H·D). Per head h: `softmax(q·kᵀ·scale + bias [+ causal mask])·v`, reading
 /// key/value head `h / (H / Hkv)` (grouped-query attention when Hkv < H).
 ///

@@ -590,7 +590,7 @@ fn attention(
         let ok = bs.len() == 4
             && (bs[0] == 1 || bs[0] == b)
             && (bs[1] == 1 || bs[1] == h)
-            && bs[2] == lq
+            && (bs[2] == 1 || bs[2] == lq)
             && bs[3] == lk_static;
         if !ok {
             return Err(Error::shape(
@@ -624,7 +624,8 @@ fn attention(
                     if let Some((bs, bd)) = &bias {
                         let bb = if bs[0] == 1 { 0 } else { bi };
                         let hb = if bs[1] == 1 { 0 } else { hi };
-                        s += bd[((bb * bs[1] + hb) * lq + i) * lk_static + j];
+                        let ib = if bs[2] == 1 { 0 } else { i };
+                        s += bd[((bb * bs[1] + hb) * bs[2] + ib) * lk_static + j];
                     }
                     *sj = s;
                 }

@@ -34,20 +34,21 @@ pub struct AttnGeom {
     pub kv_rows: usize,
 }
 
-/// An additive attention bias: element (b, h, i, j) at `b·b_stride + h·h_stride + i·cols + j`
-/// (a stride of 0 broadcasts that axis), j < lk ≤ cols.
+/// An additive attention bias: element (b, h, i, j) at `b·b_stride + h·h_stride +
+/// i·row_stride + j` (a stride of 0 broadcasts that axis: a padding mask has row_stride 0),
+/// j < lk.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnBias<'a> {
     pub data: &'a [f32],
     pub b_stride: usize,
     pub h_stride: usize,
-    pub cols: usize,
+    pub row_stride: usize,
 }
 
 impl AttnBias<'_> {
     /// Row i of head (b, h): `lk` entries.
     fn row(&self, b: usize, h: usize, i: usize, lk: usize) -> &[f32] {
-        &self.data[b * self.b_stride + h * self.h_stride + i * self.cols..][..lk]
+        &self.data[b * self.b_stride + h * self.h_stride + i * self.row_stride..][..lk]
     }
 }
 

@@ -390,7 +390,7 @@ fn attention_with_cache_rows_groups_offset_and_bias_matches_reference() {
                 data: &bias_data,
                 b_stride: heads * lq * lk,
                 h_stride: lq * lk,
-                cols: lk,
+                row_stride: lk,
             });
             for imp in [
                 AttentionImpl::Naive,

@@ -102,6 +102,7 @@ fn covered_by(op: &Op) -> (&'static str, &'static [&'static str]) {
             "Attention bias",
             &[
                 "attention_bias",
+                "attention_key_mask",
                 "attention_bias_causal",
                 "attention_long_bias",
                 "cache_decode",
@@ -473,7 +474,8 @@ struct AttnDims {
     kind: AttentionKind,
     causal: bool,
     /// (Bb, Hb) of an additive bias input.
-    bias: Option<(usize, usize)>,
+    /// Bias batch, heads and query rows (1 broadcasts; rows d.lq or 1).
+    bias: Option<(usize, usize, usize)>,
 }
 
 fn attention_case(r: &mut Rng, name: &'static str, d: AttnDims) -> R<Case> {
@@ -483,7 +485,7 @@ fn attention_case(r: &mut Rng, name: &'static str, d: AttnDims) -> R<Case> {
     let v = b.input("v", &[d.b, d.lk, d.kv_heads * d.hd], DType::F32);
     let bias = d
         .bias
-        .map(|(bb, hb)| b.input("bias", &[bb, hb, d.lq, d.lk], DType::F32));
+        .map(|(bb, hb, qb)| b.input("bias", &[bb, hb, qb, d.lk], DType::F32));
     let spec = AttentionSpec {
         kv_heads: d.kv_heads,
         bias: bias.is_some(),
@@ -493,8 +495,8 @@ fn attention_case(r: &mut Rng, name: &'static str, d: AttnDims) -> R<Case> {
     b.output("y", y);
     let g = b.finish()?;
     let mut inputs = rand_inputs(&g, r, 1.5);
-    if let Some((bb, hb)) = d.bias {
-        set_input(&mut inputs, "bias", mask_bias(r, &[bb, hb, d.lq, d.lk]));
+    if let Some((bb, hb, qb)) = d.bias {
+        set_input(&mut inputs, "bias", mask_bias(r, &[bb, hb, qb, d.lk]));
     }
     Ok(Case::new(name, g, inputs, TOL_REL).kernels(attention_kernels()))
 }
@@ -740,14 +742,21 @@ fn build_cases(seed: u64) -> R<Vec<Case>> {
         (
             "attention_bias",
             AttnDims {
-                bias: Some((1, 2)),
+                bias: Some((1, 2, 5)),
                 ..dims(2, 5, 7, 2, 8, Cross, false)
+            },
+        ),
+        (
+            "attention_key_mask",
+            AttnDims {
+                bias: Some((2, 1, 1)),
+                ..dims(2, 6, 9, 2, 8, Cross, false)
             },
         ),
         (
             "attention_bias_causal",
             AttnDims {
-                bias: Some((2, 1)),
+                bias: Some((2, 1, 4)),
                 ..dims(2, 4, 6, 2, 8, Causal, true)
             },
         ),
@@ -761,7 +770,7 @@ fn build_cases(seed: u64) -> R<Vec<Case>> {
         (
             "attention_long_bias",
             AttnDims {
-                bias: Some((1, 1)),
+                bias: Some((1, 1, 40)),
                 ..dims(1, 40, 300, 2, 8, Cross, false)
             },
         ),

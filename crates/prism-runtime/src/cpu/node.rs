@@ -146,7 +146,7 @@ pub(crate) fn run_node(
                     data: b.data(),
                     b_stride: if s[0] == 1 { 0 } else { s[1] * s[2] * s[3] },
                     h_stride: if s[1] == 1 { 0 } else { s[2] * s[3] },
-                    cols: s[3],
+                    row_stride: if s[2] == 1 { 0 } else { s[3] },
                 }
             });
             let imp = kernels.attention_for(&g);
