@@ -15,6 +15,8 @@ pub struct Stage<'a> {
     /// A decoder phase: the live key length of its first and last run (one more per run).
     /// Attention and cache reads follow it, not the cache capacity the graph is built for.
     pub key_lens: Option<(usize, usize)>,
+    /// The dtype the stage's weights are stored in (memory; the roofline's bytes assume f32).
+    pub weight_dtype: prism_runtime::WeightDType,
 }
 
 /// Each node's cost summed over a stage's runs (each at its live key length), and its
@@ -430,7 +432,7 @@ pub fn analyze_stage(
         attention,
         attention_buckets,
         memory: MemoryReport {
-            weight_bytes: g.param_count() as u64 * 4,
+            weight_bytes: prism_runtime::stored_weight_bytes(g, stage.weight_dtype),
             kept_filter_bytes: prism_runtime::kept_filter_bytes(g, kernels) as u64,
             peak_activation_bytes: mp.peak_bytes as u64,
             peak_node: g.nodes[mp.peak_node].path.clone(),

@@ -63,6 +63,8 @@ pub const BENCHES: &[&str] = &[
     "amused_step_b2_512",
     "amused_vq_decode_256",
     "amused_vq_decode_512",
+    "pixart_step_b2_512",
+    "t5xxl_l6_encode_b2_120",
 ];
 
 /// What [`time`] measured: median, min and max of the timed runs, and every run in order.
@@ -474,6 +476,7 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
         | "amused_step_b2_512"
         | "amused_vq_decode_256"
         | "amused_vq_decode_512" => amused(name, exec, runs, quick),
+        "pixart_step_b2_512" | "t5xxl_l6_encode_b2_120" => pixart(name, exec, runs, quick),
         "vae_decode_32" | "vae_decode_64" => {
             let s = if name.ends_with("32") { 32 } else { 64 } / if quick { 8 } else { 1 };
             let vae = VaePart::load(&sd15()?, &opts, true)?;
@@ -488,6 +491,130 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
             BENCHES.join(", ")
         ))),
     }
+}
+
+/// PixArt-α 512 (the `pixart-alpha-512` preset, random f32 weights laid out as a generation
+/// binds them): `pixart_step_b2_512` one transformer step at batch 2 on 64×64 latents with
+/// 120 caption tokens (row 1 padded after 12), through a prepared plan; `t5xxl_l6_encode_b2_120`
+/// its T5-XXL encoder cut to 6 of 24 layers (so f32 copies on both sides fit this machine) on
+/// (2, 120) ids, row 1 padded after 12. `quick`: 2 transformer layers on 16×16 latents and 16
+/// tokens; 1 T5 layer on 16 tokens.
+fn pixart(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<BenchResult> {
+    use prism_models::diffusion::dit;
+    use prism_models::source::{Component, ModelSource};
+    use prism_models::text::t5::{self, T5Config};
+    let src = ModelSource::parse("pixart-alpha-512")?;
+    let (len, short) = if quick { (16, 5) } else { (120, 12) };
+    let mask: Vec<i64> = (0..2 * len)
+        .map(|i| i64::from(i < len || i - len < short))
+        .collect();
+    let mask = Tensor::from_ids(vec![2, len], mask)?;
+    if name.starts_with("t5xxl") {
+        let mut cfg = T5Config::from_cfg(&src.config(Component::TEXT_ENCODER)?)?;
+        cfg.num_layers = if quick { 1 } else { 6 };
+        let g = t5::build(&cfg, 2, len)?;
+        let w = prism_models::random::random_weights_laid(
+            &g,
+            41,
+            prism_runtime::WeightDType::F32,
+            &prism_runtime::cpu::weight_layout(&g, prism_runtime::WeightDType::F32),
+        )?;
+        let plan = exec.prepare(&g)?;
+        let ids: Vec<i64> = rand_vec(2 * len, 42)
+            .iter()
+            .enumerate()
+            .map(|(i, x)| match (i >= len, i % len) {
+                (true, p) if p == short - 1 => 1,
+                (true, p) if p >= short => 0,
+                _ => 3 + (x.abs() * 1e6) as i64 % 31997,
+            })
+            .collect();
+        let inputs = vec![
+            (
+                "input_ids".to_string(),
+                Tensor::from_ids(vec![2, len], ids)?,
+            ),
+            ("attention_bias".to_string(), t5::mask_bias(&mask)?),
+            (
+                "relative_buckets".to_string(),
+                Tensor::from_ids(
+                    vec![len, len],
+                    t5::relative_buckets(len, cfg.num_buckets, cfg.max_distance),
+                )?,
+            ),
+        ];
+        let t = time(runs, || {
+            exec.install(|| {
+                exec.run_plan(
+                    &plan,
+                    &w,
+                    &mut prism_runtime::State::new(),
+                    inputs.clone(),
+                    &mut |_| {},
+                )
+                .expect("T5 runs");
+            })
+        });
+        let mut r = result(name, t, None);
+        r.note = Some(format!(
+            "T5-XXL widths, {} of 24 layers, ids (2, {len})",
+            cfg.num_layers
+        ));
+        return Ok(r);
+    }
+    let mut cfg = dit::DitConfig::from_cfg(&src.config(Component::TRANSFORMER)?)?;
+    let s = if quick {
+        cfg.num_layers = 2;
+        16
+    } else {
+        64
+    };
+    let g = dit::build(&cfg, 2, s, s, len)?;
+    let w = prism_models::random::random_weights_laid(
+        &g,
+        43,
+        prism_runtime::WeightDType::F32,
+        &prism_runtime::cpu::weight_layout(&g, prism_runtime::WeightDType::F32),
+    )?;
+    let mut g = g;
+    g.repeats = true;
+    let plan = exec.prepare(&g)?;
+    let inputs = vec![
+        (
+            "hidden_states".to_string(),
+            Tensor::new(vec![2, 4, s, s], rand_vec(2 * 4 * s * s, 44))?,
+        ),
+        (
+            "timestep".to_string(),
+            Tensor::new(vec![2], vec![500.0; 2])?,
+        ),
+        ("pos_embed".to_string(), cfg.pos_embed(s, s)?),
+        (
+            "encoder_hidden_states".to_string(),
+            Tensor::new(vec![2, len, 4096], rand_vec(2 * len * 4096, 45))?,
+        ),
+        ("encoder_attention_bias".to_string(), dit::mask_bias(&mask)?),
+    ];
+    let t = time(runs, || {
+        exec.install(|| {
+            exec.run_plan(
+                &plan,
+                &w,
+                &mut prism_runtime::State::new(),
+                inputs.clone(),
+                &mut |_| {},
+            )
+            .expect("transformer runs");
+        })
+    });
+    let mut r = result(name, t, None);
+    r.note = Some(format!(
+        "2 rows x {}x{} patch tokens, {len} caption tokens, {} layers",
+        s / 2,
+        s / 2,
+        cfg.num_layers
+    ));
+    Ok(r)
 }
 
 /// aMUSEd (the `amused-256` / `amused-512` presets, random f32 weights laid out as a

@@ -102,6 +102,16 @@ impl GraphBuilder {
         Ok(id)
     }
 
+    /// Let the parameters already defined under `prefix` be used once more (a module run
+    /// twice: DiT's output layer re-embeds the timestep and class with block 0's embedder).
+    pub fn reuse_params(&mut self, prefix: &str) {
+        for (i, p) in self.g.params.iter().enumerate() {
+            if p.name.starts_with(prefix) {
+                self.declared[i] = true;
+            }
+        }
+    }
+
     fn push(
         &mut self,
         path: &str,
@@ -879,6 +889,26 @@ impl GraphBuilder {
         let table = self.param(path_param(path, "weight"), vec![vocab, dim])?;
         s.push(dim);
         Ok(self.push(path, Op::TokenEmbedding { table }, vec![ids], s, DType::F32))
+    }
+
+    /// x (B, R, D) + a learned table `name` (R, D) (a `PositionEmbedding` node read at
+    /// offset 0 in the stateless graphs that use it: adaLN-single's `scale_shift_table`).
+    pub fn add_table(&mut self, path: &str, x: ValueId, name: &str) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        let [_, r, d] = *s else {
+            return Err(Error::shape(
+                path,
+                format!("a learned table adds to (B, rows, D), got {s:?}"),
+            ));
+        };
+        let table = self.param(name.to_string(), vec![r, d])?;
+        Ok(self.push(
+            path,
+            Op::PositionEmbedding { table },
+            vec![x],
+            s,
+            DType::F32,
+        ))
     }
 
     pub fn position_embedding(

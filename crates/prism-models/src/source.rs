@@ -85,6 +85,41 @@ pub const PRESETS: &[Preset] = &[
         pad: PadToken::Eos,
     },
     Preset {
+        name: "pixart-alpha-512",
+        description: "PixArt-α 512 architecture: diffusion transformer (XL/2, 611M, 1024 patch tokens) with a T5-XXL text encoder (4.8B, bf16), DPM-Solver++",
+        class_name: "PixArtAlphaPipeline",
+        configs: &[
+            ("transformer", include_str!("../presets/pixart-alpha-512/transformer.json")),
+            ("text_encoder", include_str!("../presets/pixart-alpha-512/text_encoder.json")),
+            ("vae", include_str!("../presets/pixart-alpha-512/vae.json")),
+            ("scheduler", include_str!("../presets/pixart-alpha-512/scheduler.json")),
+        ],
+        pad: PadToken::Eos,
+    },
+    Preset {
+        name: "pixart-sigma-1024",
+        description: "PixArt-Σ 1024 architecture: diffusion transformer (XL/2, 4096 patch tokens) with a T5-XXL text encoder (bf16, 300-token captions), SDXL VAE",
+        class_name: "PixArtSigmaPipeline",
+        configs: &[
+            ("transformer", include_str!("../presets/pixart-sigma-1024/transformer.json")),
+            ("text_encoder", include_str!("../presets/pixart-sigma-1024/text_encoder.json")),
+            ("vae", include_str!("../presets/pixart-sigma-1024/vae.json")),
+            ("scheduler", include_str!("../presets/pixart-sigma-1024/scheduler.json")),
+        ],
+        pad: PadToken::Eos,
+    },
+    Preset {
+        name: "dit-xl-2-256",
+        description: "DiT-XL/2 256 architecture: class-conditional diffusion transformer (ImageNet classes, adaLN-zero, 256 patch tokens), SD VAE",
+        class_name: "DiTPipeline",
+        configs: &[
+            ("transformer", include_str!("../presets/dit-xl-2-256/transformer.json")),
+            ("vae", include_str!("../presets/dit-xl-2-256/vae.json")),
+            ("scheduler", include_str!("../presets/dit-xl-2-256/scheduler.json")),
+        ],
+        pad: PadToken::Eos,
+    },
+    Preset {
         name: "janus-pro-1b",
         description: "Janus-Pro 1B architecture, image generation (Llama 1.5B decoder over 576 image tokens, VQ decoder to 384x384)",
         class_name: "JanusForConditionalGeneration",

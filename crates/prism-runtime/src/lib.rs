@@ -18,4 +18,4 @@ pub use exec::{
 };
 pub use observe::{mem, NoObserver, Observer};
 pub use plan::{kept_filter_bytes, plan, MemoryPlan};
-pub use weights::{KeptFilters, WeightDType, WeightRef, Weights};
+pub use weights::{stored_weight_bytes, KeptFilters, WeightDType, WeightRef, Weights};

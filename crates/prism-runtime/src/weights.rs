@@ -458,6 +458,19 @@ fn widen<T: Copy + Sync>(src: &[T], dst: &mut [f32], f: impl Fn(T) -> f32 + Sync
         });
 }
 
+/// Bytes `graph`'s parameters take stored as `dtype`: matrices and tables at the dtype's size,
+/// vectors (norm scales, biases) in f32 whatever the dtype, as [`Weights`] keeps them.
+pub fn stored_weight_bytes(graph: &Graph, dtype: WeightDType) -> u64 {
+    graph
+        .params
+        .iter()
+        .map(|p| {
+            let n = p.shape.iter().product::<usize>() as u64;
+            n * if p.shape.len() >= 2 { dtype.size() } else { 4 } as u64
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

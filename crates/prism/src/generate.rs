@@ -23,6 +23,8 @@ fn default_fps() -> u32 {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GenerateSpec {
     pub model: ModelSpec,
+    /// The text prompt (class-conditional models take `class_label` instead).
+    #[serde(default)]
     pub prompt: String,
     #[serde(default)]
     pub negative_prompt: String,
@@ -56,6 +58,9 @@ pub struct GenerateSpec {
     /// Initial noise: a safetensors file with one tensor `latents`.
     #[serde(default)]
     pub latents: Option<PathBuf>,
+    /// Class-conditional models (DiT): the class index to generate.
+    #[serde(default)]
+    pub class_label: Option<usize>,
     /// Video models: frames (default 16).
     #[serde(default)]
     pub frames: Option<usize>,
@@ -225,6 +230,22 @@ impl Engine {
                 },
             )?;
         }
+        let class_model = entry.class_name == pipelines::pixart::DIT_ENTRY.class_name;
+        match (class_model, spec.class_label) {
+            (true, None) => {
+                return Err(Error::invalid(format!(
+                    "--class-label: {} is class-conditional (DiT); give the class index to generate",
+                    src.label()
+                )))
+            }
+            (false, Some(_)) => {
+                return Err(Error::invalid(format!(
+                    "--class-label: {} is not class-conditional; class labels apply to DiT models (such as dit-xl-2-256)",
+                    src.label()
+                )))
+            }
+            _ => {}
+        }
         let t0 = Instant::now();
         let pipeline = (entry.open)(&src, &opts)?;
         let req = Request {
@@ -247,6 +268,7 @@ impl Engine {
             frames: is_video.then(|| spec.frames.unwrap_or(video::DEFAULT_FRAMES)),
             decode_chunk: is_video.then_some(spec.decode_chunk),
             latents,
+            class_label: spec.class_label,
         };
         pipeline.validate(&req)?;
         let (label, random) = (pipeline.label().to_string(), pipeline.random_weights());
@@ -283,6 +305,7 @@ impl Engine {
             &req,
             &mut |p| {
                 events(&match p {
+                    Progress::Note(n) => Event::Note(n),
                     Progress::TextEncoded(d) => Event::TextEncoded(d.as_secs_f64()),
                     Progress::Step { index, total, time } => Event::Step {
                         index,

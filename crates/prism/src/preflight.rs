@@ -40,16 +40,12 @@ pub fn predict(
         .iter()
         .map(|s| {
             let key = s.graph.param_table_key();
-            // Vectors (norms, biases) stay f32 whatever the dtype.
-            let bytes = s
-                .graph
-                .params
-                .iter()
-                .map(|p| {
-                    let n = p.shape.iter().product::<usize>() as u64;
-                    n * if p.shape.len() >= 2 { dtype.size() } else { 4 } as u64
-                })
-                .sum::<u64>();
+            // A stage with its own dtype (a preset's bf16 T5) keeps it unless 16-bit was asked for.
+            let d = match (s.weight_dtype, dtype) {
+                (Some(own), WeightDType::F32) => own,
+                _ => dtype,
+            };
+            let bytes = prism_runtime::stored_weight_bytes(&s.graph, d);
             (key, bytes)
         })
         .collect();

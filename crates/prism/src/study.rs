@@ -300,6 +300,7 @@ impl Engine {
                     graph: &g.graph,
                     runs: g.runs,
                     key_lens: g.key_lens,
+                    weight_dtype: g.weight_dtype.unwrap_or(WeightDType::F32),
                 })
                 .collect();
             let report = analyze(

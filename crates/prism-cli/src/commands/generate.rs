@@ -15,7 +15,8 @@ pub struct Args {
     no_preflight: bool,
     #[command(flatten)]
     model: ModelArgs,
-    #[arg(long)]
+    /// The text prompt (class-conditional models such as DiT take --class-label instead).
+    #[arg(long, default_value = "")]
     prompt: String,
     #[arg(long, default_value = "")]
     negative_prompt: String,
@@ -49,9 +50,13 @@ pub struct Args {
     width: Option<usize>,
     #[arg(long)]
     height: Option<usize>,
-    /// Initial noise: a safetensors file with one tensor `latents` of shape (1, 4, H/8, W/8).
+    /// Initial noise: a safetensors file with one tensor `latents` of shape (1, 4, H/8, W/8)
+    /// (aMUSEd: the initial token grid (1, H/16, W/16), int64).
     #[arg(long)]
     latents: Option<PathBuf>,
+    /// Class-conditional models (DiT): the class index to generate (ImageNet's 0..999).
+    #[arg(long)]
+    class_label: Option<usize>,
     /// Run all but the last N text-encoder layers (diffusers' clip_skip).
     #[arg(long, default_value_t = 0)]
     clip_skip: usize,
@@ -92,6 +97,7 @@ pub fn run(engine: &Engine, a: Args) -> Result<()> {
         width: a.width,
         height: a.height,
         latents: a.latents,
+        class_label: a.class_label,
         frames: a.frames,
         decode_chunk: a.decode_chunk,
         frames_dir: a.frames_dir,

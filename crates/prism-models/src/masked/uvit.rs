@@ -274,19 +274,6 @@ fn channel_rms_norm(
     b.permute(&join(p, "to_nchw"), t, &[0, 3, 1, 2])
 }
 
-/// x · (1 + scale) + shift, scale and shift broadcast over x's positions.
-fn modulate(
-    b: &mut GraphBuilder,
-    p: &str,
-    x: ValueId,
-    scale: ValueId,
-    shift: ValueId,
-) -> Result<ValueId> {
-    let xs = b.mul(&join(p, "scale"), x, scale)?;
-    let y = b.add(&join(p, "plus_scaled"), x, xs)?;
-    b.add(&join(p, "shift"), y, shift)
-}
-
 /// `AdaLayerNormContinuous` over tokens (B, L, D): (scale, shift) = linear(SiLU(cond)), then
 /// norm(x) · (1 + scale) + shift, the norm an RMS norm or a layer norm (with a bias when the
 /// model has biases).
@@ -312,7 +299,7 @@ fn ada_norm(
             b.layer_norm_affine(&join(p, "norm"), x, eps, affine, affine && cfg.use_bias)?
         }
     };
-    modulate(b, &join(p, "modulate"), n, scale, shift)
+    blocks::modulate(b, &join(p, "modulate"), n, scale, shift)
 }
 
 /// `UVitBlock`: an optional RMS-normed 2×2 stride-2 downsampler, `num_res_blocks` pairs of
@@ -380,7 +367,7 @@ fn convnext(
     let shift = b.slice(&join(p, "shift"), e, 1, c, c)?;
     let scale = b.reshape(&join(p, "scale"), scale, &[n, c, 1, 1])?;
     let shift = b.reshape(&join(p, "shift"), shift, &[n, c, 1, 1])?;
-    modulate(b, &join(p, "modulate"), y, scale, shift)
+    blocks::modulate(b, &join(p, "modulate"), y, scale, shift)
 }
 
 /// `SkipFFTransformerBlock` over tokens (B, L, C): two RMS-normed attentions, both to the

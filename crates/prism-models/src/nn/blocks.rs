@@ -237,3 +237,17 @@ pub fn upsample(
 pub fn silu(b: &mut GraphBuilder, p: &str, x: ValueId) -> ValueId {
     b.act(p, x, ActKind::Silu)
 }
+
+/// x · (1 + scale) + shift (adaptive normalization's modulation), scale and shift broadcast
+/// over x's positions: x + x·scale + shift.
+pub fn modulate(
+    b: &mut GraphBuilder,
+    p: &str,
+    x: ValueId,
+    scale: ValueId,
+    shift: ValueId,
+) -> Result<ValueId> {
+    let xs = b.mul(&join(p, "scale"), x, scale)?;
+    let y = b.add(&join(p, "plus_scaled"), x, xs)?;
+    b.add(&join(p, "shift"), y, shift)
+}

@@ -686,6 +686,7 @@ pub fn generation_graphs(src: &ModelSource, s: &super::StudyShape) -> Result<Vec
             graph: clip::build(&cfgs.text, rows, len, 0)?,
             runs: 1,
             key_lens: None,
+            weight_dtype: None,
         },
         StageGraph {
             name: "transformer",
@@ -695,12 +696,14 @@ pub fn generation_graphs(src: &ModelSource, s: &super::StudyShape) -> Result<Vec
             },
             runs: s.steps,
             key_lens: None,
+            weight_dtype: None,
         },
         StageGraph {
             name: "vqvae_decoder",
             graph: vq::build_decoder(&cfgs.vq, s.batch, h, w)?,
             runs: 1,
             key_lens: None,
+            weight_dtype: None,
         },
     ])
 }

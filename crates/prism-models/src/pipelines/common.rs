@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 /// Progress of a generation, reported as it happens.
 pub enum Progress {
+    /// Something the user should know about the request (a prompt cut to the model's length).
+    Note(String),
     TextEncoded(Duration),
     Step {
         index: usize,
@@ -225,65 +227,118 @@ pub fn denoise(
     req: &impl DenoiseRequest,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(Vec<f32>, Vec<Duration>)> {
-    let n: usize = latent.iter().product();
-    let guided = req.guidance() > 1.0;
-    let mut latents: Vec<f32> = match req.latents() {
-        Some(t) => t.data().to_vec(),
-        None => {
-            let mut v = vec![0f32; n];
-            schedulers::NoiseSource::fill_normal(&mut GaussianNoise::new(req.seed()), &mut v);
-            v
-        }
+    let loop_ = DenoiseLoop {
+        stage: "unet",
+        graph,
+        weights,
+        latent,
+        guidance: req.guidance(),
+        seed: req.seed(),
+        latents: req.latents(),
     };
-    let sigma = scheduler.init_noise_sigma();
-    latents.iter_mut().for_each(|v| *v *= sigma);
-    let mut noise = GaussianNoise::new(req.seed().wrapping_add(1));
-    let batch = if guided { 2 } else { 1 };
-    let mut shape = vec![batch];
-    shape.extend_from_slice(latent);
-    let timesteps = scheduler.timesteps().to_vec();
-    let mut step_times = Vec::with_capacity(timesteps.len());
-    // Prepared once (fusion, release table, kernel choices), run every step.
-    let plan = exec.prepare(graph)?;
-    for (i, &t) in timesteps.iter().enumerate() {
-        let ts = Instant::now();
-        let mut x = latents.clone();
-        scheduler.scale_model_input(&mut x, i);
-        let mut input = x.clone();
-        if guided {
-            input.extend_from_slice(&x);
-        }
-        let sample = Tensor::new(shape.clone(), input)?;
-        let tt = Tensor::new(vec![batch], vec![t as f32; batch])?;
-        let mut out = exec.run_stage_plan(
-            obs,
-            "unet",
-            i,
-            &plan,
-            weights,
-            &mut prism_runtime::State::new(),
-            denoiser_inputs(sample, tt, ctx.clone()),
-        )?;
-        let eps = out.remove("sample").expect("unet output").into_data();
-        let pred: Vec<f32> = if guided {
-            let (u, c) = eps.split_at(n);
-            u.iter()
-                .zip(c)
-                .map(|(u, c)| u + req.guidance() * (c - u))
-                .collect()
-        } else {
-            eps
+    loop_.run(exec, obs, scheduler, progress, |sample, t| {
+        Ok(denoiser_inputs(sample, t, ctx.clone()))
+    })
+}
+
+/// The guided denoising loop of every latent diffusion pipeline (UNet or transformer): the
+/// denoiser `graph` (output `sample`) with its `weights`, named `stage` in reports, over one
+/// latent of shape `latent` (no batch axis), from `latents` or seeded noise.
+pub struct DenoiseLoop<'a> {
+    pub stage: &'static str,
+    pub graph: &'a prism_core::Graph,
+    pub weights: &'a Weights,
+    pub latent: &'a [usize],
+    pub guidance: f32,
+    pub seed: u64,
+    pub latents: Option<&'a Tensor>,
+}
+
+impl DenoiseLoop<'_> {
+    /// Initial noise (seeded, or the given latents) scaled by the scheduler's initial sigma,
+    /// then per timestep: scale the input, run the graph on the doubled batch (negative,
+    /// positive) when guided — its inputs from `inputs(sample, timesteps)` —, combine with the
+    /// guidance scale, keep the output's first `latent[0]` channels (a learned-sigma model
+    /// predicts twice as many), and step. Returns the final latents and each step's time.
+    pub fn run(
+        &self,
+        exec: &Executor,
+        obs: &mut dyn Observer,
+        scheduler: &mut dyn Scheduler,
+        progress: &mut dyn FnMut(Progress),
+        mut inputs: impl FnMut(Tensor, Tensor) -> Result<Vec<(String, Tensor)>>,
+    ) -> Result<(Vec<f32>, Vec<Duration>)> {
+        let n: usize = self.latent.iter().product();
+        let guided = self.guidance > 1.0;
+        let mut latents: Vec<f32> = match self.latents {
+            Some(t) => t.data().to_vec(),
+            None => {
+                let mut v = vec![0f32; n];
+                schedulers::NoiseSource::fill_normal(&mut GaussianNoise::new(self.seed), &mut v);
+                v
+            }
         };
-        latents = scheduler.step(&pred, i, &latents, &mut noise)?;
-        let dt = ts.elapsed();
-        step_times.push(dt);
-        progress(Progress::Step {
-            index: i,
-            total: timesteps.len(),
-            time: dt,
-        });
+        let sigma = scheduler.init_noise_sigma();
+        latents.iter_mut().for_each(|v| *v *= sigma);
+        let mut noise = GaussianNoise::new(self.seed.wrapping_add(1));
+        let batch = if guided { 2 } else { 1 };
+        let mut shape = vec![batch];
+        shape.extend_from_slice(self.latent);
+        let timesteps = scheduler.timesteps().to_vec();
+        let mut step_times = Vec::with_capacity(timesteps.len());
+        // Prepared once (fusion, release table, kernel choices), run every step.
+        let plan = exec.prepare(self.graph)?;
+        for (i, &t) in timesteps.iter().enumerate() {
+            let ts = Instant::now();
+            let mut x = latents.clone();
+            scheduler.scale_model_input(&mut x, i);
+            let mut input = x.clone();
+            if guided {
+                input.extend_from_slice(&x);
+            }
+            let sample = Tensor::new(shape.clone(), input)?;
+            let tt = Tensor::new(vec![batch], vec![t as f32; batch])?;
+            let mut out = exec.run_stage_plan(
+                obs,
+                self.stage,
+                i,
+                &plan,
+                self.weights,
+                &mut prism_runtime::State::new(),
+                inputs(sample, tt)?,
+            )?;
+            let eps = out
+                .remove("sample")
+                .ok_or_else(|| Error::invalid(format!("{}: no sample output", self.stage)))?
+                .into_data();
+            let row = eps.len() / batch;
+            if row < n {
+                return Err(Error::invalid(format!(
+                    "{}: output of {row} values per row, fewer than the latent's {n}",
+                    self.stage
+                )));
+            }
+            let pred: Vec<f32> = if guided {
+                let (u, c) = eps.split_at(row);
+                u[..n]
+                    .iter()
+                    .zip(&c[..n])
+                    .map(|(u, c)| u + self.guidance * (c - u))
+                    .collect()
+            } else {
+                eps[..n].to_vec()
+            };
+            latents = scheduler.step(&pred, i, &latents, &mut noise)?;
+            let dt = ts.elapsed();
+            step_times.push(dt);
+            progress(Progress::Step {
+                index: i,
+                total: timesteps.len(),
+                time: dt,
+            });
+        }
+        Ok((latents, step_times))
     }
-    Ok((latents, step_times))
 }
 
 /// What the denoising loop and the stage runner need of a request.
@@ -408,4 +463,7 @@ pub struct StageGraph {
     /// its attention reads that much of the KV cache, not the capacity the graph is built
     /// for. None: every run reads what its shapes say.
     pub key_lens: Option<(usize, usize)>,
+    /// Weights this stage keeps in a fixed dtype whatever the request's (a preset's T5-XXL in
+    /// bf16); None: the request's.
+    pub weight_dtype: Option<prism_runtime::WeightDType>,
 }

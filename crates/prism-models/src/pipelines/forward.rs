@@ -86,6 +86,18 @@ fn components_of(class: &str) -> (&'static [ForwardComponent], &'static str) {
     use ForwardComponent as F;
     if class == super::janus::ENTRY.class_name {
         (&[F::ImageLogits, F::VqDecoder], "an autoregressive model")
+    } else if class == super::pixart::DIT_ENTRY.class_name {
+        (
+            &[F::Transformer, F::VaeEncoder, F::VaeDecoder],
+            "a class-conditional diffusion transformer",
+        )
+    } else if class == super::pixart::ALPHA_ENTRY.class_name
+        || class == super::pixart::SIGMA_ENTRY.class_name
+    {
+        (
+            &[F::Transformer, F::TextEncoder, F::VaeEncoder, F::VaeDecoder],
+            "a diffusion transformer with a T5 text encoder",
+        )
     } else if class == super::amused::ENTRY.class_name {
         (
             &[
@@ -112,7 +124,14 @@ pub fn forward(
     component: ForwardComponent,
     mut inputs: BTreeMap<String, Tensor>,
 ) -> Result<Vec<(String, Tensor)>> {
-    let (has, what) = components_of(crate::pipelines::entry_for(src)?.class_name);
+    let class = crate::pipelines::entry_for(src)?.class_name;
+    let (has, what) = components_of(class);
+    let pixart = [
+        super::pixart::ALPHA_ENTRY.class_name,
+        super::pixart::SIGMA_ENTRY.class_name,
+        super::pixart::DIT_ENTRY.class_name,
+    ]
+    .contains(&class);
     if !has.contains(&component) {
         let names: Vec<&str> = has.iter().map(|c| c.name()).collect();
         return Err(Error::invalid(format!(
@@ -122,7 +141,19 @@ pub fn forward(
             names.join(", ")
         )));
     }
-    let want = component.inputs();
+    // A diffusion transformer's inputs depend on its config; T5 takes a mask.
+    let dit = match component {
+        ForwardComponent::Transformer if pixart => {
+            Some(super::pixart::Transformer::load(src, opts)?)
+        }
+        _ => None,
+    };
+    let dit_names = dit.as_ref().map(|d| d.input_names());
+    let want: &[&str] = match (component, &dit_names) {
+        (_, Some(names)) => names,
+        (ForwardComponent::TextEncoder, None) if pixart => &["input_ids", "attention_mask"],
+        _ => component.inputs(),
+    };
     for w in want {
         if !inputs.contains_key(*w) {
             return Err(Error::input(
@@ -155,7 +186,15 @@ pub fn forward(
                 format!("has an empty dimension: {:?}", t.shape()),
             ));
         }
-        if matches!(n, "input_ids" | "image_ids" | "ids") {
+        if matches!(
+            n,
+            "input_ids"
+                | "image_ids"
+                | "ids"
+                | "class_labels"
+                | "attention_mask"
+                | "encoder_attention_mask"
+        ) {
             t.into_ids(n)
         } else {
             let t = t.into_f32();
@@ -173,6 +212,22 @@ pub fn forward(
             let m = super::janus::Janus::load_parts(src, opts, false)?;
             let sample = m.decode_ids(exec, take("ids")?, &mut NoObserver)?;
             [("sample".to_string(), sample)].into()
+        }
+        ForwardComponent::Transformer if dit.is_some() => {
+            let m = dit.expect("loaded above");
+            let mut ins = std::collections::HashMap::new();
+            for n in want {
+                ins.insert(n.to_string(), take(n)?);
+            }
+            let sample = m.run(exec, &mut NoObserver, ins)?;
+            [("sample".to_string(), sample)].into()
+        }
+        ForwardComponent::TextEncoder if pixart => {
+            let t5 = super::pixart::T5Encoder::load(src, opts)?;
+            let ids = take("input_ids")?;
+            let mask = take("attention_mask")?;
+            let out = t5.run(exec, &mut NoObserver, ids, &mask)?;
+            [("last_hidden_state".to_string(), out)].into()
         }
         ForwardComponent::Transformer => {
             let cfgs = super::amused::AmusedConfigs::read(src)?;

@@ -594,6 +594,7 @@ pub fn generation_graphs(src: &ModelSource, s: &super::StudyShape) -> Result<Vec
         graph: lm_graph(&cfg, LmStep::Prompt(len), rows, cap)?,
         runs: 1,
         key_lens: Some((len, len)),
+        weight_dtype: None,
     }];
     if t > 1 {
         v.push(StageGraph {
@@ -604,6 +605,7 @@ pub fn generation_graphs(src: &ModelSource, s: &super::StudyShape) -> Result<Vec
             },
             runs: t - 1,
             key_lens: Some((len + 1, cap)),
+            weight_dtype: None,
         });
     }
     v.push(StageGraph {
@@ -611,6 +613,7 @@ pub fn generation_graphs(src: &ModelSource, s: &super::StudyShape) -> Result<Vec
         graph: vq_decoder_graph(&cfg, s.batch)?,
         runs: 1,
         key_lens: None,
+        weight_dtype: None,
     });
     Ok(v)
 }

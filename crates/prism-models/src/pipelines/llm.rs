@@ -59,6 +59,7 @@ pub fn generation_graphs(src: &ModelSource, s: &StudyShape) -> Result<Vec<StageG
         graph: llama::build(&cfg, s.batch, p, cap, true)?,
         runs: 1,
         key_lens: Some((p, p)),
+        weight_dtype: None,
     }];
     if n > 1 {
         v.push(StageGraph {
@@ -69,6 +70,7 @@ pub fn generation_graphs(src: &ModelSource, s: &StudyShape) -> Result<Vec<StageG
             },
             runs: n - 1,
             key_lens: Some((p + 1, cap)),
+            weight_dtype: None,
         });
     }
     Ok(v)

@@ -12,6 +12,7 @@ pub mod common;
 pub mod forward;
 pub mod janus;
 pub mod llm;
+pub mod pixart;
 pub mod sd;
 pub mod t2v;
 
@@ -91,6 +92,8 @@ pub struct Request {
     pub decode_chunk: Option<usize>,
     /// Initial noise, before scaling by the scheduler's initial sigma.
     pub latents: Option<Tensor>,
+    /// Class-conditional models (DiT): the class to generate.
+    pub class_label: Option<usize>,
 }
 
 /// A finished generation.
@@ -182,6 +185,9 @@ pub static REGISTRY: &[Entry] = &[
     janus::ENTRY,
     llm::ENTRY,
     amused::ENTRY,
+    pixart::ALPHA_ENTRY,
+    pixart::SIGMA_ENTRY,
+    pixart::DIT_ENTRY,
 ];
 
 /// The names [`REGISTRY`] knows, for messages.

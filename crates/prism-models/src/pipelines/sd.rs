@@ -304,6 +304,7 @@ pub fn generation_graphs(src: &ModelSource, s: &GenerationShape) -> Result<Vec<S
             graph: clip::build(&clip_cfg, s.batch * cfg_mult, len, s.clip_skip)?,
             runs: 1,
             key_lens: None,
+            weight_dtype: None,
         },
         StageGraph {
             name: "unet",
@@ -319,12 +320,14 @@ pub fn generation_graphs(src: &ModelSource, s: &GenerationShape) -> Result<Vec<S
             },
             runs: unet_runs,
             key_lens: None,
+            weight_dtype: None,
         },
         StageGraph {
             name: "vae_decoder",
             graph: vae::build_decoder(&vae_cfg, s.batch, s.height / f, s.width / f)?,
             runs: 1,
             key_lens: None,
+            weight_dtype: None,
         },
     ])
 }

@@ -435,6 +435,7 @@ pub fn video_generation_graphs(src: &ModelSource, s: &VideoShape) -> Result<Vec<
             graph: clip::build(&clip_cfg, cfg_mult, len, s.clip_skip)?,
             runs: 1,
             key_lens: None,
+            weight_dtype: None,
         },
         StageGraph {
             name: "unet",
@@ -444,12 +445,14 @@ pub fn video_generation_graphs(src: &ModelSource, s: &VideoShape) -> Result<Vec<
             },
             runs: unet_runs,
             key_lens: None,
+            weight_dtype: None,
         },
         StageGraph {
             name: "vae_decoder",
             graph: vae::build_decoder(&vae_cfg, chunk, lh, lw)?,
             runs: s.frames / chunk,
             key_lens: None,
+            weight_dtype: None,
         },
     ];
     let rem = s.frames % chunk;
@@ -459,6 +462,7 @@ pub fn video_generation_graphs(src: &ModelSource, s: &VideoShape) -> Result<Vec<
             graph: vae::build_decoder(&vae_cfg, rem, lh, lw)?,
             runs: 1,
             key_lens: None,
+            weight_dtype: None,
         });
     }
     Ok(out)

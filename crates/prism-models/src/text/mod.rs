@@ -1,5 +1,8 @@
-//! Text models and their tokenizers: CLIP (transformers `CLIPTextModel`), the Llama decoder.
+//! Text models and their tokenizers: CLIP (transformers `CLIPTextModel`, with projection),
+//! T5 (`T5EncoderModel`), the Llama decoder.
 
 pub mod clip;
 pub mod llama;
+pub mod t5;
+pub mod t5_tokenizer;
 pub mod tokenizer;
