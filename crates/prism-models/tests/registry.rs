@@ -45,10 +45,10 @@ fn presets_and_folders_find_their_pipeline() {
 #[test]
 fn unknown_classes_are_named_and_folders_without_an_index_are_detected() {
     // A class prism does not run, and no unet/ to fall back on: named in one line.
-    let d = scratch("pixart");
+    let d = scratch("flux");
     std::fs::write(
         d.join("model_index.json"),
-        r#"{"_class_name": "PixArtAlphaPipeline"}"#,
+        r#"{"_class_name": "FluxPipeline"}"#,
     )
     .unwrap();
     let e = pipelines::entry_for(&ModelSource::parse(d.to_str().unwrap()).unwrap())
@@ -56,7 +56,7 @@ fn unknown_classes_are_named_and_folders_without_an_index_are_detected() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(
-        e.contains("PixArtAlphaPipeline") && e.contains("StableDiffusionPipeline"),
+        e.contains("FluxPipeline") && e.contains("StableDiffusionPipeline"),
         "{e}"
     );
     assert!(!e.contains('\n'));
