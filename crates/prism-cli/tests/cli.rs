@@ -1117,3 +1117,99 @@ fn amused_folder_generates_deterministically_and_refuses_bad_input() {
         &["--component unet", "vqvae-decoder", "masked-token"],
     );
 }
+
+#[test]
+fn pixart_and_dit_folders_generate_and_refuse_bad_input() {
+    let d = scratch("pixart");
+    let px = fixtures().join("pixart_tiny");
+    let p = px.to_str().unwrap();
+    let out = d.join("p.png");
+    let o = prism(&[
+        "generate",
+        "--model",
+        p,
+        "--prompt",
+        "a photo of a cat",
+        "--steps",
+        "2",
+        "--width",
+        "16",
+        "--height",
+        "16",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dit = fixtures().join("dit_tiny");
+    let dm = dit.to_str().unwrap();
+    let out2 = d.join("d.png");
+    let o = prism(&[
+        "generate",
+        "--model",
+        dm,
+        "--class-label",
+        "3",
+        "--steps",
+        "2",
+        "-o",
+        out2.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bad = d.join("bad.png");
+    let b = bad.to_str().unwrap();
+    fails(
+        &["generate", "--model", dm, "-o", b],
+        &bad,
+        &["--class-label", "class-conditional"],
+    );
+    fails(
+        &["generate", "--model", dm, "--class-label", "1000", "-o", b],
+        &bad,
+        &["--class-label 1000", "1000 classes"],
+    );
+    fails(
+        &[
+            "generate",
+            "--model",
+            p,
+            "--prompt",
+            "x",
+            "--class-label",
+            "3",
+            "-o",
+            b,
+        ],
+        &bad,
+        &["--class-label", "not class-conditional"],
+    );
+    fails(
+        &[
+            "generate", "--model", p, "--prompt", "x", "--width", "18", "-o", b,
+        ],
+        &bad,
+        &["--width 18"],
+    );
+    // A transformer whose caption width is not the T5's.
+    let copy = scratch("pixart_caption").join("model");
+    copy_dir(&px, &copy);
+    edit_json(&copy.join("transformer/config.json"), |v| {
+        v["caption_channels"] = 40.into()
+    });
+    let c = copy.to_str().unwrap();
+    fails(
+        &["generate", "--model", c, "--prompt", "x", "-o", b],
+        &bad,
+        &["caption_channels 40", "d_model 32"],
+    );
+    // analyze states the preset's memory (T5-XXL in bf16) without reading weights.
+    let o = prism(&["analyze", "pixart-alpha-512", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let stages = doc["stages"].as_array().unwrap();
+    let t5 = stages.iter().find(|s| s["name"] == "text_encoder").unwrap();
+    let bytes = t5["memory"]["weight_bytes"].as_u64().unwrap();
+    assert!(
+        (9_000_000_000..10_000_000_000).contains(&bytes),
+        "T5-XXL in bf16 is ~9.5 GB, analyze says {bytes}"
+    );
+}
