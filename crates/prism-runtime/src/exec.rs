@@ -339,33 +339,32 @@ impl Executor {
         obs.before_run(stage, run);
         let started = Instant::now();
         let mut events = Vec::with_capacity(plan.graph.nodes.len());
-        // A stateless stage's inputs are kept (they are small next to its activations) for
-        // the diagnostic re-run below.
-        let saved = plan.cache_slots.is_empty().then(|| inputs.clone());
+        // The inputs are kept (small next to the activations: latents, token ids) for the
+        // diagnostic re-run below, with the state's length before the run (a stateful stage
+        // re-runs from there: its cache rows are written again at the same positions).
+        let saved = inputs.clone();
+        let len0 = state.len();
         let (out, stats) =
             self.run_backend(plan, weights, state, inputs, &mut |e| events.push(e))?;
         obs.after_run(stage, run, &plan.graph, started, &events, &stats);
         // A NaN or Inf that appears in a run (weights or inputs out of range) stops the
-        // pipeline here, naming the stage — and, re-running a stateless stage with every
-        // node checked, the node where it first appeared — instead of ending as a black image.
+        // pipeline here, naming the stage — and, re-running the stage with every node checked,
+        // the node where it first appeared — instead of ending as a black image.
         for (name, t) in &out {
             if let Some((_, v)) = t.first_non_finite() {
                 let mut msg = format!(
                     "stage {stage} (run {}) produced {v} in its output {name}",
                     run + 1
                 );
-                if let Some(saved) = saved {
-                    let kernels = KernelChoice {
-                        no_fuse: true,
-                        ..plan.kernels
-                    };
-                    let mut check = self.backend.prepare(&plan.graph, &kernels)?;
-                    check.check_finite = true;
-                    if let Err(e) =
-                        self.run_backend(&check, weights, &mut State::new(), saved, &mut |_| {})
-                    {
-                        msg = format!("{msg}; first at {e}");
-                    }
+                let kernels = KernelChoice {
+                    no_fuse: true,
+                    ..plan.kernels
+                };
+                let mut check = self.backend.prepare(&plan.graph, &kernels)?;
+                check.check_finite = true;
+                state.truncate(len0);
+                if let Err(e) = self.run_backend(&check, weights, state, saved, &mut |_| {}) {
+                    msg = format!("{msg}; first at {e}");
                 }
                 return Err(prism_core::Error::invalid(format!(
                     "{msg}: the weights or inputs drive it out of range"
