@@ -386,7 +386,8 @@ def models_line(report: dict) -> str:
              for b in report["benchmarks"] if b.get("torch_name")}
     parts = []
     janus, amused = {"janus_prefill", "janus_decode"}, {"amused_step", "amused_vq"}
-    if not kinds.issubset(janus | amused):
+    pixart = {"pixart_step", "t5_encode"}
+    if not kinds.issubset(janus | amused | pixart):
         parts.append("SD 1.5 architecture from `crates/prism-models/presets/sd15/`")
     if kinds & amused:
         parts.append("aMUSEd `UVit2DModel` and `VQModel` from `crates/prism-models/presets/amused-256/` "
@@ -395,6 +396,13 @@ def models_line(report: dict) -> str:
         parts.append("Janus-Pro-1B language model (transformers `LlamaModel`) and generation embeddings, "
                      "aligner and head from `crates/prism-models/presets/janus-pro-1b/`"
                      + (f" ({bench_torch.JANUS_QUICK_LAYERS} layers with --quick)" if report["quick"] else ""))
+    if "pixart_step" in kinds:
+        parts.append("PixArt-α 512 transformer (`presets/pixart-alpha-512/`)"
+                     + (f", {bench_torch.PIXART_QUICK_LAYERS} of 28 layers with --quick" if report["quick"] else ""))
+    if "t5_encode" in kinds:
+        parts.append(f"T5 v1.1 XXL encoder, {bench_torch.T5_LAYERS} of 24 layers"
+                     + (f" ({bench_torch.T5_QUICK_LAYERS} with --quick)" if report["quick"] else "")
+                     + ", from `presets/pixart-alpha-512/text_encoder.json`")
     return "; ".join(parts)
 
 

@@ -14,12 +14,15 @@ crates/prism-models/presets/sd15/, Janus-Pro-1B's language model and image
 generation modules (transformers LlamaModel, generation embeddings, aligner and
 head) from crates/prism-models/presets/janus-pro-1b/, and aMUSEd's UVit2DModel
 transformer and VQModel from crates/prism-models/presets/amused-256/ and
-amused-512/, with random weights (timing does not depend on the values).  Each
-benchmark: warm-up run(s), then N timed runs; the JSON on stdout (schema
-"prism.bench/1") gives median / min / max seconds, the times of every run, the
-FLOPs (torch.utils.flop_counter on meta tensors; 2 per multiply-add) and peak
-RSS.  Progress goes to stderr.  With --paced, each timed run waits for a line on
-stdin after "#pace ready" on stdout (bench_compare.py's paired mode).
+amused-512/, and PixArt-alpha 512's PixArtTransformer2DModel and T5 v1.1 XXL
+encoder (transformers T5EncoderModel, 6 of its 24 layers) from
+crates/prism-models/presets/pixart-alpha-512/, with random weights (timing does
+not depend on the values).  Each benchmark: warm-up run(s), then N timed runs;
+the JSON on stdout (schema "prism.bench/1") gives median / min / max seconds,
+the times of every run, the FLOPs (torch.utils.flop_counter on meta tensors, or
+FakeTensors where the model reads a tensor's value; 2 per multiply-add) and
+peak RSS.  Progress goes to stderr.  With --paced, each timed run waits for a
+line on stdin after "#pace ready" on stdout (bench_compare.py's paired mode).
 
 tools/bench_compare.py runs this script and `prism bench` side by side.
 """
@@ -27,6 +30,7 @@ tools/bench_compare.py runs this script and `prism bench` side by side.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib.metadata as md
 import json
@@ -54,12 +58,26 @@ AMUSED_PRESET = {
     "amused_vq_decode_256": "amused-256",
     "amused_vq_decode_512": "amused-512",
 }
+PIXART_QUICK_LAYERS = 2  # --quick: the PixArt transformer with 2 of its 28 layers
+# T5 v1.1 XXL's encoder with 6 of its 24 layers: torch's float32 copy (~4.8 GiB) and prism's
+# fit in memory side by side; the 24 layers are identical, so the time scales by layer count.
+T5_LAYERS = 6
+T5_QUICK_LAYERS = 1
+# benchmark name -> the preset folder it builds from (transformer.json / text_encoder.json)
+PIXART_PRESET = {
+    "pixart_step_b2_512": "pixart-alpha-512",
+    "t5xxl_l6_encode_b2_120": "pixart-alpha-512",
+}
+# (caption tokens = T5 sequence, real tokens of the padded row 1), full size and --quick:
+# row 0 is a full-length prompt, row 1 a short one padded (mask 0 after its tokens)
+PIXART_TOKENS = {False: (120, 12), True: (16, 5)}
 
 # name -> (kind, full-size parameter, quick parameter, description)
 #   unet: latent side     vae: latent side     clip: token count
 #   attention: sequence length     conv: spatial side     linear, geglu: rows
 #   janus_prefill: prompt tokens   janus_decode: cached positions before the first run
 #   amused_step, amused_vq: side of the token grid (ids n x n)
+#   pixart_step: latent side   t5_encode: token count
 BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "unet_b2_32": ("unet", 32, 8, "UNet forward, batch 2, latents 2x4x{n}x{n}, t=500, text (2,77,768)"),
     "unet_b2_64": ("unet", 64, 16, "UNet forward, batch 2, latents 2x4x{n}x{n}, t=500, text (2,77,768)"),
@@ -89,6 +107,14 @@ BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "amused_vq_decode_512": ("amused_vq", 32, 4,
                              "aMUSEd VQModel decode of ids (1,{n},{n}) (codebook lookup, force_not_quantize) "
                              "-> image 16x"),
+    "pixart_step_b2_512": ("pixart_step", 64, 16,
+                           "PixArt-alpha 512 PixArtTransformer2DModel forward (one denoising step), batch 2 "
+                           "(CFG rows): latents (2,4,{n},{n}), captions (2,120,4096) with mask (row 1: 12 tokens, "
+                           "then padding; --quick: 16 and 5), t=500, no resolution / aspect-ratio conditions"),
+    "t5xxl_l6_encode_b2_120": ("t5_encode", 120, 16,
+                               "T5 v1.1 XXL encoder (T5EncoderModel) with 6 of its 24 layers (so that torch's "
+                               "float32 copy, ~4.8 GiB, and prism's fit in memory side by side), batch 2: ids "
+                               "(2,{n}) + attention mask, row 1 padded after 12 tokens (--quick: 5)"),
 }
 NAIVE_SUFFIX = "_naive"
 # prism's UNet keeping its Winograd filters once transformed (`--keep-filters`); torch has
@@ -231,19 +257,71 @@ class Models:
     def _fill_amused(self, m):
         """Materialise a meta-built aMUSEd transformer on the CPU without the default init (600 M
         parameters): RMSNorm / LayerNorm weights 1, every other parameter (GlobalResponseNorm's
-        gamma and beta included) 0.02 * seeded randn."""
+        gamma and beta included) 0.02 * seeded randn. The PixArt and T5 fillers start here too
+        (T5LayerNorm weights 1)."""
         torch = self.torch
         m = m.to_empty(device="cpu")
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for mod in m.modules():
-                is_norm = isinstance(mod, torch.nn.LayerNorm) or type(mod).__name__ == "RMSNorm"
+                is_norm = (isinstance(mod, torch.nn.LayerNorm)
+                           or type(mod).__name__ in ("RMSNorm", "T5LayerNorm"))
                 for pname, p in mod.named_parameters(recurse=False):
                     if is_norm and pname == "weight":
                         p.fill_(1.0)
                     else:
                         p.normal_(0.0, 0.02, generator=g)
         return m
+
+    def _fill_pixart(self, m):
+        """Materialise a meta-built PixArt transformer (610 M parameters) as _fill_amused does
+        (its LayerNorms have no affine weights; scale_shift_table is 0.02 * randn), then recompute
+        the patch embedding's sin-cos position buffer, which to_empty leaves uninitialised."""
+        from diffusers.models.embeddings import PatchEmbed, get_2d_sincos_pos_embed
+
+        m = self._fill_amused(m)
+        with self.torch.no_grad():
+            for mod in m.modules():
+                if isinstance(mod, PatchEmbed) and mod.pos_embed is not None:
+                    if mod.pos_embed_max_size:
+                        raise NotImplementedError("PatchEmbed with pos_embed_max_size")
+                    pe = get_2d_sincos_pos_embed(mod.pos_embed.shape[-1], int((mod.height * mod.width) ** 0.5),
+                                                 base_size=mod.base_size,
+                                                 interpolation_scale=mod.interpolation_scale, output_type="pt")
+                    mod.pos_embed.copy_(pe.float().unsqueeze(0))
+        other = [n for n, _ in m.named_buffers() if not n.endswith("pos_embed.pos_embed")]
+        if other:
+            raise NotImplementedError(f"uninitialised buffers {other}")
+        return m
+
+    def _fill_t5(self, m):
+        """Materialise a meta-built T5 encoder (1.3 G parameters at 6 layers) as _fill_amused does
+        (T5LayerNorm weights 1) and tie encoder.embed_tokens back to shared, which to_empty unties
+        (one 32128 x 4096 table, as T5EncoderModel holds it)."""
+        m = self._fill_amused(m)
+        m.encoder.embed_tokens.weight = m.shared.weight
+        if list(m.buffers()):
+            raise NotImplementedError(f"uninitialised buffers {[n for n, _ in m.named_buffers()]}")
+        return m
+
+    def get_fake(self, kind: str):
+        """(model, FakeTensorMode): built on meta, then materialised as FakeTensors on 'cpu' (no
+        memory, no compute, the same dispatch as a CPU run), for FLOP counts of models that read a
+        tensor's value (transformers' mask helpers call .item(), which meta tensors refuse; a
+        FakeTensor counts as traced, so the mask is built without reading it)."""
+        key = (kind, "fake")
+        if key not in self._cache:
+            from torch._subclasses.fake_tensor import FakeTensorMode
+
+            with self.torch.device("meta"):
+                m = self._build(kind)
+            if self.dtype != self.torch.float32:
+                m = m.to(self.dtype)
+            mode = FakeTensorMode(allow_non_fake_inputs=True)
+            with mode:
+                m = m.to_empty(device="cpu").eval()
+            self._cache[key] = (m, mode)
+        return self._cache[key]
 
     def _build(self, kind: str):
         if kind.startswith("amused_transformer:"):
@@ -255,6 +333,17 @@ class Models:
         if kind.startswith("amused_vqvae:"):
             from diffusers import VQModel
             return VQModel.from_config(self._cfg("vqvae.json", AMUSED_PRESETS / kind.split(":", 1)[1]))
+        if kind.startswith("pixart_transformer:"):
+            from diffusers import PixArtTransformer2DModel
+            cfg = self._cfg("transformer.json", AMUSED_PRESETS / kind.split(":", 1)[1])
+            if self.quick:
+                cfg["num_layers"] = PIXART_QUICK_LAYERS
+            return PixArtTransformer2DModel.from_config(cfg)
+        if kind.startswith("t5_encoder:"):
+            from transformers import T5Config, T5EncoderModel
+            cfg = self._cfg("text_encoder.json", AMUSED_PRESETS / kind.split(":", 1)[1])
+            cfg["num_layers"] = T5_QUICK_LAYERS if self.quick else T5_LAYERS
+            return T5EncoderModel(T5Config(**cfg))
         if kind == "unet":
             from diffusers import UNet2DConditionModel
             return UNet2DConditionModel.from_config(self._cfg("unet.json"))
@@ -283,6 +372,14 @@ class Models:
                 with self.torch.device("meta"):
                     m = self._build(kind)
                 m = self._fill_amused(m)
+            elif kind.startswith("pixart_transformer:"):  # likewise
+                with self.torch.device("meta"):
+                    m = self._build(kind)
+                m = self._fill_pixart(m)
+            elif kind.startswith("t5_encoder:"):  # likewise
+                with self.torch.device("meta"):
+                    m = self._build(kind)
+                m = self._fill_t5(m)
             else:
                 self.torch.manual_seed(0)
                 m = self._build(kind)
@@ -423,17 +520,62 @@ def make_case(torch, models: Models, base: str, naive: bool, n: int, device: str
         fn = lambda: vq.decode(ids, force_not_quantize=True, shape=(1, n, n, d), return_dict=False)  # noqa: E731
         cfg = {"preset": preset, "ids": [1, n, n], "shape": [1, n, n, d], "image": [1, 3, f * n, f * n],
                "lookup_from_codebook": bool(vc.lookup_from_codebook)}
+    elif kind == "pixart_step":
+        preset = PIXART_PRESET[base]
+        tr = models.get(f"pixart_transformer:{preset}", meta)
+        tc = tr.config
+        seq, keep = PIXART_TOKENS[models.quick]
+        x = randn(2, tc.in_channels, n, n)
+        ctx = randn(2, seq, tc.caption_channels)
+        mask = torch.ones(2, seq, dtype=torch.long)  # 1 keep / 0 pad, as the pipeline passes it
+        mask[1, keep:] = 0
+        mask = mask.to(device)
+        t = torch.tensor([500.0, 500.0], dtype=torch.float32, device=device)
+        added = {"resolution": None, "aspect_ratio": None}
+        fn = lambda: tr(x, encoder_hidden_states=ctx, encoder_attention_mask=mask, timestep=t,  # noqa: E731
+                        added_cond_kwargs=added, return_dict=False)
+        p = tc.patch_size
+        cfg = {"preset": preset, "latent": [2, tc.in_channels, n, n], "caption": [2, seq, tc.caption_channels],
+               "caption_mask_tokens": [seq, keep], "timestep": 500.0, "layers": tc.num_layers,
+               "heads": tc.num_attention_heads, "head_dim": tc.attention_head_dim, "patch": p,
+               "tokens": (n // p) ** 2, "out": [2, tc.out_channels, n, n]}
+    elif kind == "t5_encode":
+        preset = PIXART_PRESET[base]
+        keep = PIXART_TOKENS[models.quick][1]
+        if meta:  # FakeTensors: T5's mask code reads a meta mask's value otherwise
+            te, mode = models.get_fake(f"t5_encoder:{preset}")
+            with mode:
+                ids = torch.zeros(2, n, dtype=torch.long)
+                mask = torch.ones(2, n, dtype=torch.long)
+        else:
+            te, mode = models.get(f"t5_encoder:{preset}"), None
+            c = te.config
+            ids = torch.randint(3, 32000, (2, n), generator=g)  # SentencePiece pieces past pad/eos/unk
+            ids[1, keep - 1] = c.eos_token_id
+            ids[1, keep:] = c.pad_token_id
+            mask = torch.ones(2, n, dtype=torch.long)
+            mask[1, keep:] = 0
+
+        def fn():
+            return te(input_ids=ids, attention_mask=mask).last_hidden_state
+        fn.fake_mode = mode  # count_flops runs fn under it
+        c = te.config
+        cfg = {"preset": preset, "ids": [2, n], "mask_tokens": [n, keep], "layers": c.num_layers,
+               "layers_of": models._cfg("text_encoder.json", AMUSED_PRESETS / preset)["num_layers"],
+               "d_model": c.d_model, "heads": c.num_heads, "d_ff": c.d_ff, "attention": c._attn_implementation}
     else:
         raise KeyError(kind)
     return fn, cfg
 
 
 def count_flops(torch, models: Models, base: str, naive: bool, n: int) -> int | None:
-    """FLOPs of one run (2 per multiply-add), counted on meta tensors: no real compute."""
+    """FLOPs of one run (2 per multiply-add), counted on meta tensors (or FakeTensors, where the
+    case's fn carries a fake_mode): no real compute."""
     from torch.utils.flop_counter import FlopCounterMode
     try:
         fn, _ = make_case(torch, models, base, naive, n, "meta")
-        with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        outer = getattr(fn, "fake_mode", None) or contextlib.nullcontext()
+        with outer, torch.inference_mode(), FlopCounterMode(display=False) as fc:
             fn()
         return int(fc.get_total_flops())
     except Exception as e:  # noqa: BLE001
