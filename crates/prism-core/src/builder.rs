@@ -212,6 +212,82 @@ impl GraphBuilder {
         ))
     }
 
+    /// 3-D convolution of x (N, C, T, H, W) with weight `{path}.weight` (cout, cin, kt, kh, kw),
+    /// optional `{path}.bias`, strides (t, h, w), temporal dilation, zero padding (front, back,
+    /// top, bottom, left, right).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv3d(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        cout: usize,
+        k: [usize; 3],
+        stride: [usize; 3],
+        dilation_t: usize,
+        pad: [usize; 6],
+        bias: bool,
+    ) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        let [n, cin, t, h, w] = *s else {
+            return Err(Error::shape(
+                path,
+                format!("conv3d wants (N, C, T, H, W) input, got {s:?}"),
+            ));
+        };
+        let span_t = dilation_t * k[0].saturating_sub(1) + 1;
+        let (tp, hp, wp) = (
+            t + pad[0] + pad[1],
+            h + pad[2] + pad[3],
+            w + pad[4] + pad[5],
+        );
+        if k.contains(&0)
+            || stride.contains(&0)
+            || stride[1] != stride[2]
+            || dilation_t == 0
+            || tp < span_t
+            || hp < k[1]
+            || wp < k[2]
+        {
+            return Err(Error::shape(
+                path,
+                format!(
+                    "conv3d kernel {k:?} (stride {stride:?}, dilation {dilation_t}) does not fit padded input {tp}x{hp}x{wp}"
+                ),
+            ));
+        }
+        let out = [
+            (tp - span_t) / stride[0] + 1,
+            (hp - k[1]) / stride[1] + 1,
+            (wp - k[2]) / stride[2] + 1,
+        ];
+        let weight = self.param(
+            path_param(path, "weight"),
+            vec![cout, cin, k[0], k[1], k[2]],
+        )?;
+        let bias = if bias {
+            Some(self.param(path_param(path, "bias"), vec![cout])?)
+        } else {
+            None
+        };
+        let spec = crate::op::Conv3dSpec {
+            weight,
+            bias,
+            cin,
+            cout,
+            k,
+            stride,
+            dilation_t,
+            pad,
+        };
+        Ok(self.push(
+            path,
+            Op::Conv3d(spec),
+            vec![x],
+            vec![n, cout, out[0], out[1], out[2]],
+            DType::F32,
+        ))
+    }
+
     /// Temporal convolution over x (B, C, F, P) (P = H·W positions): a Conv3d with kernel
     /// (k, 1, 1) and padding ((k-1)/2, 0, 0), weight `{path}.weight` (cout, cin, k, 1, 1).
     pub fn conv_temporal(

@@ -18,5 +18,7 @@ pub mod tensor;
 pub use builder::GraphBuilder;
 pub use error::{Error, Result};
 pub use graph::{Graph, Node, NodeId, Param, ParamId, ValueId, ValueInfo};
-pub use op::{ActKind, AttentionKind, AttentionSpec, Category, Conv2dSpec, CostShapes, Op};
+pub use op::{
+    ActKind, AttentionKind, AttentionSpec, Category, Conv2dSpec, Conv3dSpec, CostShapes, Op,
+};
 pub use tensor::{DType, Tensor};

@@ -134,6 +134,24 @@ pub struct Conv2dSpec {
     pub residual: bool,
 }
 
+/// 3-D convolution over (N, C, T, H, W) input; weight (cout, cin, kt, kh, kw). Zero padding
+/// `pad` = (front, back) frames, (top, bottom), (left, right); a causal convolution pads only
+/// the front frames. Strides per axis; temporal dilation (taps `dilation_t` frames apart).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv3dSpec {
+    pub weight: ParamId,
+    pub bias: Option<ParamId>,
+    pub cin: usize,
+    pub cout: usize,
+    /// Kernel (kt, kh, kw).
+    pub k: [usize; 3],
+    /// Strides (t, h, w).
+    pub stride: [usize; 3],
+    pub dilation_t: usize,
+    /// Zero padding: front, back, top, bottom, left, right.
+    pub pad: [usize; 6],
+}
+
 /// Scaled-dot-product attention as one node. Inputs q (B, Lq, H·D), k and v (B, Lk, Hkv·D)
 /// and, with `bias`, an additive bias (Bb, Hb, Lqb, Lk) with Bb ∈ {1, B}, Hb ∈ {1, H},
 /// Lqb ∈ {1, Lq};
@@ -180,6 +198,7 @@ pub enum Op {
         name: String,
     },
     Conv2d(Conv2dSpec),
+    Conv3d(Conv3dSpec),
     /// y = x·Wᵀ + b [+ r] over the last axis; weight (out, in). With `residual`, a second
     /// input r of y's shape is added (a fused residual connection).
     Linear {
@@ -342,6 +361,7 @@ impl Op {
         match self {
             Op::Input { .. } => "input",
             Op::Conv2d(_) => "conv2d",
+            Op::Conv3d(_) => "conv3d",
             Op::Linear {
                 residual: false, ..
             } => "linear",
@@ -379,9 +399,10 @@ impl Op {
 
     pub fn category(&self) -> Category {
         match self {
-            Op::Conv2d(_) | Op::DepthwiseConv2d { .. } | Op::ConvTranspose2d { .. } => {
-                Category::Conv
-            }
+            Op::Conv2d(_)
+            | Op::Conv3d(_)
+            | Op::DepthwiseConv2d { .. }
+            | Op::ConvTranspose2d { .. } => Category::Conv,
             Op::Linear { .. } | Op::LinearGeglu { .. } => Category::Linear,
             Op::Attention(_) => Category::Attention,
             Op::GroupNorm { .. } => Category::GroupNorm,
@@ -414,6 +435,8 @@ impl Op {
         match self {
             Op::Attention(a) => format!("Attention ({})", a.kind.name()).into(),
             Op::Conv2d(c) if c.temporal => "Conv (temporal)".into(),
+            Op::Conv3d(c) if c.k[1] == 1 && c.k[2] == 1 => "Conv (temporal)".into(),
+            Op::Conv3d(_) => "Conv (spatiotemporal)".into(),
             Op::Conv2d(_) | Op::DepthwiseConv2d { .. } | Op::ConvTranspose2d { .. } => {
                 "Conv (spatial)".into()
             }
@@ -450,6 +473,7 @@ impl Op {
     pub fn params(&self) -> Vec<ParamId> {
         match self {
             Op::Conv2d(c) => std::iter::once(c.weight).chain(c.bias).collect(),
+            Op::Conv3d(c) => std::iter::once(c.weight).chain(c.bias).collect(),
             Op::Linear { weight, bias, .. } => std::iter::once(*weight).chain(*bias).collect(),
             Op::LinearGeglu { weight, bias } => vec![*weight, *bias],
             Op::GroupNorm { weight, bias, .. } => vec![*weight, *bias],
@@ -487,6 +511,7 @@ impl Op {
         match self {
             Op::Input { .. } | Op::Reshape | Op::CacheView { .. } => true,
             Op::Conv2d(_)
+            | Op::Conv3d(_)
             | Op::Linear { .. }
             | Op::LinearGeglu { .. }
             | Op::Attention(_)
@@ -527,9 +552,10 @@ impl Op {
     /// here) or `attention` (aten._scaled_dot_product_*). None: torch counts nothing for it.
     pub fn torch_op(&self) -> Option<&'static str> {
         match self {
-            Op::Conv2d(_) | Op::DepthwiseConv2d { .. } | Op::ConvTranspose2d { .. } => {
-                Some("convolution")
-            }
+            Op::Conv2d(_)
+            | Op::Conv3d(_)
+            | Op::DepthwiseConv2d { .. }
+            | Op::ConvTranspose2d { .. } => Some("convolution"),
             Op::Linear { .. } | Op::LinearGeglu { .. } => Some("linear"),
             Op::Attention(_) => Some("attention"),
             Op::Input { .. }
@@ -566,6 +592,8 @@ impl Op {
     pub fn flops(&self, s: &CostShapes, lk: Option<usize>) -> u64 {
         match self {
             Op::Conv2d(c) => 2 * prod(s.output) * (c.cin * c.kh * c.kw) as u64,
+            // every tap counted, padded ones included (torch convolves the padded input)
+            Op::Conv3d(c) => 2 * prod(s.output) * (c.cin * c.k[0] * c.k[1] * c.k[2]) as u64,
             // torch: 2 · N · |W| · (output positions); |W| = C·k² for a depthwise filter.
             Op::DepthwiseConv2d { k, .. } => 2 * prod(s.output) * (k * k) as u64,
             // torch counts a transposed convolution over the input positions: 2 · N · |W| ·
@@ -633,7 +661,7 @@ impl Op {
             // square-sum (2), x·n (1), gamma·, + beta, + x (3)
             Op::GlobalResponseNorm { .. } => 6,
             // the bias add of a convolution is not counted (as for Conv2d)
-            Op::DepthwiseConv2d { .. } | Op::ConvTranspose2d { .. } => 0,
+            Op::DepthwiseConv2d { .. } | Op::ConvTranspose2d { .. } | Op::Conv3d(_) => 0,
             Op::Activation(a) => a.elem_ops(),
             // gelu of the gate, then the product
             Op::Geglu | Op::LinearGeglu { .. } => 9,

@@ -228,6 +228,7 @@ pub fn eval_node(
             let r = c.residual.then(|| inputs[1]);
             conv2d(path, c, inputs[0], params[0], params.get(1).copied(), r)?
         }
+        Op::Conv3d(c) => conv3d(path, c, inputs[0], params[0], params.get(1).copied())?,
         Op::Linear { residual, .. } => {
             let r = residual.then(|| inputs[1]);
             linear(path, inputs[0], params[0], params.get(1).copied(), r)?
@@ -362,6 +363,75 @@ pub fn eval_node(
 }
 
 type Out = (Vec<usize>, Vec<f64>);
+
+/// Direct 3-D convolution, f64: zero padding, strides, temporal dilation.
+fn conv3d(
+    path: &str,
+    c: &crate::op::Conv3dSpec,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<Out> {
+    let s = x.shape();
+    let [kt, kh, kw] = c.k;
+    let [n, cin, t, h, wd] = *s else {
+        return Err(Error::shape(path, format!("conv3d over {s:?}")));
+    };
+    if cin != c.cin || w.numel() != c.cout * cin * kt * kh * kw {
+        return Err(Error::shape(
+            path,
+            format!("conv3d weight {:?} over {s:?}", w.shape()),
+        ));
+    }
+    let p = c.pad;
+    let span = c.dilation_t * (kt - 1) + 1;
+    let (tp, hp, wp) = (t + p[0] + p[1], h + p[2] + p[3], wd + p[4] + p[5]);
+    if tp < span || hp < kh || wp < kw {
+        return Err(Error::shape(path, "kernel larger than the padded input"));
+    }
+    let (to, ho, wo) = (
+        (tp - span) / c.stride[0] + 1,
+        (hp - kh) / c.stride[1] + 1,
+        (wp - kw) / c.stride[2] + 1,
+    );
+    let (xd, wt) = (x.to_f64(), w.to_f64());
+    let bd = b.map(Tensor::to_f64);
+    let mut y = vec![0.0; n * c.cout * to * ho * wo];
+    let at = |v: usize, pad: usize, len: usize| v.checked_sub(pad).filter(|&i| i < len);
+    for bi in 0..n {
+        for o in 0..c.cout {
+            for ot in 0..to {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut acc = bd.as_ref().map_or(0.0, |bd| bd[o]);
+                        for ci in 0..cin {
+                            for a in 0..kt {
+                                let Some(it) = at(ot * c.stride[0] + a * c.dilation_t, p[0], t)
+                                else {
+                                    continue;
+                                };
+                                for bb in 0..kh {
+                                    let Some(iy) = at(oy * c.stride[1] + bb, p[2], h) else {
+                                        continue;
+                                    };
+                                    for cc in 0..kw {
+                                        let Some(ix) = at(ox * c.stride[2] + cc, p[4], wd) else {
+                                            continue;
+                                        };
+                                        acc += xd[(((bi * cin + ci) * t + it) * h + iy) * wd + ix]
+                                            * wt[(((o * cin + ci) * kt + a) * kh + bb) * kw + cc];
+                                    }
+                                }
+                            }
+                        }
+                        y[(((bi * c.cout + o) * to + ot) * ho + oy) * wo + ox] = acc;
+                    }
+                }
+            }
+        }
+    }
+    Ok((vec![n, c.cout, to, ho, wo], y))
+}
 
 fn conv2d(
     path: &str,

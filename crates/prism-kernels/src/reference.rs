@@ -248,3 +248,53 @@ pub fn global_response_norm(
     }
     y
 }
+
+/// Direct 3-D convolution, f64, zero padding (front, back, top, bottom, left, right).
+pub fn conv3d(
+    g: &crate::conv::conv3d::Conv3dGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f64> {
+    let [kt, kh, kw] = g.k;
+    let [to, ho, wo] = g.out_thw();
+    let p = g.pad;
+    let at = |v: usize, pad: usize, len: usize| v.checked_sub(pad).filter(|&i| i < len);
+    let mut y = vec![0f64; g.n * g.cout * to * ho * wo];
+    for b in 0..g.n {
+        for o in 0..g.cout {
+            for ot in 0..to {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut acc = bias.map_or(0.0, |bs| bs[o] as f64);
+                        for c in 0..g.cin {
+                            for a in 0..kt {
+                                let Some(it) = at(ot * g.stride[0] + a * g.dilation_t, p[0], g.t)
+                                else {
+                                    continue;
+                                };
+                                for i in 0..kh {
+                                    let Some(iy) = at(oy * g.stride[1] + i, p[2], g.h) else {
+                                        continue;
+                                    };
+                                    for j in 0..kw {
+                                        let Some(ix) = at(ox * g.stride[2] + j, p[4], g.w) else {
+                                            continue;
+                                        };
+                                        acc += x
+                                            [(((b * g.cin + c) * g.t + it) * g.h + iy) * g.w + ix]
+                                            as f64
+                                            * w[(((o * g.cin + c) * kt + a) * kh + i) * kw + j]
+                                                as f64;
+                                    }
+                                }
+                            }
+                        }
+                        y[(((b * g.cout + o) * to + ot) * ho + oy) * wo + ox] = acc;
+                    }
+                }
+            }
+        }
+    }
+    y
+}

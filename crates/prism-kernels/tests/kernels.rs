@@ -1099,3 +1099,72 @@ fn global_response_norm_matches_reference() {
         close(&format!("grn {dims:?}"), &y, &want);
     }
 }
+
+#[test]
+fn conv3d_matches_direct_convolution_under_every_2d_kernel() {
+    use prism_kernels::conv::conv3d::{conv3d, Conv3dGeom};
+    let mut r = Rng::new();
+    // Causal 3×3×3 (front padding 2), time stride 2 (front padding 1), a dilated temporal
+    // (3, 1, 1) tap set, a spatially strided one.
+    for (shape, cout, k, stride, dil, pad) in [
+        (
+            [1, 3, 5, 6, 7],
+            4,
+            [3, 3, 3],
+            [1, 1, 1],
+            1,
+            [2, 0, 1, 1, 1, 1],
+        ),
+        (
+            [2, 2, 5, 5, 4],
+            3,
+            [3, 3, 3],
+            [2, 1, 1],
+            1,
+            [1, 0, 1, 1, 1, 1],
+        ),
+        (
+            [1, 4, 6, 3, 3],
+            2,
+            [3, 1, 1],
+            [1, 1, 1],
+            2,
+            [4, 0, 0, 0, 0, 0],
+        ),
+        (
+            [1, 3, 3, 8, 8],
+            5,
+            [1, 3, 3],
+            [1, 2, 2],
+            1,
+            [0, 0, 1, 1, 1, 1],
+        ),
+    ] {
+        let [n, cin, t, h, w] = shape;
+        let g = Conv3dGeom {
+            n,
+            cin,
+            t,
+            h,
+            w,
+            cout,
+            k,
+            stride,
+            dilation_t: dil,
+            pad,
+        };
+        let x = r.vec(n * cin * t * h * w);
+        let wt = r.vec(cout * cin * k[0] * k[1] * k[2]);
+        let b = r.vec(cout);
+        let want = reference::conv3d(&g, &x, &wt, Some(&b));
+        for imp in [ConvImpl::Im2col, ConvImpl::Winograd2, ConvImpl::Winograd4] {
+            let mut y = vec![f32::NAN; want.len()];
+            pool().install(|| conv3d(imp, &g, &x, &wt, Some(&b), &mut y));
+            close(
+                &format!("conv3d {shape:?} k{k:?} s{stride:?} {imp:?}"),
+                &y,
+                &want,
+            );
+        }
+    }
+}

@@ -424,6 +424,23 @@ pub fn attn_geom(g: &Graph, i: NodeId, lk: Option<usize>) -> attention::AttnGeom
     }
 }
 
+/// The geometry of a Conv3d node.
+pub fn conv3d_geom(g: &Graph, i: NodeId, c: &prism_core::Conv3dSpec) -> conv::conv3d::Conv3dGeom {
+    let s = &g.values[g.nodes[i].inputs[0]].shape;
+    conv::conv3d::Conv3dGeom {
+        n: s[0],
+        cin: s[1],
+        t: s[2],
+        h: s[3],
+        w: s[4],
+        cout: c.cout,
+        k: c.k,
+        stride: c.stride,
+        dilation_t: c.dilation_t,
+        pad: c.pad,
+    }
+}
+
 /// The convolution geometry of a Conv2d node.
 pub fn conv_geom(g: &Graph, i: NodeId, c: &prism_core::Conv2dSpec) -> conv::Conv2dGeom {
     let s = &g.values[g.nodes[i].inputs[0]].shape;

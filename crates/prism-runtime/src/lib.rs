@@ -14,7 +14,8 @@ mod weights;
 pub use backend::{Backend, Buffer, WeightLayout};
 pub use cpu::{poison_reused_buffers, CpuBackend, KernelChoice};
 pub use exec::{
-    attn_geom, conv_geom, limit_heap_retention, Cache, Executor, NodeEvent, Plan, RunStats, State,
+    attn_geom, conv3d_geom, conv_geom, limit_heap_retention, Cache, Executor, NodeEvent, Plan,
+    RunStats, State,
 };
 pub use observe::{mem, NoObserver, Observer};
 pub use plan::{kept_filter_bytes, plan, MemoryPlan};

@@ -79,6 +79,21 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) ->
                 attention::scratch_requests(k.attention_for(&geom), &geom)
             }
         }
+        Op::Conv3d(c) => {
+            let g3 = crate::conv3d_geom(g, i, c);
+            let fg = g3.frame_geom();
+            let [_, ho, wo] = g3.out_thw();
+            let [kt, kh, kw] = c.k;
+            // Tap filters, one input frame, two accumulators; the 2-D kernel's own scratch.
+            let mut r = vec![
+                kt * c.cout * c.cin * kh * kw,
+                c.cin * g3.h * g3.w,
+                c.cout * ho * wo,
+                c.cout * ho * wo,
+            ];
+            r.extend(conv::scratch_requests(k.conv_for(&fg, false), &fg));
+            r
+        }
         Op::ConvTranspose2d { cout, k, .. } => {
             let s = &g.values[g.nodes[i].inputs[0]].shape;
             vec![conv::depthwise::conv_transpose2d_scratch(
@@ -130,6 +145,7 @@ pub fn transient_scratch_bytes(g: &Graph, i: NodeId, threads: usize, kc: &Kernel
             l * head_dim / 2 * 8 + head_dim / 2 * 4
         }
         Op::Conv2d(_)
+        | Op::Conv3d(_)
         | Op::DepthwiseConv2d { .. }
         | Op::ConvTranspose2d { .. }
         | Op::GlobalResponseNorm { .. }

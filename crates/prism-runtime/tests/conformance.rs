@@ -88,6 +88,7 @@ fn covered_by(op: &Op) -> (&'static str, &'static [&'static str]) {
             "Conv2d 3x3",
             &["conv3x3", "conv3x3_wide", "conv_keep_filters"],
         ),
+        Op::Conv3d(_) => ("Conv3d", &["conv3d"]),
         Op::Linear { residual: true, .. } => (
             "Linear residual",
             &["fused_block", "weights_bf16", "weights_f16"],
@@ -172,6 +173,7 @@ const FORMS: &[&str] = &[
     "Conv2d 1x1",
     "Conv2d 3x3 no bias",
     "Conv2d 3x3",
+    "Conv3d",
     "Linear residual",
     "Linear no bias",
     "Linear bias",
@@ -695,6 +697,43 @@ fn build_cases(seed: u64) -> R<Vec<Case>> {
             keep(Some(ConvImpl::Winograd4)),
         ]));
     }
+
+    // ---- 3-D convolution: causal (front-padded) 3×3×3, time-strided, dilated temporal ----
+    let c = single(r, "conv3d", &[&[1, 3, 5, 6, 6]], 1.0, TOL_REL, |b, x| {
+        Ok(vec![
+            b.conv3d(
+                "causal",
+                x[0],
+                4,
+                [3, 3, 3],
+                [1, 1, 1],
+                1,
+                [2, 0, 1, 1, 1, 1],
+                true,
+            )?,
+            b.conv3d(
+                "down_t",
+                x[0],
+                2,
+                [3, 3, 3],
+                [2, 1, 1],
+                1,
+                [1, 0, 1, 1, 1, 1],
+                false,
+            )?,
+            b.conv3d(
+                "dilated",
+                x[0],
+                3,
+                [3, 1, 1],
+                [1, 1, 1],
+                2,
+                [4, 0, 0, 0, 0, 0],
+                true,
+            )?,
+        ])
+    })?;
+    cases.push(c.kernels(conv_kernels()));
 
     // ---- linear (40 outputs: a ragged 32-feature panel on AVX-512) ----
     cases.push(single(

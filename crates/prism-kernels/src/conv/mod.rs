@@ -10,6 +10,7 @@
 //! - `winograd_simd`: the transforms' lane kernels, compiled for AVX-512, AVX2+FMA and portable
 //!   code, with the AVX-512 gathers of filter taps and input patches.
 
+pub mod conv3d;
 pub mod depthwise;
 mod im2col;
 mod winograd;

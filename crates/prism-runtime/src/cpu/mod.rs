@@ -147,6 +147,7 @@ impl Backend for CpuBackend {
         match op {
             Op::Input { .. }
             | Op::Conv2d(_)
+            | Op::Conv3d(_)
             | Op::Linear { .. }
             | Op::LinearGeglu { .. }
             | Op::Attention(_)

@@ -2,7 +2,7 @@
 //! compile).
 
 use super::{take_buffer, BufferPool, Slot};
-use crate::{attn_geom, conv_geom, Plan, State, Weights};
+use crate::{attn_geom, conv3d_geom, conv_geom, Plan, State, Weights};
 use prism_core::{Error, NodeId, Op, Result, Tensor};
 use prism_kernels::attention::AttnBias;
 use prism_kernels::{attention, bf16dot, conv, elementwise as ew, gemv, linear512, matmul, norm};
@@ -66,6 +66,14 @@ pub(crate) fn run_node(
                     conv::conv2d_stored(imp, &g, x.data(), wt, bias.as_deref(), residual, &mut y)
                         .name();
             }
+        }
+        Op::Conv3d(c) => {
+            let g = conv3d_geom(graph, i, c);
+            let imp = kernels.conv_for(&g.frame_geom(), false);
+            let b = c.bias.map(|b| w.f32(b));
+            let wt = w.f32(c.weight);
+            variant =
+                conv::conv3d::conv3d(imp, &g, arg(0).data(), &wt, b.as_deref(), &mut y).name();
         }
         Op::Linear {
             weight,
