@@ -213,8 +213,8 @@ impl GraphBuilder {
     }
 
     /// 3-D convolution of x (N, C, T, H, W) with weight `{path}.weight` (cout, cin, kt, kh, kw),
-    /// optional `{path}.bias`, strides (t, h, w), temporal dilation, zero padding (front, back,
-    /// top, bottom, left, right).
+    /// optional `{path}.bias`, strides (t, h, w), temporal dilation, padding (front, back, top,
+    /// bottom, left, right) with zeros or, `replicate`, the edge values.
     #[allow(clippy::too_many_arguments)]
     pub fn conv3d(
         &mut self,
@@ -224,7 +224,7 @@ impl GraphBuilder {
         k: [usize; 3],
         stride: [usize; 3],
         dilation_t: usize,
-        pad: [usize; 6],
+        (pad, replicate): ([usize; 6], bool),
         bias: bool,
     ) -> Result<ValueId> {
         let s = self.shape(x).to_vec();
@@ -278,6 +278,7 @@ impl GraphBuilder {
             stride,
             dilation_t,
             pad,
+            replicate,
         };
         Ok(self.push(
             path,

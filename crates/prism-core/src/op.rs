@@ -134,9 +134,10 @@ pub struct Conv2dSpec {
     pub residual: bool,
 }
 
-/// 3-D convolution over (N, C, T, H, W) input; weight (cout, cin, kt, kh, kw). Zero padding
-/// `pad` = (front, back) frames, (top, bottom), (left, right); a causal convolution pads only
-/// the front frames. Strides per axis; temporal dilation (taps `dilation_t` frames apart).
+/// 3-D convolution over (N, C, T, H, W) input; weight (cout, cin, kt, kh, kw). Padding `pad`
+/// = (front, back) frames, (top, bottom), (left, right) — zeros, or with `replicate` the edge
+/// values (torch's `F.pad(mode="replicate")`); a causal convolution pads only the front
+/// frames. Strides per axis; temporal dilation (taps `dilation_t` frames apart).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conv3dSpec {
     pub weight: ParamId,
@@ -148,8 +149,10 @@ pub struct Conv3dSpec {
     /// Strides (t, h, w).
     pub stride: [usize; 3],
     pub dilation_t: usize,
-    /// Zero padding: front, back, top, bottom, left, right.
+    /// Padding: front, back, top, bottom, left, right.
     pub pad: [usize; 6],
+    /// Pad with the edge values instead of zeros.
+    pub replicate: bool,
 }
 
 /// Scaled-dot-product attention as one node. Inputs q (B, Lq, H·D), k and v (B, Lk, Hkv·D)

@@ -397,7 +397,11 @@ fn conv3d(
     let (xd, wt) = (x.to_f64(), w.to_f64());
     let bd = b.map(Tensor::to_f64);
     let mut y = vec![0.0; n * c.cout * to * ho * wo];
-    let at = |v: usize, pad: usize, len: usize| v.checked_sub(pad).filter(|&i| i < len);
+    // A padded coordinate → the input's, or None for a zero; replicate clamps to the edge.
+    let at = |v: usize, pad: usize, len: usize| match c.replicate {
+        true => Some(v.saturating_sub(pad).min(len - 1)),
+        false => v.checked_sub(pad).filter(|&i| i < len),
+    };
     for bi in 0..n {
         for o in 0..c.cout {
             for ot in 0..to {

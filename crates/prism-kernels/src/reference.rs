@@ -259,7 +259,10 @@ pub fn conv3d(
     let [kt, kh, kw] = g.k;
     let [to, ho, wo] = g.out_thw();
     let p = g.pad;
-    let at = |v: usize, pad: usize, len: usize| v.checked_sub(pad).filter(|&i| i < len);
+    let at = |v: usize, pad: usize, len: usize| match g.replicate {
+        true => Some(v.saturating_sub(pad).min(len - 1)),
+        false => v.checked_sub(pad).filter(|&i| i < len),
+    };
     let mut y = vec![0f64; g.n * g.cout * to * ho * wo];
     for b in 0..g.n {
         for o in 0..g.cout {

@@ -1104,9 +1104,18 @@ fn global_response_norm_matches_reference() {
 fn conv3d_matches_direct_convolution_under_every_2d_kernel() {
     use prism_kernels::conv::conv3d::{conv3d, Conv3dGeom};
     let mut r = Rng::new();
-    // Causal 3×3×3 (front padding 2), time stride 2 (front padding 1), a dilated temporal
-    // (3, 1, 1) tap set, a spatially strided one.
-    for (shape, cout, k, stride, dil, pad) in [
+    // Causal 3×3×3 (front padding 2) with zeros and with replicated edges, time stride 2
+    // (front padding 1), a dilated temporal (3, 1, 1) tap set, a spatially strided one.
+    type Case = (
+        [usize; 5],
+        usize,
+        [usize; 3],
+        [usize; 3],
+        usize,
+        [usize; 6],
+        bool,
+    );
+    let cases: [Case; 6] = [
         (
             [1, 3, 5, 6, 7],
             4,
@@ -1114,6 +1123,16 @@ fn conv3d_matches_direct_convolution_under_every_2d_kernel() {
             [1, 1, 1],
             1,
             [2, 0, 1, 1, 1, 1],
+            false,
+        ),
+        (
+            [1, 3, 5, 6, 7],
+            4,
+            [3, 3, 3],
+            [1, 1, 1],
+            1,
+            [2, 0, 1, 1, 1, 1],
+            true,
         ),
         (
             [2, 2, 5, 5, 4],
@@ -1122,6 +1141,7 @@ fn conv3d_matches_direct_convolution_under_every_2d_kernel() {
             [2, 1, 1],
             1,
             [1, 0, 1, 1, 1, 1],
+            false,
         ),
         (
             [1, 4, 6, 3, 3],
@@ -1130,6 +1150,7 @@ fn conv3d_matches_direct_convolution_under_every_2d_kernel() {
             [1, 1, 1],
             2,
             [4, 0, 0, 0, 0, 0],
+            false,
         ),
         (
             [1, 3, 3, 8, 8],
@@ -1138,8 +1159,19 @@ fn conv3d_matches_direct_convolution_under_every_2d_kernel() {
             [1, 2, 2],
             1,
             [0, 0, 1, 1, 1, 1],
+            false,
         ),
-    ] {
+        (
+            [1, 2, 5, 4, 4],
+            2,
+            [3, 3, 3],
+            [2, 1, 1],
+            1,
+            [1, 0, 1, 1, 1, 1],
+            true,
+        ),
+    ];
+    for (shape, cout, k, stride, dil, pad, replicate) in cases {
         let [n, cin, t, h, w] = shape;
         let g = Conv3dGeom {
             n,
@@ -1152,6 +1184,7 @@ fn conv3d_matches_direct_convolution_under_every_2d_kernel() {
             stride,
             dilation_t: dil,
             pad,
+            replicate,
         };
         let x = r.vec(n * cin * t * h * w);
         let wt = r.vec(cout * cin * k[0] * k[1] * k[2]);

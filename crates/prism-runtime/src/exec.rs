@@ -438,6 +438,7 @@ pub fn conv3d_geom(g: &Graph, i: NodeId, c: &prism_core::Conv3dSpec) -> conv::co
         stride: c.stride,
         dilation_t: c.dilation_t,
         pad: c.pad,
+        replicate: c.replicate,
     }
 }
 

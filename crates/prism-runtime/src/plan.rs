@@ -86,6 +86,7 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) ->
             let [kt, kh, kw] = c.k;
             // Tap filters, one input frame, two accumulators; the 2-D kernel's own scratch.
             let mut r = vec![
+                conv::conv3d::replicate_floats(&g3),
                 kt * c.cout * c.cin * kh * kw,
                 c.cin * g3.h * g3.w,
                 c.cout * ho * wo,

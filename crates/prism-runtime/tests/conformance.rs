@@ -700,17 +700,9 @@ fn build_cases(seed: u64) -> R<Vec<Case>> {
 
     // ---- 3-D convolution: causal (front-padded) 3×3×3, time-strided, dilated temporal ----
     let c = single(r, "conv3d", &[&[1, 3, 5, 6, 6]], 1.0, TOL_REL, |b, x| {
+        let causal = ([2, 0, 1, 1, 1, 1], false);
         Ok(vec![
-            b.conv3d(
-                "causal",
-                x[0],
-                4,
-                [3, 3, 3],
-                [1, 1, 1],
-                1,
-                [2, 0, 1, 1, 1, 1],
-                true,
-            )?,
+            b.conv3d("causal", x[0], 4, [3, 3, 3], [1, 1, 1], 1, causal, true)?,
             b.conv3d(
                 "down_t",
                 x[0],
@@ -718,7 +710,7 @@ fn build_cases(seed: u64) -> R<Vec<Case>> {
                 [3, 3, 3],
                 [2, 1, 1],
                 1,
-                [1, 0, 1, 1, 1, 1],
+                ([1, 0, 1, 1, 1, 1], false),
                 false,
             )?,
             b.conv3d(
@@ -728,7 +720,17 @@ fn build_cases(seed: u64) -> R<Vec<Case>> {
                 [3, 1, 1],
                 [1, 1, 1],
                 2,
-                [4, 0, 0, 0, 0, 0],
+                ([4, 0, 0, 0, 0, 0], false),
+                true,
+            )?,
+            b.conv3d(
+                "replicate",
+                x[0],
+                2,
+                [3, 3, 3],
+                [1, 1, 1],
+                1,
+                ([2, 0, 1, 1, 1, 1], true),
                 true,
             )?,
         ])

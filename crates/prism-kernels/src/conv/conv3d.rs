@@ -19,8 +19,10 @@ pub struct Conv3dGeom {
     pub k: [usize; 3],
     pub stride: [usize; 3],
     pub dilation_t: usize,
-    /// Zero padding: front, back, top, bottom, left, right.
+    /// Padding: front, back, top, bottom, left, right.
     pub pad: [usize; 6],
+    /// Pad with the edge values instead of zeros.
+    pub replicate: bool,
 }
 
 impl Conv3dGeom {
@@ -55,8 +57,19 @@ impl Conv3dGeom {
     }
 }
 
+/// Floats of the padded copy a replicate-padded convolution makes (0 for zero padding).
+pub fn replicate_floats(g: &Conv3dGeom) -> usize {
+    let p = g.pad;
+    if g.replicate {
+        g.n * g.cin * (g.t + p[0] + p[1]) * (g.h + p[2] + p[3]) * (g.w + p[4] + p[5])
+    } else {
+        0
+    }
+}
+
 /// y = conv3d(x, weight) + bias; `imp` picks the 2-D kernel (falls back to im2col where
-/// Winograd does not apply). Returns the 2-D kernel that ran.
+/// Winograd does not apply). Returns the 2-D kernel that ran. Replicate padding copies the
+/// input with its edges repeated, then convolves that unpadded.
 pub fn conv3d(
     imp: ConvImpl,
     g: &Conv3dGeom,
@@ -65,6 +78,34 @@ pub fn conv3d(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> ConvImpl {
+    if g.replicate {
+        let p = g.pad;
+        let (t, h, w) = (g.t + p[0] + p[1], g.h + p[2] + p[3], g.w + p[4] + p[5]);
+        let mut padded = Scratch::take(replicate_floats(g));
+        let clamp = |v: usize, pad: usize, len: usize| v.saturating_sub(pad).min(len - 1);
+        for nc in 0..g.n * g.cin {
+            for it in 0..t {
+                let st = clamp(it, p[0], g.t);
+                for iy in 0..h {
+                    let sy = clamp(iy, p[2], g.h);
+                    let src = &x[((nc * g.t + st) * g.h + sy) * g.w..][..g.w];
+                    let dst = &mut padded[((nc * t + it) * h + iy) * w..][..w];
+                    for (ix, d) in dst.iter_mut().enumerate() {
+                        *d = src[clamp(ix, p[4], g.w)];
+                    }
+                }
+            }
+        }
+        let inner = Conv3dGeom {
+            t,
+            h,
+            w,
+            pad: [0; 6],
+            replicate: false,
+            ..*g
+        };
+        return conv3d(imp, &inner, &padded, weight, bias, y);
+    }
     let [kt, kh, kw] = g.k;
     let [to, ho, wo] = g.out_thw();
     let (plane_in, plane_out) = (g.h * g.w, ho * wo);

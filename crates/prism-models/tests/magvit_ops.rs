@@ -1,0 +1,76 @@
+//! MAGVIT-v2's causal 3-D convolution against the reference package (`magvit2-pytorch` 0.5.1,
+//! `tools/make_magvit_fixtures.py`): `CausalConv3d` with zero and replicate padding (and the
+//! package's fall-back to zeros when the time padding is not shorter than the clip), time
+//! strides and dilation, through prism's `Conv3d` op and the executor.
+
+use prism_core::{DType, GraphBuilder};
+use prism_models::io::read_tensors_as_stored;
+use prism_runtime::Weights;
+
+mod common;
+use common::*;
+
+#[test]
+fn causal_conv3d_matches_magvit2_pytorch() {
+    let dir = fixtures().join("magvit");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("causal_conv3d.json")).unwrap())
+            .unwrap();
+    let t = read_tensors_as_stored(&dir.join("causal_conv3d.safetensors")).unwrap();
+    let exec = exec();
+    let mut seen = 0;
+    for case in meta["cases"].as_array().unwrap() {
+        if case["cls"] != "CausalConv3d" {
+            continue;
+        }
+        let name = case["name"].as_str().unwrap();
+        let kw = &case["kwargs"];
+        let k: Vec<usize> = match &kw["kernel_size"] {
+            serde_json::Value::Array(a) => a.iter().map(|v| v.as_u64().unwrap() as usize).collect(),
+            v => vec![v.as_u64().unwrap() as usize; 3],
+        };
+        let stride = kw["stride"].as_u64().unwrap_or(1) as usize;
+        let dil = kw["dilation"].as_u64().unwrap_or(1) as usize;
+        // The package's rule: dilation·(kt − 1) + 1 − stride frames in front, k // 2 around.
+        let front = dil * (k[0] - 1) + 1 - stride;
+        let pad = [front, 0, k[1] / 2, k[1] / 2, k[2] / 2, k[2] / 2];
+        let replicate = case["effective_pad_mode"] == "replicate";
+        let x = &t[&format!("{name}.x")];
+        let w = &t[&format!("{name}.weight")];
+        let bias = t.get(&format!("{name}.bias"));
+        let cout = w.shape()[0];
+        let mut b = GraphBuilder::new(name);
+        let xin = b.input("x", x.shape(), DType::F32);
+        let y = b
+            .conv3d(
+                "conv",
+                xin,
+                cout,
+                [k[0], k[1], k[2]],
+                [stride, 1, 1],
+                dil,
+                (pad, replicate),
+                bias.is_some(),
+            )
+            .unwrap();
+        b.output("y", y);
+        let g = b.finish().unwrap();
+        let mut params = vec![w.clone()];
+        params.extend(bias.cloned());
+        let weights = Weights::new(&g, params, name.into()).unwrap();
+        let out = exec
+            .run(&g, &weights, vec![("x".into(), x.clone())])
+            .unwrap()
+            .remove("y")
+            .unwrap();
+        assert_close(name, &out, &t[&format!("{name}.out")]);
+        // FlopCounterMode's convolution count: 2 · N · |W| · (output positions).
+        let flops: u64 = (0..g.nodes.len())
+            .map(|i| prism_core::cost::node_cost(&g, i, 4).flops)
+            .sum();
+        let positions: usize = out.shape()[2..].iter().product();
+        assert_eq!(flops, 2 * (x.shape()[0] * w.numel() * positions) as u64, "{name}");
+        seen += 1;
+    }
+    assert_eq!(seen, 6, "every CausalConv3d case ran");
+}
