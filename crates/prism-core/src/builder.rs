@@ -507,7 +507,7 @@ impl GraphBuilder {
             let v = &self.g.values[x];
             let producer = &self.g.nodes[v.producer];
             let ids_ok = match op {
-                Op::TokenEmbedding { .. } | Op::Reshape => true,
+                Op::TokenEmbedding { .. } | Op::LfqCodes { .. } | Op::Reshape => true,
                 Op::GatherEos { .. } => k == 1,
                 _ => false,
             };
@@ -986,6 +986,26 @@ impl GraphBuilder {
             s,
             DType::F32,
         ))
+    }
+
+    /// LFQ codes of ids (..., codebooks) int64: (..., codebooks·bits), bits most significant
+    /// first, each ±`scale`.
+    pub fn lfq_codes(
+        &mut self,
+        path: &str,
+        ids: ValueId,
+        bits: usize,
+        scale: f32,
+    ) -> Result<ValueId> {
+        let mut s = self.shape(ids).to_vec();
+        if !self.g.values[ids].dtype.is_int() || s.is_empty() || bits == 0 || bits > 62 {
+            return Err(Error::shape(
+                path,
+                format!("LFQ codes of {bits} bits want integer ids (..., codebooks), got {s:?}"),
+            ));
+        }
+        *s.last_mut().expect("not empty") *= bits;
+        Ok(self.push(path, Op::LfqCodes { bits, scale }, vec![ids], s, DType::F32))
     }
 
     pub fn position_embedding(

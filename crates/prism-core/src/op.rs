@@ -310,6 +310,13 @@ pub enum Op {
         flip_sin_to_cos: bool,
         downscale_freq_shift: f32,
     },
+    /// Lookup-free quantization's codes (MAGVIT-v2, `vector-quantize-pytorch`'s LFQ
+    /// `indices_to_codes`): ids (..., codebooks) → (..., codebooks·bits), each id's bits, most
+    /// significant first, as ±`scale`.
+    LfqCodes {
+        bits: usize,
+        scale: f32,
+    },
     /// Token ids (B, L), integers → rows of a table (V, D): (B, L, D).
     TokenEmbedding {
         table: ParamId,
@@ -392,6 +399,7 @@ impl Op {
             Op::UpsampleNearest { .. } => "upsample_nearest",
             Op::TimestepProj { .. } => "timestep_proj",
             Op::TokenEmbedding { .. } => "token_embedding",
+            Op::LfqCodes { .. } => "lfq_codes",
             Op::PositionEmbedding { .. } => "position_embedding",
             Op::Rope { .. } => "rope",
             Op::CacheWrite { .. } => "cache_write",
@@ -420,6 +428,7 @@ impl Op {
             Op::UpsampleNearest { .. } => Category::Resample,
             Op::TimestepProj { .. }
             | Op::TokenEmbedding { .. }
+            | Op::LfqCodes { .. }
             | Op::PositionEmbedding { .. }
             | Op::Rope { .. } => Category::Embedding,
             Op::Input { .. }
@@ -464,6 +473,7 @@ impl Op {
             | Op::UpsampleNearest { .. }
             | Op::TimestepProj { .. }
             | Op::TokenEmbedding { .. }
+            | Op::LfqCodes { .. }
             | Op::PositionEmbedding { .. }
             | Op::Rope { .. }
             | Op::CacheWrite { .. }
@@ -489,6 +499,7 @@ impl Op {
             Op::L2Normalize { .. } => vec![],
             Op::TokenEmbedding { table } | Op::PositionEmbedding { table } => vec![*table],
             Op::Input { .. }
+            | Op::LfqCodes { .. }
             | Op::Attention(_)
             | Op::Activation(_)
             | Op::Geglu
@@ -537,6 +548,7 @@ impl Op {
             | Op::UpsampleNearest { .. }
             | Op::TimestepProj { .. }
             | Op::TokenEmbedding { .. }
+            | Op::LfqCodes { .. }
             | Op::PositionEmbedding { .. }
             | Op::Rope { .. }
             | Op::CacheWrite { .. }
@@ -580,6 +592,7 @@ impl Op {
             | Op::UpsampleNearest { .. }
             | Op::TimestepProj { .. }
             | Op::TokenEmbedding { .. }
+            | Op::LfqCodes { .. }
             | Op::PositionEmbedding { .. }
             | Op::Rope { .. }
             | Op::CacheWrite { .. }
@@ -635,6 +648,7 @@ impl Op {
             | Op::UpsampleNearest { .. }
             | Op::TimestepProj { .. }
             | Op::TokenEmbedding { .. }
+            | Op::LfqCodes { .. }
             | Op::PositionEmbedding { .. }
             | Op::Rope { .. }
             | Op::CacheWrite { .. }
@@ -687,6 +701,8 @@ impl Op {
             | Op::CacheWrite { .. }
             | Op::CacheView { .. }
             | Op::GatherEos { .. } => 0,
+            // a bit test and a select per code
+            Op::LfqCodes { .. } => 1,
         };
         per_output * out
     }

@@ -316,6 +316,31 @@ pub fn eval_node(
             *downscale_freq_shift,
         )?,
         Op::TokenEmbedding { .. } => token_embedding(path, inputs[0], params[0])?,
+        Op::LfqCodes { bits, scale } => {
+            let ids = inputs[0]
+                .ids()
+                .ok_or_else(|| Error::shape(path, "LFQ codes want integer ids"))?;
+            let mut y = Vec::with_capacity(ids.len() * bits);
+            for &id in ids {
+                if id < 0 || (id as u64) >> bits != 0 {
+                    return Err(Error::input(
+                        path,
+                        format!("id {id} is not a {bits}-bit code"),
+                    ));
+                }
+                for b in (0..*bits).rev() {
+                    let on = (id as u64 >> b) & 1 == 1;
+                    y.push(if on {
+                        f64::from(*scale)
+                    } else {
+                        -f64::from(*scale)
+                    });
+                }
+            }
+            let mut shape = inputs[0].shape().to_vec();
+            *shape.last_mut().expect("ids have an axis") *= bits;
+            (shape, y)
+        }
         Op::PositionEmbedding { .. } => position_embedding(path, inputs[0], params[0], state.len)?,
         Op::Rope {
             heads,

@@ -69,8 +69,57 @@ fn causal_conv3d_matches_magvit2_pytorch() {
             .map(|i| prism_core::cost::node_cost(&g, i, 4).flops)
             .sum();
         let positions: usize = out.shape()[2..].iter().product();
-        assert_eq!(flops, 2 * (x.shape()[0] * w.numel() * positions) as u64, "{name}");
+        assert_eq!(
+            flops,
+            2 * (x.shape()[0] * w.numel() * positions) as u64,
+            "{name}"
+        );
         seen += 1;
     }
     assert_eq!(seen, 6, "every CausalConv3d case ran");
+}
+
+/// LFQ's `indices_to_codes` (`vector-quantize-pytorch` 1.32.0, without `project_out`): video
+/// ids → ±scale codes, most significant bit first, one and two codebooks, spherical scale.
+#[test]
+fn lfq_codes_match_vector_quantize_pytorch() {
+    let dir = fixtures().join("magvit");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("lfq.json")).unwrap()).unwrap();
+    let t = read_tensors_as_stored(&dir.join("lfq.safetensors")).unwrap();
+    let exec = exec();
+    for case in meta["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let bits = case["codebook_dim"].as_u64().unwrap() as usize;
+        let books = case["kwargs"]["num_codebooks"].as_u64().unwrap() as usize;
+        let spherical = case["kwargs"]["spherical"].as_bool().unwrap_or(false);
+        let scale = if spherical {
+            1.0 / (bits as f32).sqrt()
+        } else {
+            1.0
+        };
+        let ids = &t[&format!("{name}.ids_video")];
+        // (B, T, H, W[, books]) → (B, T·H·W, books)
+        let s = ids.shape();
+        let n: usize = s[1..4].iter().product();
+        let mut b = GraphBuilder::new(name);
+        let x = b.input("ids", s, DType::I64);
+        let x = b.reshape("ids", x, &[s[0], n, books]).unwrap();
+        let c = b.lfq_codes("lfq", x, bits, scale).unwrap();
+        let c = b
+            .reshape("codes", c, &[s[0], s[1], s[2], s[3], books * bits])
+            .unwrap();
+        let c = b.permute("channels_first", c, &[0, 4, 1, 2, 3]).unwrap();
+        b.output("codes", c);
+        let g = b.finish().unwrap();
+        let w = Weights::new(&g, vec![], name.into()).unwrap();
+        let got = exec
+            .run(&g, &w, vec![("ids".into(), ids.clone())])
+            .unwrap()
+            .remove("codes")
+            .unwrap();
+        let want = &t[&format!("{name}.codes_video_no_project_out")];
+        assert_eq!(got.shape(), want.shape(), "{name}");
+        assert_eq!(got.data(), want.data(), "{name}: codes");
+    }
 }

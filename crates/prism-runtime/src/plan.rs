@@ -124,6 +124,7 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) ->
         | Op::UpsampleNearest { .. }
         | Op::TimestepProj { .. }
         | Op::TokenEmbedding { .. }
+        | Op::LfqCodes { .. }
         | Op::PositionEmbedding { .. }
         | Op::Rope { .. }
         | Op::CacheWrite { .. }
@@ -170,6 +171,7 @@ pub fn transient_scratch_bytes(g: &Graph, i: NodeId, threads: usize, kc: &Kernel
         | Op::UpsampleNearest { .. }
         | Op::TimestepProj { .. }
         | Op::TokenEmbedding { .. }
+        | Op::LfqCodes { .. }
         | Op::PositionEmbedding { .. }
         | Op::CacheWrite { .. }
         | Op::CacheView { .. }

@@ -153,6 +153,7 @@ fn covered_by(op: &Op) -> (&'static str, &'static [&'static str]) {
         Op::UpsampleNearest { .. } => ("UpsampleNearest", &["upsample"]),
         Op::TimestepProj { .. } => ("TimestepProj", &["timestep_proj"]),
         Op::TokenEmbedding { .. } => ("TokenEmbedding", &["token_embedding"]),
+        Op::LfqCodes { .. } => ("LfqCodes", &["lfq_codes"]),
         Op::PositionEmbedding { .. } => {
             ("PositionEmbedding", &["position_embedding", "cache_decode"])
         }
@@ -208,6 +209,7 @@ const FORMS: &[&str] = &[
     "Reshape",
     "UpsampleNearest",
     "TimestepProj",
+    "LfqCodes",
     "TokenEmbedding",
     "PositionEmbedding",
     "Rope",
@@ -1066,6 +1068,31 @@ fn build_cases(seed: u64) -> R<Vec<Case>> {
             ("ids2".into(), Tensor::from_ids(vec![2, 3], rand_ids(6, 7))?),
         ];
         cases.push(Case::new("token_embedding", g, inputs, TOL_EXACT));
+    }
+    {
+        // LFQ codes: 8-bit ids, and 2 codebooks of 5 bits scaled by 0.5.
+        let mut b = GraphBuilder::new("lfq_codes");
+        let ids = b.input("ids", &[2, 3, 1], DType::I64);
+        let ids2 = b.input("ids2", &[3, 2], DType::I64);
+        let c = b.lfq_codes("lfq8", ids, 8, 1.0)?;
+        let c2 = b.lfq_codes("lfq2x5", ids2, 5, 0.5)?;
+        b.output("y0", c);
+        b.output("y1", c2);
+        let g = b.finish()?;
+        let mut rand_ids = |n: usize, codes: usize| -> Vec<i64> {
+            (0..n).map(|_| r.below(codes) as i64).collect()
+        };
+        let inputs = vec![
+            (
+                "ids".into(),
+                Tensor::from_ids(vec![2, 3, 1], rand_ids(6, 256))?,
+            ),
+            (
+                "ids2".into(),
+                Tensor::from_ids(vec![3, 2], rand_ids(6, 32))?,
+            ),
+        ];
+        cases.push(Case::new("lfq_codes", g, inputs, TOL_EXACT));
     }
     // At offset 0 here; the cache case runs both at offsets 3 to 5.
     cases.push(single(

@@ -171,6 +171,7 @@ impl Backend for CpuBackend {
             | Op::UpsampleNearest { .. }
             | Op::TimestepProj { .. }
             | Op::TokenEmbedding { .. }
+            | Op::LfqCodes { .. }
             | Op::PositionEmbedding { .. }
             | Op::Rope { .. }
             | Op::CacheWrite { .. }

@@ -329,6 +329,25 @@ pub(crate) fn run_node(
             *downscale_freq_shift,
             &mut y,
         ),
+        Op::LfqCodes { bits, scale } => {
+            let ids = arg(0).ids().expect("the builder gives LFQ integer ids");
+            let (bits, s) = (*bits, *scale);
+            for (row, &id) in y.chunks_exact_mut(bits).zip(ids) {
+                if id < 0 || (id as u64) >> bits != 0 {
+                    return Err(Error::input(
+                        &node.path,
+                        format!("token id {id} is not a {bits}-bit LFQ code"),
+                    ));
+                }
+                for (k, v) in row.iter_mut().enumerate() {
+                    *v = if (id as u64 >> (bits - 1 - k)) & 1 == 1 {
+                        s
+                    } else {
+                        -s
+                    };
+                }
+            }
+        }
         Op::TokenEmbedding { table } => {
             let ids = arg(0)
                 .ids()
