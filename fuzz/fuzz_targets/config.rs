@@ -1,4 +1,5 @@
-//! Any bytes as a `config.json` of each model family prism reads, then the graph built at a
+//! Any bytes as a `config.json` of each model family prism reads (UNet, VAE, CLIP, Llama,
+//! Janus, aMUSEd's U-ViT / VQ model / scheduler, T5, PixArt / DiT), then the graph built at a
 //! tiny size: an error or a graph, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -29,6 +30,22 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(l) = llama::LlamaConfig::from_cfg(&c) {
         let _ = llama::build(&l, 1, 3, 4, true);
+    }
+    if let Ok(u) = prism_models::masked::uvit::UVitConfig::from_cfg(&c) {
+        let _ = prism_models::masked::uvit::build(&u, 1, 2, 2, 3);
+    }
+    if let Ok(v) = prism_models::autoencoders::vq::VqConfig::from_cfg(&c) {
+        let _ = prism_models::autoencoders::vq::build_decoder(&v, 1, 2, 2);
+        let _ = prism_models::autoencoders::vq::build_encoder(&v, 1, 8, 8);
+    }
+    let _ = prism_models::schedulers::amused::AmusedScheduler::from_cfg(&c);
+    if let Ok(t) = prism_models::text::t5::T5Config::from_cfg(&c) {
+        let _ = prism_models::text::t5::build(&t, 1, 3);
+    }
+    if let Ok(d) = prism_models::diffusion::dit::DitConfig::from_cfg(&c) {
+        let p = d.patch_size;
+        let _ = prism_models::diffusion::dit::build(&d, 1, 2 * p, 2 * p, 3);
+        let _ = d.pos_embed(2 * p, 2 * p);
     }
     if let Ok(j) = prism_models::autoregressive::janus::JanusConfig::from_cfg(&c, Some(&c)) {
         use prism_models::autoregressive::janus::{lm_graph, vq_decoder_graph, LmStep};

@@ -240,9 +240,14 @@ impl GraphBuilder {
             h + pad[2] + pad[3],
             w + pad[4] + pad[5],
         );
+        if stride[1] != stride[2] {
+            return Err(Error::shape(
+                path,
+                format!("conv3d strides {stride:?}: the height and width strides must be equal"),
+            ));
+        }
         if k.contains(&0)
             || stride.contains(&0)
-            || stride[1] != stride[2]
             || dilation_t == 0
             || tp < span_t
             || hp < k[1]

@@ -19,6 +19,7 @@ pub mod diffusion;
 pub mod image;
 pub mod io;
 pub mod loader;
+pub mod magvit;
 pub mod masked;
 pub mod nn;
 pub mod pipelines;

@@ -123,3 +123,22 @@ fn lfq_codes_match_vector_quantize_pytorch() {
         assert_eq!(got.data(), want.data(), "{name}: codes");
     }
 }
+
+/// LFQ ids from the values the sign is taken of (after `project_in` and the soft clamp, which
+/// keeps signs): identical to the package's indices, zeros included.
+#[test]
+fn lfq_ids_match_vector_quantize_pytorch() {
+    let dir = fixtures().join("magvit");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("lfq.json")).unwrap()).unwrap();
+    let t = read_tensors_as_stored(&dir.join("lfq.safetensors")).unwrap();
+    for case in meta["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let bits = case["codebook_dim"].as_u64().unwrap() as usize;
+        let books = case["kwargs"]["num_codebooks"].as_u64().unwrap() as usize;
+        let pre = &t[&format!("{name}.pre_quant")];
+        let ids = prism_models::magvit::lfq_ids(pre.data(), bits, books);
+        let want = t[&format!("{name}.indices")].ids().unwrap();
+        assert_eq!(ids, want, "{name}: ids");
+    }
+}
