@@ -17,7 +17,7 @@ pub enum ForwardComponent {
     ImageLogits,
     /// Janus: the VQ decoder from token ids.
     VqDecoder,
-    /// aMUSEd: the U-ViT transformer's logits.
+    /// The transformer: aMUSEd's U-ViT (`logits`), PixArt's or DiT's denoiser (`sample`).
     Transformer,
     /// aMUSEd: the VQ-GAN decoder from token ids.
     VqvaeDecoder,
@@ -70,6 +70,7 @@ impl ForwardComponent {
             Self::TextEncoder => &["input_ids"],
             Self::ImageLogits => &["input_ids", "image_ids"],
             Self::VqDecoder | Self::VqvaeDecoder => &["ids"],
+            // aMUSEd's; a diffusion transformer's depend on its config (`forward` asks it).
             Self::Transformer => &[
                 "input_ids",
                 "encoder_hidden_states",
