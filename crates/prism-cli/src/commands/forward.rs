@@ -9,7 +9,10 @@ use std::path::PathBuf;
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// unet | vae-encoder | vae-decoder | text-encoder
+    /// The component, by model family: unet | vae-encoder | vae-decoder | text-encoder
+    /// (Stable Diffusion, t2v); transformer | text-encoder | vae-decoder | vae-encoder (PixArt,
+    /// DiT); transformer | vqvae-decoder | vqvae-encoder | text-encoder (aMUSEd); image-logits |
+    /// vq-decoder (Janus-Pro).
     #[arg(long)]
     component: String,
     #[arg(long)]
