@@ -1213,3 +1213,17 @@ fn pixart_and_dit_folders_generate_and_refuse_bad_input() {
         "T5-XXL in bf16 is ~9.5 GB, analyze says {bytes}"
     );
 }
+
+/// `--model`'s help names every built-in preset (it is typed in, so this keeps it true).
+#[test]
+fn model_help_names_every_preset() {
+    let o = prism(&["generate", "--help"]);
+    let help = String::from_utf8_lossy(&o.stdout);
+    for p in prism_models::source::PRESETS {
+        assert!(
+            help.contains(p.name),
+            "--model's help does not name {}",
+            p.name
+        );
+    }
+}

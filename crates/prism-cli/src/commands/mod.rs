@@ -17,7 +17,9 @@ use std::path::PathBuf;
 /// Which model and how to load it.
 #[derive(clap::Args)]
 pub struct ModelArgs {
-    /// A built-in preset (sd15, sd21: real architectures, seeded random weights) or a diffusers folder.
+    /// A built-in preset (sd15, sd21, t2v, janus-pro-1b, amused-256, amused-512,
+    /// pixart-alpha-512, pixart-sigma-1024, dit-xl-2-256, llama2-7b, llama-1b: real
+    /// architectures, seeded random weights) or a diffusers / transformers folder.
     #[arg(long)]
     model: String,
     /// Weight file variant, e.g. fp16 for diffusion_pytorch_model.fp16.safetensors.
