@@ -361,3 +361,24 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A mutated `spiece.model` whose precompiled charsmap sends the tokenizers library's
+/// normalizer out of bounds (found by `fuzz/` target `spiece`): an error naming the file.
+#[test]
+fn a_corrupt_charsmap_is_an_error_not_a_panic() {
+    let d = std::env::temp_dir().join(format!("prism-spiece-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(
+        fixtures().join("fuzz/spiece_charsmap_panic.bin"),
+        d.join("spiece.model"),
+    )
+    .unwrap();
+    let r = T5Tokenizer::from_folder(&d).and_then(|t| t.encode("a photo of a cat, 4k!", 16));
+    let e = r
+        .err()
+        .expect("the corrupt charsmap is refused")
+        .to_string();
+    assert!(e.contains("spiece.model"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -62,10 +62,24 @@ impl T5Tokenizer {
     /// `max_len` (the last kept position becomes `</s>`, as transformers truncates) and padded
     /// with `<pad>`; the mask is 1 on tokens, 0 on padding.
     pub fn encode(&self, text: &str, max_len: usize) -> Result<Encoded> {
-        let enc = self
-            .tok
-            .encode(text, true)
-            .map_err(|e| Error::file(&self.file, format!("tokenizing {text:?} failed: {e}")))?;
+        // A malformed precompiled charsmap makes the normalizer index out of bounds (found by
+        // `fuzz/` target `spiece`): the panic is caught and reported as this file's error.
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.tok.encode(text, true)));
+        std::panic::set_hook(prev);
+        let enc = match r {
+            Ok(r) => {
+                r.map_err(|e| Error::file(&self.file, format!("tokenizing {text:?} failed: {e}")))?
+            }
+            Err(_) => {
+                return Err(Error::file(
+                    &self.file,
+                    "its normalization table is corrupt (the tokenizers library failed on it)",
+                ))
+            }
+        };
         let mut ids: Vec<i64> = enc.get_ids().iter().map(|&i| i64::from(i)).collect();
         let untruncated_len = ids.len();
         if ids.len() > max_len {
