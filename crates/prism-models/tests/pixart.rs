@@ -374,10 +374,7 @@ fn a_corrupt_charsmap_is_an_error_not_a_panic() {
     )
     .unwrap();
     let r = T5Tokenizer::from_folder(&d).and_then(|t| t.encode("a photo of a cat, 4k!", 16));
-    let e = r
-        .err()
-        .expect("the corrupt charsmap is refused")
-        .to_string();
+    let e = r.expect_err("the corrupt charsmap is refused").to_string();
     assert!(e.contains("spiece.model"), "{e}");
     assert!(!e.contains('\n'), "{e}");
     std::fs::remove_dir_all(&d).unwrap();
