@@ -493,6 +493,41 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
     }
 }
 
+/// Time `plan` on `inputs`, each run from a fresh state (a stateless graph, or a prefill into
+/// empty caches); `what` names it if a run fails.
+fn time_plan(
+    runs: Runs,
+    exec: &Executor,
+    plan: &prism_runtime::Plan,
+    w: &prism_runtime::Weights,
+    inputs: &[(String, Tensor)],
+    what: &str,
+) -> Timing {
+    time(runs, || {
+        exec.install(|| {
+            exec.run_plan(
+                plan,
+                w,
+                &mut prism_runtime::State::new(),
+                inputs.to_vec(),
+                &mut |_| {},
+            )
+            .unwrap_or_else(|e| panic!("{what} runs: {e}"));
+        })
+    })
+}
+
+/// Seeded random f32 weights for `g`, laid out as the CPU backend binds them.
+fn random_f32(g: &prism_core::Graph, seed: u64) -> Result<prism_runtime::Weights> {
+    let f32 = prism_runtime::WeightDType::F32;
+    prism_models::random::random_weights_laid(
+        g,
+        seed,
+        f32,
+        &prism_runtime::cpu::weight_layout(g, f32),
+    )
+}
+
 /// PixArt-α 512 (the `pixart-alpha-512` preset, random f32 weights laid out as a generation
 /// binds them): `pixart_step_b2_512` one transformer step at batch 2 on 64×64 latents with
 /// 120 caption tokens (row 1 padded after 12), through a prepared plan; `t5xxl_l6_encode_b2_120`
@@ -513,12 +548,7 @@ fn pixart(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<BenchR
         let mut cfg = T5Config::from_cfg(&src.config(Component::TEXT_ENCODER)?)?;
         cfg.num_layers = if quick { 1 } else { 6 };
         let g = t5::build(&cfg, 2, len)?;
-        let w = prism_models::random::random_weights_laid(
-            &g,
-            41,
-            prism_runtime::WeightDType::F32,
-            &prism_runtime::cpu::weight_layout(&g, prism_runtime::WeightDType::F32),
-        )?;
+        let w = random_f32(&g, 41)?;
         let plan = exec.prepare(&g)?;
         let ids: Vec<i64> = rand_vec(2 * len, 42)
             .iter()
@@ -543,18 +573,7 @@ fn pixart(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<BenchR
                 )?,
             ),
         ];
-        let t = time(runs, || {
-            exec.install(|| {
-                exec.run_plan(
-                    &plan,
-                    &w,
-                    &mut prism_runtime::State::new(),
-                    inputs.clone(),
-                    &mut |_| {},
-                )
-                .expect("T5 runs");
-            })
-        });
+        let t = time_plan(runs, exec, &plan, &w, &inputs, "T5");
         let mut r = result(name, t, None);
         r.note = Some(format!(
             "T5-XXL widths, {} of 24 layers, ids (2, {len})",
@@ -570,12 +589,7 @@ fn pixart(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<BenchR
         64
     };
     let g = dit::build(&cfg, 2, s, s, len)?;
-    let w = prism_models::random::random_weights_laid(
-        &g,
-        43,
-        prism_runtime::WeightDType::F32,
-        &prism_runtime::cpu::weight_layout(&g, prism_runtime::WeightDType::F32),
-    )?;
+    let w = random_f32(&g, 43)?;
     let mut g = g;
     g.repeats = true;
     let plan = exec.prepare(&g)?;
@@ -595,18 +609,7 @@ fn pixart(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<BenchR
         ),
         ("encoder_attention_bias".to_string(), dit::mask_bias(&mask)?),
     ];
-    let t = time(runs, || {
-        exec.install(|| {
-            exec.run_plan(
-                &plan,
-                &w,
-                &mut prism_runtime::State::new(),
-                inputs.clone(),
-                &mut |_| {},
-            )
-            .expect("transformer runs");
-        })
-    });
+    let t = time_plan(runs, exec, &plan, &w, &inputs, "transformer");
     let mut r = result(name, t, None);
     r.note = Some(format!(
         "2 rows x {}x{} patch tokens, {len} caption tokens, {} layers",
@@ -687,18 +690,7 @@ fn amused(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<BenchR
             Tensor::new(vec![rows, 5], [size, size, 0.0, 0.0, 6.0].repeat(rows))?,
         ),
     ];
-    let t = time(runs, || {
-        exec.install(|| {
-            exec.run_plan(
-                &plan,
-                &m.weights,
-                &mut prism_runtime::State::new(),
-                inputs.clone(),
-                &mut |_| {},
-            )
-            .expect("transformer runs");
-        })
-    });
+    let t = time_plan(runs, exec, &plan, &m.weights, &inputs, "transformer");
     let mut r = result(name, t, None);
     r.note = Some(format!(
         "{rows} rows x {grid}x{grid} tokens, 77 text tokens, {} layers",
@@ -737,19 +729,8 @@ fn janus(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<BenchRe
     if name == "janus_prefill_b2" {
         let plan = exec.prepare(&lm_graph(&cfg, LmStep::Prompt(prompt), rows, prompt)?)?;
         let x = ids(prompt, cfg.text.vocab_size, 21)?;
-        let t = time(runs, || {
-            exec.install(|| {
-                let mut state = prism_runtime::State::new();
-                exec.run_plan(
-                    &plan,
-                    &w,
-                    &mut state,
-                    vec![("input_ids".into(), x.clone())],
-                    &mut |_| {},
-                )
-                .expect("prefill runs");
-            })
-        });
+        let inputs = vec![("input_ids".to_string(), x)];
+        let t = time_plan(runs, exec, &plan, &w, &inputs, "prefill");
         let mut r = result(name, t, None);
         r.note = Some(format!(
             "{rows} rows x {prompt} tokens, {} layers",

@@ -125,15 +125,18 @@ pub fn save_png(path: &Path, img: &RgbImage, text: &[(String, String)], force: b
     write_atomic(path, |w| encode_png(img, text, w))
 }
 
-/// Decoder output (1, 3, H, W) in [-1, 1] → RGB8, as diffusers' postprocess does:
-/// (x/2 + 0.5).clamp(0, 1), then ×255 rounded half to even (numpy's round).
-pub fn to_rgb8(sample: &[f32], h: usize, w: usize) -> RgbImage {
+/// A planar (3, H, W) sample → interleaved RGB8, each value through `to_u8(channel, value)`.
+pub fn planar_to_rgb8(
+    sample: &[f32],
+    h: usize,
+    w: usize,
+    to_u8: impl Fn(usize, f32) -> u8,
+) -> RgbImage {
     let plane = h * w;
     let mut data = vec![0u8; plane * 3];
     for c in 0..3 {
-        for i in 0..plane {
-            let v = (sample[c * plane + i] / 2.0 + 0.5).clamp(0.0, 1.0);
-            data[i * 3 + c] = (v * 255.0).round_ties_even() as u8;
+        for (i, px) in data.chunks_exact_mut(3).enumerate() {
+            px[c] = to_u8(c, sample[c * plane + i]);
         }
     }
     RgbImage {
@@ -141,4 +144,20 @@ pub fn to_rgb8(sample: &[f32], h: usize, w: usize) -> RgbImage {
         height: h,
         data,
     }
+}
+
+/// Decoder output (1, 3, H, W) in [-1, 1] → RGB8, as diffusers' postprocess does:
+/// (x/2 + 0.5).clamp(0, 1), then ×255 rounded half to even (numpy's round).
+pub fn to_rgb8(sample: &[f32], h: usize, w: usize) -> RgbImage {
+    planar_to_rgb8(sample, h, w, |_, v| unit_to_u8(v / 2.0 + 0.5))
+}
+
+/// Decoder output (1, 3, H, W) in [0, 1] → RGB8, as aMUSEd's pipeline does: clip to [0, 1],
+/// ×255 rounded half to even (its image processor does not renormalize).
+pub fn to_rgb8_unit(sample: &[f32], h: usize, w: usize) -> RgbImage {
+    planar_to_rgb8(sample, h, w, |_, v| unit_to_u8(v))
+}
+
+fn unit_to_u8(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8
 }

@@ -12,7 +12,6 @@ use prism_models::components::LoadOptions;
 use prism_models::io::read_tensors_as_stored;
 use prism_models::pipelines::amused::{generation_graphs, Amused, AmusedRequest};
 use prism_models::pipelines::forward::{forward, ForwardComponent};
-use prism_models::pipelines::StudyShape;
 use prism_models::schedulers::amused::AmusedScheduler;
 use prism_models::source::ModelSource;
 use prism_runtime::NoObserver;
@@ -200,19 +199,7 @@ fn flops_equal_flop_counter_mode() {
                 .unwrap()
                 .vq
                 .downscale();
-            let shape = StudyShape {
-                width: grid * f,
-                height: grid * f,
-                batch: 1,
-                steps: 1,
-                guidance: 10.0,
-                clip_skip: 0,
-                scheduler: None,
-                frames: None,
-                decode_chunk: 1,
-                prompt_tokens: None,
-                new_tokens: None,
-            };
+            let shape = study_shape(grid * f, 10.0);
             let stages = generation_graphs(&s, &shape).unwrap();
             for (stage, key) in [
                 ("text_encoder", "text_encoder"),

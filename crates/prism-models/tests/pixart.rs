@@ -10,7 +10,7 @@ use prism_models::components::LoadOptions;
 use prism_models::io::read_tensors_as_stored;
 use prism_models::pipelines::forward::{forward, ForwardComponent};
 use prism_models::pipelines::pixart::{generation_graphs, PixArt, T5Encoder};
-use prism_models::pipelines::{Media, Progress, Request, StudyShape};
+use prism_models::pipelines::{Media, Progress, Request};
 use prism_models::source::ModelSource;
 use prism_models::text::t5_tokenizer::T5Tokenizer;
 use prism_runtime::NoObserver;
@@ -191,22 +191,6 @@ fn pipelines_match_diffusers_from_given_latents() {
     }
 }
 
-fn shape(width: usize) -> StudyShape {
-    StudyShape {
-        width,
-        height: width,
-        batch: 1,
-        steps: 1,
-        guidance: 4.5,
-        clip_skip: 0,
-        scheduler: None,
-        frames: None,
-        decode_chunk: 1,
-        prompt_tokens: None,
-        new_tokens: None,
-    }
-}
-
 fn flops(g: &prism_core::Graph) -> u64 {
     (0..g.nodes.len())
         .map(|i| prism_core::cost::node_cost(g, i, 4).flops)
@@ -236,14 +220,7 @@ fn flops_equal_flop_counter_mode() {
         );
     }
     let dit = json("flops/dit_tiny.json");
-    let stages = generation_graphs(
-        &src("dit_tiny"),
-        &StudyShape {
-            guidance: 4.0,
-            ..shape(16)
-        },
-    )
-    .unwrap();
+    let stages = generation_graphs(&src("dit_tiny"), &study_shape(16, 4.0)).unwrap();
     assert_eq!(
         flops(&stages[0].graph),
         dit["dit_tiny"]["transformer"]["total"].as_u64().unwrap()
@@ -271,7 +248,11 @@ fn flops_equal_flop_counter_mode() {
         ),
         ("dit-xl-2-256", 256, "dit-xl-2-256", None, "decode_256"),
     ] {
-        let st = generation_graphs(&ModelSource::parse(preset).unwrap(), &shape(size)).unwrap();
+        let st = generation_graphs(
+            &ModelSource::parse(preset).unwrap(),
+            &study_shape(size, 4.5),
+        )
+        .unwrap();
         let by = |n: &str| flops(&st.iter().find(|s| s.name == n).unwrap().graph);
         assert_eq!(
             by("transformer"),

@@ -513,19 +513,9 @@ impl Postprocess {
 
     /// (3, h, w) decoder output → 8-bit RGB.
     pub fn pixels(&self, sample: &[f32], h: usize, w: usize) -> crate::image::RgbImage {
-        let mut data = vec![0u8; h * w * 3];
-        for c in 0..3 {
-            let (m, s) = (self.mean[c], self.std[c]);
-            for i in 0..h * w {
-                let v = (sample[c * h * w + i] * s + m) * self.scale;
-                data[i * 3 + c] = v.clamp(0.0, 255.0) as u8;
-            }
-        }
-        crate::image::RgbImage {
-            width: w,
-            height: h,
-            data,
-        }
+        crate::image::planar_to_rgb8(sample, h, w, |c, v| {
+            ((v * self.std[c] + self.mean[c]) * self.scale).clamp(0.0, 255.0) as u8
+        })
     }
 }
 

@@ -356,18 +356,8 @@ pub fn build(cfg: &DitConfig, batch: usize, h: usize, w: usize, text_len: usize)
                 let q = format!("transformer_blocks.{i}");
                 let ss =
                     b.add_table(&join(&q, "scale_shift"), t6, &join(&q, "scale_shift_table"))?;
-                let part =
-                    |b: &mut GraphBuilder, k: usize, name: &str| rows(b, &join(&q, name), ss, k);
-                let (shift_msa, scale_msa, gate_msa) = (
-                    part(&mut b, 0, "shift_msa")?,
-                    part(&mut b, 1, "scale_msa")?,
-                    part(&mut b, 2, "gate_msa")?,
-                );
-                let (shift_mlp, scale_mlp, gate_mlp) = (
-                    part(&mut b, 3, "shift_mlp")?,
-                    part(&mut b, 4, "scale_mlp")?,
-                    part(&mut b, 5, "gate_mlp")?,
-                );
+                let [shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp] =
+                    six_chunks(&mut b, &q, ss)?;
                 let n = ln(&mut b, &join(&q, "norm1"), x, cfg.norm_eps)?;
                 let n =
                     blocks::modulate(&mut b, &join(&q, "norm1.modulate"), n, scale_msa, shift_msa)?;
@@ -403,18 +393,8 @@ pub fn build(cfg: &DitConfig, batch: usize, h: usize, w: usize, text_len: usize)
                 let s = b.act(&join(&q, "norm1.silu"), cond, ActKind::Silu);
                 let e = b.linear(&join(&q, "norm1.linear"), s, 6 * d, true)?;
                 let e = b.reshape(&join(&q, "norm1.chunks"), e, &[batch, 6, d])?;
-                let part =
-                    |b: &mut GraphBuilder, k: usize, name: &str| rows(b, &join(&q, name), e, k);
-                let (shift_msa, scale_msa, gate_msa) = (
-                    part(&mut b, 0, "shift_msa")?,
-                    part(&mut b, 1, "scale_msa")?,
-                    part(&mut b, 2, "gate_msa")?,
-                );
-                let (shift_mlp, scale_mlp, gate_mlp) = (
-                    part(&mut b, 3, "shift_mlp")?,
-                    part(&mut b, 4, "scale_mlp")?,
-                    part(&mut b, 5, "gate_mlp")?,
-                );
+                let [shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp] =
+                    six_chunks(&mut b, &q, e)?;
                 // AdaLayerNormZero's norm: no affine, eps 1e-6.
                 let n = b.layer_norm_affine(&join(&q, "norm1.norm"), x, 1e-6, false, false)?;
                 let n =
@@ -456,6 +436,24 @@ pub fn build(cfg: &DitConfig, batch: usize, h: usize, w: usize, text_len: usize)
     let y = b.reshape("unpatchify", y, &[batch, c, h, w])?;
     b.output("sample", y);
     b.finish()
+}
+
+/// The six (B, 1, D) rows of an adaptive norm's (B, 6, D) modulation: shift, scale and gate of
+/// the attention, then of the feed-forward.
+fn six_chunks(b: &mut GraphBuilder, p: &str, e: ValueId) -> Result<[ValueId; 6]> {
+    let names = [
+        "shift_msa",
+        "scale_msa",
+        "gate_msa",
+        "shift_mlp",
+        "scale_mlp",
+        "gate_mlp",
+    ];
+    let mut out = [e; 6];
+    for (k, name) in names.into_iter().enumerate() {
+        out[k] = b.slice(&join(p, name), e, 1, k, 1)?;
+    }
+    Ok(out)
 }
 
 /// diffusers' `Timesteps(256, flip_sin_to_cos=True, shift)` then `TimestepEmbedding(256 → dim)`.

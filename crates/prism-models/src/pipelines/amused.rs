@@ -620,7 +620,7 @@ impl Amused {
         }
         let t1 = Instant::now();
         let sample = self.vqvae.decode(exec, obs, tokens.clone())?;
-        let image = to_rgb8_unit(sample.data(), r.height, r.width);
+        let image = crate::image::to_rgb8_unit(sample.data(), r.height, r.width);
         let decode_time = t1.elapsed();
         progress(Progress::Decoded(decode_time));
         Ok(AmusedOutput {
@@ -644,37 +644,11 @@ impl Amused {
     }
 }
 
-/// VQ decoder output (1, 3, H, W) in [0, 1] → RGB8 as aMUSEd's pipeline does: clip to
-/// [0, 1], ×255 rounded half to even (its image processor does not renormalize).
-pub fn to_rgb8_unit(sample: &[f32], h: usize, w: usize) -> RgbImage {
-    let plane = h * w;
-    let mut data = vec![0u8; plane * 3];
-    for c in 0..3 {
-        for i in 0..plane {
-            let v = sample[c * plane + i].clamp(0.0, 1.0);
-            data[i * 3 + c] = (v * 255.0).round_ties_even() as u8;
-        }
-    }
-    RgbImage {
-        width: w,
-        height: h,
-        data,
-    }
-}
-
 /// What a generation of `s` runs, from configs alone: the text encoder once (both prompts
 /// when guided), the transformer once per step on the doubled batch, the VQ decoder once.
 pub fn generation_graphs(src: &ModelSource, s: &super::StudyShape) -> Result<Vec<StageGraph>> {
     let cfgs = AmusedConfigs::read(src)?;
-    if s.frames.is_some() {
-        return Err(Error::invalid(format!(
-            "--frames: {} is an image model; frame counts apply to video models (such as t2v)",
-            src.label()
-        )));
-    }
-    if s.batch == 0 {
-        return Err(Error::invalid("--batch 0: at least one image is needed"));
-    }
+    super::common::check_image_study(&src.label(), s)?;
     cfgs.check_size(s.width, s.height)?;
     let f = cfgs.vq.downscale();
     let (h, w) = (s.height / f, s.width / f);

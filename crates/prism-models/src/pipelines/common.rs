@@ -207,6 +207,20 @@ pub fn check_multiple(flag: &str, v: usize, f: usize) -> Result<()> {
     Ok(())
 }
 
+/// The shape checks every image pipeline's stage graphs make: no frame counts, at least one
+/// image.
+pub fn check_image_study(label: &str, s: &super::StudyShape) -> Result<()> {
+    if s.frames.is_some() {
+        return Err(Error::invalid(format!(
+            "--frames: {label} is an image model; frame counts apply to video models (such as t2v)"
+        )));
+    }
+    if s.batch == 0 {
+        return Err(Error::invalid("--batch 0: at least one image is needed"));
+    }
+    Ok(())
+}
+
 /// Largest `--width` / `--height` accepted (a 16384² image is 256 megapixels).
 pub const MAX_PIXELS: usize = 16384;
 

@@ -656,15 +656,7 @@ pub struct PixArtRequest {
 /// the transformer once per scheduler step on the doubled batch, the VAE decoder once.
 pub fn generation_graphs(src: &ModelSource, s: &super::StudyShape) -> Result<Vec<StageGraph>> {
     let cfgs = Configs::read(src)?;
-    if s.frames.is_some() {
-        return Err(Error::invalid(format!(
-            "--frames: {} is an image model; frame counts apply to video models (such as t2v)",
-            src.label()
-        )));
-    }
-    if s.batch == 0 {
-        return Err(Error::invalid("--batch 0: at least one image is needed"));
-    }
+    super::common::check_image_study(&src.label(), s)?;
     cfgs.check_size(s.width, s.height)?;
     let f = cfgs.vae.downscale();
     let (h, w) = (s.height / f, s.width / f);

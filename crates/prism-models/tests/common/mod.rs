@@ -36,3 +36,21 @@ pub fn assert_close_tol(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
     );
     eprintln!("{what}: max|Δ| = {diff:.3e} (ref max {scale:.3e})");
 }
+
+/// A one-image, one-step study at `size`² with guidance `guidance` (the stage graphs a FLOP
+/// test counts).
+pub fn study_shape(size: usize, guidance: f32) -> prism_models::pipelines::StudyShape {
+    prism_models::pipelines::StudyShape {
+        width: size,
+        height: size,
+        batch: 1,
+        steps: 1,
+        guidance,
+        clip_skip: 0,
+        scheduler: None,
+        frames: None,
+        decode_chunk: 1,
+        prompt_tokens: None,
+        new_tokens: None,
+    }
+}
