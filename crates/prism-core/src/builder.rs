@@ -224,9 +224,14 @@ impl GraphBuilder {
         k: [usize; 3],
         stride: [usize; 3],
         dilation_t: usize,
-        (pad, replicate): ([usize; 6], bool),
+        padding: impl Into<Pad3d>,
         bias: bool,
     ) -> Result<ValueId> {
+        let Pad3d {
+            pad,
+            replicate,
+            front_zeros,
+        } = padding.into();
         let s = self.shape(x).to_vec();
         let [n, cin, t, h, w] = *s else {
             return Err(Error::shape(
@@ -284,6 +289,7 @@ impl GraphBuilder {
             dilation_t,
             pad,
             replicate,
+            front_zeros,
         };
         Ok(self.push(
             path,
@@ -1013,6 +1019,141 @@ impl GraphBuilder {
         Ok(self.push(path, Op::LfqCodes { bits, scale }, vec![ids], s, DType::F32))
     }
 
+    /// MAGVIT-v2's squeeze-excitation of x (N, C, T, H, W) ([`Op::SqueezeExcite`]): params
+    /// `{path}.to_k.{weight,bias}` (1, C, 1, 1), (1); `{path}.net.0.*` (hidden, C, 1, 1),
+    /// (hidden); `{path}.net.2.*` (C, hidden, 1, 1), (C).
+    pub fn squeeze_excite(&mut self, path: &str, x: ValueId, hidden: usize) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        let &[_, c, _, h, w] = s.as_slice() else {
+            return Err(Error::shape(
+                path,
+                format!("squeeze-excitation wants (N, C, T, H, W), got {s:?}"),
+            ));
+        };
+        if c == 0 || hidden == 0 || h * w == 0 {
+            return Err(Error::shape(
+                path,
+                format!("squeeze-excitation over {s:?} with {hidden} hidden channels"),
+            ));
+        }
+        let p = |b: &mut Self, leaf: &str, shape: Vec<usize>| b.param(format!("{path}.{leaf}"), shape);
+        let op = Op::SqueezeExcite {
+            to_k: p(self, "to_k.weight", vec![1, c, 1, 1])?,
+            to_k_bias: p(self, "to_k.bias", vec![1])?,
+            w1: p(self, "net.0.weight", vec![hidden, c, 1, 1])?,
+            b1: p(self, "net.0.bias", vec![hidden])?,
+            w2: p(self, "net.2.weight", vec![c, hidden, 1, 1])?,
+            b2: p(self, "net.2.bias", vec![c])?,
+        };
+        Ok(self.push(path, op, vec![x], s, DType::F32))
+    }
+
+    /// Memory keys and values before k and v (B, L, H·D) ([`Op::MemoryKv`]): one parameter
+    /// `name` (2, heads, slots, head_dim) read by both nodes. Returns (k', v'), (B, slots + L,
+    /// H·D).
+    pub fn memory_kv(
+        &mut self,
+        path: &str,
+        name: String,
+        (k, v): (ValueId, ValueId),
+        heads: usize,
+        slots: usize,
+    ) -> Result<(ValueId, ValueId)> {
+        let s = self.shape(k).to_vec();
+        let ok = s.len() == 3
+            && self.shape(v) == s.as_slice()
+            && heads > 0
+            && slots > 0
+            && s[2] % heads == 0;
+        if !ok {
+            return Err(Error::shape(
+                path,
+                format!(
+                    "memory keys/values for {heads} heads before k {s:?}, v {:?}",
+                    self.shape(v)
+                ),
+            ));
+        }
+        let table = self.param(name, vec![2, heads, slots, s[2] / heads])?;
+        let out = vec![s[0], slots + s[1], s[2]];
+        let mk = self.push(
+            &format!("{path}.k"),
+            Op::MemoryKv { table, index: 0 },
+            vec![k],
+            out.clone(),
+            DType::F32,
+        );
+        let mv = self.push(
+            &format!("{path}.v"),
+            Op::MemoryKv { table, index: 1 },
+            vec![v],
+            out,
+            DType::F32,
+        );
+        Ok((mk, mv))
+    }
+
+    /// Taylor linear attention ([`Op::LinearAttention`]) of q, k, v (B, L, H·D).
+    pub fn linear_attention(
+        &mut self,
+        path: &str,
+        (q, k, v): (ValueId, ValueId, ValueId),
+        heads: usize,
+        head_dim: usize,
+        scale: f32,
+    ) -> Result<ValueId> {
+        let s = self.shape(q).to_vec();
+        let ok = s.len() == 3
+            && self.shape(k) == s.as_slice()
+            && self.shape(v) == s.as_slice()
+            && heads > 0
+            && head_dim > 0
+            && s[2] == heads * head_dim
+            && s[1] > 0
+            && scale.is_finite();
+        if !ok {
+            return Err(Error::shape(
+                path,
+                format!(
+                    "linear attention with {heads} heads of {head_dim}: q {s:?}, k {:?}, v {:?}",
+                    self.shape(k),
+                    self.shape(v)
+                ),
+            ));
+        }
+        let op = Op::LinearAttention {
+            heads,
+            head_dim,
+            scale,
+        };
+        Ok(self.push(path, op, vec![q, k, v], s, DType::F32))
+    }
+
+    /// GateLoop's recurrence ([`Op::GateLoop`]) over qkva (N, T, 3C) → (N, T, C).
+    pub fn gate_loop(&mut self, path: &str, qkva: ValueId) -> Result<ValueId> {
+        let mut s = self.shape(qkva).to_vec();
+        if s.len() != 3 || s[2] % 3 != 0 || s[2] == 0 {
+            return Err(Error::shape(
+                path,
+                format!("gate loop wants (N, T, 3·C), got {s:?}"),
+            ));
+        }
+        s[2] /= 3;
+        Ok(self.push(path, Op::GateLoop, vec![qkva], s, DType::F32))
+    }
+
+    /// Token shift ([`Op::TokenShift`]) of x (N, T, C), C even.
+    pub fn token_shift(&mut self, path: &str, x: ValueId) -> Result<ValueId> {
+        let s = self.shape(x).to_vec();
+        if s.len() != 3 || s[2] % 2 != 0 {
+            return Err(Error::shape(
+                path,
+                format!("token shift wants (N, T, C) with C even, got {s:?}"),
+            ));
+        }
+        Ok(self.push(path, Op::TokenShift, vec![x], s, DType::F32))
+    }
+
     pub fn position_embedding(
         &mut self,
         path: &str,
@@ -1058,5 +1199,26 @@ impl GraphBuilder {
             vec![hs[0], hs[2]],
             DType::F32,
         ))
+    }
+}
+
+/// A 3-D convolution's padding ([`GraphBuilder::conv3d`]): (front, back, top, bottom, left,
+/// right); zeros, or with `replicate` the edge values; `front_zeros` keeps the front frames
+/// zero under `replicate` ([`crate::Conv3dSpec::front_zeros`]). A `([usize; 6], bool)` tuple
+/// is (pad, replicate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pad3d {
+    pub pad: [usize; 6],
+    pub replicate: bool,
+    pub front_zeros: bool,
+}
+
+impl From<([usize; 6], bool)> for Pad3d {
+    fn from((pad, replicate): ([usize; 6], bool)) -> Self {
+        Self {
+            pad,
+            replicate,
+            front_zeros: false,
+        }
     }
 }

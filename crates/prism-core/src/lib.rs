@@ -15,7 +15,7 @@ pub mod op;
 pub mod reference;
 pub mod tensor;
 
-pub use builder::GraphBuilder;
+pub use builder::{GraphBuilder, Pad3d};
 pub use error::{Error, Result};
 pub use graph::{Graph, Node, NodeId, Param, ParamId, ValueId, ValueInfo};
 pub use op::{

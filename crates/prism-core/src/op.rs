@@ -89,14 +89,17 @@ pub enum ActKind {
     GeluTanh,
     /// x·sigmoid(1.702·x), OpenAI CLIP's activation.
     QuickGelu,
+    /// ELU with α = 1: x for x > 0, eˣ − 1 otherwise (MAGVIT-v2's residual units).
+    Elu,
 }
 
 impl ActKind {
-    pub const ALL: [ActKind; 4] = [
+    pub const ALL: [ActKind; 5] = [
         ActKind::Silu,
         ActKind::Gelu,
         ActKind::GeluTanh,
         ActKind::QuickGelu,
+        ActKind::Elu,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -104,6 +107,7 @@ impl ActKind {
             ActKind::Gelu => "gelu",
             ActKind::GeluTanh => "gelu_tanh",
             ActKind::QuickGelu => "quick_gelu",
+            ActKind::Elu => "elu",
         }
     }
     /// Element-wise operations per element (neg, exp, add, div for the sigmoid forms).
@@ -111,6 +115,8 @@ impl ActKind {
         match self {
             ActKind::Silu | ActKind::QuickGelu => 4,
             ActKind::Gelu | ActKind::GeluTanh => 8,
+            // compare, exp, subtract
+            ActKind::Elu => 3,
         }
     }
 }
@@ -153,6 +159,9 @@ pub struct Conv3dSpec {
     pub pad: [usize; 6],
     /// Pad with the edge values instead of zeros.
     pub replicate: bool,
+    /// With `replicate`, the front frames are still zeros: torch's replicate `F.pad` of a clip
+    /// that was first prefixed with zero frames (MAGVIT-v2's encoder input).
+    pub front_zeros: bool,
 }
 
 /// Scaled-dot-product attention as one node. Inputs q (B, Lq, H·D), k and v (B, Lk, Hkv·D)
@@ -352,6 +361,41 @@ pub enum Op {
     GatherEos {
         eos_id: Option<u32>,
     },
+    /// MAGVIT-v2's squeeze-excitation over x (N, C, T, H, W), per frame: attention-pooling
+    /// weights p = softmax over the H·W positions of `to_k`·x + b (to_k (1, C, 1, 1)), the
+    /// pooled vector s = Σ p·x (C), a gate g = sigmoid(W₂·leaky_relu(W₁·s + b₁, 0.1) + b₂)
+    /// (W₁ (hidden, C, 1, 1), W₂ (C, hidden, 1, 1)), and y = g·x.
+    SqueezeExcite {
+        to_k: ParamId,
+        to_k_bias: ParamId,
+        w1: ParamId,
+        b1: ParamId,
+        w2: ParamId,
+        b2: ParamId,
+    },
+    /// Learned memory keys or values put before a sequence (`num_memory_kv`): x (B, L, H·D) →
+    /// (B, M + L, H·D), rows m < M from `table[index, h, m, :]` of table (2, H, M, D), the rest
+    /// x's rows.
+    MemoryKv {
+        table: ParamId,
+        index: usize,
+    },
+    /// Second-order Taylor linear attention (`taylor-series-linear-attention`, MAGVIT-v2's
+    /// `linear_attend_space`): per head, with s = scale·q·k, weights a = 1 + s + s²/2 and
+    /// y = Σ a·v / Σ a — computed through the feature map φ(x) = [1, x, x⊗x/√2] in O(L·D³)
+    /// rather than O(L²·D). Inputs q, k, v (B, L, H·D).
+    LinearAttention {
+        heads: usize,
+        head_dim: usize,
+        scale: f32,
+    },
+    /// A diagonal gated linear recurrence over time (GateLoop, `SimpleGateLoopLayer`): input
+    /// (N, T, 3C) = [q | kv | a]; h_t = sigmoid(a_t)·h_{t−1} + kv_t (h_{−1} = 0) per channel,
+    /// y_t = q_t·h_t, (N, T, C).
+    GateLoop,
+    /// Token shift over x (N, T, C): channels C/2.. move one step later in time (zeros at
+    /// t = 0), the first half stays.
+    TokenShift,
 }
 
 /// The shapes a node's cost is computed from.
@@ -405,6 +449,11 @@ impl Op {
             Op::CacheWrite { .. } => "cache_write",
             Op::CacheView { .. } => "cache_view",
             Op::GatherEos { .. } => "gather_eos",
+            Op::SqueezeExcite { .. } => "squeeze_excite",
+            Op::MemoryKv { .. } => "memory_kv",
+            Op::LinearAttention { .. } => "linear_attention",
+            Op::GateLoop => "gate_loop",
+            Op::TokenShift => "token_shift",
         }
     }
 
@@ -415,7 +464,10 @@ impl Op {
             | Op::DepthwiseConv2d { .. }
             | Op::ConvTranspose2d { .. } => Category::Conv,
             Op::Linear { .. } | Op::LinearGeglu { .. } => Category::Linear,
-            Op::Attention(_) => Category::Attention,
+            Op::Attention(_)
+            | Op::MemoryKv { .. }
+            | Op::LinearAttention { .. }
+            | Op::GateLoop => Category::Attention,
             Op::GroupNorm { .. } => Category::GroupNorm,
             Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
@@ -437,7 +489,9 @@ impl Op {
             | Op::Reshape
             | Op::CacheWrite { .. }
             | Op::CacheView { .. }
-            | Op::GatherEos { .. } => Category::Other,
+            | Op::GatherEos { .. }
+            | Op::SqueezeExcite { .. }
+            | Op::TokenShift => Category::Other,
         }
     }
 
@@ -446,6 +500,8 @@ impl Op {
     pub fn class(&self) -> std::borrow::Cow<'static, str> {
         match self {
             Op::Attention(a) => format!("Attention ({})", a.kind.name()).into(),
+            Op::LinearAttention { .. } => "Attention (linear)".into(),
+            Op::GateLoop => "Attention (gate loop)".into(),
             Op::Conv2d(c) if c.temporal => "Conv (temporal)".into(),
             Op::Conv3d(c) if c.k[1] == 1 && c.k[2] == 1 => "Conv (temporal)".into(),
             Op::Conv3d(_) => "Conv (spatiotemporal)".into(),
@@ -478,7 +534,10 @@ impl Op {
             | Op::Rope { .. }
             | Op::CacheWrite { .. }
             | Op::CacheView { .. }
-            | Op::GatherEos { .. } => self.category().name().into(),
+            | Op::GatherEos { .. }
+            | Op::SqueezeExcite { .. }
+            | Op::MemoryKv { .. }
+            | Op::TokenShift => self.category().name().into(),
         }
     }
 
@@ -497,7 +556,17 @@ impl Op {
                 std::iter::once(*weight).chain(*bias).collect()
             }
             Op::L2Normalize { .. } => vec![],
-            Op::TokenEmbedding { table } | Op::PositionEmbedding { table } => vec![*table],
+            Op::TokenEmbedding { table }
+            | Op::PositionEmbedding { table }
+            | Op::MemoryKv { table, .. } => vec![*table],
+            Op::SqueezeExcite {
+                to_k,
+                to_k_bias,
+                w1,
+                b1,
+                w2,
+                b2,
+            } => vec![*to_k, *to_k_bias, *w1, *b1, *w2, *b2],
             Op::Input { .. }
             | Op::LfqCodes { .. }
             | Op::Attention(_)
@@ -516,7 +585,10 @@ impl Op {
             | Op::Rope { .. }
             | Op::CacheWrite { .. }
             | Op::CacheView { .. }
-            | Op::GatherEos { .. } => vec![],
+            | Op::GatherEos { .. }
+            | Op::LinearAttention { .. }
+            | Op::GateLoop
+            | Op::TokenShift => vec![],
         }
     }
 
@@ -552,7 +624,12 @@ impl Op {
             | Op::PositionEmbedding { .. }
             | Op::Rope { .. }
             | Op::CacheWrite { .. }
-            | Op::GatherEos { .. } => false,
+            | Op::GatherEos { .. }
+            | Op::SqueezeExcite { .. }
+            | Op::MemoryKv { .. }
+            | Op::LinearAttention { .. }
+            | Op::GateLoop
+            | Op::TokenShift => false,
         }
     }
 
@@ -573,6 +650,10 @@ impl Op {
             | Op::ConvTranspose2d { .. } => Some("convolution"),
             Op::Linear { .. } | Op::LinearGeglu { .. } => Some("linear"),
             Op::Attention(_) => Some("attention"),
+            // torch runs the 1×1 convolutions (and the pooling einsum, a bmm) of squeeze-
+            // excitation as convolutions; Taylor attention's einsums are matrix products.
+            Op::SqueezeExcite { .. } => Some("convolution"),
+            Op::LinearAttention { .. } => Some("linear"),
             Op::Input { .. }
             | Op::GroupNorm { .. }
             | Op::LayerNorm { .. }
@@ -597,7 +678,10 @@ impl Op {
             | Op::Rope { .. }
             | Op::CacheWrite { .. }
             | Op::CacheView { .. }
-            | Op::GatherEos { .. } => None,
+            | Op::GatherEos { .. }
+            | Op::MemoryKv { .. }
+            | Op::GateLoop
+            | Op::TokenShift => None,
         }
     }
 
@@ -629,6 +713,22 @@ impl Op {
                 let lk = lk.unwrap_or(k[1]);
                 4 * (q[0] * a.heads * q[1] * lk * a.head_dim) as u64
             }
+            Op::SqueezeExcite { .. } => {
+                // per frame: to_k (C → 1) and the pooling product over the H·W positions,
+                // then the two 1×1 convolutions of the pooled vector.
+                let (x, hidden) = (s.inputs[0], s.params[2][0] as u64);
+                let frames = (x[0] * x[2]) as u64;
+                let (c, hw) = (x[1] as u64, (x[3] * x[4]) as u64);
+                frames * (2 * c * hw + 2 * c * hw + 2 * 2 * c * hidden)
+            }
+            Op::LinearAttention { heads, head_dim, .. } => {
+                // feature map width F = 1 + D + D²: the key-value state Σ φ(k)⊗v and its
+                // read φ(q)·S (2·L·F·D each), the normaliser Σ φ(k) and φ(q)·z (2·L·F each).
+                let q = s.inputs[0];
+                let f = (1 + head_dim + head_dim * head_dim) as u64;
+                let rows = (q[0] * q[1] * heads) as u64;
+                rows * (4 * f * *head_dim as u64 + 4 * f)
+            }
             Op::Input { .. }
             | Op::GroupNorm { .. }
             | Op::LayerNorm { .. }
@@ -653,7 +753,10 @@ impl Op {
             | Op::Rope { .. }
             | Op::CacheWrite { .. }
             | Op::CacheView { .. }
-            | Op::GatherEos { .. } => 0,
+            | Op::GatherEos { .. }
+            | Op::MemoryKv { .. }
+            | Op::GateLoop
+            | Op::TokenShift => 0,
         }
     }
 
@@ -703,6 +806,20 @@ impl Op {
             | Op::GatherEos { .. } => 0,
             // a bit test and a select per code
             Op::LfqCodes { .. } => 1,
+            // softmax over the positions (exp, sum, divide ≈ 3 per position and frame), the
+            // gate's product per element (the pooled vector's work is counted as FLOPs)
+            Op::SqueezeExcite { .. } => {
+                let x = s.inputs[0];
+                return prod(x) + 3 * (x[0] * x[2] * x[3] * x[4]) as u64;
+            }
+            // the feature map of q and k (D² products each) and the division per output
+            Op::LinearAttention { head_dim, .. } => {
+                let q = s.inputs[0];
+                return (q[0] * q[1]) as u64 * (2 * (head_dim * q[2]) as u64 + q[2] as u64);
+            }
+            // sigmoid (4), gate·h + kv (2), q·h (1) per output
+            Op::GateLoop => 7,
+            Op::MemoryKv { .. } | Op::TokenShift => 0,
         };
         per_output * out
     }

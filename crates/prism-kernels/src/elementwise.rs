@@ -54,6 +54,17 @@ pub fn quick_gelu_fast(v: f32) -> f32 {
     v / (1.0 + exp_approx(-1.702 * v))
 }
 
+/// ELU (α = 1), vectorizable: v for v > 0, eᵛ − 1 otherwise (`exp_approx` of min(v, 0)).
+#[inline(always)]
+pub fn elu_fast(v: f32) -> f32 {
+    let e = exp_approx(v.min(0.0)) - 1.0;
+    if v > 0.0 {
+        v
+    } else {
+        e
+    }
+}
+
 simd_fn!(fn act_chunk[](kind: ActKind, x: &[f32], y: &mut [f32]) {
     let y = &mut y[..x.len()];
     match kind {
@@ -75,6 +86,11 @@ simd_fn!(fn act_chunk[](kind: ActKind, x: &[f32], y: &mut [f32]) {
         ActKind::QuickGelu => {
             for (o, &v) in y.iter_mut().zip(x) {
                 *o = quick_gelu_fast(v);
+            }
+        }
+        ActKind::Elu => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = elu_fast(v);
             }
         }
     }

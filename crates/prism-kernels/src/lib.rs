@@ -13,6 +13,7 @@ pub mod flash512;
 pub mod gemv;
 pub mod linear512;
 pub mod matmul;
+pub mod mixers;
 pub mod norm;
 pub mod reference;
 pub mod scratch;

@@ -272,8 +272,11 @@ pub fn conv3d(
                         let mut acc = bias.map_or(0.0, |bs| bs[o] as f64);
                         for c in 0..g.cin {
                             for a in 0..kt {
-                                let Some(it) = at(ot * g.stride[0] + a * g.dilation_t, p[0], g.t)
-                                else {
+                                let tt = ot * g.stride[0] + a * g.dilation_t;
+                                if g.front_zeros && tt < p[0] {
+                                    continue;
+                                }
+                                let Some(it) = at(tt, p[0], g.t) else {
                                     continue;
                                 };
                                 for i in 0..kh {

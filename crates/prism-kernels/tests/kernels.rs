@@ -518,6 +518,10 @@ fn activations_match_closed_forms() {
             Box::new(|v: f64| v / (1.0 + (-1.702 * v).exp())),
         ),
         (
+            prism_core::ActKind::Elu,
+            Box::new(|v: f64| if v > 0.0 { v } else { v.exp_m1() }),
+        ),
+        (
             prism_core::ActKind::GeluTanh,
             Box::new(|v: f64| {
                 0.5 * v
@@ -683,8 +687,12 @@ fn activations_match_closed_forms_on_every_simd_level() {
     let erf = |v: f64| libm::erf(v);
     let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
     type Form = Box<dyn Fn(f64) -> f64>;
-    let forms: [(ActKind, Form); 4] = [
+    let forms: [(ActKind, Form); 5] = [
         (ActKind::Silu, Box::new(move |v| v * sig(v))),
+        (
+            ActKind::Elu,
+            Box::new(|v| if v > 0.0 { v } else { v.exp_m1() }),
+        ),
         (
             ActKind::Gelu,
             Box::new(move |v| 0.5 * v * (1.0 + erf(v / 2f64.sqrt()))),
@@ -1171,7 +1179,10 @@ fn conv3d_matches_direct_convolution_under_every_2d_kernel() {
             true,
         ),
     ];
-    for (shape, cout, k, stride, dil, pad, replicate) in cases {
+    for ((shape, cout, k, stride, dil, pad, replicate), front_zeros_pass) in cases
+        .into_iter()
+        .flat_map(|c| [(c, false), (c, true)])
+    {
         let [n, cin, t, h, w] = shape;
         let g = Conv3dGeom {
             n,
@@ -1185,6 +1196,8 @@ fn conv3d_matches_direct_convolution_under_every_2d_kernel() {
             dilation_t: dil,
             pad,
             replicate,
+            // the replicate case with a 2-frame front pad also runs with zero front frames
+            front_zeros: replicate && pad[0] == 2 && front_zeros_pass,
         };
         let x = r.vec(n * cin * t * h * w);
         let wt = r.vec(cout * cin * k[0] * k[1] * k[2]);

@@ -439,6 +439,7 @@ pub fn conv3d_geom(g: &Graph, i: NodeId, c: &prism_core::Conv3dSpec) -> conv::co
         dilation_t: c.dilation_t,
         pad: c.pad,
         replicate: c.replicate,
+        front_zeros: c.front_zeros,
     }
 }
 

@@ -129,7 +129,12 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) ->
         | Op::Rope { .. }
         | Op::CacheWrite { .. }
         | Op::CacheView { .. }
-        | Op::GatherEos { .. } => vec![],
+        | Op::GatherEos { .. }
+        | Op::SqueezeExcite { .. }
+        | Op::MemoryKv { .. }
+        | Op::LinearAttention { .. }
+        | Op::GateLoop
+        | Op::TokenShift => vec![],
     }
 }
 
@@ -145,6 +150,17 @@ pub fn transient_scratch_bytes(g: &Graph, i: NodeId, threads: usize, kc: &Kernel
         Op::Rope { head_dim, .. } => {
             let l = g.values[n.output].shape[1];
             l * head_dim / 2 * 8 + head_dim / 2 * 4
+        }
+        Op::SqueezeExcite { .. } => {
+            // every frame's gates, and per thread a frame's pooling weights and vectors
+            let x = &g.values[n.inputs[0]].shape;
+            let hidden = g.params[n.op.params()[3]].shape[0];
+            (x[0] * x[2] * x[1] + threads * (x[3] * x[4] + 2 * x[1] + hidden)) * 4
+        }
+        Op::LinearAttention { head_dim, .. } => {
+            // per thread: the key-value state (F × D), its normaliser and one feature row
+            let f = 1 + head_dim + head_dim * head_dim;
+            threads * (f * head_dim + 2 * f) * 4
         }
         Op::Conv2d(_)
         | Op::Conv3d(_)
@@ -175,7 +191,10 @@ pub fn transient_scratch_bytes(g: &Graph, i: NodeId, threads: usize, kc: &Kernel
         | Op::PositionEmbedding { .. }
         | Op::CacheWrite { .. }
         | Op::CacheView { .. }
-        | Op::GatherEos { .. } => 0,
+        | Op::GatherEos { .. }
+        | Op::MemoryKv { .. }
+        | Op::GateLoop
+        | Op::TokenShift => 0,
     }
 }
 

@@ -141,6 +141,7 @@ fn covered_by(op: &Op) -> (&'static str, &'static [&'static str]) {
         Op::Activation(ActKind::Gelu) => ("Activation gelu", &["activations"]),
         Op::Activation(ActKind::GeluTanh) => ("Activation gelu_tanh", &["activations"]),
         Op::Activation(ActKind::QuickGelu) => ("Activation quick_gelu", &["activations"]),
+        Op::Activation(ActKind::Elu) => ("Activation elu", &["activations"]),
         Op::Geglu => ("Geglu", &["geglu"]),
         Op::Add => ("Add", &["broadcast"]),
         Op::Mul => ("Mul", &["broadcast"]),
@@ -162,6 +163,11 @@ fn covered_by(op: &Op) -> (&'static str, &'static [&'static str]) {
         Op::CacheView { .. } => ("CacheView", &["cache_decode"]),
         Op::GatherEos { eos_id: Some(_) } => ("GatherEos eos id", &["gather_eos"]),
         Op::GatherEos { eos_id: None } => ("GatherEos argmax", &["gather_eos"]),
+        Op::SqueezeExcite { .. } => ("SqueezeExcite", &["squeeze_excite"]),
+        Op::MemoryKv { .. } => ("MemoryKv", &["memory_kv"]),
+        Op::LinearAttention { .. } => ("LinearAttention", &["linear_attention"]),
+        Op::GateLoop => ("GateLoop", &["gate_loop_token_shift"]),
+        Op::TokenShift => ("TokenShift", &["gate_loop_token_shift"]),
     }
 }
 
@@ -198,6 +204,7 @@ const FORMS: &[&str] = &[
     "Activation gelu",
     "Activation gelu_tanh",
     "Activation quick_gelu",
+    "Activation elu",
     "Geglu",
     "Add",
     "Mul",
@@ -217,6 +224,11 @@ const FORMS: &[&str] = &[
     "CacheView",
     "GatherEos eos id",
     "GatherEos argmax",
+    "SqueezeExcite",
+    "MemoryKv",
+    "LinearAttention",
+    "GateLoop",
+    "TokenShift",
 ];
 
 /// Situations beyond single forms that must have run (recorded by [`run_case`]).
@@ -735,9 +747,68 @@ fn build_cases(seed: u64) -> R<Vec<Case>> {
                 ([2, 0, 1, 1, 1, 1], true),
                 true,
             )?,
+            b.conv3d(
+                "replicate_front_zeros",
+                x[0],
+                2,
+                [3, 3, 3],
+                [1, 1, 1],
+                1,
+                prism_core::Pad3d {
+                    pad: [3, 0, 1, 1, 1, 1],
+                    replicate: true,
+                    front_zeros: true,
+                },
+                true,
+            )?,
         ])
     })?;
     cases.push(c.kernels(conv_kernels()));
+
+    // ---- MAGVIT-v2's mixers ----
+    cases.push(single(
+        r,
+        "squeeze_excite",
+        &[&[2, 6, 3, 5, 4]],
+        1.0,
+        TOL_REL,
+        |b, x| Ok(vec![b.squeeze_excite("se", x[0], 16)?]),
+    )?);
+    cases.push(single(
+        r,
+        "memory_kv",
+        &[&[3, 5, 8], &[3, 5, 8]],
+        1.0,
+        TOL_EXACT,
+        |b, x| {
+            let (k, v) = b.memory_kv("mem", "mem.mem_kv".into(), (x[0], x[1]), 2, 4)?;
+            Ok(vec![k, v])
+        },
+    )?);
+    cases.push(single(
+        r,
+        "linear_attention",
+        &[&[2, 13, 8], &[2, 13, 8], &[2, 13, 8]],
+        1.0,
+        TOL_REL,
+        |b, x| {
+            Ok(vec![b.linear_attention(
+                "lin",
+                (x[0], x[1], x[2]),
+                2,
+                4,
+                0.5,
+            )?])
+        },
+    )?);
+    cases.push(single(
+        r,
+        "gate_loop_token_shift",
+        &[&[3, 6, 12], &[4, 5, 6]],
+        1.0,
+        TOL_REL,
+        |b, x| Ok(vec![b.gate_loop("gl", x[0])?, b.token_shift("ts", x[1])?]),
+    )?);
 
     // ---- linear (40 outputs: a ragged 32-feature panel on AVX-512) ----
     cases.push(single(

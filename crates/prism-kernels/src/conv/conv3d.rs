@@ -23,6 +23,9 @@ pub struct Conv3dGeom {
     pub pad: [usize; 6],
     /// Pad with the edge values instead of zeros.
     pub replicate: bool,
+    /// With `replicate`, the front frames are still zeros (a replicate pad of a clip that was
+    /// first prefixed with zero frames).
+    pub front_zeros: bool,
 }
 
 impl Conv3dGeom {
@@ -85,6 +88,10 @@ pub fn conv3d(
         let clamp = |v: usize, pad: usize, len: usize| v.saturating_sub(pad).min(len - 1);
         for nc in 0..g.n * g.cin {
             for it in 0..t {
+                if g.front_zeros && it < p[0] {
+                    padded[(nc * t + it) * h * w..][..h * w].fill(0.0);
+                    continue;
+                }
                 let st = clamp(it, p[0], g.t);
                 for iy in 0..h {
                     let sy = clamp(iy, p[2], g.h);
@@ -102,6 +109,7 @@ pub fn conv3d(
             w,
             pad: [0; 6],
             replicate: false,
+            front_zeros: false,
             ..*g
         };
         return conv3d(imp, &inner, &padded, weight, bias, y);

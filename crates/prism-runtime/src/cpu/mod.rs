@@ -176,7 +176,12 @@ impl Backend for CpuBackend {
             | Op::Rope { .. }
             | Op::CacheWrite { .. }
             | Op::CacheView { .. }
-            | Op::GatherEos { .. } => true,
+            | Op::GatherEos { .. }
+            | Op::SqueezeExcite { .. }
+            | Op::MemoryKv { .. }
+            | Op::LinearAttention { .. }
+            | Op::GateLoop
+            | Op::TokenShift => true,
         }
     }
 

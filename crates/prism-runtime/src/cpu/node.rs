@@ -5,7 +5,9 @@ use super::{take_buffer, BufferPool, Slot};
 use crate::{attn_geom, conv3d_geom, conv_geom, Plan, State, Weights};
 use prism_core::{Error, NodeId, Op, Result, Tensor};
 use prism_kernels::attention::AttnBias;
-use prism_kernels::{attention, bf16dot, conv, elementwise as ew, gemv, linear512, matmul, norm};
+use prism_kernels::{
+    attention, bf16dot, conv, elementwise as ew, gemv, linear512, matmul, mixers, norm,
+};
 
 /// Run node `i` of the plan: its output slot and the kernel variant that ran ("" where there
 /// is one).
@@ -439,6 +441,77 @@ pub(crate) fn run_node(
                 )));
             }
             return Ok((Slot::View { slot: *slot, len }, variant));
+        }
+        Op::SqueezeExcite {
+            to_k,
+            to_k_bias,
+            w1,
+            b1,
+            w2,
+            b2,
+        } => {
+            let x = arg(0);
+            let &[n, c, t, h, wd] = x.shape() else {
+                unreachable!("the builder gives squeeze-excitation (N, C, T, H, W)")
+            };
+            let (wk, bk, w1, b1, w2, b2) = (
+                w.f32(*to_k),
+                w.f32(*to_k_bias),
+                w.f32(*w1),
+                w.f32(*b1),
+                w.f32(*w2),
+                w.f32(*b2),
+            );
+            let p = mixers::SqueezeExciteWeights {
+                to_k: &wk,
+                to_k_bias: bk[0],
+                w1: &w1,
+                b1: &b1,
+                w2: &w2,
+                b2: &b2,
+            };
+            mixers::squeeze_excite(x.data(), [n, c, t, h, wd], &p, &mut y);
+        }
+        Op::MemoryKv { table, index } => {
+            let x = arg(0);
+            let &[b, l, hd] = x.shape() else {
+                unreachable!("the builder gives memory kv (B, L, H·D)")
+            };
+            let ts = w.shape(*table).to_vec();
+            let tab = w.f32(*table);
+            mixers::memory_kv(x.data(), [b, l, hd], &tab, [ts[1], ts[2], ts[3]], *index, &mut y);
+        }
+        Op::LinearAttention {
+            heads,
+            head_dim,
+            scale,
+        } => {
+            let q = arg(0);
+            let &[b, l, _] = q.shape() else {
+                unreachable!("the builder gives linear attention (B, L, H·D)")
+            };
+            mixers::linear_attention(
+                q.data(),
+                arg(1).data(),
+                arg(2).data(),
+                [b, l, *heads, *head_dim],
+                *scale,
+                &mut y,
+            );
+        }
+        Op::GateLoop => {
+            let x = arg(0);
+            let &[n, t, c3] = x.shape() else {
+                unreachable!("the builder gives gate loop (N, T, 3C)")
+            };
+            mixers::gate_loop(x.data(), [n, t, c3 / 3], &mut y);
+        }
+        Op::TokenShift => {
+            let x = arg(0);
+            let &[n, t, c] = x.shape() else {
+                unreachable!("the builder gives token shift (N, T, C)")
+            };
+            mixers::token_shift(x.data(), [n, t, c], &mut y);
         }
         Op::GatherEos { eos_id } => {
             let (h, ids) = (arg(0), arg(1));
