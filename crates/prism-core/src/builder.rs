@@ -634,14 +634,25 @@ impl GraphBuilder {
         eps: f32,
         weight: bool,
     ) -> Result<ValueId> {
+        let name = weight.then(|| path_param(path, "weight"));
+        self.rms_norm_named(path, x, eps, name)
+    }
+
+    /// RMS norm over the last axis with the weight (C) of parameter name `weight`, if any.
+    pub fn rms_norm_named(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        eps: f32,
+        weight: Option<String>,
+    ) -> Result<ValueId> {
         let s = self.shape(x).to_vec();
         let c = *s
             .last()
             .ok_or_else(|| Error::shape(path, "rms norm on a scalar"))?;
-        let weight = if weight {
-            Some(self.param(path_param(path, "weight"), vec![c])?)
-        } else {
-            None
+        let weight = match weight {
+            Some(name) => Some(self.param(name, vec![c])?),
+            None => None,
         };
         Ok(self.push(path, Op::RmsNorm { eps, weight }, vec![x], s, DType::F32))
     }
@@ -1036,7 +1047,8 @@ impl GraphBuilder {
                 format!("squeeze-excitation over {s:?} with {hidden} hidden channels"),
             ));
         }
-        let p = |b: &mut Self, leaf: &str, shape: Vec<usize>| b.param(format!("{path}.{leaf}"), shape);
+        let p =
+            |b: &mut Self, leaf: &str, shape: Vec<usize>| b.param(format!("{path}.{leaf}"), shape);
         let op = Op::SqueezeExcite {
             to_k: p(self, "to_k.weight", vec![1, c, 1, 1])?,
             to_k_bias: p(self, "to_k.bias", vec![1])?,
@@ -1140,6 +1152,25 @@ impl GraphBuilder {
         }
         s[2] /= 3;
         Ok(self.push(path, Op::GateLoop, vec![qkva], s, DType::F32))
+    }
+
+    /// `before` zeros in front of x along `axis` ([`Op::ZeroPad`]).
+    pub fn zero_pad(
+        &mut self,
+        path: &str,
+        x: ValueId,
+        axis: usize,
+        before: usize,
+    ) -> Result<ValueId> {
+        let mut s = self.shape(x).to_vec();
+        if axis >= s.len() {
+            return Err(Error::shape(
+                path,
+                format!("zero padding along axis {axis} of {s:?}"),
+            ));
+        }
+        s[axis] += before;
+        Ok(self.push(path, Op::ZeroPad { axis, before }, vec![x], s, DType::F32))
     }
 
     /// Token shift ([`Op::TokenShift`]) of x (N, T, C), C even.

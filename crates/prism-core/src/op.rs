@@ -396,6 +396,12 @@ pub enum Op {
     /// Token shift over x (N, T, C): channels C/2.. move one step later in time (zeros at
     /// t = 0), the first half stays.
     TokenShift,
+    /// `before` zero entries put in front of x along `axis` (torch's `F.pad` with zeros on one
+    /// side: MAGVIT-v2's zero frames before a clip).
+    ZeroPad {
+        axis: usize,
+        before: usize,
+    },
 }
 
 /// The shapes a node's cost is computed from.
@@ -454,6 +460,7 @@ impl Op {
             Op::LinearAttention { .. } => "linear_attention",
             Op::GateLoop => "gate_loop",
             Op::TokenShift => "token_shift",
+            Op::ZeroPad { .. } => "zero_pad",
         }
     }
 
@@ -464,10 +471,9 @@ impl Op {
             | Op::DepthwiseConv2d { .. }
             | Op::ConvTranspose2d { .. } => Category::Conv,
             Op::Linear { .. } | Op::LinearGeglu { .. } => Category::Linear,
-            Op::Attention(_)
-            | Op::MemoryKv { .. }
-            | Op::LinearAttention { .. }
-            | Op::GateLoop => Category::Attention,
+            Op::Attention(_) | Op::MemoryKv { .. } | Op::LinearAttention { .. } | Op::GateLoop => {
+                Category::Attention
+            }
             Op::GroupNorm { .. } => Category::GroupNorm,
             Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
@@ -491,7 +497,8 @@ impl Op {
             | Op::CacheView { .. }
             | Op::GatherEos { .. }
             | Op::SqueezeExcite { .. }
-            | Op::TokenShift => Category::Other,
+            | Op::TokenShift
+            | Op::ZeroPad { .. } => Category::Other,
         }
     }
 
@@ -537,7 +544,8 @@ impl Op {
             | Op::GatherEos { .. }
             | Op::SqueezeExcite { .. }
             | Op::MemoryKv { .. }
-            | Op::TokenShift => self.category().name().into(),
+            | Op::TokenShift
+            | Op::ZeroPad { .. } => self.category().name().into(),
         }
     }
 
@@ -588,7 +596,8 @@ impl Op {
             | Op::GatherEos { .. }
             | Op::LinearAttention { .. }
             | Op::GateLoop
-            | Op::TokenShift => vec![],
+            | Op::TokenShift
+            | Op::ZeroPad { .. } => vec![],
         }
     }
 
@@ -629,7 +638,8 @@ impl Op {
             | Op::MemoryKv { .. }
             | Op::LinearAttention { .. }
             | Op::GateLoop
-            | Op::TokenShift => false,
+            | Op::TokenShift
+            | Op::ZeroPad { .. } => false,
         }
     }
 
@@ -681,7 +691,8 @@ impl Op {
             | Op::GatherEos { .. }
             | Op::MemoryKv { .. }
             | Op::GateLoop
-            | Op::TokenShift => None,
+            | Op::TokenShift
+            | Op::ZeroPad { .. } => None,
         }
     }
 
@@ -721,7 +732,9 @@ impl Op {
                 let (c, hw) = (x[1] as u64, (x[3] * x[4]) as u64);
                 frames * (2 * c * hw + 2 * c * hw + 2 * 2 * c * hidden)
             }
-            Op::LinearAttention { heads, head_dim, .. } => {
+            Op::LinearAttention {
+                heads, head_dim, ..
+            } => {
                 // feature map width F = 1 + D + D²: the key-value state Σ φ(k)⊗v and its
                 // read φ(q)·S (2·L·F·D each), the normaliser Σ φ(k) and φ(q)·z (2·L·F each).
                 let q = s.inputs[0];
@@ -756,7 +769,8 @@ impl Op {
             | Op::GatherEos { .. }
             | Op::MemoryKv { .. }
             | Op::GateLoop
-            | Op::TokenShift => 0,
+            | Op::TokenShift
+            | Op::ZeroPad { .. } => 0,
         }
     }
 
@@ -819,7 +833,7 @@ impl Op {
             }
             // sigmoid (4), gate·h + kv (2), q·h (1) per output
             Op::GateLoop => 7,
-            Op::MemoryKv { .. } | Op::TokenShift => 0,
+            Op::MemoryKv { .. } | Op::TokenShift | Op::ZeroPad { .. } => 0,
         };
         per_output * out
     }

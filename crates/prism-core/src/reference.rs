@@ -390,6 +390,22 @@ pub fn eval_node(
         } => linear_attention(path, inputs, *heads, *head_dim, *scale)?,
         Op::GateLoop => gate_loop(path, inputs[0])?,
         Op::TokenShift => token_shift(path, inputs[0])?,
+        Op::ZeroPad { axis, before } => {
+            let s = inputs[0].shape();
+            if *axis >= s.len() {
+                return Err(Error::shape(path, format!("zero pad axis {axis} of {s:?}")));
+            }
+            let inner: usize = s[axis + 1..].iter().product();
+            let (len, xd) = (s[*axis], inputs[0].to_f64());
+            let mut y = Vec::new();
+            for chunk in xd.chunks(len * inner) {
+                y.extend(std::iter::repeat_n(0.0, before * inner));
+                y.extend_from_slice(chunk);
+            }
+            let mut shape = s.to_vec();
+            shape[*axis] += before;
+            (shape, y)
+        }
     };
     if shape != out_shape {
         return Err(Error::shape(
@@ -2118,7 +2134,10 @@ fn squeeze_excite(path: &str, x: &Tensor, params: &[&Tensor]) -> Result<Out> {
                 })
                 .collect();
             for ch in 0..c {
-                let v = b2[ch] + (0..hidden).map(|j| w2[ch * hidden + j] * hid[j]).sum::<f64>();
+                let v = b2[ch]
+                    + (0..hidden)
+                        .map(|j| w2[ch * hidden + j] * hid[j])
+                        .sum::<f64>();
                 let gate = sigmoid(v);
                 for p in 0..hw {
                     y[at(b, ch, f) + p] = gate * xd[at(b, ch, f) + p];
@@ -2171,9 +2190,8 @@ fn linear_attention(
     let sc = f64::from(scale);
     for bi in 0..b {
         for h in 0..heads {
-            let row = |x: &[f64], i: usize| -> Vec<f64> {
-                x[(bi * l + i) * hd + h * d..][..d].to_vec()
-            };
+            let row =
+                |x: &[f64], i: usize| -> Vec<f64> { x[(bi * l + i) * hd + h * d..][..d].to_vec() };
             for i in 0..l {
                 let qi = row(&q, i);
                 let mut num = vec![0.0; d];

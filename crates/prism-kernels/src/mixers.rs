@@ -18,7 +18,12 @@ pub struct SqueezeExciteWeights<'a> {
 
 /// Squeeze-excitation of x (n, c, t, h, w) into y (same shape): per frame, softmax pooling
 /// weights from to_k, the pooled vector, the gate sigmoid(W₂·leaky(W₁·s + b₁) + b₂), y = g·x.
-pub fn squeeze_excite(x: &[f32], [n, c, t, h, w]: [usize; 5], p: &SqueezeExciteWeights, y: &mut [f32]) {
+pub fn squeeze_excite(
+    x: &[f32],
+    [n, c, t, h, w]: [usize; 5],
+    p: &SqueezeExciteWeights,
+    y: &mut [f32],
+) {
     let hw = h * w;
     assert_eq!(x.len(), n * c * t * hw);
     assert_eq!(y.len(), x.len());
@@ -86,7 +91,14 @@ pub fn squeeze_excite(x: &[f32], [n, c, t, h, w]: [usize; 5], p: &SqueezeExciteW
 
 /// Memory rows before x (b, l, heads·d): y (b, m + l, heads·d), row r < m of batch item i
 /// from `table[index, h, r, :]` of table (2, heads, m, d).
-pub fn memory_kv(x: &[f32], [b, l, hd]: [usize; 3], table: &[f32], [heads, m, d]: [usize; 3], index: usize, y: &mut [f32]) {
+pub fn memory_kv(
+    x: &[f32],
+    [b, l, hd]: [usize; 3],
+    table: &[f32],
+    [heads, m, d]: [usize; 3],
+    index: usize,
+    y: &mut [f32],
+) {
     assert_eq!(heads * d, hd);
     assert_eq!(table.len(), 2 * heads * m * d);
     assert_eq!(y.len(), b * (m + l) * hd);
@@ -123,7 +135,14 @@ fn taylor_features(x: &[f32], scale: f32, out: &mut [f32]) {
 /// head, with the feature map φ, the state S = Σ φ(k)⊗v (F × d, F = 1 + d + d²) and z = Σ φ(k),
 /// y = φ(scale·q)·S / max(φ(scale·q)·z, 1e-5) — the same as Σ (1 + s + s²/2)·v / Σ (1 + s +
 /// s²/2), s = scale·q·k, in O(l·F·d) instead of O(l²·d).
-pub fn linear_attention(q: &[f32], k: &[f32], v: &[f32], [b, l, heads, d]: [usize; 4], scale: f32, y: &mut [f32]) {
+pub fn linear_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    [b, l, heads, d]: [usize; 4],
+    scale: f32,
+    y: &mut [f32],
+) {
     let hd = heads * d;
     assert_eq!(q.len(), b * l * hd);
     assert_eq!(k.len(), q.len());

@@ -1179,9 +1179,8 @@ fn conv3d_matches_direct_convolution_under_every_2d_kernel() {
             true,
         ),
     ];
-    for ((shape, cout, k, stride, dil, pad, replicate), front_zeros_pass) in cases
-        .into_iter()
-        .flat_map(|c| [(c, false), (c, true)])
+    for ((shape, cout, k, stride, dil, pad, replicate), front_zeros_pass) in
+        cases.into_iter().flat_map(|c| [(c, false), (c, true)])
     {
         let [n, cin, t, h, w] = shape;
         let g = Conv3dGeom {

@@ -27,3 +27,4 @@ pub mod random;
 pub mod schedulers;
 pub mod source;
 pub mod text;
+pub mod video_io;

@@ -232,6 +232,15 @@ pub struct KeyRules {
     /// Keys that may be present and are not parameters (buffers such as `position_ids`, or
     /// layers a clip-skip graph does not run).
     pub ignore: Vec<String>,
+    /// A stored tensor may differ from its parameter by axes of size 1 (the same data in the
+    /// same order): a 1×1 convolution's weight bound to a linear layer, a Conv2d's or a
+    /// Conv1d's to a one-frame or one-pixel Conv3d.
+    pub unit_axes: bool,
+}
+
+/// The shape without its size-1 axes.
+fn squeezed(s: &[usize]) -> Vec<usize> {
+    s.iter().copied().filter(|&d| d != 1).collect()
 }
 
 /// Bind every parameter of `graph` to a tensor of `files`, converted to f32.
@@ -257,7 +266,9 @@ pub fn bind(
             None => missing.push(p.name.clone()),
             Some(key) => {
                 let shape = &files.tensors[*key].shape;
-                if *shape != p.shape {
+                let same =
+                    *shape == p.shape || (rules.unit_axes && squeezed(shape) == squeezed(&p.shape));
+                if !same {
                     misshaped.push(format!("{key} is {shape:?}, expected {:?}", p.shape));
                 }
             }
@@ -308,7 +319,10 @@ pub fn bind(
     }
     Weights::from_fn_par_laid(graph, dtype, layout, files.describe(), |p| {
         let key = by_name[p.name.as_str()];
-        let t = files.get(key)?;
+        let mut t = files.get(key)?;
+        if t.shape() != p.shape.as_slice() {
+            t = t.reshape(&p.shape)?;
+        }
         // NaN or Inf in a weight would make a black image or noise, not an error: refuse it.
         if let Some((i, v)) = t.first_non_finite() {
             return Err(Error::Weights {

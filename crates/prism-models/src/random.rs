@@ -39,7 +39,8 @@ fn name_seed(seed: u64, name: &str) -> u64 {
 }
 
 /// Random weights for every parameter of `graph`: PyTorch's default scale (uniform ±1/√fan_in)
-/// for matrices and convolutions, N(0, 0.02) for embedding tables, ones and zeros for norms.
+/// for matrices and convolutions, N(0, 0.02) for embedding tables, ones and zeros for norms
+/// (a norm's `weight` or `gamma` ones, its bias zeros).
 pub fn random_weights(graph: &Graph, seed: u64, dtype: WeightDType) -> Result<Weights> {
     let layout = prism_runtime::cpu::weight_layout(graph, dtype);
     random_weights_laid(graph, seed, dtype, &layout)
@@ -57,7 +58,7 @@ pub fn random_weights_laid(
         let mut rng = SplitMix64(name_seed(seed, &p.name));
         let data: Vec<f32> = if p.shape.len() == 1 {
             let is_norm = p.name.contains("norm");
-            if p.name.ends_with(".weight") && is_norm {
+            if (p.name.ends_with(".weight") || p.name.ends_with(".gamma")) && is_norm {
                 vec![1.0; n]
             } else if is_norm {
                 vec![0.0; n]

@@ -340,6 +340,7 @@ impl ModelSource {
                 let rules = KeyRules {
                     optional_prefix: None,
                     ignore: ignore.iter().map(|s| s.to_string()).collect(),
+                    unit_axes: false,
                 };
                 loader::bind(graph, files, &rules, dtype, &layout)
             }
@@ -366,6 +367,7 @@ impl ModelSource {
                     Component::TEXT_ENCODER => KeyRules {
                         optional_prefix: Some("text_model."),
                         ignore: text_encoder_ignores(graph),
+                        unit_axes: false,
                     },
                     _ => KeyRules::default(),
                 };

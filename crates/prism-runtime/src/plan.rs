@@ -134,7 +134,8 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) ->
         | Op::MemoryKv { .. }
         | Op::LinearAttention { .. }
         | Op::GateLoop
-        | Op::TokenShift => vec![],
+        | Op::TokenShift
+        | Op::ZeroPad { .. } => vec![],
     }
 }
 
@@ -194,7 +195,8 @@ pub fn transient_scratch_bytes(g: &Graph, i: NodeId, threads: usize, kc: &Kernel
         | Op::GatherEos { .. }
         | Op::MemoryKv { .. }
         | Op::GateLoop
-        | Op::TokenShift => 0,
+        | Op::TokenShift
+        | Op::ZeroPad { .. } => 0,
     }
 }
 

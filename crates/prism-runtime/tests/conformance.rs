@@ -168,6 +168,7 @@ fn covered_by(op: &Op) -> (&'static str, &'static [&'static str]) {
         Op::LinearAttention { .. } => ("LinearAttention", &["linear_attention"]),
         Op::GateLoop => ("GateLoop", &["gate_loop_token_shift"]),
         Op::TokenShift => ("TokenShift", &["gate_loop_token_shift"]),
+        Op::ZeroPad { .. } => ("ZeroPad", &["gate_loop_token_shift"]),
     }
 }
 
@@ -229,6 +230,7 @@ const FORMS: &[&str] = &[
     "LinearAttention",
     "GateLoop",
     "TokenShift",
+    "ZeroPad",
 ];
 
 /// Situations beyond single forms that must have run (recorded by [`run_case`]).
@@ -807,7 +809,14 @@ fn build_cases(seed: u64) -> R<Vec<Case>> {
         &[&[3, 6, 12], &[4, 5, 6]],
         1.0,
         TOL_REL,
-        |b, x| Ok(vec![b.gate_loop("gl", x[0])?, b.token_shift("ts", x[1])?]),
+        |b, x| {
+            Ok(vec![
+                b.gate_loop("gl", x[0])?,
+                b.token_shift("ts", x[1])?,
+                b.zero_pad("pad_t", x[1], 1, 2)?,
+                b.zero_pad("pad_0", x[1], 0, 1)?,
+            ])
+        },
     )?);
 
     // ---- linear (40 outputs: a ragged 32-feature panel on AVX-512) ----

@@ -98,6 +98,7 @@ impl Llm {
                 &KeyRules {
                     optional_prefix: None,
                     ignore: vec!["rotary_emb.inv_freq".into()],
+                    unit_axes: false,
                 },
                 opts.weights_dtype,
                 &opts.layout(&g),

@@ -181,7 +181,8 @@ impl Backend for CpuBackend {
             | Op::MemoryKv { .. }
             | Op::LinearAttention { .. }
             | Op::GateLoop
-            | Op::TokenShift => true,
+            | Op::TokenShift
+            | Op::ZeroPad { .. } => true,
         }
     }
 

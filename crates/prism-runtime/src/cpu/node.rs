@@ -479,7 +479,14 @@ pub(crate) fn run_node(
             };
             let ts = w.shape(*table).to_vec();
             let tab = w.f32(*table);
-            mixers::memory_kv(x.data(), [b, l, hd], &tab, [ts[1], ts[2], ts[3]], *index, &mut y);
+            mixers::memory_kv(
+                x.data(),
+                [b, l, hd],
+                &tab,
+                [ts[1], ts[2], ts[3]],
+                *index,
+                &mut y,
+            );
         }
         Op::LinearAttention {
             heads,
@@ -512,6 +519,16 @@ pub(crate) fn run_node(
                 unreachable!("the builder gives token shift (N, T, C)")
             };
             mixers::token_shift(x.data(), [n, t, c], &mut y);
+        }
+        Op::ZeroPad { axis, before } => {
+            let x = arg(0);
+            let s = x.shape();
+            let inner: usize = s[axis + 1..].iter().product();
+            let (src, dst) = (s[*axis] * inner, (s[*axis] + before) * inner);
+            for (yc, xc) in y.chunks_exact_mut(dst).zip(x.data().chunks_exact(src)) {
+                yc[..before * inner].fill(0.0);
+                yc[before * inner..].copy_from_slice(xc);
+            }
         }
         Op::GatherEos { eos_id } => {
             let (h, ids) = (arg(0), arg(1));
