@@ -5,7 +5,9 @@ mod commands;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use commands::{analyze, bench, calibrate, forward, generate, profile};
+use commands::{
+    analyze, bench, calibrate, detokenize, forward, generate, profile, round_trip, tokenize,
+};
 
 /// Large blocks start on cache lines (see `prism_kernels::alloc`).
 #[global_allocator]
@@ -39,6 +41,12 @@ enum Cmd {
     Generate(generate::Args),
     /// Run one component on named inputs from a safetensors file; write its outputs.
     Forward(forward::Args),
+    /// A clip (GIF or PNG frames folder) to MAGVIT-v2 video tokens (a safetensors file).
+    Tokenize(tokenize::Args),
+    /// MAGVIT-v2 video tokens back to a clip (GIF, optionally PNG frames).
+    Detokenize(detokenize::Args),
+    /// A clip through the video tokenizer and back: the reconstruction and its PSNR.
+    RoundTrip(round_trip::Args),
 }
 
 fn main() {
@@ -77,5 +85,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench(a) => bench::run(&engine, a),
         Cmd::Generate(a) => generate::run(&engine, a),
         Cmd::Forward(a) => forward::run(&engine, a),
+        Cmd::Tokenize(a) => tokenize::run(&engine, a),
+        Cmd::Detokenize(a) => detokenize::run(&engine, a),
+        Cmd::RoundTrip(a) => round_trip::run(&engine, a),
     }
 }

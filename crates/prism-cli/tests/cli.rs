@@ -1227,3 +1227,184 @@ fn model_help_names_every_preset() {
         );
     }
 }
+
+/// Write `frames` RGB frames of `w`×`h` (a moving gradient) as dir/f_0.png, f_1.png, ...
+fn write_png_frames(dir: &Path, frames: usize, w: usize, h: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in 0..frames {
+        let data: Vec<u8> = (0..w * h * 3)
+            .map(|i| ((i * 7 + f * 13) % 256) as u8)
+            .collect();
+        let file = std::fs::File::create(dir.join(format!("f_{f}.png"))).unwrap();
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header().unwrap().write_image_data(&data).unwrap();
+    }
+}
+
+#[test]
+fn tokenize_detokenize_and_round_trip_a_clip() {
+    let d = scratch("tokenize");
+    let model = fixtures().join("magvit").join("tokenizer_tiny");
+    let model = model.to_str().unwrap();
+    let clip = d.join("clip");
+    write_png_frames(&clip, 9, 32, 32);
+    let tokens = d.join("t.safetensors");
+    let o = prism(&[
+        "tokenize",
+        "--model",
+        model,
+        "--input",
+        clip.to_str().unwrap(),
+        "-o",
+        tokens.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = read_tensors(&tokens).unwrap();
+    // 9 frames, 4× in time and space: the predicted 3×8×8 grid of 8-bit ids.
+    assert_eq!(t["ids"].shape(), &[3, 8, 8]);
+    assert!(t["ids"].data().iter().all(|&v| (0.0..256.0).contains(&v)));
+    let gif = d.join("r.gif");
+    let frames = d.join("frames");
+    let o = prism(&[
+        "detokenize",
+        "--model",
+        model,
+        "--input",
+        tokens.to_str().unwrap(),
+        "--frames-dir",
+        frames.to_str().unwrap(),
+        "-o",
+        gif.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let back = prism_models::video_io::read_clip(&gif, Default::default()).unwrap();
+    assert_eq!((back.frames, back.width, back.height), (9, 32, 32));
+    assert_eq!(std::fs::read_dir(&frames).unwrap().count(), 9);
+    // The round trip reports a PSNR and keeps the same tokens.
+    let tokens2 = d.join("t2.safetensors");
+    let o = prism(&[
+        "round-trip",
+        "--model",
+        model,
+        "--input",
+        clip.to_str().unwrap(),
+        "--tokens",
+        tokens2.to_str().unwrap(),
+        "-o",
+        d.join("rt.gif").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("PSNR"), "{err}");
+    let t2 = read_tensors(&tokens2).unwrap();
+    assert_eq!(t2["ids"].data(), t["ids"].data());
+    // No overwrite without --force.
+    fails(
+        &[
+            "tokenize",
+            "--model",
+            model,
+            "--input",
+            clip.to_str().unwrap(),
+            "-o",
+            tokens.to_str().unwrap(),
+        ],
+        &tokens,
+        &["--force"],
+    );
+}
+
+#[test]
+fn tokenizer_bad_input_is_one_line() {
+    let d = scratch("tokenize-bad");
+    let model = fixtures().join("magvit").join("tokenizer_tiny");
+    let model = model.to_str().unwrap();
+    let out = d.join("t.safetensors");
+    let o = out.to_str().unwrap();
+    // 8 frames: the causal tokenizer takes 1 + k·4.
+    let clip8 = d.join("clip8");
+    write_png_frames(&clip8, 8, 32, 32);
+    fails(
+        &[
+            "tokenize",
+            "--model",
+            model,
+            "--input",
+            clip8.to_str().unwrap(),
+            "-o",
+            o,
+        ],
+        &out,
+        &["clip8", "8 frames", "1 + k·4"],
+    );
+    // 30×32: not a multiple of the 4× downsampling.
+    let odd = d.join("odd");
+    write_png_frames(&odd, 5, 30, 32);
+    fails(
+        &[
+            "tokenize",
+            "--model",
+            model,
+            "--input",
+            odd.to_str().unwrap(),
+            "-o",
+            o,
+        ],
+        &out,
+        &["multiples of 4"],
+    );
+    // ids beyond the 256-code book.
+    let ids = d.join("ids.safetensors");
+    let bad = prism_core::Tensor::from_ids(vec![1, 2, 2], vec![0, 5, 255, 256]).unwrap();
+    write_tensors(&ids, &[("ids".into(), bad)], false).unwrap();
+    let gif = d.join("x.gif");
+    fails(
+        &[
+            "detokenize",
+            "--model",
+            model,
+            "--input",
+            ids.to_str().unwrap(),
+            "-o",
+            gif.to_str().unwrap(),
+        ],
+        &gif,
+        &["ids.safetensors", "256", "codebook"],
+    );
+    // A token file without `ids`.
+    let other = d.join("other.safetensors");
+    write_tensors(
+        &other,
+        &[("x".into(), prism_core::Tensor::zeros(&[2]))],
+        false,
+    )
+    .unwrap();
+    fails(
+        &[
+            "detokenize",
+            "--model",
+            model,
+            "--input",
+            other.to_str().unwrap(),
+            "-o",
+            gif.to_str().unwrap(),
+        ],
+        &gif,
+        &["no tensor `ids`"],
+    );
+    // A folder that is not a tokenizer.
+    fails(
+        &[
+            "tokenize",
+            "--model",
+            d.to_str().unwrap(),
+            "--input",
+            clip8.to_str().unwrap(),
+            "-o",
+            o,
+        ],
+        &out,
+        &["no MAGVIT-v2 tokenizer"],
+    );
+}

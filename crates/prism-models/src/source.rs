@@ -146,6 +146,13 @@ pub const PRESETS: &[Preset] = &[
         configs: &[("config", include_str!("../presets/llama-1b/config.json"))],
         pad: PadToken::Eos,
     },
+    Preset {
+        name: "magvit2",
+        description: "MAGVIT-v2 video tokenizer (magvit2-pytorch VideoTokenizer: causal 3D CNN, 2^18-code LFQ; 17×128×128 → 5×16×16 tokens); for tokenize / detokenize",
+        class_name: "VideoTokenizer",
+        configs: &[("config", include_str!("../presets/magvit2/config.json"))],
+        pad: PadToken::Eos,
+    },
 ];
 
 pub fn preset_names() -> String {

@@ -20,11 +20,13 @@ mod generate;
 pub mod preflight;
 mod study;
 mod tools;
+mod video;
 
 pub use generate::{GenerateReport, GenerateSpec};
 pub use prism_core::{Error, Result};
 pub use study::{AnalyzeOutput, ProfileSpec, StudySpec};
 pub use tools::{BenchReport, BenchSpec, CalibrateReport, ForwardReport, ForwardSpec};
+pub use video::{DetokenizeSpec, RoundTripSpec, TokenReport, TokenizeSpec};
 
 use prism_kernels::attention::AttentionImpl;
 use prism_kernels::conv::ConvImpl;

@@ -12,7 +12,7 @@ pub struct Args {
     /// The component, by model family: unet | vae-encoder | vae-decoder | text-encoder
     /// (Stable Diffusion, t2v); transformer | text-encoder | vae-decoder | vae-encoder (PixArt,
     /// DiT); transformer | vqvae-decoder | vqvae-encoder | text-encoder (aMUSEd); image-logits |
-    /// vq-decoder (Janus-Pro).
+    /// vq-decoder (Janus-Pro); tokenizer-encoder | tokenizer-decoder (MAGVIT-v2 tokenizers).
     #[arg(long)]
     component: String,
     #[arg(long)]

@@ -4,9 +4,12 @@
 pub mod analyze;
 pub mod bench;
 pub mod calibrate;
+pub mod detokenize;
 pub mod forward;
 pub mod generate;
 pub mod profile;
+pub mod round_trip;
+pub mod tokenize;
 
 use prism::{KernelSpec, ModelSpec, StudySpec};
 use prism_models::pipelines::t2v as video;
@@ -18,8 +21,9 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct ModelArgs {
     /// A built-in preset (sd15, sd21, t2v, janus-pro-1b, amused-256, amused-512,
-    /// pixart-alpha-512, pixart-sigma-1024, dit-xl-2-256, llama2-7b, llama-1b: real
-    /// architectures, seeded random weights) or a diffusers / transformers folder.
+    /// pixart-alpha-512, pixart-sigma-1024, dit-xl-2-256, llama2-7b, llama-1b, magvit2: real
+    /// architectures, seeded random weights) or a diffusers / transformers folder (a MAGVIT-v2
+    /// tokenizer folder: config.json + model.safetensors).
     #[arg(long)]
     model: String,
     /// Weight file variant, e.g. fp16 for diffusion_pytorch_model.fp16.safetensors.

@@ -23,10 +23,14 @@ pub enum ForwardComponent {
     VqvaeDecoder,
     /// aMUSEd: the VQ-GAN encoder to token ids.
     VqvaeEncoder,
+    /// MAGVIT-v2: the video tokenizer's encoder (`video` → `ids`, `codes`, `latents`).
+    TokenizerEncoder,
+    /// MAGVIT-v2: the video tokenizer's decoder (`ids` → `video`).
+    TokenizerDecoder,
 }
 
 impl ForwardComponent {
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 11] = [
         "unet",
         "vae-encoder",
         "vae-decoder",
@@ -36,6 +40,8 @@ impl ForwardComponent {
         "transformer",
         "vqvae-decoder",
         "vqvae-encoder",
+        "tokenizer-encoder",
+        "tokenizer-decoder",
     ];
 
     pub fn parse(s: &str) -> Result<Self> {
@@ -49,6 +55,8 @@ impl ForwardComponent {
             "transformer" => Self::Transformer,
             "vqvae-decoder" => Self::VqvaeDecoder,
             "vqvae-encoder" => Self::VqvaeEncoder,
+            "tokenizer-encoder" => Self::TokenizerEncoder,
+            "tokenizer-decoder" => Self::TokenizerDecoder,
             _ => {
                 return Err(Error::invalid(format!(
                     "--component {s}: expected one of {}",
@@ -78,6 +86,8 @@ impl ForwardComponent {
                 "micro_conds",
             ],
             Self::VqvaeEncoder => &["sample"],
+            Self::TokenizerEncoder => &["video"],
+            Self::TokenizerDecoder => &["ids"],
         }
     }
 }
@@ -125,6 +135,12 @@ pub fn forward(
     component: ForwardComponent,
     mut inputs: BTreeMap<String, Tensor>,
 ) -> Result<Vec<(String, Tensor)>> {
+    if matches!(
+        component,
+        ForwardComponent::TokenizerEncoder | ForwardComponent::TokenizerDecoder
+    ) {
+        return forward_tokenizer(src, opts, exec, component, inputs);
+    }
     let class = crate::pipelines::entry_for(src)?.class_name;
     let (has, what) = components_of(class);
     let pixart = [
@@ -204,6 +220,9 @@ pub fn forward(
         }
     };
     let outs: BTreeMap<String, Tensor> = match component {
+        ForwardComponent::TokenizerEncoder | ForwardComponent::TokenizerDecoder => {
+            unreachable!("tokenizer halves return above")
+        }
         ForwardComponent::ImageLogits => {
             let m = super::janus::Janus::load(src, opts)?;
             let logits = m.image_logits(exec, take("input_ids")?, take("image_ids")?)?;
@@ -295,4 +314,47 @@ pub fn forward(
         }
     };
     Ok(outs.into_iter().collect())
+}
+
+/// MAGVIT-v2's tokenizer halves: the encoder takes `video` (B, C, T, H, W) in [-1, 1] and gives
+/// `ids` (B, T', H', W'[, codebooks]) int64, `codes` (B, bits, T', H', W') and `latents`; the
+/// decoder takes `ids` and gives `video`.
+fn forward_tokenizer(
+    src: &ModelSource,
+    opts: &LoadOptions,
+    exec: &Executor,
+    component: ForwardComponent,
+    mut inputs: BTreeMap<String, Tensor>,
+) -> Result<Vec<(String, Tensor)>> {
+    use crate::magvit::{Half, Tokenizer, TokenizerSource};
+    let want = component.inputs()[0];
+    if let Some(extra) = inputs.keys().find(|k| k.as_str() != want) {
+        return Err(Error::input(
+            extra,
+            format!("not an input of the {} (it takes {want})", component.name()),
+        ));
+    }
+    let t = inputs.remove(want).ok_or_else(|| {
+        Error::input(
+            want,
+            format!(
+                "missing from the inputs file (the {} takes {want})",
+                component.name()
+            ),
+        )
+    })?;
+    let tsrc = TokenizerSource::open(&src.label())?;
+    Ok(if component == ForwardComponent::TokenizerEncoder {
+        let tok = Tokenizer::load(&tsrc, Half::Encoder, opts)?;
+        let e = tok.encode(exec, &mut NoObserver, t.into_f32())?;
+        vec![
+            ("codes".into(), e.codes),
+            ("ids".into(), e.ids),
+            ("latents".into(), e.latents),
+        ]
+    } else {
+        let tok = Tokenizer::load(&tsrc, Half::Decoder, opts)?;
+        let ids = t.into_ids(want)?;
+        vec![("video".into(), tok.decode(exec, &mut NoObserver, ids)?)]
+    })
 }
