@@ -418,6 +418,14 @@ pub fn profile(r: &ProfileReport) -> String {
     o
 }
 
+/// The stage a video generation runs once per step: the UNet (diffusion) or the transformer
+/// (masked tokens).
+fn step_stage(r: &Report) -> Option<&crate::analysis::StageReport> {
+    r.stages
+        .iter()
+        .find(|s| s.name == "unet" || s.name == "transformer")
+}
+
 /// A frame-count sweep of a video model: one row per analysis.
 pub fn sweep(reports: &[(usize, Report)]) -> String {
     let mut o = String::new();
@@ -429,7 +437,7 @@ pub fn sweep(reports: &[(usize, Report)]) -> String {
     let mut t = Table::new(&[
         "frames",
         "FLOPs (all)",
-        "UNet FLOPs/step",
+        "denoiser FLOPs/step",
         "peak memory",
         "roofline (all)",
         "temporal attn FLOP %",
@@ -438,7 +446,7 @@ pub fn sweep(reports: &[(usize, Report)]) -> String {
         "spatial s/GFLOP",
     ]);
     for (f, r) in reports {
-        let unet = r.stages.iter().find(|s| s.name == "unet");
+        let unet = step_stage(r);
         let rows: Vec<(String, f64, u64)> = unet
             .map(|u| {
                 u.classes
@@ -462,8 +470,8 @@ pub fn sweep(reports: &[(usize, Report)]) -> String {
     }
     o += &t.render("");
     for (f, r) in reports {
-        if let Some(u) = r.stages.iter().find(|s| s.name == "unet") {
-            let _ = writeln!(o, "\n{f} frames, UNet per step:");
+        if let Some(u) = step_stage(r) {
+            let _ = writeln!(o, "\n{f} frames, {} per step:", u.name);
             let mut t = Table::new(&[
                 "class", "nodes", "FLOPs", "FLOP %", "bytes", "FLOP/B", "roofline", "time %",
             ]);

@@ -153,6 +153,17 @@ pub const PRESETS: &[Preset] = &[
         configs: &[("config", include_str!("../presets/magvit2/config.json"))],
         pad: PadToken::Eos,
     },
+    Preset {
+        name: "magvit-t2v",
+        description: "token text-to-video in the MAGVIT-v2 setting (masked video transformer ~390M with cross-attention to CLIP ViT-L/14 text, MaskGIT over 5×16×16 MAGVIT-v2 tokens, the magvit2 tokenizer's decoder; 17 frames of 128×128)",
+        class_name: "MagvitT2VPipeline",
+        configs: &[
+            ("transformer", include_str!("../presets/magvit-t2v/transformer.json")),
+            ("text_encoder", include_str!("../presets/sd15/text_encoder.json")),
+            ("video_tokenizer", include_str!("../presets/magvit2/config.json")),
+        ],
+        pad: PadToken::Eos,
+    },
 ];
 
 pub fn preset_names() -> String {

@@ -191,7 +191,7 @@ impl Engine {
             })
             .transpose()?;
         if is_video {
-            video::check_frames(spec.frames.unwrap_or(video::DEFAULT_FRAMES))?;
+            video::check_frames(spec.frames.unwrap_or(entry.default_frames))?;
             video::check_decode_chunk(spec.decode_chunk)?;
         }
         if !spec.no_preflight {
@@ -207,7 +207,7 @@ impl Engine {
                 },
                 clip_skip: spec.model.clip_skip,
                 scheduler: spec.scheduler.clone(),
-                frames: is_video.then(|| spec.frames.unwrap_or(video::DEFAULT_FRAMES)),
+                frames: is_video.then(|| spec.frames.unwrap_or(entry.default_frames)),
                 decode_chunk: spec.decode_chunk,
                 prompt_tokens: None,
                 new_tokens: None,
@@ -265,7 +265,7 @@ impl Engine {
             new_tokens: None,
             width: spec.width,
             height: spec.height,
-            frames: is_video.then(|| spec.frames.unwrap_or(video::DEFAULT_FRAMES)),
+            frames: is_video.then(|| spec.frames.unwrap_or(entry.default_frames)),
             decode_chunk: is_video.then_some(spec.decode_chunk),
             latents,
             class_label: spec.class_label,

@@ -6,7 +6,9 @@ use prism_analyze::{analyze, hardware, render, ProfileReport, Profiler, Report, 
 use prism_core::{Error, Result};
 use prism_models::components::LoadOptions;
 use prism_models::image::check_output_path;
-use prism_models::pipelines::{self, t2v as video, MediaKind, Progress, Request, StudyShape};
+use prism_models::pipelines::{
+    self, t2v as video, Entry, MediaKind, Progress, Request, StudyShape,
+};
 use prism_models::source::{preset_names, ModelSource};
 use prism_runtime::WeightDType;
 use serde::{Deserialize, Serialize};
@@ -180,19 +182,19 @@ impl StudySpec {
 
     /// Frame counts for a video model (default: the pipeline's); None for an image model
     /// (where --frames is an error).
-    fn frame_counts(&self, src: &ModelSource, media: MediaKind) -> Result<Option<Vec<usize>>> {
-        match (&self.frames, media) {
+    fn frame_counts(&self, src: &ModelSource, entry: &Entry) -> Result<Option<Vec<usize>>> {
+        match (&self.frames, entry.media) {
             (Some(_), MediaKind::Image | MediaKind::Text) => Err(Error::invalid(format!(
                 "--frames: {} is {} model; frame counts apply to video models (such as t2v)",
                 src.label(),
-                if media == MediaKind::Text {
+                if entry.media == MediaKind::Text {
                     "a language"
                 } else {
                     "an image"
                 }
             ))),
             (None, MediaKind::Image | MediaKind::Text) => Ok(None),
-            (None, MediaKind::Video) => Ok(Some(vec![video::DEFAULT_FRAMES])),
+            (None, MediaKind::Video) => Ok(Some(vec![entry.default_frames])),
             (Some(list), MediaKind::Video) => {
                 let mut v = Vec::new();
                 for part in list.split(',') {
@@ -214,7 +216,7 @@ impl StudySpec {
     fn resolve(&self, default_steps: Option<usize>) -> Result<Resolved> {
         let src = ModelSource::parse(self.model()?)?;
         let entry = pipelines::entry_for(&src)?;
-        let frames = self.frame_counts(&src, entry.media)?;
+        let frames = self.frame_counts(&src, entry)?;
         let steps = if entry.autoregressive {
             if self.steps.is_some() {
                 return Err(Error::invalid(format!(

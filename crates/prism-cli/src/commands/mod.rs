@@ -21,7 +21,7 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct ModelArgs {
     /// A built-in preset (sd15, sd21, t2v, janus-pro-1b, amused-256, amused-512,
-    /// pixart-alpha-512, pixart-sigma-1024, dit-xl-2-256, llama2-7b, llama-1b, magvit2: real
+    /// pixart-alpha-512, pixart-sigma-1024, dit-xl-2-256, llama2-7b, llama-1b, magvit2, magvit-t2v: real
     /// architectures, seeded random weights) or a diffusers / transformers folder (a MAGVIT-v2
     /// tokenizer folder: config.json + model.safetensors).
     #[arg(long)]

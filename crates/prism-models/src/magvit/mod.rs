@@ -1,8 +1,9 @@
 //! MAGVIT-v2 (`magvit2-pytorch` 0.5.1 with `vector-quantize-pytorch` 1.32.0's LFQ): the video
 //! tokenizer ([`tokenizer`]) and, on its tokens, the masked video transformer
-//! (to come). This module loads a tokenizer and runs its halves.
+//! ([`transformer`]). This module loads a tokenizer and runs its halves.
 
 pub mod tokenizer;
+pub mod transformer;
 
 use crate::components::LoadOptions;
 use crate::config::Cfg;

@@ -688,6 +688,7 @@ pub const ENTRY: super::Entry = super::Entry {
     media: super::MediaKind::Image,
     autoregressive: false,
     default_steps: DEFAULT_STEPS,
+    default_frames: 0,
     default_guidance: |_| Ok(DEFAULT_GUIDANCE),
     open: |src, opts| Ok(Box::new(Amused::load(src, opts)?)),
     native_size: |src| Ok(AmusedConfigs::read(src)?.native_size()),

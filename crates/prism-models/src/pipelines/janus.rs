@@ -628,6 +628,7 @@ pub const ENTRY: super::Entry = super::Entry {
     media: super::MediaKind::Image,
     autoregressive: true,
     default_steps: 0,
+    default_frames: 0,
     default_guidance: |src| {
         Ok(config(src)?
             .generation

@@ -155,6 +155,7 @@ pub const ENTRY: super::Entry = super::Entry {
     media: super::MediaKind::Text,
     autoregressive: true,
     default_steps: 0,
+    default_frames: 0,
     // Guidance does not apply: one row per prompt.
     default_guidance: |_| Ok(1.0),
     open: |src, opts| Ok(Box::new(Llm::load(src, opts)?)),

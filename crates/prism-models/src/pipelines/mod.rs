@@ -12,6 +12,7 @@ pub mod common;
 pub mod forward;
 pub mod janus;
 pub mod llm;
+pub mod magvit_t2v;
 pub mod pixart;
 pub mod sd;
 pub mod t2v;
@@ -166,6 +167,8 @@ pub struct Entry {
     pub autoregressive: bool,
     /// Denoising (or unmasking) steps a request without --steps takes (0: a token model).
     pub default_steps: usize,
+    /// Frames a video request without --frames makes (0: an image or text model).
+    pub default_frames: usize,
     /// Load the components (weights from the folder, or a preset's seeded random ones).
     pub open: fn(&ModelSource, &LoadOptions) -> Result<Box<dyn Pipeline>>,
     /// The guidance scale a request without --guidance uses, from configs.
@@ -188,6 +191,7 @@ pub static REGISTRY: &[Entry] = &[
     pixart::ALPHA_ENTRY,
     pixart::SIGMA_ENTRY,
     pixart::DIT_ENTRY,
+    magvit_t2v::ENTRY,
 ];
 
 /// The names [`REGISTRY`] knows, for messages.

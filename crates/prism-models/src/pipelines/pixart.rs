@@ -708,6 +708,7 @@ macro_rules! entry {
             media: super::MediaKind::Image,
             autoregressive: false,
             default_steps: $kind.defaults().0,
+            default_frames: 0,
             default_guidance: |_| Ok($kind.defaults().1),
             open: |src, opts| Ok(Box::new(PixArt::load(src, opts)?)),
             native_size: |src| Ok(Configs::read(src)?.native_size()),

@@ -339,6 +339,7 @@ pub const ENTRY: super::Entry = super::Entry {
     media: super::MediaKind::Image,
     autoregressive: false,
     default_steps: super::DEFAULT_STEPS,
+    default_frames: 0,
     default_guidance: |_| Ok(super::DEFAULT_GUIDANCE),
     open: |src, opts| Ok(Box::new(StableDiffusion::load(src, opts)?)),
     native_size,

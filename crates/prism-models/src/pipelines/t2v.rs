@@ -592,6 +592,7 @@ pub const ENTRY: super::Entry = super::Entry {
     media: super::MediaKind::Video,
     autoregressive: false,
     default_steps: super::DEFAULT_STEPS,
+    default_frames: DEFAULT_FRAMES,
     default_guidance: |_| Ok(super::DEFAULT_GUIDANCE),
     open: |src, opts| Ok(Box::new(TextToVideo::load(src, opts)?)),
     native_size,
