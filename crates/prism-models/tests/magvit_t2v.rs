@@ -195,6 +195,8 @@ fn tiny_pipeline_refuses_what_it_cannot_make() {
 fn transformer_matches_the_pytorch_reference() {
     let root = fixtures().join("magvit_t2v");
     let exec = exec();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("cases.json")).unwrap()).unwrap();
     let mut seen = 0;
     for case in [
         "transformer_full",
@@ -230,6 +232,11 @@ fn transformer_matches_the_pytorch_reference() {
             let k = format!("logits_{j}");
             assert_close(&format!("{case} {k}"), &out[&k], &io[&k]);
         }
+        // FLOPs equal FlopCounterMode's count of the reference forward.
+        let flops: u64 = (0..g.nodes.len())
+            .map(|i| prism_core::cost::node_cost(&g, i, 4).flops)
+            .sum();
+        assert_eq!(flops, meta["cases"][case]["flops_total"].as_u64().unwrap(), "{case} FLOPs");
         seen += 1;
     }
     assert_eq!(seen, 3);
