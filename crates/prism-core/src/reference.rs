@@ -1562,6 +1562,168 @@ pub fn run_graph(
     Ok(outs)
 }
 
+// ---------------------------------------------------------------------------------------
+// MAGVIT-v2's mixers
+// ---------------------------------------------------------------------------------------
+
+fn squeeze_excite(path: &str, x: &Tensor, params: &[&Tensor]) -> Result<Out> {
+    let s = x.shape().to_vec();
+    let &[n, c, t, h, w] = s.as_slice() else {
+        return Err(Error::shape(path, format!("squeeze-excitation over {s:?}")));
+    };
+    let [wk, bk, w1, b1, w2, b2] = [0, 1, 2, 3, 4, 5].map(|i| params[i].to_f64());
+    let hidden = b1.len();
+    let hw = h * w;
+    let xd = x.to_f64();
+    let mut y = vec![0.0; xd.len()];
+    let at = |b: usize, ch: usize, f: usize| ((b * c + ch) * t + f) * hw;
+    for b in 0..n {
+        for f in 0..t {
+            // attention-pooling weights over the frame's positions
+            let logits: Vec<f64> = (0..hw)
+                .map(|p| bk[0] + (0..c).map(|ch| wk[ch] * xd[at(b, ch, f) + p]).sum::<f64>())
+                .collect();
+            let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+            let z: f64 = e.iter().sum();
+            let pooled: Vec<f64> = (0..c)
+                .map(|ch| (0..hw).map(|p| e[p] / z * xd[at(b, ch, f) + p]).sum())
+                .collect();
+            let hid: Vec<f64> = (0..hidden)
+                .map(|j| {
+                    let v = b1[j] + (0..c).map(|ch| w1[j * c + ch] * pooled[ch]).sum::<f64>();
+                    if v >= 0.0 {
+                        v
+                    } else {
+                        0.1 * v
+                    }
+                })
+                .collect();
+            for ch in 0..c {
+                let v = b2[ch]
+                    + (0..hidden)
+                        .map(|j| w2[ch * hidden + j] * hid[j])
+                        .sum::<f64>();
+                let gate = sigmoid(v);
+                for p in 0..hw {
+                    y[at(b, ch, f) + p] = gate * xd[at(b, ch, f) + p];
+                }
+            }
+        }
+    }
+    Ok((s, y))
+}
+
+fn memory_kv(path: &str, x: &Tensor, table: &Tensor, index: usize) -> Result<Out> {
+    let (s, ts) = (x.shape(), table.shape());
+    let (&[b, l, hd], &[2, heads, m, d]) = (s, ts) else {
+        return Err(Error::shape(path, format!("memory kv {ts:?} before {s:?}")));
+    };
+    if heads * d != hd || index > 1 {
+        return Err(Error::shape(path, format!("memory kv {ts:?} before {s:?}")));
+    }
+    let (xd, td) = (x.to_f64(), table.to_f64());
+    let mut y = Vec::with_capacity(b * (m + l) * hd);
+    for bi in 0..b {
+        for row in 0..m {
+            for h in 0..heads {
+                let base = ((index * heads + h) * m + row) * d;
+                y.extend_from_slice(&td[base..base + d]);
+            }
+        }
+        y.extend_from_slice(&xd[bi * l * hd..(bi + 1) * l * hd]);
+    }
+    Ok((vec![b, m + l, hd], y))
+}
+
+/// Taylor linear attention in its quadratic form: a = 1 + s + s²/2 over every key.
+fn linear_attention(
+    path: &str,
+    inputs: &[&Tensor],
+    heads: usize,
+    d: usize,
+    scale: f32,
+) -> Result<Out> {
+    let s = inputs[0].shape().to_vec();
+    let &[b, l, hd] = s.as_slice() else {
+        return Err(Error::shape(path, format!("linear attention over {s:?}")));
+    };
+    if hd != heads * d {
+        return Err(Error::shape(path, format!("linear attention over {s:?}")));
+    }
+    let [q, k, v] = [0, 1, 2].map(|i| inputs[i].to_f64());
+    let mut y = vec![0.0; q.len()];
+    let sc = f64::from(scale);
+    for bi in 0..b {
+        for h in 0..heads {
+            let row =
+                |x: &[f64], i: usize| -> Vec<f64> { x[(bi * l + i) * hd + h * d..][..d].to_vec() };
+            for i in 0..l {
+                let qi = row(&q, i);
+                let mut num = vec![0.0; d];
+                let mut den = 0.0;
+                for j in 0..l {
+                    let kj = row(&k, j);
+                    let dot: f64 = qi.iter().zip(&kj).map(|(a, b)| a * b).sum::<f64>() * sc;
+                    let a = 1.0 + dot + dot * dot / 2.0;
+                    den += a;
+                    for (nv, vv) in num.iter_mut().zip(row(&v, j)) {
+                        *nv += a * vv;
+                    }
+                }
+                for (e, nv) in num.iter().enumerate() {
+                    y[(bi * l + i) * hd + h * d + e] = nv / den.max(1e-5);
+                }
+            }
+        }
+    }
+    Ok((s, y))
+}
+
+fn gate_loop(path: &str, x: &Tensor) -> Result<Out> {
+    let s = x.shape();
+    let &[n, t, c3] = s else {
+        return Err(Error::shape(path, format!("gate loop over {s:?}")));
+    };
+    let c = c3 / 3;
+    let xd = x.to_f64();
+    let mut y = vec![0.0; n * t * c];
+    for b in 0..n {
+        for ch in 0..c {
+            let mut h = 0.0;
+            for f in 0..t {
+                let row = &xd[(b * t + f) * c3..][..c3];
+                h = sigmoid(row[2 * c + ch]) * h + row[c + ch];
+                y[(b * t + f) * c + ch] = row[ch] * h;
+            }
+        }
+    }
+    Ok((vec![n, t, c], y))
+}
+
+fn token_shift(path: &str, x: &Tensor) -> Result<Out> {
+    let s = x.shape().to_vec();
+    let &[n, t, c] = s.as_slice() else {
+        return Err(Error::shape(path, format!("token shift over {s:?}")));
+    };
+    let xd = x.to_f64();
+    let mut y = vec![0.0; xd.len()];
+    for b in 0..n {
+        for f in 0..t {
+            for ch in 0..c {
+                y[(b * t + f) * c + ch] = if ch < c / 2 {
+                    xd[(b * t + f) * c + ch]
+                } else if f > 0 {
+                    xd[(b * t + f - 1) * c + ch]
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+    Ok((s, y))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2094,166 +2256,4 @@ mod tests {
         let y = eval_node(&g, 1, &[&x], &[], &mut st, None).unwrap();
         close(&y, &[1.0, 2.0], 0.0);
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// MAGVIT-v2's mixers
-// ---------------------------------------------------------------------------------------
-
-fn squeeze_excite(path: &str, x: &Tensor, params: &[&Tensor]) -> Result<Out> {
-    let s = x.shape().to_vec();
-    let &[n, c, t, h, w] = s.as_slice() else {
-        return Err(Error::shape(path, format!("squeeze-excitation over {s:?}")));
-    };
-    let [wk, bk, w1, b1, w2, b2] = [0, 1, 2, 3, 4, 5].map(|i| params[i].to_f64());
-    let hidden = b1.len();
-    let hw = h * w;
-    let xd = x.to_f64();
-    let mut y = vec![0.0; xd.len()];
-    let at = |b: usize, ch: usize, f: usize| ((b * c + ch) * t + f) * hw;
-    for b in 0..n {
-        for f in 0..t {
-            // attention-pooling weights over the frame's positions
-            let logits: Vec<f64> = (0..hw)
-                .map(|p| bk[0] + (0..c).map(|ch| wk[ch] * xd[at(b, ch, f) + p]).sum::<f64>())
-                .collect();
-            let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
-            let z: f64 = e.iter().sum();
-            let pooled: Vec<f64> = (0..c)
-                .map(|ch| (0..hw).map(|p| e[p] / z * xd[at(b, ch, f) + p]).sum())
-                .collect();
-            let hid: Vec<f64> = (0..hidden)
-                .map(|j| {
-                    let v = b1[j] + (0..c).map(|ch| w1[j * c + ch] * pooled[ch]).sum::<f64>();
-                    if v >= 0.0 {
-                        v
-                    } else {
-                        0.1 * v
-                    }
-                })
-                .collect();
-            for ch in 0..c {
-                let v = b2[ch]
-                    + (0..hidden)
-                        .map(|j| w2[ch * hidden + j] * hid[j])
-                        .sum::<f64>();
-                let gate = sigmoid(v);
-                for p in 0..hw {
-                    y[at(b, ch, f) + p] = gate * xd[at(b, ch, f) + p];
-                }
-            }
-        }
-    }
-    Ok((s, y))
-}
-
-fn memory_kv(path: &str, x: &Tensor, table: &Tensor, index: usize) -> Result<Out> {
-    let (s, ts) = (x.shape(), table.shape());
-    let (&[b, l, hd], &[2, heads, m, d]) = (s, ts) else {
-        return Err(Error::shape(path, format!("memory kv {ts:?} before {s:?}")));
-    };
-    if heads * d != hd || index > 1 {
-        return Err(Error::shape(path, format!("memory kv {ts:?} before {s:?}")));
-    }
-    let (xd, td) = (x.to_f64(), table.to_f64());
-    let mut y = Vec::with_capacity(b * (m + l) * hd);
-    for bi in 0..b {
-        for row in 0..m {
-            for h in 0..heads {
-                let base = ((index * heads + h) * m + row) * d;
-                y.extend_from_slice(&td[base..base + d]);
-            }
-        }
-        y.extend_from_slice(&xd[bi * l * hd..(bi + 1) * l * hd]);
-    }
-    Ok((vec![b, m + l, hd], y))
-}
-
-/// Taylor linear attention in its quadratic form: a = 1 + s + s²/2 over every key.
-fn linear_attention(
-    path: &str,
-    inputs: &[&Tensor],
-    heads: usize,
-    d: usize,
-    scale: f32,
-) -> Result<Out> {
-    let s = inputs[0].shape().to_vec();
-    let &[b, l, hd] = s.as_slice() else {
-        return Err(Error::shape(path, format!("linear attention over {s:?}")));
-    };
-    if hd != heads * d {
-        return Err(Error::shape(path, format!("linear attention over {s:?}")));
-    }
-    let [q, k, v] = [0, 1, 2].map(|i| inputs[i].to_f64());
-    let mut y = vec![0.0; q.len()];
-    let sc = f64::from(scale);
-    for bi in 0..b {
-        for h in 0..heads {
-            let row =
-                |x: &[f64], i: usize| -> Vec<f64> { x[(bi * l + i) * hd + h * d..][..d].to_vec() };
-            for i in 0..l {
-                let qi = row(&q, i);
-                let mut num = vec![0.0; d];
-                let mut den = 0.0;
-                for j in 0..l {
-                    let kj = row(&k, j);
-                    let dot: f64 = qi.iter().zip(&kj).map(|(a, b)| a * b).sum::<f64>() * sc;
-                    let a = 1.0 + dot + dot * dot / 2.0;
-                    den += a;
-                    for (nv, vv) in num.iter_mut().zip(row(&v, j)) {
-                        *nv += a * vv;
-                    }
-                }
-                for (e, nv) in num.iter().enumerate() {
-                    y[(bi * l + i) * hd + h * d + e] = nv / den.max(1e-5);
-                }
-            }
-        }
-    }
-    Ok((s, y))
-}
-
-fn gate_loop(path: &str, x: &Tensor) -> Result<Out> {
-    let s = x.shape();
-    let &[n, t, c3] = s else {
-        return Err(Error::shape(path, format!("gate loop over {s:?}")));
-    };
-    let c = c3 / 3;
-    let xd = x.to_f64();
-    let mut y = vec![0.0; n * t * c];
-    for b in 0..n {
-        for ch in 0..c {
-            let mut h = 0.0;
-            for f in 0..t {
-                let row = &xd[(b * t + f) * c3..][..c3];
-                h = sigmoid(row[2 * c + ch]) * h + row[c + ch];
-                y[(b * t + f) * c + ch] = row[ch] * h;
-            }
-        }
-    }
-    Ok((vec![n, t, c], y))
-}
-
-fn token_shift(path: &str, x: &Tensor) -> Result<Out> {
-    let s = x.shape().to_vec();
-    let &[n, t, c] = s.as_slice() else {
-        return Err(Error::shape(path, format!("token shift over {s:?}")));
-    };
-    let xd = x.to_f64();
-    let mut y = vec![0.0; xd.len()];
-    for b in 0..n {
-        for f in 0..t {
-            for ch in 0..c {
-                y[(b * t + f) * c + ch] = if ch < c / 2 {
-                    xd[(b * t + f) * c + ch]
-                } else if f > 0 {
-                    xd[(b * t + f - 1) * c + ch]
-                } else {
-                    0.0
-                };
-            }
-        }
-    }
-    Ok((s, y))
 }

@@ -214,6 +214,7 @@ impl Component {
     }
 }
 
+#[derive(Clone)]
 pub enum ModelSource {
     Folder(PathBuf),
     Preset(&'static Preset),

@@ -236,7 +236,11 @@ fn transformer_matches_the_pytorch_reference() {
         let flops: u64 = (0..g.nodes.len())
             .map(|i| prism_core::cost::node_cost(&g, i, 4).flops)
             .sum();
-        assert_eq!(flops, meta["cases"][case]["flops_total"].as_u64().unwrap(), "{case} FLOPs");
+        assert_eq!(
+            flops,
+            meta["cases"][case]["flops_total"].as_u64().unwrap(),
+            "{case} FLOPs"
+        );
         seen += 1;
     }
     assert_eq!(seen, 3);

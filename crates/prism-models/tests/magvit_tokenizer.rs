@@ -120,38 +120,45 @@ fn tiny_b_tokenizer_matches_magvit2_pytorch() {
 fn tokenizer_rules_are_one_line_errors() {
     let (enc, dec) = load("tokenizer_tiny");
     let exec = exec();
+    let encode_err = |v: Tensor| {
+        let e = enc
+            .encode(&exec, &mut NoObserver, v)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!e.contains('\n'), "one line: {e}");
+        e
+    };
     // 8 frames: not 1 + k·4.
-    let v = Tensor::zeros(&[1, 3, 8, 32, 32]);
-    let e = enc
-        .encode(&exec, &mut NoObserver, v)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = encode_err(Tensor::zeros(&[1, 3, 8, 32, 32]));
     assert!(
         e.contains("1 + k·4 frames") && e.contains("1, 5, 9, 13"),
         "{e}"
     );
     // 30×32: not a multiple of 4.
-    let v = Tensor::zeros(&[1, 3, 5, 30, 32]);
-    let e = enc
-        .encode(&exec, &mut NoObserver, v)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = encode_err(Tensor::zeros(&[1, 3, 5, 30, 32]));
     assert!(e.contains("multiples of 4"), "{e}");
+    // Two channels where the tokenizer takes three.
+    let e = encode_err(Tensor::zeros(&[1, 2, 5, 32, 32]));
+    assert!(e.contains("(batch, 3, frames, height, width)"), "{e}");
     // NaN in the clip.
     let mut v = Tensor::zeros(&[1, 3, 5, 32, 32]);
     v.data_mut()[7] = f32::NAN;
-    assert!(enc.encode(&exec, &mut NoObserver, v).is_err());
-    // An id outside the 256-code book.
-    let ids = Tensor::from_ids(vec![1, 2, 2, 2], vec![0, 1, 2, 3, 4, 5, 6, 256]).unwrap();
-    let e = dec
-        .decode(&exec, &mut NoObserver, ids)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(e.contains("256") && e.contains("codebook"), "{e}");
-    for e in [&e] {
+    let e = encode_err(v);
+    assert!(e.contains("video"), "{e}");
+    // An id outside the 256-code book, and ids of the wrong rank.
+    let decode_err = |ids: Tensor| {
+        let e = dec
+            .decode(&exec, &mut NoObserver, ids)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(!e.contains('\n'), "one line: {e}");
-    }
+        e
+    };
+    let ids = Tensor::from_ids(vec![1, 2, 2, 2], vec![0, 1, 2, 3, 4, 5, 6, 256]).unwrap();
+    let e = decode_err(ids);
+    assert!(e.contains("256") && e.contains("codebook"), "{e}");
+    let e = decode_err(Tensor::from_ids(vec![2, 2], vec![0; 4]).unwrap());
+    assert!(e.contains("(batch, T', H', W')"), "{e}");
 }

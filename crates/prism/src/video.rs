@@ -4,9 +4,9 @@
 
 use crate::{preflight, Engine, Event, ModelSpec};
 use prism_core::{Error, Result, Tensor};
-use prism_models::image::{check_output_path, to_rgb8, RgbImage};
+use prism_models::image::check_output_path;
 use prism_models::io::{read_tensors_as_stored, write_tensors};
-use prism_models::magvit::{Half, Tokenizer, TokenizerConfig, TokenizerSource};
+use prism_models::magvit::{clip_frames, Half, Tokenizer, TokenizerConfig, TokenizerSource};
 use prism_models::pipelines::t2v::{check_frames_dir, save_frames_dir, save_gif};
 use prism_models::video_io::{read_clip, ClipLimits};
 use prism_runtime::NoObserver;
@@ -190,7 +190,7 @@ impl Engine {
         let start = Instant::now();
         let video = tok.decode(&self.exec, &mut NoObserver, batched)?;
         let secs = start.elapsed().as_secs_f64();
-        let frames = video_frames(&video);
+        let frames = clip_frames(&video);
         let (t, sf) = (tok.cfg.decoded_frames(tt), tok.cfg.space_factor());
         save_gif(&spec.output, &frames, spec.fps, spec.force)?;
         if let Some(d) = &spec.frames_dir {
@@ -232,7 +232,7 @@ impl Engine {
         if let Some(t) = &spec.tokens {
             write_tensors(t, &[(IDS.into(), ids.clone())], spec.force)?;
         }
-        save_gif(&spec.output, &video_frames(&recon), spec.fps, spec.force)?;
+        save_gif(&spec.output, &clip_frames(&recon), spec.fps, spec.force)?;
         Ok(report(
             &cfg,
             thw,
@@ -282,23 +282,6 @@ fn report(
         decode_seconds: dec,
         psnr_db: psnr,
     }
-}
-
-/// A decoded (1, 3, T, H, W) video in [-1, 1] → T RGB8 frames.
-fn video_frames(v: &Tensor) -> Vec<RgbImage> {
-    let &[_, c, t, h, w] = v.shape() else {
-        unreachable!("the decoder gives (1, C, T, H, W)")
-    };
-    let plane = h * w;
-    (0..t)
-        .map(|f| {
-            let mut planar = Vec::with_capacity(3 * plane);
-            for ch in 0..c.min(3) {
-                planar.extend_from_slice(&v.data()[(ch * t + f) * plane..][..plane]);
-            }
-            to_rgb8(&planar, h, w)
-        })
-        .collect()
 }
 
 /// PSNR in dB of `b` against `a`, both in [-1, 1] (peak-to-peak 2; b clipped to [-1, 1]).

@@ -311,3 +311,20 @@ impl Tokenizer {
         .ok_or_else(|| Error::invalid("tokenizer decoder: no video output"))
     }
 }
+
+/// A decoded (1, C, T, H, W) video in [-1, 1] → T RGB8 frames (its first three channels).
+pub fn clip_frames(v: &Tensor) -> Vec<crate::image::RgbImage> {
+    let &[_, c, t, h, w] = v.shape() else {
+        unreachable!("the tokenizer decoder gives (1, C, T, H, W)")
+    };
+    let plane = h * w;
+    (0..t)
+        .map(|f| {
+            let mut planar = Vec::with_capacity(3 * plane);
+            for ch in 0..c.min(3) {
+                planar.extend_from_slice(&v.data()[(ch * t + f) * plane..][..plane]);
+            }
+            crate::image::to_rgb8(&planar, h, w)
+        })
+        .collect()
+}

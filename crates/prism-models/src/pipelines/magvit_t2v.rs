@@ -171,10 +171,7 @@ impl MagvitT2V {
             text_encoder: TextEncoder::load(src, opts)?,
             video_tokenizer: Tokenizer::load(&tsrc, Half::Decoder, opts)?,
             cfgs,
-            src: match src {
-                ModelSource::Folder(p) => ModelSource::Folder(p.clone()),
-                ModelSource::Preset(p) => ModelSource::Preset(p),
-            },
+            src: src.clone(),
             opts: opts.clone(),
             scheduler,
         })
@@ -382,7 +379,7 @@ impl MagvitT2V {
         let (ids, step_times) = self.unmask(exec, r, &ctx, progress, obs)?;
         let t1 = Instant::now();
         let video = self.video_tokenizer.decode(exec, obs, ids)?;
-        let frames = video_frames(&video);
+        let frames = crate::magvit::clip_frames(&video);
         let decode_time = t1.elapsed();
         progress(Progress::Decoded(decode_time));
         Ok((frames, text_time, step_times, decode_time))
@@ -483,23 +480,6 @@ pub fn maskgit_step(
     pred
 }
 
-/// A decoded (1, 3, T, H, W) video in [-1, 1] → T RGB8 frames.
-pub fn video_frames(v: &Tensor) -> Vec<RgbImage> {
-    let &[_, c, t, h, w] = v.shape() else {
-        unreachable!("the tokenizer decoder gives (1, C, T, H, W)")
-    };
-    let plane = h * w;
-    (0..t)
-        .map(|f| {
-            let mut planar = Vec::with_capacity(3 * plane);
-            for ch in 0..c.min(3) {
-                planar.extend_from_slice(&v.data()[(ch * t + f) * plane..][..plane]);
-            }
-            crate::image::to_rgb8(&planar, h, w)
-        })
-        .collect()
-}
-
 /// What a generation of `s` runs, from configs alone: the text encoder once (both prompts
 /// when guided), the transformer once per step on the doubled batch over all T'·H'·W' tokens,
 /// the tokenizer's decoder once.
@@ -589,7 +569,8 @@ impl super::Pipeline for MagvitT2V {
         self.random_weights
     }
     fn components(&self) -> Vec<(&'static str, usize)> {
-        let [t, h, w] = self.cfgs.transformer.grid;
+        // The transformer's weights are read once a request fixes its grid: count the
+        // configured graph's parameters.
         let transformer = vt::build(&self.cfgs.transformer, 1, 1)
             .map(|g| {
                 g.params
@@ -598,7 +579,6 @@ impl super::Pipeline for MagvitT2V {
                     .sum()
             })
             .unwrap_or(0);
-        let _ = (t, h, w);
         vec![
             ("text_encoder", self.text_encoder.weights.param_count()),
             ("transformer", transformer),
@@ -720,8 +700,8 @@ mod tests {
         let expected: Vec<usize> = (0..n).filter(|&p| p != 3).take(want_len).collect();
         assert_eq!(remasked, expected);
         // Both factors are masked together.
-        for p in 0..n {
-            assert_eq!(first[0][p] == mask, first[1][p] == mask);
+        for (a, b) in first[0].iter().zip(&first[1]) {
+            assert_eq!(*a == mask, *b == mask);
         }
     }
 
