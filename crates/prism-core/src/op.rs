@@ -736,11 +736,13 @@ impl Op {
                 heads, head_dim, ..
             } => {
                 // feature map width F = 1 + D + D²: the key-value state Σ φ(k)⊗v and its
-                // read φ(q)·S (2·L·F·D each), the normaliser Σ φ(k) and φ(q)·z (2·L·F each).
+                // read φ(q)·S (2·L·F·D each) and the normaliser φ(q)·Σ φ(k) (2·L·F) — the
+                // package's three contracting einsums, as FlopCounterMode counts them (the
+                // feature map's outer products are element-wise there).
                 let q = s.inputs[0];
                 let f = (1 + head_dim + head_dim * head_dim) as u64;
                 let rows = (q[0] * q[1] * heads) as u64;
-                rows * (4 * f * *head_dim as u64 + 4 * f)
+                rows * (4 * f * *head_dim as u64 + 2 * f)
             }
             Op::Input { .. }
             | Op::GroupNorm { .. }

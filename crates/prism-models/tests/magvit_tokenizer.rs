@@ -162,3 +162,50 @@ fn tokenizer_rules_are_one_line_errors() {
     let e = decode_err(Tensor::from_ids(vec![2, 2], vec![0; 4]).unwrap());
     assert!(e.contains("(batch, T', H', W')"), "{e}");
 }
+
+/// Configurations the tokenizer code was not written against (`tools/make_magvit_sweep_fixtures.py`:
+/// other widths and multipliers, kernel sizes, layer orders, LFQ bits and codebooks, padding
+/// modes): ids identical, latents and decoded video within `TOL_REL`, and the encoder's and
+/// decoder's FLOPs equal `FlopCounterMode`'s.
+#[test]
+fn sweep_tokenizers_match_magvit2_pytorch() {
+    let root = fixtures().join("magvit").join("sweep");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("cases.json")).unwrap()).unwrap();
+    let cases = meta["cases"].as_object().expect("cases");
+    assert!(cases.len() >= 6, "the sweep has its six cases");
+    for (name, case) in cases {
+        let dir = format!("sweep/{name}");
+        let (enc, dec) = load(&dir);
+        let t = io(&dir, "io.safetensors");
+        round_trip(
+            name,
+            (&enc, &dec),
+            &t["video"],
+            [Some(&t["latents"]), Some(&t["ids"]), Some(&t["decoded"])],
+        );
+        let v = t["video"].shape();
+        let grid = enc.cfg.token_grid(v[2], v[3], v[4]).unwrap();
+        // `encode()` stops before the quantizer; prism's encoder graph ends with LFQ's
+        // project_in, counted apart.
+        let count = |g: &prism_core::Graph, skip: &str| -> u64 {
+            (0..g.nodes.len())
+                .filter(|&i| skip.is_empty() || !g.nodes[i].path.starts_with(skip))
+                .map(|i| prism_core::cost::node_cost(g, i, 4).flops)
+                .sum()
+        };
+        let ge = prism_models::magvit::tokenizer::build_encoder(&enc.cfg, 1, [v[2], v[3], v[4]])
+            .unwrap();
+        let gd = prism_models::magvit::tokenizer::build_decoder(&dec.cfg, 1, grid).unwrap();
+        assert_eq!(
+            count(&ge, "quantizers."),
+            case["flops_encode"].as_u64().unwrap(),
+            "{name}: encoder FLOPs"
+        );
+        assert_eq!(
+            count(&gd, ""),
+            case["flops_decode"].as_u64().unwrap(),
+            "{name}: decoder FLOPs"
+        );
+    }
+}
