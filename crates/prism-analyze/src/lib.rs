@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod bench;
+pub mod charts;
 pub mod hardware;
 pub mod profile;
 pub mod render;

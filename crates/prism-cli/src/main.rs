@@ -6,7 +6,7 @@ mod commands;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use commands::{
-    analyze, bench, calibrate, detokenize, forward, generate, profile, round_trip, tokenize,
+    analyze, bench, calibrate, detokenize, forward, generate, profile, round_trip, suite, tokenize,
 };
 
 /// Large blocks start on cache lines (see `prism_kernels::alloc`).
@@ -47,6 +47,9 @@ enum Cmd {
     Detokenize(detokenize::Args),
     /// A clip through the video tokenizer and back: the reconstruction and its PSNR.
     RoundTrip(round_trip::Args),
+    /// Golden et al.'s characterization over every family's presets: a report folder
+    /// (index.html with charts, suite.json, CSVs) and the paper's findings checked.
+    Suite(suite::Args),
 }
 
 fn main() {
@@ -88,5 +91,6 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Tokenize(a) => tokenize::run(&engine, a),
         Cmd::Detokenize(a) => detokenize::run(&engine, a),
         Cmd::RoundTrip(a) => round_trip::run(&engine, a),
+        Cmd::Suite(a) => suite::run(&engine, a),
     }
 }

@@ -1408,3 +1408,65 @@ fn tokenizer_bad_input_is_one_line() {
         &["no MAGVIT-v2 tokenizer"],
     );
 }
+
+#[test]
+fn suite_reports_one_model_and_resumes_from_its_cache() {
+    let d = scratch("suite");
+    let out = d.join("report");
+    let args = [
+        "suite",
+        "--quick",
+        "--only",
+        "amused-256",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let o = prism(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("<h2>Findings</h2>") && html.contains("amused-256"));
+    // Charts are inline SVG; no script, nothing fetched.
+    assert!(html.matches("<svg").count() >= 5, "charts present");
+    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("suite.json")).unwrap()).unwrap();
+    assert_eq!(json["schema"], "prism.suite/1");
+    let m = &json["models"][0];
+    assert_eq!(m["model"]["name"], "amused-256");
+    assert!(m["flash"]["stages"]
+        .as_array()
+        .is_some_and(|s| !s.is_empty()));
+    assert!(m["naive"]["command"]
+        .as_str()
+        .unwrap()
+        .contains("--attention naive"));
+    for f in ["models.csv", "categories.csv", "sweeps.csv", "findings.csv"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    // A second run takes every unit from the cache.
+    let o = prism(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains("cached") && !err.contains("..."),
+        "{err}"
+    );
+}
+
+#[test]
+fn suite_bad_arguments_are_one_line() {
+    let d = scratch("suite-bad");
+    let out = d.join("r");
+    fails(
+        &["suite", "--only", "sd99", "-o", out.to_str().unwrap()],
+        &out,
+        &["--only sd99", "sd15"],
+    );
+    let file = d.join("file");
+    std::fs::write(&file, "x").unwrap();
+    fails(
+        &["suite", "-o", file.to_str().unwrap()],
+        &file,
+        &["not a folder"],
+    );
+}

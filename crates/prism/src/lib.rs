@@ -16,15 +16,19 @@
 //! Nothing here changes the process: allocator tuning (`prism_runtime::limit_heap_retention`)
 //! and the global allocator are the program's choice.
 
+pub mod findings;
 mod generate;
 pub mod preflight;
+mod report;
 mod study;
+pub mod suite;
 mod tools;
 mod video;
 
 pub use generate::{GenerateReport, GenerateSpec};
 pub use prism_core::{Error, Result};
 pub use study::{AnalyzeOutput, ProfileSpec, StudySpec};
+pub use suite::{SuiteResults, SuiteSpec};
 pub use tools::{BenchReport, BenchSpec, CalibrateReport, ForwardReport, ForwardSpec};
 pub use video::{DetokenizeSpec, RoundTripSpec, TokenReport, TokenizeSpec};
 

@@ -418,8 +418,10 @@ impl Engine {
             crate::preflight::check(&p, "try --weights-dtype bf16 or a smaller size")?;
         }
         let pipeline = (r.entry.open)(&r.src, &opts)?;
+        let class_conditional = r.entry.class_name == pipelines::pixart::DIT_ENTRY.class_name;
         let req = Request {
             prompt: match r.entry.media {
+                _ if class_conditional => String::new(),
                 MediaKind::Video => "a boat on a lake".into(),
                 MediaKind::Image | MediaKind::Text => "a lighthouse at dusk".into(),
             },
@@ -433,6 +435,8 @@ impl Engine {
             height: Some(r.shape.height),
             frames,
             decode_chunk: frames.map(|_| study.decode_chunk),
+            // A class-conditional model generates a class (ImageNet's 207, golden retriever).
+            class_label: class_conditional.then_some(207),
             ..Request::default()
         };
         pipeline.validate(&req)?;

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod generate;
 pub mod profile;
 pub mod round_trip;
+pub mod suite;
 pub mod tokenize;
 
 use prism::{KernelSpec, ModelSpec, StudySpec};
