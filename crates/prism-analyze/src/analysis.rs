@@ -128,6 +128,8 @@ pub struct MemoryReport {
     pub kept_filter_bytes: u64,
     /// Peak of activations + kernel scratch from the executor's buffer plan.
     pub peak_activation_bytes: u64,
+    /// The largest set of live activations alone (no scratch, no pooled buffers).
+    pub peak_live_bytes: u64,
     pub peak_node: String,
     /// KV caches at their capacity (decoder phases; 0 otherwise).
     pub kv_cache_bytes: u64,
@@ -176,6 +178,9 @@ pub struct Report {
     pub total_categories: Vec<CategoryRow>,
     /// Weights (and kept filters) of every stage + the largest stage activation peak.
     pub peak_memory_bytes: u64,
+    /// Parameters of the generation, each shared table (a decoder's prefill and decode)
+    /// counted once.
+    pub params: u64,
 }
 
 pub const SCHEMA: &str = "prism.analyze/1";
@@ -435,6 +440,7 @@ pub fn analyze_stage(
             weight_bytes: prism_runtime::stored_weight_bytes(g, stage.weight_dtype),
             kept_filter_bytes: prism_runtime::kept_filter_bytes(g, kernels) as u64,
             peak_activation_bytes: mp.peak_bytes as u64,
+            peak_live_bytes: mp.peak_live_bytes as u64,
             peak_node: g.nodes[mp.peak_node].path.clone(),
             kv_cache_bytes: kv_cache.as_ref().map_or(0, |k| k.capacity_bytes),
         },
@@ -496,12 +502,16 @@ pub fn analyze(
     total_categories.retain(|r| r.nodes > 0);
     // Stages over one parameter table (a decoder's prefill and decode) share their weights.
     let mut seen = std::collections::HashSet::new();
-    let weights: u64 = stages
+    let (weights, params) = stages
         .iter()
         .zip(&reports)
         .filter(|(s, _)| seen.insert(s.graph.param_table_key()))
-        .map(|(_, r)| r.memory.weight_bytes + r.memory.kept_filter_bytes)
-        .sum();
+        .fold((0u64, 0u64), |(w, p), (_, r)| {
+            (
+                w + r.memory.weight_bytes + r.memory.kept_filter_bytes,
+                p + r.params,
+            )
+        });
     let act = reports
         .iter()
         .map(|r| r.memory.peak_activation_bytes + r.memory.kv_cache_bytes)
@@ -516,6 +526,7 @@ pub fn analyze(
         total: costs(&total, t),
         total_categories,
         peak_memory_bytes: weights + act,
+        params,
         stages: reports,
     }
 }

@@ -186,6 +186,8 @@ pub enum Event {
     Bench(String),
     /// A benchmark finished.
     Benched(prism_analyze::bench::BenchResult),
+    /// A unit of work of the suite started (`analyze-sd15-cpu`, `profile-t2v-flash`, ...).
+    SuiteUnit(String),
 }
 
 /// The engine: a backend (today the CPU, on a fixed number of threads) and the library calls.

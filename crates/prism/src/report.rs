@@ -2,7 +2,7 @@
 //! scripts), `suite.json` and CSVs, written into one directory.
 
 use crate::findings::{
-    category_shares, flash_speedup, predicted_shares, projected_classes, temporal_share,
+    category_shares, flash_speedup, hw, predicted_shares, projected_classes, temporal_share,
 };
 use crate::suite::{Analysis, Family, SuiteResults, SweepPoint};
 use prism_analyze::charts::{self, GroupedBars, Histogram, Lines, Profile, Roofline, StackedBars};
@@ -30,13 +30,7 @@ fn csv_field(s: &str) -> String {
 }
 
 fn cpu(r: &crate::suite::ModelResult) -> Option<&Analysis> {
-    r.analysis.first()
-}
-
-fn hw<'a>(r: &'a crate::suite::ModelResult, name: &str) -> Option<&'a Analysis> {
-    r.analysis
-        .iter()
-        .find(|a| a.hardware.to_lowercase().contains(name))
+    hw(r, "cpu")
 }
 
 /// Write `suite.json`, the CSVs and `index.html` into `dir`.
@@ -84,8 +78,10 @@ pub fn write(dir: &Path, r: &SuiteResults) -> Result<()> {
         }
     }
     write_file(dir, "categories.csv", &c)?;
+    // Per stage: its runs, its peak live activations and plan peak, and per class one run's
+    // FLOPs and roofline seconds.
     let mut s = String::from(
-        "sweep,model,value,hardware,category,flops,predicted_s,peak_activation_bytes\n",
+        "sweep,model,value,hardware,stage,runs,peak_live_bytes,peak_activation_bytes,class,flops_per_run,predicted_s_per_run\n",
     );
     for (name, pts) in [
         ("size", &r.size_sweep),
@@ -94,20 +90,21 @@ pub fn write(dir: &Path, r: &SuiteResults) -> Result<()> {
     ] {
         for p in pts.iter() {
             for a in [&p.cpu, &p.a100] {
-                let peak: u64 = a
-                    .stages
-                    .iter()
-                    .map(|s| s.peak_activation_bytes)
-                    .max()
-                    .unwrap_or(0);
-                for (cat, f, t) in &a.categories {
-                    let _ = writeln!(
-                        s,
-                        "{name},{},{},{},{cat},{f},{t:.6},{peak}",
-                        p.model,
-                        p.value,
-                        csv_field(&a.hardware)
-                    );
+                for st in &a.stages {
+                    for (class, f, t) in &st.classes {
+                        let _ = writeln!(
+                            s,
+                            "{name},{},{},{},{},{},{},{},{},{f},{t:.6e}",
+                            p.model,
+                            p.value,
+                            a.key,
+                            st.name,
+                            st.runs,
+                            st.peak_live_bytes,
+                            st.peak_activation_bytes,
+                            csv_field(class)
+                        );
+                    }
                 }
             }
         }
@@ -150,6 +147,9 @@ pub fn write(dir: &Path, r: &SuiteResults) -> Result<()> {
             );
         }
         write_file(dir, "memory_trace.csv", &s)?;
+    } else {
+        // No trace this run: an older one must not sit beside the new suite.json.
+        let _ = std::fs::remove_file(dir.join("memory_trace.csv"));
     }
     write_file(dir, "index.html", &html(r))
 }
@@ -244,9 +244,11 @@ fn seq_hist(x: &crate::suite::ModelResult) -> Option<Histogram> {
 fn size_lines(pts: &[&SweepPoint], model: &str, flops: bool) -> Lines {
     let mut series: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
     for p in pts {
+        // The categories that do FLOPs (Conv, Linear, Attention), in one order for both
+        // charts, so a category keeps its colour.
         for (cat, f, t) in &p.cpu.categories {
             let v = if flops { *f as f64 } else { *t };
-            if v > 0.0 {
+            if *f > 0 && v > 0.0 {
                 series
                     .entry(cat.clone())
                     .or_default()
@@ -256,11 +258,11 @@ fn size_lines(pts: &[&SweepPoint], model: &str, flops: bool) -> Lines {
     }
     Lines {
         title: format!(
-            "{model}: {} by category vs image size (whole default generation)",
+            "{model}: {} vs image size",
             if flops {
-                "FLOPs"
+                "FLOPs per generation"
             } else {
-                "predicted time on this CPU"
+                "predicted CPU time per generation"
             }
         ),
         x_label: "image side (px)".into(),
@@ -296,7 +298,8 @@ fn temporal_lines(r: &SuiteResults) -> Lines {
                     Some((p.value as f64, temporal_share(&rows)?))
                 })
                 .collect();
-            if !pts.is_empty() {
+            // A model without temporal attention (magvit-t2v's full attention) has no line.
+            if pts.iter().any(|p| p.1 > 0.0) {
                 series.push((format!("{model} ({h}, predicted)"), pts));
             }
         }
@@ -499,14 +502,19 @@ table{{border-collapse:collapse;font-size:13px;margin:1em 0}}td,th{{border:1px s
 th{{background:#f3f3f3}}tr.reproduced td:nth-child(5){{color:#007a3d}}tr.differs td:nth-child(5){{color:#b34700}}\
 figure{{margin:1em 0}}.note{{color:#555;font-size:14px}}code{{font-size:11px;word-break:break-all}}</style></head><body>\
 <h1>prism suite: Golden et al.'s characterization</h1>\
-<p>{} mode, {} threads on {} (SIMD {}); the units of work took {:.0} s in all (this run {:.0} s, the rest from its cache). Every number below comes from this run: <code>suite.json</code> (schema prism.suite/1, docs/suite-json.md) and the CSVs beside this page hold them; each row names the <code>prism analyze</code> / <code>prism profile</code> command that reproduces it.</p>",
+<p>{} mode, {} threads on {} (SIMD {}); the units of work took {:.0} s in all, {:.0} s of it taken from the cache of earlier runs. Every number below comes from this suite's units: <code>suite.json</code> (schema prism.suite/1, docs/suite-json.md) and the CSVs beside this page hold them; each row names the <code>prism analyze</code> / <code>prism profile</code> command that reproduces it.</p>",
         if r.quick { "Quick" } else { "Full" },
         r.threads,
         esc(&r.cpu),
         esc(&r.simd),
         r.compute_seconds,
-        r.seconds
+        r.cached_seconds
     );
+    if !r.skipped.is_empty() {
+        o.push_str("<p class=\"note\">Not measured here: ");
+        o.push_str(&esc(&r.skipped.join("; ")));
+        o.push_str("</p>");
+    }
     o.push_str("<h2>Findings</h2>");
     o.push_str(&findings_table(r));
     o.push_str("<h2>Models</h2>");
@@ -514,7 +522,7 @@ figure{{margin:1em 0}}.note{{color:#555;font-size:14px}}code{{font-size:11px;wor
     section(
         &mut o,
         "Operator time by category",
-        "Measured: each stage profiled (one denoising step or a short token run) and scaled to its run count in a default generation. Predicted: roofline time from configs alone.",
+        "Measured: each stage profiled (two denoising steps or a short token run, at the size the models table gives) and scaled to its run count in a default generation at that size. Predicted: roofline time at the native size from configs alone.",
         &[
             charts::stacked_bars(&shares_bars(r)),
             charts::stacked_bars(&predicted_bars(r, "a100")),
@@ -561,9 +569,10 @@ figure{{margin:1em 0}}.note{{color:#555;font-size:14px}}code{{font-size:11px;wor
     if let Some(t) = &r.memory_trace {
         let (p, l) = memory_chart(t);
         let note = format!(
-            "The paper's analytical framework made visible: the executor's buffer plan predicts the live activation bytes after every node from shapes alone; the executor counts them as it runs. Predicted peak {:.1} MiB (with scratch), measured live peak {:.1} MiB; process resident memory grew {} during the pass.",
-            t.predicted_peak_bytes as f64 / 1048576.0,
+            "The paper's analytical framework made visible: the executor's buffer plan predicts, from shapes alone, the live activation bytes right after every node runs (its inputs not yet released); the executor counts them as it runs. Live activations at their peak: {:.1} MiB predicted, {:.1} MiB measured; with the pooled buffers and kernel scratch the plan's peak is {:.1} MiB; the process' peak resident memory grew {} during the pass (weights were already resident).",
+            t.predicted_peak_live_bytes as f64 / 1048576.0,
             t.measured_peak_live_bytes as f64 / 1048576.0,
+            t.predicted_peak_bytes as f64 / 1048576.0,
             t.rss_growth_bytes.map_or("(unknown)".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
         );
         section(
@@ -571,6 +580,40 @@ figure{{margin:1em 0}}.note{{color:#555;font-size:14px}}code{{font-size:11px;wor
             "Memory and FLOPs through one UNet pass",
             &note,
             &[charts::profile(&p), charts::lines(&l)],
+        );
+    }
+    let mut dec = Vec::new();
+    for model in ["llama-1b", "llama2-7b"] {
+        for (h, pick) in [("this CPU", false), ("A100", true)] {
+            let pts: Vec<(f64, f64)> = r
+                .decode_sweep
+                .iter()
+                .filter(|p| p.model == model)
+                .filter_map(|p| {
+                    let a = if pick { &p.a100 } else { &p.cpu };
+                    let s = a.stages.iter().find(|s| s.name == "decode")?;
+                    Some((p.value as f64, s.predicted_s * s.runs as f64))
+                })
+                .collect();
+            if !pts.is_empty() {
+                dec.push((format!("{model} ({h})"), pts));
+            }
+        }
+    }
+    if !dec.is_empty() {
+        let l = Lines {
+            title: "LLM decode: predicted time of all decode steps vs tokens generated".into(),
+            x_label: "new tokens".into(),
+            y_label: "seconds".into(),
+            log_x: true,
+            log_y: true,
+            series: dec,
+        };
+        section(
+            &mut o,
+            "Decode length (the LLM baseline)",
+            "The decode phase's roofline time over a growing KV cache (each step reads every weight once: memory-bound, unlike a diffusion step).",
+            &[charts::lines(&l)],
         );
     }
     let roofs: Vec<String> = rooflines(r).iter().map(charts::roofline).collect();

@@ -22,7 +22,7 @@ use std::time::Instant;
 pub struct SuiteSpec {
     /// The report directory (created; its files are replaced, its cache reused).
     pub output: PathBuf,
-    /// Small sizes, one step: minutes on 2 cores.
+    /// Small sizes, two measured steps: minutes on 2 cores.
     #[serde(default)]
     pub quick: bool,
     /// Only these presets.
@@ -170,6 +170,9 @@ pub fn models() -> Vec<SuiteModel> {
 /// Category shares and sizes of one analysis on one hardware.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Analysis {
+    /// `cpu`, `a100` or `h100`.
+    pub key: String,
+    /// The hardware's name ("this CPU (2 threads)", "NVIDIA A100 ...").
     pub hardware: String,
     pub flops: u64,
     pub bytes: u64,
@@ -195,15 +198,19 @@ pub struct StageSummary {
     pub attention: Vec<(String, usize, usize, usize, u64)>,
     /// Score-matrix elements (B·H·Lq·Lk) of each attention node of one run.
     pub attention_scores: Vec<u64>,
+    /// The buffer plan's peak of one run: activations + pooled buffers + kernel scratch.
     pub peak_activation_bytes: u64,
+    /// Live activations alone at their peak.
+    pub peak_live_bytes: u64,
 }
 
-fn summarize(r: &Report) -> Analysis {
+fn summarize(key: &str, r: &Report) -> Analysis {
     Analysis {
+        key: key.into(),
         hardware: r.hardware.name.clone(),
         flops: r.total.flops,
         bytes: r.total.bytes,
-        params: r.stages.iter().map(|s| s.params).sum(),
+        params: r.params,
         peak_memory_bytes: r.peak_memory_bytes,
         predicted_s: r.total.predicted_s,
         categories: r
@@ -236,6 +243,7 @@ fn summarize(r: &Report) -> Analysis {
                     .map(|a| (a.batch * a.heads * a.query_len * a.key_len) as u64)
                     .collect(),
                 peak_activation_bytes: s.memory.peak_activation_bytes,
+                peak_live_bytes: s.memory.peak_live_bytes,
             })
             .collect(),
     }
@@ -282,9 +290,13 @@ pub struct SweepPoint {
 pub struct MemoryTrace {
     pub model: String,
     pub size: usize,
-    /// (node path, class, FLOPs, predicted live bytes after it, measured live bytes after it).
+    /// (node path, class, FLOPs, predicted and measured live activation bytes right after it
+    /// ran, its inputs not yet released).
     pub nodes: Vec<(String, String, u64, u64, u64)>,
+    /// The buffer plan's peak: live activations + pooled buffers + kernel scratch.
     pub predicted_peak_bytes: u64,
+    /// The buffer plan's largest set of live activations alone.
+    pub predicted_peak_live_bytes: u64,
     pub measured_peak_live_bytes: u64,
     pub rss_growth_bytes: Option<u64>,
 }
@@ -304,25 +316,40 @@ pub struct SuiteResults {
     pub decode_sweep: Vec<SweepPoint>,
     pub memory_trace: Option<MemoryTrace>,
     pub findings: Vec<crate::findings::Finding>,
+    /// Profiles that could not run here, with why.
+    pub skipped: Vec<String>,
     /// This invocation's wall time.
     pub seconds: f64,
     /// The time every unit took when it ran (cached ones included): the suite from scratch.
     pub compute_seconds: f64,
+    /// The part of `compute_seconds` taken from the cache.
+    pub cached_seconds: f64,
 }
 
 /// The suite's cache: one JSON file per unit of work, with the seconds it took.
 struct Cache {
     dir: PathBuf,
     fresh: bool,
-    /// Seconds of every unit, cached or run now.
+    /// Seconds of every unit, cached or run now, and of the cached ones alone.
     seconds: std::cell::Cell<f64>,
+    cached_seconds: std::cell::Cell<f64>,
+    threads: usize,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Cached<T> {
+    /// `CACHE_VERSION` and the thread count of the run that made it: another version or
+    /// thread count reruns the unit.
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    threads: usize,
     seconds: f64,
     value: T,
 }
+
+/// Bumped whenever what a unit of work computes or stores changes.
+const CACHE_VERSION: &str = concat!("prism.suite/1 ", env!("CARGO_PKG_VERSION"), " u2");
 
 impl Cache {
     fn get_or<T: Serialize + for<'de> Deserialize<'de>>(
@@ -334,21 +361,33 @@ impl Cache {
         let path = self.dir.join(format!("{key}.json"));
         if !self.fresh {
             if let Ok(text) = std::fs::read_to_string(&path) {
-                if let Ok(c) = serde_json::from_str::<Cached<T>>(&text) {
-                    events(&Event::Note(format!(
-                        "{key}: cached ({:.1} s when run)",
-                        c.seconds
-                    )));
-                    self.seconds.set(self.seconds.get() + c.seconds);
-                    return Ok(c.value);
+                match serde_json::from_str::<Cached<T>>(&text) {
+                    Ok(c) if c.version == CACHE_VERSION && c.threads == self.threads => {
+                        events(&Event::Note(format!(
+                            "{key}: cached ({:.1} s when run)",
+                            c.seconds
+                        )));
+                        self.seconds.set(self.seconds.get() + c.seconds);
+                        self.cached_seconds
+                            .set(self.cached_seconds.get() + c.seconds);
+                        return Ok(c.value);
+                    }
+                    _ => events(&Event::Note(format!(
+                        "{key}: cached by another prism version or thread count; rerunning"
+                    ))),
                 }
             }
         }
         let t0 = Instant::now();
-        events(&Event::Bench(key.to_string()));
+        events(&Event::SuiteUnit(key.to_string()));
         let value = f(events)?;
         let seconds = t0.elapsed().as_secs_f64();
-        let c = Cached { seconds, value };
+        let c = Cached {
+            version: CACHE_VERSION.into(),
+            threads: self.threads,
+            seconds,
+            value,
+        };
         let text = serde_json::to_string(&c).map_err(|e| Error::invalid(format!("{key}: {e}")))?;
         crate::write_text_file(&path, &text, true)?;
         self.seconds.set(self.seconds.get() + seconds);
@@ -395,12 +434,14 @@ fn flags(extra: &serde_json::Value) -> String {
 }
 
 impl Engine {
-    fn suite_analysis(&self, model: &str, hw: &str, extra: &serde_json::Value) -> Result<Analysis> {
-        Ok(summarize(&one_report(self.analyze(&study(
-            model,
-            hw,
-            extra.clone(),
-        )?)?)))
+    fn suite_analysis(
+        &self,
+        model: &str,
+        (key, hw): (&str, &str),
+        extra: &serde_json::Value,
+    ) -> Result<Analysis> {
+        let spec = study(model, hw, extra.clone())?;
+        Ok(summarize(key, &one_report(self.analyze(&spec)?)))
     }
 
     fn suite_profile(
@@ -472,6 +513,8 @@ impl Engine {
             dir: cache_dir,
             fresh: spec.fresh,
             seconds: std::cell::Cell::new(0.0),
+            cached_seconds: std::cell::Cell::new(0.0),
+            threads: self.threads(),
         };
         let chosen: Vec<SuiteModel> = all
             .into_iter()
@@ -480,7 +523,7 @@ impl Engine {
         // This CPU's roofline, fixed for the whole run (and its cache): `prism calibrate`'s
         // figures if cached, else one calibration now, written beside the report.
         let cpu_toml = cache.dir.join("cpu.toml");
-        if !cpu_toml.is_file() {
+        if spec.fresh || !cpu_toml.is_file() {
             let hw = self.exec.install(|| hardware::resolve("cpu"))?;
             crate::write_text_file(&cpu_toml, &hw.to_toml(), true)?;
         }
@@ -498,6 +541,7 @@ impl Engine {
             })
             .collect::<Result<_>>()?;
         let mut results = Vec::new();
+        let mut skipped = Vec::new();
         for m in &chosen {
             let name = &m.name;
             let native = json!({});
@@ -505,7 +549,7 @@ impl Engine {
                 .iter()
                 .map(|(hw, spec)| {
                     cache.get_or(&format!("analyze-{name}-{hw}"), events, |_| {
-                        self.suite_analysis(name, spec, &native)
+                        self.suite_analysis(name, (hw, spec), &native)
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -529,19 +573,33 @@ impl Engine {
                         // a token model: no denoising steps; the image size sets its tokens
                         e.as_object_mut().map(|o| o.remove("steps"));
                     }
-                    let f = cache.get_or(&format!("profile-{name}-flash"), events, |_| {
-                        self.suite_profile(name, ("flash", &cpu_spec), &e)
-                    })?;
-                    let n = cache.get_or(&format!("profile-{name}-naive"), events, |_| {
-                        self.suite_profile(name, ("naive", &cpu_spec), &e)
-                    })?;
-                    (Some(f), Some(n))
+                    // A profile that cannot run here (refused by the memory preflight, say) is
+                    // reported and the suite goes on without that measurement.
+                    let mut measure = |attention: &str| {
+                        let key = format!("profile-{name}-{attention}");
+                        let run = cache.get_or(&key, events, |_| {
+                            self.suite_profile(name, (attention, &cpu_spec), &e)
+                        });
+                        match run {
+                            Ok(m) => Some(m),
+                            Err(err) => {
+                                events(&Event::Note(format!(
+                                    "profile {name} --attention {attention}: {err}; not measured"
+                                )));
+                                skipped.push(format!("{name} ({attention}): {err}"));
+                                None
+                            }
+                        }
+                    };
+                    let f = measure("flash");
+                    let n = measure("naive");
+                    (f, n)
                 }
             };
             results.push(ModelResult {
                 model: m.clone(),
                 analysis,
-                analyze_command: format!("prism analyze {name} --json"),
+                analyze_command: format!("prism analyze {name} --hardware {cpu_spec} --json"),
                 flash,
                 naive,
             });
@@ -562,8 +620,8 @@ impl Engine {
                     Ok(SweepPoint {
                         model: name.into(),
                         value: s,
-                        cpu: self.suite_analysis(name, &cpu_spec, &e)?,
-                        a100: self.suite_analysis(name, "a100", &e)?,
+                        cpu: self.suite_analysis(name, ("cpu", &cpu_spec), &e)?,
+                        a100: self.suite_analysis(name, ("a100", "a100"), &e)?,
                     })
                 })?;
                 size_sweep.push(p);
@@ -583,8 +641,8 @@ impl Engine {
                     Ok(SweepPoint {
                         model: name.into(),
                         value: f,
-                        cpu: self.suite_analysis(name, &cpu_spec, &e)?,
-                        a100: self.suite_analysis(name, "a100", &e)?,
+                        cpu: self.suite_analysis(name, ("cpu", &cpu_spec), &e)?,
+                        a100: self.suite_analysis(name, ("a100", "a100"), &e)?,
                     })
                 })?;
                 frame_sweep.push(p);
@@ -604,8 +662,8 @@ impl Engine {
                     Ok(SweepPoint {
                         model: name.into(),
                         value: n,
-                        cpu: self.suite_analysis(name, &cpu_spec, &e)?,
-                        a100: self.suite_analysis(name, "a100", &e)?,
+                        cpu: self.suite_analysis(name, ("cpu", &cpu_spec), &e)?,
+                        a100: self.suite_analysis(name, ("a100", "a100"), &e)?,
                     })
                 })?;
                 decode_sweep.push(p);
@@ -633,12 +691,15 @@ impl Engine {
             decode_sweep,
             memory_trace,
             findings: Vec::new(),
+            skipped,
             seconds: 0.0,
             compute_seconds: 0.0,
+            cached_seconds: 0.0,
         };
         r.findings = crate::findings::findings(&r);
         r.seconds = t0.elapsed().as_secs_f64();
         r.compute_seconds = cache.seconds.get();
+        r.cached_seconds = cache.cached_seconds.get();
         crate::report::write(out, &r)?;
         Ok(r)
     }
@@ -685,6 +746,7 @@ impl Engine {
             .collect();
         let plan = self.exec.prepare(&g)?;
         let mp = prism_runtime::plan(&plan.graph, self.threads(), &self.exec.kernels);
+        prism_runtime::observe::mem::reset_peak();
         let rss0 = prism_runtime::observe::mem::rss_bytes();
         let mut obs = NodeRecorder::default();
         self.exec.run_stage_plan(
@@ -698,16 +760,31 @@ impl Engine {
         )?;
         let rss1 = prism_runtime::observe::mem::peak_rss_bytes();
         let pg = &plan.graph;
+        // The executor reports live bytes right after a node ran, before its inputs are
+        // released: the plan's live bytes after the node before, plus this node's output.
+        let out_bytes = |i: usize| -> usize {
+            let n = &pg.nodes[i];
+            if n.op.moves_no_data() || n.op.is_cache_view() {
+                0
+            } else {
+                let v = &pg.values[n.output];
+                v.shape.iter().product::<usize>() * v.dtype.size()
+            }
+        };
         let nodes = obs
             .events
             .iter()
             .map(|e| {
                 let n = &pg.nodes[e.0];
+                let before = match e.0 {
+                    0 => 0,
+                    i => mp.live_after.get(i - 1).copied().unwrap_or(0),
+                };
                 (
                     n.path.clone(),
                     n.op.class().into_owned(),
                     prism_core::cost::node_cost(pg, e.0, 4).flops,
-                    mp.live_after.get(e.0).copied().unwrap_or(0) as u64,
+                    (before + out_bytes(e.0)) as u64,
                     e.1 as u64,
                 )
             })
@@ -717,6 +794,7 @@ impl Engine {
             size,
             nodes,
             predicted_peak_bytes: mp.peak_bytes as u64,
+            predicted_peak_live_bytes: mp.peak_live_bytes as u64,
             measured_peak_live_bytes: obs.peak as u64,
             rss_growth_bytes: rss0.zip(rss1).map(|(a, b)| b.saturating_sub(a) as u64),
         })
@@ -760,7 +838,7 @@ pub fn cpu_name() -> String {
 
 /// `p` is a folder, or a new one whose parent exists.
 pub fn check_output_dir(p: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(p) {
+    match std::fs::metadata(p) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(Error::file(p, "exists and is not a folder")),
         Err(_) => {

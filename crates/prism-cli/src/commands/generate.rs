@@ -148,7 +148,7 @@ pub fn run(engine: &Engine, a: Args) -> Result<()> {
             bar.finish_and_clear();
             eprintln!("decode to pixels: {s:.2}s");
         }
-        Event::Bench(_) | Event::Benched(_) => {}
+        Event::Bench(_) | Event::Benched(_) | Event::SuiteUnit(_) => {}
     })?;
     if let Some(d) = &r.frames_dir {
         eprintln!("wrote {} frames to {}", r.frames, d.display());

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Small sizes and one measured step per model (about 10 minutes on 2 cores); without it the
-    /// full suite measures at native sizes (an hour or more on 2 cores).
+    /// Small sizes and two measured steps per model (about 2 minutes on 2 cores); without it
+    /// the full suite measures at native sizes (about 15 minutes on 2 cores).
     #[arg(long)]
     quick: bool,
     /// Only these presets, comma-separated (default: all of the suite).
@@ -30,7 +30,7 @@ pub fn run(engine: &Engine, a: Args) -> Result<()> {
     };
     let t0 = std::time::Instant::now();
     let r = engine.suite(&spec, &mut |e| match e {
-        Event::Bench(what) => eprintln!("[{:>6.0} s] {what} ...", t0.elapsed().as_secs_f64()),
+        Event::SuiteUnit(what) => eprintln!("[{:>6.0} s] {what} ...", t0.elapsed().as_secs_f64()),
         Event::Note(n) => eprintln!("           {n}"),
         _ => {}
     })?;
