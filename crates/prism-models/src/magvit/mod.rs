@@ -184,26 +184,18 @@ impl Tokenizer {
     ) -> Result<Encoded> {
         assert_eq!(self.half, Half::Encoder, "an encoder half");
         let cfg = &self.cfg;
-        let &[b, c, t, h, w] = video.shape() else {
-            return Err(Error::input(
-                "video",
-                format!(
-                    "shape {:?}; expected (batch, {}, frames, height, width)",
-                    video.shape(),
-                    cfg.channels
-                ),
-            ));
+        let [b, t, h, w] = match *video.shape() {
+            [b, c, t, h, w] if c == cfg.channels && b > 0 => [b, t, h, w],
+            ref s => {
+                return Err(Error::input(
+                    "video",
+                    format!(
+                        "shape {s:?}; expected (batch, {}, frames, height, width)",
+                        cfg.channels
+                    ),
+                ))
+            }
         };
-        if c != cfg.channels || b == 0 {
-            return Err(Error::input(
-                "video",
-                format!(
-                    "shape {:?}; expected (batch, {}, frames, height, width)",
-                    video.shape(),
-                    cfg.channels
-                ),
-            ));
-        }
         video.check_finite("video")?;
         let [tt, hh, ww] = cfg.token_grid(t, h, w)?;
         let g = Self::graph(cfg, Half::Encoder, b, [t, h, w])?;

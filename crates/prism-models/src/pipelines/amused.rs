@@ -722,13 +722,7 @@ impl super::Pipeline for Amused {
     }
     fn settings(&self, r: &super::Request) -> String {
         match self.request(r) {
-            Ok(q) => format!(
-                "{} steps, guidance {}, temperature {}→0{}",
-                q.steps,
-                q.guidance,
-                q.temperature,
-                if q.greedy { ", greedy" } else { "" }
-            ),
+            Ok(q) => super::common::maskgit_settings(q.steps, q.guidance, q.temperature, q.greedy),
             Err(_) => String::new(),
         }
     }

@@ -481,3 +481,11 @@ pub struct StageGraph {
     /// bf16); None: the request's.
     pub weight_dtype: Option<prism_runtime::WeightDType>,
 }
+
+/// "12 steps, guidance 10, temperature 2→0[, greedy]": a MaskGIT request in words.
+pub fn maskgit_settings(steps: usize, guidance: f32, temperature: f32, greedy: bool) -> String {
+    format!(
+        "{steps} steps, guidance {guidance}, temperature {temperature}→0{}",
+        if greedy { ", greedy" } else { "" }
+    )
+}
