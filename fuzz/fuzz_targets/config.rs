@@ -1,6 +1,7 @@
 //! Any bytes as a `config.json` of each model family prism reads (UNet, VAE, CLIP, Llama,
-//! Janus, aMUSEd's U-ViT / VQ model / scheduler, T5, PixArt / DiT), then the graph built at a
-//! tiny size: an error or a graph, never a panic.
+//! Janus, aMUSEd's U-ViT / VQ model / scheduler, T5, PixArt / DiT, MAGVIT-v2's video
+//! tokenizer and masked video transformer), then the graph built at a tiny size: an error or a
+//! graph, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use prism_models::config::Cfg;
@@ -46,6 +47,17 @@ fuzz_target!(|data: &[u8]| {
         let p = d.patch_size;
         let _ = prism_models::diffusion::dit::build(&d, 1, 2 * p, 2 * p, 3);
         let _ = d.pos_embed(2 * p, 2 * p);
+    }
+    if let Ok(t) = prism_models::magvit::TokenizerConfig::from_cfg(&c) {
+        use prism_models::magvit::tokenizer::{build_decoder, build_encoder};
+        let (tf, sf) = (t.time_factor(), t.space_factor());
+        if let Ok(grid) = t.token_grid(1 + tf, sf, sf) {
+            let _ = build_encoder(&t, 1, [1 + tf, sf, sf]);
+            let _ = build_decoder(&t, 1, grid);
+        }
+    }
+    if let Ok(v) = prism_models::magvit::transformer::VideoTransformerConfig::from_cfg(&c) {
+        let _ = prism_models::magvit::transformer::build(&v, 1, 3);
     }
     if let Ok(j) = prism_models::autoregressive::janus::JanusConfig::from_cfg(&c, Some(&c)) {
         use prism_models::autoregressive::janus::{lm_graph, vq_decoder_graph, LmStep};
