@@ -566,6 +566,36 @@ figure{{margin:1em 0}}.note{{color:#555;font-size:14px}}code{{font-size:11px;wor
         "Temporal attention's share of the per-step stage's attention time, predicted over the frame sweep.",
         &[charts::lines(&temporal_lines(r))],
     );
+    let mem_series: Vec<(String, Vec<(f64, f64)>)> = r
+        .models
+        .iter()
+        .filter(|x| !x.memory_profile.is_empty())
+        .map(|x| {
+            (
+                format!("{} {}", x.model.name, x.model.step_stage),
+                x.memory_profile
+                    .iter()
+                    .map(|&(f, b)| (f, b as f64))
+                    .collect(),
+            )
+        })
+        .collect();
+    if !mem_series.is_empty() {
+        let l = Lines {
+            title: "Predicted live activations through one step, by model (native size)".into(),
+            x_label: "fraction of the pass (execution order)".into(),
+            y_label: "bytes".into(),
+            log_x: false,
+            log_y: true,
+            series: mem_series,
+        };
+        section(
+            &mut o,
+            "Memory through the forward pass, every model",
+            "The executor's buffer plan (configs only): live activation bytes after each node of one run of the per-step stage, the largest of each 1/400 of the pass.",
+            &[charts::lines(&l)],
+        );
+    }
     if let Some(t) = &r.memory_trace {
         let (p, l) = memory_chart(t);
         let note = format!(

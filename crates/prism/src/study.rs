@@ -213,7 +213,7 @@ impl StudySpec {
 
     /// Resolve the model, check flags, and fill defaults (`default_steps` for a diffusion
     /// model given no --steps; None: the model's own default).
-    fn resolve(&self, default_steps: Option<usize>) -> Result<Resolved> {
+    pub(crate) fn resolve(&self, default_steps: Option<usize>) -> Result<Resolved> {
         let src = ModelSource::parse(self.model()?)?;
         let entry = pipelines::entry_for(&src)?;
         let frames = self.frame_counts(&src, entry)?;
@@ -276,11 +276,11 @@ impl StudySpec {
     }
 }
 
-struct Resolved {
-    src: ModelSource,
-    entry: &'static pipelines::Entry,
-    shape: StudyShape,
-    frames: Option<Vec<usize>>,
+pub(crate) struct Resolved {
+    pub(crate) src: ModelSource,
+    pub(crate) entry: &'static pipelines::Entry,
+    pub(crate) shape: StudyShape,
+    pub(crate) frames: Option<Vec<usize>>,
 }
 
 impl Engine {

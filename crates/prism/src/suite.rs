@@ -274,6 +274,10 @@ pub struct ModelResult {
     /// With flash attention and with naive attention (absent when not measured).
     pub flash: Option<Measured>,
     pub naive: Option<Measured>,
+    /// The buffer plan's live activation bytes through one run of the step stage at the native
+    /// size, node by node, reduced to at most 400 points: (fraction of the pass, bytes).
+    #[serde(default)]
+    pub memory_profile: Vec<(f64, u64)>,
 }
 
 /// One point of a sweep: the swept value and the CPU / A100 analyses.
@@ -596,7 +600,13 @@ impl Engine {
                     (f, n)
                 }
             };
+            let memory_profile = cache
+                .get_or(&format!("memory-profile-{name}"), events, |_| {
+                    self.predicted_memory(name, &m.step_stage)
+                })
+                .unwrap_or_default();
             results.push(ModelResult {
+                memory_profile,
                 model: m.clone(),
                 analysis,
                 analyze_command: format!("prism analyze {name} --hardware {cpu_spec} --json"),
@@ -702,6 +712,34 @@ impl Engine {
         r.cached_seconds = cache.cached_seconds.get();
         crate::report::write(out, &r)?;
         Ok(r)
+    }
+
+    /// The buffer plan's live bytes after each node of one run of `model`'s `stage` at its
+    /// native size and default generation (configs only), at most 400 points, each the largest
+    /// of its span of nodes.
+    fn predicted_memory(&self, model: &str, stage: &str) -> Result<Vec<(f64, u64)>> {
+        let r = study(model, "a100", json!({}))?.resolve(None)?;
+        let shape = StudyShape {
+            frames: r.frames.as_ref().and_then(|f| f.first().copied()),
+            ..r.shape.clone()
+        };
+        let graphs = (r.entry.stage_graphs)(&r.src, &shape)?;
+        let g = graphs
+            .into_iter()
+            .find(|g| g.name == stage)
+            .ok_or_else(|| Error::invalid(format!("{model}: no {stage} stage")))?;
+        let prepared = self.exec.kernels.prepare(&g.graph);
+        let live = prism_runtime::plan(&prepared, self.threads(), &self.exec.kernels).live_after;
+        let n = live.len().max(1);
+        let span = n.div_ceil(400);
+        Ok(live
+            .chunks(span)
+            .enumerate()
+            .map(|(i, c)| {
+                let x = (i * span) as f64 / n as f64;
+                (x, c.iter().copied().max().unwrap_or(0) as u64)
+            })
+            .collect())
     }
 
     /// The UNet of `model` at `size`: one forward pass on random weights, each node's FLOPs,
