@@ -1,4 +1,5 @@
 //! prism's front door: one [`Engine`] for everything the program does — generate, forward,
+//! tokenize / detokenize / round-trip (MAGVIT-v2 video tokens), suite (the whole study),
 //! analyze, profile, bench, calibrate — with plain request and response types (serde), so a
 //! command line, an HTTP server or a Python binding is a thin layer over it.
 //!
