@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// Small sizes and two measured steps per model (about 2 minutes on 2 cores); without it
-    /// the full suite measures at native sizes (about 15 minutes on 2 cores).
+    /// the full suite measures at native sizes (about 10 minutes on 2 cores).
     #[arg(long)]
     quick: bool,
     /// Only these presets, comma-separated (default: all of the suite).
