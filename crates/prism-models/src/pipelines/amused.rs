@@ -426,23 +426,7 @@ impl Amused {
 
     /// Check a request before any work.
     pub fn validate(&self, r: &AmusedRequest) -> Result<()> {
-        if r.steps == 0 {
-            return Err(Error::invalid(
-                "--steps 0: at least one unmasking step is needed",
-            ));
-        }
-        if !r.guidance.is_finite() {
-            return Err(Error::invalid(format!(
-                "--guidance {}: must be a finite number",
-                r.guidance
-            )));
-        }
-        if !r.temperature.is_finite() || r.temperature < 0.0 {
-            return Err(Error::invalid(format!(
-                "--temperature {}: must be a finite number ≥ 0 (the first step's confidence temperature, annealed to 0; 0 with --greedy is deterministic)",
-                r.temperature
-            )));
-        }
+        super::common::check_maskgit_flags(r.steps, r.guidance, r.temperature)?;
         self.configs().check_size(r.width, r.height)?;
         if let Some(l) = &r.latents {
             let f = self.vqvae.cfg.downscale();

@@ -489,3 +489,24 @@ pub fn maskgit_settings(steps: usize, guidance: f32, temperature: f32, greedy: b
         if greedy { ", greedy" } else { "" }
     )
 }
+
+/// The flags every MaskGIT request shares: at least one step, a finite guidance scale, a finite
+/// temperature ≥ 0.
+pub fn check_maskgit_flags(steps: usize, guidance: f32, temperature: f32) -> Result<()> {
+    if steps == 0 {
+        return Err(Error::invalid(
+            "--steps 0: at least one unmasking step is needed",
+        ));
+    }
+    if !guidance.is_finite() {
+        return Err(Error::invalid(format!(
+            "--guidance {guidance}: must be a finite number"
+        )));
+    }
+    if !temperature.is_finite() || temperature < 0.0 {
+        return Err(Error::invalid(format!(
+            "--temperature {temperature}: must be a finite number ≥ 0 (the first step's confidence temperature, annealed to 0; 0 with --greedy is deterministic)"
+        )));
+    }
+    Ok(())
+}

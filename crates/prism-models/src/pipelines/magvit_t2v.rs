@@ -220,23 +220,7 @@ impl MagvitT2V {
     }
 
     pub fn validate(&self, r: &MagvitRequest) -> Result<()> {
-        if r.steps == 0 {
-            return Err(Error::invalid(
-                "--steps 0: at least one unmasking step is needed",
-            ));
-        }
-        if !r.guidance.is_finite() {
-            return Err(Error::invalid(format!(
-                "--guidance {}: must be a finite number",
-                r.guidance
-            )));
-        }
-        if !r.temperature.is_finite() || r.temperature < 0.0 {
-            return Err(Error::invalid(format!(
-                "--temperature {}: must be a finite number ≥ 0 (the first step's confidence temperature, annealed to 0)",
-                r.temperature
-            )));
-        }
+        super::common::check_maskgit_flags(r.steps, r.guidance, r.temperature)?;
         let grid = self.cfgs.grid(r.frames, r.width, r.height)?;
         self.cfgs
             .transformer_for(grid, self.random_weights, &self.label)?;
