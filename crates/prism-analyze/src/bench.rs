@@ -54,6 +54,10 @@ pub const BENCHES: &[&str] = &[
     "unet_b2_64_naive",
     "unet_b2_32_kept",
     "unet_b2_64_kept",
+    "unet_b2_32_bf16",
+    "unet_b2_64_bf16",
+    "unet_b2_32_int8",
+    "unet_b2_64_int8",
     "vae_decode_32",
     "vae_decode_64",
     "decode_small_1024",
@@ -437,8 +441,19 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
             Ok(result(name, t, None))
         }
         "unet_b2_32" | "unet_b2_64" | "unet_b2_32_naive" | "unet_b2_64_naive"
-        | "unet_b2_32_kept" | "unet_b2_64_kept" => {
+        | "unet_b2_32_kept" | "unet_b2_64_kept" | "unet_b2_32_bf16" | "unet_b2_64_bf16"
+        | "unet_b2_32_int8" | "unet_b2_64_int8" => {
             let s = if name.contains("_32") { 32 } else { 64 } / if quick { 4 } else { 1 };
+            // `_bf16` / `_int8`: weights stored so (`--weights-dtype`), math in f32.
+            let dtype = name
+                .rsplit('_')
+                .next()
+                .and_then(prism_runtime::WeightDType::parse)
+                .unwrap_or_default();
+            let opts = LoadOptions {
+                weights_dtype: dtype,
+                ..opts.clone()
+            };
             let mut unet = Unet::load(&sd15()?, &opts)?;
             // A denoising step: Winograd filters transformed on every run, as generations do
             // by default; `_kept`: transformed in the warm-up run and kept (`--keep-filters`).
@@ -465,6 +480,11 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
             } else {
                 "Winograd filters transformed on every run".into()
             };
+            let note = format!(
+                "{note}; weights {} ({:.2} GiB resident)",
+                dtype.name(),
+                unet.weights.bytes() as f64 / (1u64 << 30) as f64
+            );
             Ok(BenchResult {
                 note: Some(note),
                 ..result(name, t, None)

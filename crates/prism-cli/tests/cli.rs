@@ -115,6 +115,55 @@ fn tiny_folder_generates_a_png_with_parameters() {
     assert!(prism(&args).status.success());
 }
 
+/// Pixels of a PNG.
+fn png_pixels(path: &Path) -> Vec<u8> {
+    let dec = png::Decoder::new(std::io::Cursor::new(std::fs::read(path).unwrap()));
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let n = reader.next_frame(&mut buf).unwrap().buffer_size();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn narrow_weights_generate_close_to_f32() {
+    let d = scratch("dtypes");
+    let model = fixtures().join("sd1_tiny");
+    let run = |dtype: &str| {
+        let out = d.join(format!("{dtype}.png"));
+        let mut args = generate_args(model.to_str().unwrap(), out.to_str().unwrap());
+        args.extend(["--weights-dtype", dtype]);
+        let o = prism(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        png_pixels(&out)
+    };
+    let f32 = run("f32");
+    // Tolerances of tests/parity.rs in prism-models (pixel levels against f32 diffusers).
+    for (dtype, tol) in [("bf16", 8), ("int8", 8)] {
+        let px = run(dtype);
+        let worst = f32
+            .iter()
+            .zip(&px)
+            .map(|(&a, &b)| (a as i32 - b as i32).abs())
+            .max()
+            .unwrap();
+        assert!(worst <= tol, "{dtype}: a pixel differs by {worst}");
+    }
+    fails(
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--weights-dtype",
+            "int4",
+            "-o",
+            d.join("x.png").to_str().unwrap(),
+        ],
+        &d.join("x.png"),
+        &["int4", "--weights-dtype"],
+    );
+}
+
 #[test]
 fn truncated_safetensors() {
     let m = tiny_copy("trunc");

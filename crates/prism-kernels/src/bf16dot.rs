@@ -51,6 +51,17 @@ pub fn pays() -> bool {
     })
 }
 
+/// Whether a product of `rows` rows on bf16 weights takes this path: where it [`pays`], from
+/// [`bf16_dot_min_rows`](crate::tuning::Tuning::bf16_dot_min_rows) rows (fewer rows run the
+/// `linear512` panel tile); at any row count with `PRISM_BF16_DOT=on`.
+pub fn chosen(rows: usize) -> bool {
+    use std::sync::OnceLock;
+    static FORCED: OnceLock<bool> = OnceLock::new();
+    pays()
+        && (*FORCED.get_or_init(|| std::env::var("PRISM_BF16_DOT").as_deref() == Ok("on"))
+            || rows >= crate::tuning::tuning().bf16_dot_min_rows)
+}
+
 /// Multiply-adds per second of `vdpbf16ps` and of `vfmadd231ps` on this core (best of 3).
 pub fn throughput() -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
@@ -131,6 +142,34 @@ pub fn pack_weights(w: &[u16], out: usize, inf: usize) -> PackedWeights {
                     for (t, pair) in row.chunks(2).enumerate() {
                         let hi = pair.get(1).map_or(0, |&v| v as u32);
                         panel[t * NR + j] = pair[0] as u32 | (hi << 16);
+                    }
+                }
+            });
+    }
+    PackedWeights { wp, kp, out, inf }
+}
+
+/// Pack W held in `linear512` panels (element (j, k) of panel p at `k·32 + j`, bf16): each
+/// panel's rows k = 2t and 2t + 1 interleaved into pairs.
+pub fn pack_panels(w: &[half::bf16], out: usize, inf: usize) -> PackedWeights {
+    assert_eq!(
+        w.len(),
+        crate::linear512::panels_len(out, inf),
+        "bf16 linear panels length"
+    );
+    let kp = inf.div_ceil(2);
+    let panels = out.div_ceil(NR);
+    let mut wp = vec![0u32; panels * kp * NR];
+    if kp > 0 {
+        wp.par_chunks_mut(kp * NR)
+            .zip(w.par_chunks(inf * NR))
+            .for_each(|(dst, src)| {
+                for (t, d) in dst.chunks_exact_mut(NR).enumerate() {
+                    let lo = &src[2 * t * NR..(2 * t + 1) * NR];
+                    let hi = src.get((2 * t + 1) * NR..(2 * t + 2) * NR);
+                    for (j, v) in d.iter_mut().enumerate() {
+                        let h = hi.map_or(0, |h| h[j].to_bits() as u32);
+                        *v = lo[j].to_bits() as u32 | (h << 16);
                     }
                 }
             });

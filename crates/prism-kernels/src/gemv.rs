@@ -4,8 +4,9 @@
 //! memory's rate. The register-tile kernels built for many rows (`linear512`, `gemm`) reach
 //! about half of it at one or two rows.
 //!
-//! - W is read where it is stored, in its dtype (f32, or bf16 / f16 widened in registers, so
-//!   16-bit weights halve the traffic), row-major (`Layout::RowMajor`) or in `linear512`'s
+//! - W is read where it is stored, in its dtype (f32, or bf16 / f16 / int8 widened in
+//!   registers, so 16-bit weights halve the traffic and 8-bit ones quarter it; an 8-bit
+//!   feature's sums are multiplied by its scale as the task finishes it), row-major (`Layout::RowMajor`) or in `linear512`'s
 //!   panels of 32 output features (`Layout::Panels`).
 //! - Tasks are contiguous runs of output features (groups of 4 rows of W, or whole panels),
 //!   several per thread: each task streams one contiguous stretch of W.
@@ -21,7 +22,7 @@
 use crate::conv::ConvWeights;
 #[cfg(target_arch = "x86_64")]
 use crate::linear512::{load16, load8};
-use crate::linear512::{panels_len, raw, BF16, F16, F32, NR};
+use crate::linear512::{panels_len, raw, BF16, F16, F32, I8, NR};
 use crate::simd::{self, Level};
 use crate::SendPtr;
 use rayon::prelude::*;
@@ -47,7 +48,8 @@ unsafe fn get<const DT: u8>(w: *const u8, i: usize) -> f32 {
     match DT {
         F32 => *(w as *const f32).add(i),
         BF16 => f32::from_bits((*(w as *const u16).add(i) as u32) << 16),
-        _ => half::f16::from_bits(*(w as *const u16).add(i)).to_f32(),
+        F16 => half::f16::from_bits(*(w as *const u16).add(i)).to_f32(),
+        _ => *(w as *const i8).add(i) as f32,
     }
 }
 
@@ -120,8 +122,8 @@ pub fn gemv_at(
     let units = out.div_ceil(unit);
     let tasks = (rayon::current_num_threads() * 8).clamp(1, units);
     let per = units.div_ceil(tasks);
-    let (wp, dt) = raw(w);
-    let (wp, xp) = (wp as usize, x.as_ptr() as usize);
+    let (wp, dt, sp) = raw(w);
+    let (wp, xp, sp) = (wp as usize, x.as_ptr() as usize, sp as usize);
     let yp = SendPtr(y.as_mut_ptr());
     (0..units.div_ceil(per)).into_par_iter().for_each(|t| {
         let o0 = t * per * unit;
@@ -142,9 +144,14 @@ pub fn gemv_at(
                 o1,
                 yp.get(),
             );
+            // 8-bit weights: each feature's sums times its scale.
+            let scale = (sp != 0).then(|| std::slice::from_raw_parts(sp as *const f32, o1));
             for r in 0..rows {
                 for o in o0..o1 {
                     let v = yp.get().add(r * out + o);
+                    if let Some(s) = scale {
+                        *v *= s[o];
+                    }
                     *v += bias.map_or(0.0, |b| b[o]) + residual.map_or(0.0, |s| s[r * out + o]);
                 }
             }
@@ -172,7 +179,8 @@ unsafe fn columns(
             match dt {
                 F32 => $f::<F32>($($a),*),
                 BF16 => $f::<BF16>($($a),*),
-                _ => $f::<F16>($($a),*),
+                F16 => $f::<F16>($($a),*),
+                _ => $f::<I8>($($a),*),
             }
         };
     }

@@ -15,6 +15,7 @@ pub mod linear512;
 pub mod matmul;
 pub mod mixers;
 pub mod norm;
+pub mod quant;
 pub mod reference;
 pub mod scratch;
 pub mod simd;

@@ -9,7 +9,9 @@
 //! - W is re-laid out once, when the weights are bound ([`pack_panels`]), into panels of
 //!   [`NR`] = 32 output features, (in × 32) each: the transpose the register tile reads with
 //!   two vector loads per input feature. Same bytes as W (plus padding to 32 features), same
-//!   dtype: 16-bit panels are widened in registers as they are loaded.
+//!   dtype: 16-bit and 8-bit panels are widened in registers as they are loaded; 8-bit
+//!   panels' sums are multiplied by their 32 features' scales ([`crate::quant`]) as the tile
+//!   stores them.
 //! - x is read in place: the 14 × 32 register tile (28 accumulators) broadcasts from [`MR`] =
 //!   14 row pointers, folded into the multiply-adds as memory operands.
 //! - Tasks are blocks of at most [`MC`] rows × runs of panels, at least two per thread, so even
@@ -138,6 +140,16 @@ enum Epilogue {
 pub(crate) const F32: u8 = 0;
 pub(crate) const BF16: u8 = 1;
 pub(crate) const F16: u8 = 2;
+pub(crate) const I8: u8 = 3;
+
+/// Bytes per element of a dtype code.
+pub(crate) fn esize(dt: u8) -> usize {
+    match dt {
+        F32 => 4,
+        I8 => 1,
+        _ => 2,
+    }
+}
 
 /// Tasks of a product over `rows` and `panels`: `rb` blocks of at most [`MC`] rows (one block
 /// up to [`ONE_BLOCK`] rows) × `cb` runs of panels, at least two tasks per thread where the
@@ -197,7 +209,7 @@ fn block(
     x: &[f32],
     inf: usize,
     (r0, r1): (usize, usize),
-    w: (usize, u8),
+    w: (usize, u8, usize),
     (p0, p1): (usize, usize),
     y: SendPtr,
     y_rs: usize,
@@ -205,7 +217,7 @@ fn block(
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
 ) {
-    let (wb, dt) = w;
+    let (wb, dt, sb) = w;
     let kc_max = tuning().linear_kc;
     let mut k0 = 0;
     while k0 < inf {
@@ -224,7 +236,7 @@ fn block(
             } else {
                 None
             };
-            let esz = if dt == F32 { 4 } else { 2 };
+            let esz = esize(dt);
             let (start, len) = next.map_or((0, 0), |(np, nk, nkc)| {
                 ((np * inf + nk) * NR * esz, nkc * NR * esz)
             });
@@ -255,17 +267,26 @@ fn block(
                 unsafe {
                     let c = y.get().add((row - r0) * y_rs + c0);
                     let wb = wb as *const u8;
+                    // 8-bit panels: the panel's 32 scales, applied to the sums.
+                    let sc = if sb == 0 {
+                        std::ptr::null()
+                    } else {
+                        (sb as *const f32).add(p * NR)
+                    };
+                    let t = (kc, &a, wb, b, c, y_rs, nrows, nc, ep, sc);
                     if lvl == crate::simd::Level::Avx512 {
                         match dt {
-                            F32 => tile::<F32>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
-                            BF16 => tile::<BF16>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
-                            _ => tile::<F16>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
+                            F32 => tile::<F32>(t),
+                            BF16 => tile::<BF16>(t),
+                            F16 => tile::<F16>(t),
+                            _ => tile::<I8>(t),
                         }
                     } else {
                         match dt {
-                            F32 => tile256::<F32>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
-                            BF16 => tile256::<BF16>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
-                            _ => tile256::<F16>(kc, &a, wb, b, c, y_rs, nrows, nc, ep),
+                            F32 => tile256::<F32>(t),
+                            BF16 => tile256::<BF16>(t),
+                            F16 => tile256::<F16>(t),
+                            _ => tile256::<I8>(t),
                         }
                     }
                 }
@@ -349,8 +370,8 @@ pub fn linear_at(
         b => b,
     };
     let panels = out.div_ceil(NR);
-    let (wb, dt) = raw(w);
-    let wb = wb as usize;
+    let (wb, dt, sb) = raw(w);
+    let (wb, sb) = (wb as usize, sb as usize);
     let (rb, cb) = split(rows, panels);
     let yp = SendPtr(y.as_mut_ptr());
     (0..rb * cb).into_par_iter().for_each(|t| {
@@ -359,7 +380,19 @@ pub fn linear_at(
         // SAFETY (of the offset): row rr.0 is in y.
         let yb = SendPtr(unsafe { yp.get().add(rr.0 * out) });
         let col = |p: usize| (p * NR, NR.min(out - p * NR));
-        block(lvl, x, inf, rr, (wb, dt), pp, yb, out, col, bias, residual);
+        block(
+            lvl,
+            x,
+            inf,
+            rr,
+            (wb, dt, sb),
+            pp,
+            yb,
+            out,
+            col,
+            bias,
+            residual,
+        );
     });
 }
 
@@ -390,8 +423,8 @@ pub fn linear_geglu(
         return;
     }
     let panels = n / NR;
-    let (wb, dt) = raw(w);
-    let wb = wb as usize;
+    let (wb, dt, sb) = raw(w);
+    let (wb, sb) = (wb as usize, sb as usize);
     // Value panels 0..panels, gate panels panels..2·panels; a task takes a run of value
     // panels and their gates, in groups of at most GB value panels per scratch block.
     let (rb, cb) = split(rows, panels);
@@ -409,7 +442,7 @@ pub fn linear_geglu(
             // is b[32p..] for both: gate panel panels + q has bias n + 32q).
             let value = |p: usize| ((p - g0) * NR, NR);
             let gate = |p: usize| (wide + (p - panels - g0) * NR, NR);
-            let wv = (wb, dt);
+            let wv = (wb, dt, sb);
             block(
                 crate::simd::level(),
                 x,
@@ -449,12 +482,15 @@ pub fn linear_geglu(
     });
 }
 
-/// The panels' base address and dtype code.
-pub(crate) fn raw(w: &ConvWeights) -> (*const u8, u8) {
+/// The weights' base address, dtype code, and (8-bit weights) the features' scales; null
+/// otherwise.
+pub(crate) fn raw(w: &ConvWeights) -> (*const u8, u8, *const f32) {
+    let none = std::ptr::null();
     match w {
-        ConvWeights::F32(v) => (v.as_ptr() as *const u8, F32),
-        ConvWeights::Bf16(v) => (v.as_ptr() as *const u8, BF16),
-        ConvWeights::F16(v) => (v.as_ptr() as *const u8, F16),
+        ConvWeights::F32(v) => (v.as_ptr() as *const u8, F32, none),
+        ConvWeights::Bf16(v) => (v.as_ptr() as *const u8, BF16, none),
+        ConvWeights::F16(v) => (v.as_ptr() as *const u8, F16, none),
+        ConvWeights::I8 { q, scale, .. } => (q.as_ptr() as *const u8, I8, scale.as_ptr()),
     }
 }
 
@@ -470,11 +506,30 @@ pub(crate) unsafe fn load16<const DT: u8>(base: *const u8, i: usize) -> __m512 {
             let h = _mm256_loadu_si256((base as *const u16).add(i) as *const __m256i);
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
         }
-        _ => _mm512_cvtph_ps(_mm256_loadu_si256(
+        F16 => _mm512_cvtph_ps(_mm256_loadu_si256(
             (base as *const u16).add(i) as *const __m256i
         )),
+        _ => _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+            (base as *const i8).add(i) as *const __m128i,
+        ))),
     }
 }
+
+/// A tile's arguments: input features kc, the 14 row pointers, the panels' base and the
+/// chunk's first element, y (its first element and row stride), the rows and columns to
+/// store, the epilogue, and the 32 columns' scales (8-bit panels; null otherwise).
+type TileArgs<'a> = (
+    usize,
+    &'a [*const f32; MR],
+    *const u8,
+    usize,
+    *mut f32,
+    usize,
+    usize,
+    usize,
+    Epilogue,
+    *const f32,
+);
 
 fn mask(n: usize) -> u16 {
     if n >= 16 {
@@ -488,18 +543,8 @@ fn mask(n: usize) -> u16 {
 /// `b` of `base`; writes `nrows` rows and `ncols` columns of c.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile<const DT: u8>(
-    kc: usize,
-    a: &[*const f32; MR],
-    base: *const u8,
-    b: usize,
-    c: *mut f32,
-    c_rs: usize,
-    nrows: usize,
-    ncols: usize,
-    ep: Epilogue,
-) {
+unsafe fn tile<const DT: u8>(t: TileArgs) {
+    let (kc, a, base, b, c, c_rs, nrows, ncols, ep, sc) = t;
     // The tile's lines of y (and of the residual) are wanted only after the k loop: ask for
     // them now, so the epilogue's stores do not wait on memory (y is often a recycled buffer
     // no cache holds, its rows kilobytes apart). Prefetches never fault; wrapping_add keeps
@@ -535,6 +580,13 @@ unsafe fn tile<const DT: u8>(
         }
     }
     let (m0, m1) = (mask(ncols), mask(ncols.saturating_sub(16)));
+    if !sc.is_null() {
+        let (s0, s1) = (_mm512_loadu_ps(sc), _mm512_loadu_ps(sc.add(16)));
+        for i in 0..MR {
+            lo[i] = _mm512_mul_ps(lo[i], s0);
+            hi[i] = _mm512_mul_ps(hi[i], s1);
+        }
+    }
     let (mut b0, mut b1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     if let Epilogue::First { bias, .. } = ep {
         if !bias.is_null() {
@@ -576,9 +628,12 @@ pub(crate) unsafe fn load8<const DT: u8>(base: *const u8, i: usize) -> __m256 {
             let h = _mm_loadu_si128((base as *const u16).add(i) as *const __m128i);
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
         }
-        _ => _mm256_cvtph_ps(_mm_loadu_si128(
+        F16 => _mm256_cvtph_ps(_mm_loadu_si128(
             (base as *const u16).add(i) as *const __m128i
         )),
+        _ => _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+            (base as *const i8).add(i) as *const __m128i,
+        ))),
     }
 }
 
@@ -587,18 +642,8 @@ pub(crate) unsafe fn load8<const DT: u8>(base: *const u8, i: usize) -> __m256 {
 /// while the sub-tiles pass over it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile256<const DT: u8>(
-    kc: usize,
-    a: &[*const f32; MR],
-    base: *const u8,
-    b: usize,
-    c: *mut f32,
-    c_rs: usize,
-    nrows: usize,
-    ncols: usize,
-    ep: Epilogue,
-) {
+unsafe fn tile256<const DT: u8>(t: TileArgs) {
+    let (kc, a, base, b, c, c_rs, nrows, ncols, ep, sc) = t;
     for half in 0..2 {
         let c0 = half * 16;
         if c0 >= ncols {
@@ -608,10 +653,10 @@ unsafe fn tile256<const DT: u8>(
         let mut r = 0;
         while r < nrows {
             if nrows - r > 2 {
-                sub256::<DT, 6>(kc, a, r, base, b + c0, c, c_rs, nrows, c0, n, ep);
+                sub256::<DT, 6>(kc, a, r, base, b + c0, c, c_rs, nrows, c0, n, ep, sc);
                 r += 6;
             } else {
-                sub256::<DT, 2>(kc, a, r, base, b + c0, c, c_rs, nrows, c0, n, ep);
+                sub256::<DT, 2>(kc, a, r, base, b + c0, c, c_rs, nrows, c0, n, ep, sc);
                 r += 2;
             }
         }
@@ -635,6 +680,7 @@ unsafe fn sub256<const DT: u8, const R: usize>(
     c0: usize,
     n: usize,
     ep: Epilogue,
+    sc: *const f32,
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let rows: [*const f32; R] = std::array::from_fn(|i| a[(r + i).min(MR - 1)]);
@@ -657,6 +703,7 @@ unsafe fn sub256<const DT: u8, const R: usize>(
         _mm256_storeu_ps(sums.as_mut_ptr().add(8), acc[1]);
         let p = c.add(row * c_rs + c0);
         for (j, &s) in sums.iter().enumerate().take(n) {
+            let s = if sc.is_null() { s } else { s * *sc.add(c0 + j) };
             *p.add(j) = match ep {
                 Epilogue::Add => *p.add(j) + s,
                 Epilogue::First { bias, res } => {
@@ -675,33 +722,11 @@ unsafe fn sub256<const DT: u8, const R: usize>(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile256<const DT: u8>(
-    _: usize,
-    _: &[*const f32; MR],
-    _: *const u8,
-    _: usize,
-    _: *mut f32,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: Epilogue,
-) {
+unsafe fn tile256<const DT: u8>(_: TileArgs) {
     unreachable!("linear512 runs only where available() says AVX2 or AVX-512F is present")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile<const DT: u8>(
-    _: usize,
-    _: &[*const f32; MR],
-    _: *const u8,
-    _: usize,
-    _: *mut f32,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: Epilogue,
-) {
+unsafe fn tile<const DT: u8>(_: TileArgs) {
     unreachable!("linear512 runs only where available() says AVX-512F is present")
 }

@@ -141,6 +141,11 @@ pub struct Tuning {
     /// 14-row tile): each task converts its rows to bf16 pairs once and runs them over every
     /// W panel.
     pub bf16_task_rows: usize,
+    /// bf16 Linear weights (kept in `linear512` panels) go through the BF16 dot-product
+    /// kernel (`bf16dot.rs`, repacked into bf16 pairs per call) from this many rows; fewer
+    /// rows run the panel tile, which widens them in registers: below it the repacking costs
+    /// more than the dot products save (measured on the UNet; docs/performance.md).
+    pub bf16_dot_min_rows: usize,
 
     // ---- attention ----
     /// [`crate::attention::AttentionImpl::auto`] picks flash from this many keys (with
@@ -208,6 +213,7 @@ impl Tuning {
         linear_one_block_rows: 40 * 14,
         linear_y_block_bytes: 384 << 10,
         bf16_task_rows: 8 * 14,
+        bf16_dot_min_rows: 4096,
         attn_flash_min_keys: 128,
         attn_flash_min_queries: 32,
         flash512_bq: 256,
@@ -252,6 +258,7 @@ impl Tuning {
             self.linear_one_block_rows,
             self.linear_y_block_bytes,
             self.bf16_task_rows,
+            self.bf16_dot_min_rows,
             self.flash512_bq,
             self.flash512_bk,
             self.flash_gemm_bq,

@@ -304,9 +304,9 @@ fn winograd_filters_stream_to_aligned_rows_and_store_elsewhere_alike() {
 }
 
 #[test]
-fn conv_on_16_bit_weights_equals_conv_on_widened_weights() {
-    // Winograd widens 16-bit filters row by row inside its transform, im2col up front: both
-    // must give exactly what the f32 kernel gives on the widened weights.
+fn conv_on_16_bit_and_8_bit_weights_equals_conv_on_widened_weights() {
+    // Winograd widens 16-bit and 8-bit filters row by row inside its transform, im2col up
+    // front: both must give exactly what the f32 kernel gives on the widened weights.
     let mut r = Rng::new();
     pool().install(|| {
         let g = Conv2dGeom::same3x3(2, 37, 10, 9, 21);
@@ -315,6 +315,8 @@ fn conv_on_16_bit_weights_equals_conv_on_widened_weights() {
         let b = r.vec(g.cout);
         let wb: Vec<half::bf16> = wt.iter().map(|&v| half::bf16::from_f32(v)).collect();
         let wh: Vec<half::f16> = wt.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let inf = g.cin * 9;
+        let (q, sc) = prism_kernels::quant::quantize_i8(&wt, inf);
         let stored = [
             (
                 ConvWeights::Bf16(&wb),
@@ -323,6 +325,18 @@ fn conv_on_16_bit_weights_equals_conv_on_widened_weights() {
             (
                 ConvWeights::F16(&wh),
                 wh.iter().map(|v| v.to_f32()).collect(),
+            ),
+            (
+                ConvWeights::I8 {
+                    q: &q,
+                    scale: &sc,
+                    inf,
+                    panels: false,
+                },
+                q.iter()
+                    .enumerate()
+                    .map(|(i, &v)| v as f32 * sc[i / inf])
+                    .collect(),
             ),
         ];
         for (w16, wide) in stored {
@@ -806,6 +820,13 @@ fn bf16_dot_linear_matches_reference_on_rounded_inputs() {
             let y0 = r.vec(rows * out);
             let mut y = y0.clone();
             linear_acc(&x, &w, rows, inf, out, &mut y);
+            // Weights kept in linear512 panels, repacked into pairs: the same packing.
+            let wh: Vec<half::bf16> = w.iter().map(|&b| half::bf16::from_bits(b)).collect();
+            let panels = prism_kernels::linear512::pack_panels(&wh, out, inf);
+            let mut y2 = y0.clone();
+            let packed = prism_kernels::bf16dot::pack_panels(&panels, out, inf);
+            prism_kernels::bf16dot::linear_acc_packed(&x, &packed, rows, &mut y2);
+            assert_eq!(y2, y, "bf16 pairs from panels {rows}x{inf}x{out}");
             // The same sum in f64 over bf16-rounded activations: only the f32 accumulation
             // order differs.
             let mut worst = 0f64;
@@ -939,6 +960,44 @@ fn panel_linear_matches_reference_on_every_weight_dtype() {
                     &yh,
                     &reference::linear(&x, &wide_h, None, None, rows, inf, out),
                 );
+                // 8-bit panels (scales padded to whole panels), bias and residual: the
+                // product of the dequantized weights.
+                let (q, sc) = prism_kernels::quant::quantize_i8(&w, inf);
+                let wide_q: Vec<f32> = q
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v as f32 * sc[i / inf])
+                    .collect();
+                let qp = pack_panels(&q, out, inf);
+                let mut scp = sc.clone();
+                scp.resize(out.div_ceil(32) * 32, 0.0);
+                let wq = ConvWeights::I8 {
+                    q: &qp,
+                    scale: &scp,
+                    inf,
+                    panels: true,
+                };
+                let mut yq = vec![f32::NAN; rows * out];
+                linear_at(
+                    lvl,
+                    &x,
+                    &wq,
+                    Some(&bias),
+                    Some(&res),
+                    rows,
+                    inf,
+                    out,
+                    &mut yq,
+                );
+                let mut want_q = reference::linear(&x, &wide_q, None, Some(&res), rows, inf, out);
+                for (i, v) in want_q.iter_mut().enumerate() {
+                    *v += bias[i % out] as f64;
+                }
+                close(
+                    &format!("int8 panel linear {lvl:?} {rows}x{inf}x{out}"),
+                    &yq,
+                    &want_q,
+                );
             }
         });
     }
@@ -1008,21 +1067,47 @@ fn skinny_products_match_reference_on_every_level_layout_and_dtype() {
                     // 16-bit weights: the reference takes the rounded values.
                     let bf: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
                     let hf: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+                    // 8-bit weights: the reference takes the dequantized values.
+                    let (q, sc) = prism_kernels::quant::quantize_i8(&w, inf);
+                    let mut scp = sc.clone();
+                    scp.resize(out.div_ceil(32) * 32, 0.0);
                     let cases: Vec<(&str, Vec<f32>)> = vec![
                         ("f32", w.clone()),
                         ("bf16", bf.iter().map(|v| v.to_f32()).collect()),
                         ("f16", hf.iter().map(|v| v.to_f32()).collect()),
+                        (
+                            "int8",
+                            q.iter()
+                                .enumerate()
+                                .map(|(i, &v)| v as f32 * sc[i / inf])
+                                .collect(),
+                        ),
                     ];
                     for (name, wr) in cases {
                         let want =
                             reference::linear(&x, &wr, Some(&bias), Some(&res), rows, inf, out);
                         for layout in [Layout::RowMajor, Layout::Panels] {
                             let mut y = vec![f32::NAN; rows * out];
-                            let (pf, pb, ph);
+                            let (pf, pb, ph, pq);
                             let weights = match (name, layout) {
                                 ("f32", Layout::RowMajor) => ConvWeights::F32(&w),
                                 ("bf16", Layout::RowMajor) => ConvWeights::Bf16(&bf),
                                 ("f16", Layout::RowMajor) => ConvWeights::F16(&hf),
+                                ("int8", Layout::RowMajor) => ConvWeights::I8 {
+                                    q: &q,
+                                    scale: &sc,
+                                    inf,
+                                    panels: false,
+                                },
+                                ("int8", _) => {
+                                    pq = pack_panels(&q, out, inf);
+                                    ConvWeights::I8 {
+                                        q: &pq,
+                                        scale: &scp,
+                                        inf,
+                                        panels: true,
+                                    }
+                                }
                                 ("f32", _) => {
                                     pf = pack_panels(&w, out, inf);
                                     ConvWeights::F32(&pf)

@@ -272,6 +272,18 @@ fn pipeline_sd1_bf16_weights() {
     pipeline_with("sd1_tiny", &opts, BF16_TOL_REL, BF16_PIXEL_TOL);
 }
 
+/// Pixels of a whole pipeline run with int8 weight storage against diffusers' f32 image.
+const INT8_PIXEL_TOL: i32 = 8;
+
+#[test]
+fn pipeline_sd1_int8_weights() {
+    let opts = LoadOptions {
+        weights_dtype: prism_runtime::WeightDType::I8,
+        ..Default::default()
+    };
+    pipeline_with("sd1_tiny", &opts, INT8_TOL_REL, INT8_PIXEL_TOL);
+}
+
 #[test]
 fn pipeline_sd1_pndm_from_latents() {
     pipeline("sd1_tiny");
@@ -410,13 +422,21 @@ fn kept_winograd_filters_change_nothing_but_memory() {
 /// compounds to about 1.1e-2 of the output scale (measured). max|Δ| ≤ BF16_TOL_REL · max|ref|.
 const BF16_TOL_REL: f32 = 3e-2;
 
+/// Tolerance of 8-bit weight storage (`--weights-dtype int8`, one scale per output feature):
+/// each weight moves by up to half a step, 1/254 of its row's largest magnitude; through the
+/// tiny SD2-style UNet that compounds to about 2.5e-2 of the output scale, and through the
+/// sd1_tiny pipeline to 0.9e-2 of the final latents' scale and 4 levels of a pixel (measured).
+/// max|Δ| ≤ INT8_TOL_REL · max|ref|.
+const INT8_TOL_REL: f32 = 6e-2;
+
 #[test]
-fn sixteen_bit_weights() {
+fn narrow_weights() {
     use prism_runtime::WeightDType;
     let (src, ins, want) = sd2_tiny_unet();
     for (dtype, tol) in [
         (WeightDType::Bf16, BF16_TOL_REL),
         (WeightDType::F16, TOL_REL),
+        (WeightDType::I8, INT8_TOL_REL),
     ] {
         // sd2_tiny's weights are f16-representable, so f16 storage is exact.
         let opts = LoadOptions {
@@ -427,8 +447,8 @@ fn sixteen_bit_weights() {
         let d = got[0].1.max_abs_diff(&want).unwrap();
         eprintln!("{dtype:?}: max|Δ| {d:.3e} of {:.3e}", want.max_abs());
         assert!(d <= tol * want.max_abs(), "{dtype:?}: {d}");
-        if dtype == WeightDType::Bf16 {
-            assert!(d > 0.0, "bf16 storage should perturb the output");
+        if dtype != WeightDType::F16 {
+            assert!(d > 0.0, "{dtype:?} storage should perturb the output");
         }
     }
 }

@@ -1,9 +1,11 @@
-//! Weights bound to a graph's parameter table, stored in f32 or in 16 bits (bf16 / f16).
+//! Weights bound to a graph's parameter table, stored in f32, in 16 bits (bf16 / f16), or in
+//! 8 bits (int8: symmetric, one f32 scale per output feature, `prism_kernels::quant`).
 //!
-//! 16-bit storage halves resident memory; kernels still compute in f32: a 16-bit matrix is
-//! widened into a reused scratch buffer right before the kernel that reads it, or in registers
-//! by kernels that read 16 bits themselves (f32 accumulation throughout). Vectors (biases,
-//! norm scales) always stay f32.
+//! 16-bit storage halves resident memory, 8-bit storage quarters it; kernels still compute in
+//! f32: a narrow matrix is widened into a reused scratch buffer right before the kernel that
+//! reads it, or in registers by kernels that read it as stored (`linear512`, `gemv`, the
+//! Winograd filter transform; f32 accumulation throughout). Vectors (biases, norm scales)
+//! always stay f32.
 //!
 //! Each parameter is stored in the layout the backend asks for
 //! ([`Backend::weight_layout`](crate::Backend::weight_layout)), once, as it is bound: on CPUs
@@ -17,7 +19,7 @@
 //! for F(4×4, 3×3)), made on the layer's first run.
 
 use crate::backend::WeightLayout;
-use prism_core::{DType, Error, Graph, Param, ParamId, Result, Tensor};
+use prism_core::{Error, Graph, Param, ParamId, Result, Tensor};
 use prism_kernels::conv::{self, Conv2dGeom, ConvImpl};
 use prism_kernels::linear512;
 use prism_kernels::scratch::Scratch;
@@ -32,15 +34,18 @@ pub enum WeightDType {
     F32,
     Bf16,
     F16,
+    /// 8-bit integers, one f32 scale per output feature (row of the matrix).
+    I8,
 }
 
 impl WeightDType {
-    pub const NAMES: [&'static str; 3] = ["f32", "bf16", "f16"];
+    pub const NAMES: [&'static str; 4] = ["f32", "bf16", "f16", "int8"];
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "f32" => Some(Self::F32),
             "bf16" => Some(Self::Bf16),
             "f16" => Some(Self::F16),
+            "int8" => Some(Self::I8),
             _ => None,
         }
     }
@@ -49,20 +54,16 @@ impl WeightDType {
             Self::F32 => "f32",
             Self::Bf16 => "bf16",
             Self::F16 => "f16",
+            Self::I8 => "int8",
         }
     }
-    /// Bytes per element of a stored matrix.
+    /// Bytes per element of a stored matrix (int8: plus a 4-byte scale per row, see
+    /// [`stored_weight_bytes`]).
     pub fn size(self) -> usize {
         match self {
             Self::F32 => 4,
             Self::Bf16 | Self::F16 => 2,
-        }
-    }
-    pub fn dtype(self) -> DType {
-        match self {
-            Self::F32 => DType::F32,
-            Self::Bf16 => DType::BF16,
-            Self::F16 => DType::F16,
+            Self::I8 => 1,
         }
     }
 }
@@ -71,6 +72,11 @@ enum Stored {
     F32(Vec<f32>),
     Bf16(Vec<half::bf16>),
     F16(Vec<half::f16>),
+    /// Per-row scales; padded with zeros to whole panels where the matrix is in panels.
+    I8 {
+        q: Vec<i8>,
+        scale: Vec<f32>,
+    },
 }
 
 /// A weight as f32: borrowed when stored in f32, widened into scratch otherwise.
@@ -178,6 +184,16 @@ fn store(t: Tensor, dtype: WeightDType, panels: bool) -> Stored {
         WeightDType::F16 => {
             let v = t.data().iter().map(|&v| half::f16::from_f32(v)).collect();
             Stored::F16(lay(v, panels, out, inf))
+        }
+        WeightDType::I8 => {
+            let (q, mut scale) = prism_kernels::quant::quantize_i8(t.data(), inf);
+            if panels {
+                scale.resize(out.div_ceil(linear512::NR) * linear512::NR, 0.0);
+            }
+            Stored::I8 {
+                q: lay(q, panels, out, inf),
+                scale,
+            }
         }
     }
 }
@@ -350,7 +366,7 @@ impl Weights {
             let (out, inf) = (self.shapes[id][0], self.shapes[id][1]);
             let mut s = Scratch::take(out * inf);
             let mut wide = Scratch::take(linear512::panels_len(out, inf));
-            self.conv(id).widen_into(0, &mut wide);
+            self.conv(id).widen_par(&mut wide);
             linear512::unpack_panels(&wide, out, inf, &mut s);
             return WeightRef::Widened(s);
         }
@@ -364,6 +380,11 @@ impl Weights {
             Stored::F16(v) => {
                 let mut s = Scratch::take(v.len());
                 widen(v, &mut s, |x| x.to_f32());
+                WeightRef::Widened(s)
+            }
+            Stored::I8 { q, .. } => {
+                let mut s = Scratch::take(q.len());
+                self.conv(id).widen_par(&mut s);
                 WeightRef::Widened(s)
             }
         }
@@ -382,6 +403,12 @@ impl Weights {
             Stored::F32(v) => ConvWeights::F32(v),
             Stored::Bf16(v) => ConvWeights::Bf16(v),
             Stored::F16(v) => ConvWeights::F16(v),
+            Stored::I8 { q, scale } => ConvWeights::I8 {
+                q,
+                scale,
+                inf: self.shapes[id][1..].iter().product(),
+                panels: self.panels[id],
+            },
         }
     }
 
@@ -443,6 +470,7 @@ impl Weights {
                 Stored::F32(v) => v.len() * 4,
                 Stored::Bf16(v) => v.len() * 2,
                 Stored::F16(v) => v.len() * 2,
+                Stored::I8 { q, scale } => q.len() + scale.len() * 4,
             })
             .sum()
     }
@@ -458,15 +486,22 @@ fn widen<T: Copy + Sync>(src: &[T], dst: &mut [f32], f: impl Fn(T) -> f32 + Sync
         });
 }
 
-/// Bytes `graph`'s parameters take stored as `dtype`: matrices and tables at the dtype's size,
-/// vectors (norm scales, biases) in f32 whatever the dtype, as [`Weights`] keeps them.
+/// Bytes `graph`'s parameters take stored as `dtype`: matrices and tables at the dtype's size
+/// (int8: plus an f32 scale per row), vectors (norm scales, biases) in f32 whatever the dtype,
+/// as [`Weights`] keeps them (panel padding aside).
 pub fn stored_weight_bytes(graph: &Graph, dtype: WeightDType) -> u64 {
     graph
         .params
         .iter()
         .map(|p| {
             let n = p.shape.iter().product::<usize>() as u64;
-            n * if p.shape.len() >= 2 { dtype.size() } else { 4 } as u64
+            if p.shape.len() < 2 {
+                n * 4
+            } else if dtype == WeightDType::I8 {
+                n + 4 * p.shape[0] as u64
+            } else {
+                n * dtype.size() as u64
+            }
         })
         .sum()
 }
@@ -474,7 +509,7 @@ pub fn stored_weight_bytes(graph: &Graph, dtype: WeightDType) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prism_core::GraphBuilder;
+    use prism_core::{DType, GraphBuilder};
 
     /// A token table (read by an embedding) and two Linear weights, one of them 40 wide (not a
     /// whole number of panels).
@@ -491,7 +526,12 @@ mod tests {
     #[test]
     fn linear_weights_go_to_panels_and_still_read_back_row_major() {
         let g = graph();
-        for dtype in [WeightDType::F32, WeightDType::Bf16, WeightDType::F16] {
+        for dtype in [
+            WeightDType::F32,
+            WeightDType::Bf16,
+            WeightDType::F16,
+            WeightDType::I8,
+        ] {
             let mut k = 0u32;
             let w = Weights::from_fn(&g, dtype, "test".into(), |_, p| {
                 let n = p.shape.iter().product::<usize>();
@@ -514,7 +554,19 @@ mod tests {
                         (k % 97) as f32 / 8.0
                     })
                     .collect();
-                assert_eq!(&*w.f32(i), &want[..], "{} ({})", p.name, dtype.name());
+                let got = w.f32(i);
+                if dtype == WeightDType::I8 && p.shape.len() >= 2 {
+                    // Within half a step (1/254 of the row's largest magnitude) of each value.
+                    let inf = n / p.shape[0];
+                    for (g, r) in got.chunks(inf).zip(want.chunks(inf)) {
+                        let amax = r.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        for (a, b) in g.iter().zip(r) {
+                            assert!((a - b).abs() <= amax / 254.0 * 1.0001, "{}", p.name);
+                        }
+                    }
+                } else {
+                    assert_eq!(&*got, &want[..], "{} ({})", p.name, dtype.name());
+                }
                 let linear = p.shape.len() == 2 && p.name != "emb.weight";
                 assert_eq!(
                     w.linear_panels(i).is_some(),
@@ -526,9 +578,7 @@ mod tests {
                     assert!(w.bf16_bits(i).is_none());
                 }
             }
-            if linear512::available()
-                && !(dtype == WeightDType::Bf16 && prism_kernels::bf16dot::pays())
-            {
+            if linear512::available() {
                 let packed = (0..g.params.len()).filter(|&i| w.linear_panels(i).is_some());
                 assert_eq!(packed.count(), 2, "both Linear weights in panels");
             }

@@ -243,6 +243,7 @@ const SCENARIOS: &[&str] = &[
     "winograd on kept filters",
     "bf16 weights",
     "f16 weights",
+    "int8 weights",
 ];
 
 /// Kernel variants (`NodeEvent::variant`) that must have run, per op name.
@@ -331,7 +332,7 @@ fn param_tensor(seed: u64, p: &Param, dtype: WeightDType) -> Tensor {
         1.0
     };
     let t = r.tensor(&p.shape, scale, 0.0);
-    // 16-bit weights: both sides see the rounded values.
+    // 16-bit and 8-bit weights: both sides see the rounded values.
     let round = |f: fn(f32) -> f32| {
         Tensor::new(p.shape.clone(), t.data().iter().map(|&v| f(v)).collect()).expect("same shape")
     };
@@ -339,6 +340,18 @@ fn param_tensor(seed: u64, p: &Param, dtype: WeightDType) -> Tensor {
         WeightDType::F32 => t,
         WeightDType::Bf16 => round(|v| half::bf16::from_f32(v).to_f32()),
         WeightDType::F16 => round(|v| half::f16::from_f32(v).to_f32()),
+        WeightDType::I8 if p.shape.len() < 2 => t,
+        WeightDType::I8 => {
+            // Quantized and widened as stored; storing these values again gives the same
+            // integers and scales (to the last bit of the scale).
+            let (q, sc) = prism_kernels::quant::quantize_i8(t.data(), fan_in);
+            let v = q
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v as f32 * sc[i / fan_in])
+                .collect();
+            Tensor::new(p.shape.clone(), v).expect("same shape")
+        }
     }
 }
 
@@ -1239,6 +1252,12 @@ fn build_cases(seed: u64) -> R<Vec<Case>> {
         WeightDType::F16,
         TOL_REL,
     )?);
+    cases.push(fused_block_case(
+        r,
+        "weights_int8",
+        WeightDType::I8,
+        TOL_REL,
+    )?);
     Ok(cases)
 }
 
@@ -1466,6 +1485,7 @@ fn run_case(
                 WeightDType::F32 => {}
                 WeightDType::Bf16 => cov.scenario(case.name, SCENARIOS[6]),
                 WeightDType::F16 => cov.scenario(case.name, SCENARIOS[7]),
+                WeightDType::I8 => cov.scenario(case.name, SCENARIOS[8]),
             }
         }
         lines.push(format!(

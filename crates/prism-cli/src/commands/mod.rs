@@ -33,7 +33,8 @@ pub struct ModelArgs {
     /// Seed of a preset's random weights.
     #[arg(long, default_value_t = 0)]
     weight_seed: u64,
-    /// Keep weight matrices in 16 bits (half the memory; f32 math, f32 accumulation).
+    /// Keep weight matrices in 16 bits (half the memory) or in 8 bits with a scale per output
+    /// channel (int8: a quarter); f32 math, f32 accumulation.
     #[arg(long, default_value = "f32", value_parser = clap::builder::PossibleValuesParser::new(WeightDType::NAMES))]
     weights_dtype: String,
 }

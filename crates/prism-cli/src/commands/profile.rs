@@ -27,7 +27,7 @@ pub struct Args {
     variant: Option<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Keep weight matrices in 16 bits (f32 math).
+    /// Keep weight matrices in 16 or 8 bits (f32 math).
     #[arg(long, default_value = "f32", value_parser = clap::builder::PossibleValuesParser::new(WeightDType::NAMES))]
     weights_dtype: String,
 }

@@ -22,13 +22,22 @@ use crate::scratch::Scratch;
 use crate::tuning::tuning;
 use winograd::{filter_transform, wino_chunk, winograd, Filters, T23, T43};
 
-/// A convolution's weights as stored: f32, or 16-bit (widened to f32 as the kernel reads
-/// them).
+/// A convolution's (or Linear layer's) weights as stored: f32, 16-bit, or 8-bit integers with
+/// a scale per output feature (widened to f32 as the kernel reads them).
 #[derive(Clone, Copy)]
 pub enum ConvWeights<'a> {
     F32(&'a [f32]),
     Bf16(&'a [half::bf16]),
     F16(&'a [half::f16]),
+    /// Symmetric 8-bit weights ([`crate::quant::quantize_i8`]): element = `q · scale[f]`, f
+    /// its output feature (row of W). `inf` elements per feature; `panels`: laid out in
+    /// `linear512` panels of 32 features (then `scale` is padded with zeros to whole panels).
+    I8 {
+        q: &'a [i8],
+        scale: &'a [f32],
+        inf: usize,
+        panels: bool,
+    },
 }
 
 impl ConvWeights<'_> {
@@ -37,6 +46,7 @@ impl ConvWeights<'_> {
             ConvWeights::F32(v) => v.len(),
             ConvWeights::Bf16(v) => v.len(),
             ConvWeights::F16(v) => v.len(),
+            ConvWeights::I8 { q, .. } => q.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -57,7 +67,23 @@ impl ConvWeights<'_> {
                     *d = s.to_f32();
                 }
             }
+            &ConvWeights::I8 {
+                q,
+                scale,
+                inf,
+                panels,
+            } => crate::quant::widen_i8(q, scale, inf, panels, start, dst),
         }
+    }
+    /// The whole weight widened to f32 into `dst` (same length), in pieces shared by the
+    /// pool's threads.
+    pub fn widen_par(&self, dst: &mut [f32]) {
+        use rayon::prelude::*;
+        const PIECE: usize = 1 << 16;
+        assert_eq!(dst.len(), self.len(), "widened weight length");
+        dst.par_chunks_mut(PIECE)
+            .enumerate()
+            .for_each(|(i, d)| self.widen_into(i * PIECE, d));
     }
 }
 
@@ -226,7 +252,7 @@ pub fn conv2d_stored(
                 ConvWeights::F32(w) => conv2d_im2col_res(g, x, w, bias, residual, y),
                 _ => {
                     let mut wide = Scratch::take(w.len());
-                    w.widen_into(0, &mut wide);
+                    w.widen_par(&mut wide);
                     conv2d_im2col_res(g, x, &wide, bias, residual, y)
                 }
             }

@@ -15,7 +15,7 @@ pub use kernels::KernelChoice;
 use crate::backend::{Backend, Buffer, WeightLayout};
 use crate::{NodeEvent, Plan, RunStats, State, WeightDType, Weights};
 use prism_core::{DType, Error, Graph, Op, Result, Tensor};
-use prism_kernels::{bf16dot, linear512};
+use prism_kernels::linear512;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -360,12 +360,12 @@ impl Backend for CpuBackend {
 }
 
 /// The CPU backend's weight layout: 2-D weights that `graph` reads only as the weight of
-/// `Linear` / `LinearGeglu` nodes go to `linear512` panels on CPUs that run it (not where
-/// bf16 weights take the bf16-dot path, which packs its own layout); everything else stays
-/// row-major.
-pub fn weight_layout(graph: &Graph, dtype: WeightDType) -> Vec<WeightLayout> {
+/// `Linear` / `LinearGeglu` nodes go to `linear512` panels on CPUs that run it, in every
+/// dtype (where bf16 products take the bf16-dot path, it repacks the panels into bf16 pairs
+/// per call); everything else stays row-major.
+pub fn weight_layout(graph: &Graph, _dtype: WeightDType) -> Vec<WeightLayout> {
     let n = graph.params.len();
-    if !linear512::available() || (dtype == WeightDType::Bf16 && bf16dot::pays()) {
+    if !linear512::available() {
         return vec![WeightLayout::RowMajor; n];
     }
     let (mut linear, mut other) = (vec![false; n], vec![false; n]);

@@ -106,8 +106,25 @@ pub(crate) fn run_node(
                 );
                 variant = "gemv";
             } else if let Some(p) = w.linear_panels(*weight) {
-                linear512::linear(x.data(), &p, b.as_deref(), r, rows, inf, out, &mut y);
-                variant = "panels";
+                match p {
+                    conv::ConvWeights::Bf16(v) if bf16dot::chosen(rows) => {
+                        let packed = bf16dot::pack_panels(v, out, inf);
+                        matmul::linear_res_bf16_packed(
+                            x.data(),
+                            &packed,
+                            b.as_deref(),
+                            r,
+                            rows,
+                            out,
+                            &mut y,
+                        );
+                        variant = "bf16-dot";
+                    }
+                    _ => {
+                        linear512::linear(x.data(), &p, b.as_deref(), r, rows, inf, out, &mut y);
+                        variant = "panels";
+                    }
+                }
             } else if let Some(bits) = w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
                 matmul::linear_res_bf16(x.data(), bits, b.as_deref(), r, rows, inf, out, &mut y);
                 variant = "bf16-dot";
@@ -122,8 +139,34 @@ pub(crate) fn run_node(
             let rows = x.numel() / inf;
             let b = w.f32(*bias);
             if let Some(p) = w.linear_panels(*weight) {
-                matmul::linear_geglu_panels(x.data(), &p, &b, rows, inf, out2 / 2, &mut y);
-                variant = "panels";
+                match p {
+                    conv::ConvWeights::Bf16(v) if bf16dot::chosen(rows) => {
+                        let packed = bf16dot::pack_panels(v, out2, inf);
+                        matmul::linear_geglu_with(
+                            x.data(),
+                            rows,
+                            inf,
+                            out2 / 2,
+                            &mut y,
+                            |xb, r, hb| {
+                                matmul::linear_res_bf16_packed(
+                                    xb,
+                                    &packed,
+                                    Some(&b),
+                                    None,
+                                    r,
+                                    out2,
+                                    hb,
+                                )
+                            },
+                        );
+                        variant = "bf16-dot";
+                    }
+                    _ => {
+                        matmul::linear_geglu_panels(x.data(), &p, &b, rows, inf, out2 / 2, &mut y);
+                        variant = "panels";
+                    }
+                }
             } else if let Some(bits) = w.bf16_bits(*weight).filter(|_| bf16dot::pays()) {
                 let packed = bf16dot::pack_weights(bits, out2, inf);
                 matmul::linear_geglu_with(x.data(), rows, inf, out2 / 2, &mut y, |xb, r, hb| {
