@@ -48,6 +48,9 @@ SCHEMA = "prism.bench/1"
 REPO = Path(__file__).resolve().parent.parent
 PRESET = REPO / "crates" / "prism-models" / "presets" / "sd15"
 JANUS_PRESET = REPO / "crates" / "prism-models" / "presets" / "janus-pro-1b"
+T2V_PRESET = REPO / "crates" / "prism-models" / "presets" / "t2v"
+# UNet3D (ModelScope text-to-video) frames: full size and --quick
+UNET3D_FRAMES = {False: 8, True: 2}
 JANUS_QUICK_LAYERS = 2  # --quick: the Janus language model with 2 layers (as prism bench --quick)
 AMUSED_PRESETS = REPO / "crates" / "prism-models" / "presets"
 AMUSED_QUICK_LAYERS = 2  # --quick: the aMUSEd transformer with 2 of its 22 layers
@@ -77,10 +80,13 @@ PIXART_TOKENS = {False: (120, 12), True: (16, 5)}
 #   attention: sequence length     conv: spatial side     linear, geglu: rows
 #   janus_prefill: prompt tokens   janus_decode: cached positions before the first run
 #   amused_step, amused_vq: side of the token grid (ids n x n)
-#   pixart_step: latent side   t5_encode: token count
+#   pixart_step: latent side   t5_encode: token count   unet3d: latent side (frames: UNET3D_FRAMES)
 BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "unet_b2_32": ("unet", 32, 8, "UNet forward, batch 2, latents 2x4x{n}x{n}, t=500, text (2,77,768)"),
     "unet_b2_64": ("unet", 64, 16, "UNet forward, batch 2, latents 2x4x{n}x{n}, t=500, text (2,77,768)"),
+    "unet3d_b2_f8_32": ("unet3d", 32, 8,
+                        "ModelScope text-to-video UNet3DConditionModel forward (one denoising step), batch 2 "
+                        "(CFG rows): latents (2,4,8,{n},{n}) (--quick: 2 frames), t=500, text (2,77,1024)"),
     "vae_decode_32": ("vae", 32, 4, "VAE decode, z 1x4x{n}x{n}"),
     "vae_decode_64": ("vae", 64, 8, "VAE decode, z 1x4x{n}x{n}"),
     "clip_2prompts": ("clip", 77, 16, "CLIP text encoder, ids (2,{n})"),
@@ -347,6 +353,9 @@ class Models:
         if kind == "unet":
             from diffusers import UNet2DConditionModel
             return UNet2DConditionModel.from_config(self._cfg("unet.json"))
+        if kind == "unet3d":
+            from diffusers import UNet3DConditionModel
+            return UNet3DConditionModel.from_config(self._cfg("unet.json", T2V_PRESET))
         if kind == "vae":
             from diffusers import AutoencoderKL
             return AutoencoderKL.from_config(self._cfg("vae.json"))
@@ -368,6 +377,12 @@ class Models:
                 with self.torch.device("meta"):
                     m = self._build(kind)
                 m = self._fill_janus(m)
+            elif kind == "unet3d":  # 1.4 G parameters: built on meta, then filled
+                with self.torch.device("meta"):
+                    m = self._build(kind)
+                m = self._fill_amused(m)
+                if list(m.buffers()):
+                    raise NotImplementedError(f"uninitialised buffers {[n for n, _ in m.named_buffers()]}")
             elif kind.startswith("amused_transformer:"):  # likewise
                 with self.torch.device("meta"):
                     m = self._build(kind)
@@ -425,6 +440,16 @@ def make_case(torch, models: Models, base: str, naive: bool, n: int, device: str
         t = torch.tensor(500, dtype=torch.long, device=device)
         fn = lambda: unet(x, t, encoder_hidden_states=ctx, return_dict=False)  # noqa: E731
         cfg = {"batch": 2, "latent": [n, n], "timestep": 500, "context": [2, 77, 768],
+               "attention": "naive" if naive else "sdpa"}
+    elif kind == "unet3d":
+        unet = models.get("unet3d", meta)
+        set_attention(unet, naive)
+        frames = UNET3D_FRAMES[models.quick]
+        x = randn(2, 4, frames, n, n)
+        ctx = randn(2, 77, 1024)
+        t = torch.tensor(500, dtype=torch.long, device=device)
+        fn = lambda: unet(x, t, encoder_hidden_states=ctx, return_dict=False)  # noqa: E731
+        cfg = {"batch": 2, "latent": [frames, n, n], "timestep": 500, "context": [2, 77, 1024],
                "attention": "naive" if naive else "sdpa"}
     elif kind == "vae":
         vae = models.get("vae", meta)

@@ -58,6 +58,7 @@ pub const BENCHES: &[&str] = &[
     "unet_b2_64_bf16",
     "unet_b2_32_int8",
     "unet_b2_64_int8",
+    "unet3d_b2_f8_32",
     "vae_decode_32",
     "vae_decode_64",
     "decode_small_1024",
@@ -489,6 +490,28 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
                 note: Some(note),
                 ..result(name, t, None)
             })
+        }
+        "unet3d_b2_f8_32" => {
+            // The t2v preset's UNet3D (ModelScope text-to-video, random f32 weights): one
+            // denoising step of a 256×256, 8-frame clip at batch 2 (2 frames at --quick).
+            let (s, frames) = if quick { (8, 2) } else { (32, 8) };
+            let unet = prism_models::components::Unet3d::load(
+                &ModelSource::parse("t2v")?,
+                None,
+                0,
+                prism_runtime::WeightDType::F32,
+            )?;
+            let x = Tensor::new(
+                vec![2, 4, frames, s, s],
+                rand_vec(2 * 4 * frames * s * s, 7),
+            )?;
+            let ts = Tensor::new(vec![2], vec![500.0; 2])?;
+            let ctx = Tensor::new(vec![2, 77, 1024], rand_vec(2 * 77 * 1024, 8))?;
+            let t = time(runs, || {
+                unet.run(exec, &mut NoObserver, x.clone(), ts.clone(), ctx.clone())
+                    .expect("unet3d runs");
+            });
+            Ok(result(name, t, None))
         }
         "decode_small_1024" => decode_small(exec, runs, if quick { 64 } else { 1024 }),
         "janus_prefill_b2" | "janus_decode_b2" => janus(name, exec, runs, quick),
