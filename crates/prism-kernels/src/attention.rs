@@ -192,8 +192,8 @@ impl AttentionImpl {
     }
 }
 
-/// Run `imp` (flash with a bias runs the GEMM-tiled flash kernel: the AVX-512 one takes no
-/// bias).
+/// Run `imp` (flash with a bias runs the GEMM-tiled flash kernel: the AVX-512 / AVX2 one takes
+/// no bias).
 pub fn attention(
     imp: AttentionImpl,
     g: &AttnGeom,
@@ -234,7 +234,7 @@ fn add_bias(row: &mut [f32], bias: &[f32], scale: f32) {
 }
 
 /// Scratch buffers (floats) a kernel takes from the kernels' pool (which keeps them): the
-/// AVX-512 flash kernel's transposed keys and padded values.
+/// AVX-512 / AVX2 flash kernel's transposed keys and padded values.
 pub fn scratch_requests(imp: AttentionImpl, g: &AttnGeom) -> Vec<usize> {
     if imp == AttentionImpl::Flash && crate::flash512::available() {
         crate::flash512::pooled_floats(g).to_vec()
@@ -417,8 +417,8 @@ pub fn attention_fused_softmax(
         );
 }
 
-/// Flash attention (see the module docs): AVX-512 micro-kernels ([`crate::flash512`]) where the
-/// CPU has them, else tiles multiplied through the GEMM crate.
+/// Flash attention (see the module docs): AVX-512 or AVX2 micro-kernels ([`crate::flash512`])
+/// where the CPU has them, else tiles multiplied through the GEMM crate.
 pub fn attention_flash(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     if crate::flash512::available() {
         g.check(q, k, v, out);

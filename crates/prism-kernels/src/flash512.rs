@@ -1,5 +1,6 @@
-//! Flash attention with AVX-512 micro-kernels: the `flash` variant on CPUs with AVX-512F
-//! (`attention::attention_flash` falls back to GEMM-crate tiles elsewhere).
+//! Flash attention with AVX-512 micro-kernels, and their AVX2 + FMA twins: the `flash`
+//! variant on CPUs with either (`attention::attention_flash` falls back to GEMM-crate tiles
+//! elsewhere).
 //!
 //! Everything is vectorized over **query rows**, 32 at a time (two zmm registers), so the head
 //! dimension is only ever a broadcast: no lanes are wasted on D = 40, 80 or 160, and the
@@ -23,6 +24,10 @@
 //! - The group's scores (BK × 32 floats, 15 KiB) stay in L1 beside the keys they are made
 //!   from (19 KiB at D = 40); the tile's values come from L2. Larger key tiles leave too
 //!   little of a 48 KiB L1 for the keys.
+//! - AVX2 (8 lanes, 16 registers): the same groups, layouts and tiles, each micro-kernel run
+//!   as sub-tiles over 16 of the group's 32 rows (two ymm registers): scores 6 keys × 16 rows
+//!   (12 accumulators), P · V (≤ 6)-dim × 16 rows, the softmax 8 rows per vector op, with
+//!   the exponential's 2^n made from exponent bits.
 //!
 //! [`BQ`]: crate::tuning::Tuning::flash512_bq
 //! [`BK`]: crate::tuning::Tuning::flash512_bk
@@ -43,12 +48,16 @@ use rayon::prelude::*;
 pub(crate) const G: usize = 32;
 /// Keys per score register tile.
 pub(crate) const KB: usize = 12;
-/// Largest head-dimension block of the P · V register tile.
+/// Largest head-dimension block of the P · V register tile (AVX-512; AVX2 takes [`JB2`]).
 const JB: usize = 12;
+/// Largest head-dimension block of the AVX2 P · V sub-tile.
+const JB2: usize = 6;
+/// Keys per AVX2 score sub-tile (half of [`KB`]).
+const KB2: usize = KB / 2;
 
-/// Whether this CPU runs the AVX-512 kernel.
+/// Whether this CPU runs these kernels (AVX-512F, or AVX2 + FMA).
 pub fn available() -> bool {
-    simd::level() == simd::Level::Avx512
+    matches!(simd::level(), simd::Level::Avx512 | simd::Level::Avx2)
 }
 
 fn lk_pad(g: &AttnGeom) -> usize {
@@ -115,9 +124,27 @@ fn pack_keys(g: &AttnGeom, x: &[f32], dst: &mut [f32]) {
         });
 }
 
-/// Flash attention (see the module docs). The CPU must have AVX-512F ([`available`]).
+/// Flash attention (see the module docs) at this CPU's level ([`available`]).
 pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
-    assert!(available(), "flash512 needs AVX-512F");
+    attention_at(simd::level(), g, q, k, v, out)
+}
+
+/// [`attention`] with the micro-kernels of a given level (Avx512 or Avx2, lowered to what
+/// this CPU has): for tests.
+pub fn attention_at(
+    lvl: simd::Level,
+    g: &AttnGeom,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) {
+    let lvl = simd::supported(lvl);
+    assert!(
+        matches!(lvl, simd::Level::Avx512 | simd::Level::Avx2),
+        "flash512 runs the AVX-512 or AVX2 micro-kernels, not {lvl:?}"
+    );
+    let wide = lvl == simd::Level::Avx512;
     let (d, hd, lkp) = (g.head_dim, g.heads * g.head_dim, lk_pad(g));
     let [kn, vn] = pooled_floats(g);
     let mut kp = Scratch::take(kn);
@@ -125,8 +152,8 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
     let mut vp = Scratch::take(vn);
     pack_heads(g, v, &mut vp);
     let (kp, vp) = (&kp[..], &vp[..]);
-    // Head-dimension blocks of the P · V tile: near-equal, at most JB.
-    let nblk = d.div_ceil(JB);
+    // Head-dimension blocks of the P · V tile: near-equal, at most JB (JB2 on AVX2).
+    let nblk = d.div_ceil(if wide { JB } else { JB2 });
     let jblocks: Vec<(usize, usize)> = (0..nblk)
         .map(|i| {
             let (base, extra) = (d / nblk, d % nblk);
@@ -201,13 +228,18 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                             // SAFETY: qg is (d × G); key rows c0+kb..+KB exist in the panel
                             // (c0 + cols_p ≤ lkp); st holds bk ≥ cols_p rows of G; tmax G.
                             unsafe {
-                                scores_tile(
+                                let args = (
                                     d,
                                     qg.as_ptr(),
                                     kpanel.as_ptr().add((c0 + kb) * d),
                                     st.as_mut_ptr().add(kb * G),
                                     tmax.as_mut_ptr(),
-                                )
+                                );
+                                if wide {
+                                    scores_tile(args)
+                                } else {
+                                    scores_tile256(args)
+                                }
                             };
                         }
                         // Keys a row may not see (past Lk, or causal) get −∞. Rows past
@@ -230,7 +262,7 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                         // SAFETY: st holds cols_p rows of G; m, l have G entries from
                         // grp·G; og is (d × G).
                         unsafe {
-                            softmax_tile(
+                            let args = (
                                 cols_p,
                                 st.as_mut_ptr(),
                                 (!masked).then_some(tmax.as_ptr()),
@@ -238,20 +270,30 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
                                 l.as_mut_ptr().add(grp * G),
                                 og.as_mut_ptr(),
                                 d,
-                            )
+                            );
+                            if wide {
+                                softmax_tile(args)
+                            } else {
+                                softmax_tile256(args)
+                            }
                         };
                         for &(j0, w) in jblocks {
                             // SAFETY: st holds cols_p rows of G; value rows c0..c0+cols_p
                             // exist in the panel; og rows j0..j0+w exist (j0 + w ≤ d).
                             unsafe {
-                                pv_tile(
+                                let args = (
                                     w,
                                     cols_p,
                                     st.as_ptr(),
                                     vpanel.as_ptr().add(c0 * d + j0),
                                     d,
                                     og.as_mut_ptr().add(j0 * G),
-                                )
+                                );
+                                if wide {
+                                    pv_tile(args)
+                                } else {
+                                    pv_tile256(args)
+                                }
                             };
                         }
                     }
@@ -273,11 +315,29 @@ pub fn attention(g: &AttnGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
         );
 }
 
+/// A score tile's arguments: head dimension d, the group's queries q (d × G), a packed key
+/// block k (d × KB), the scores s (KB × G) and the row maxima mx (G).
+type ScoreArgs = (usize, *const f32, *const f32, *mut f32, *mut f32);
+/// A softmax tile's arguments: keys, scores s (keys × G), the tile's row maxima (None: read
+/// them from s), running max m and sum l (G each), output o (d × G), d.
+type SoftmaxArgs = (
+    usize,
+    *mut f32,
+    Option<*const f32>,
+    *mut f32,
+    *mut f32,
+    *mut f32,
+    usize,
+);
+/// A P · V tile's arguments: w head dimensions, keys, p (keys × G), v (w columns of value
+/// rows `v_rs` apart), v_rs, o (w × G).
+type PvArgs = (usize, usize, *const f32, *const f32, usize, *mut f32);
+
 /// Sᵀ[KB × G] = K[KB × d] · Qᵀ[d × G]: k a packed key block (d × KB), q (d × G), s (KB × G);
 /// the row maxima of the tile are folded into mx (G).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn scores_tile(d: usize, q: *const f32, k: *const f32, s: *mut f32, mx: *mut f32) {
+unsafe fn scores_tile((d, q, k, s, mx): ScoreArgs) {
     let mut lo = [_mm512_setzero_ps(); KB];
     let mut hi = [_mm512_setzero_ps(); KB];
     let mut q = q;
@@ -319,15 +379,7 @@ unsafe fn scores_tile(d: usize, q: *const f32, k: *const f32, s: *mut f32, mx: *
 /// since.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn softmax_tile(
-    keys: usize,
-    s: *mut f32,
-    tile_max: Option<*const f32>,
-    m: *mut f32,
-    l: *mut f32,
-    o: *mut f32,
-    d: usize,
-) {
+unsafe fn softmax_tile((keys, s, tile_max, m, l, o, d): SoftmaxArgs) {
     for half in 0..2 {
         let off = half * 16;
         let mx = match tile_max {
@@ -367,7 +419,7 @@ unsafe fn softmax_tile(
 /// Oᵀ[w × G] += Vᵀ[w × keys] · P[keys × G], w ≤ JB: value rows `v_rs` apart (w columns
 /// from v), p (keys × G), o (w × G).
 #[cfg(target_arch = "x86_64")]
-unsafe fn pv_tile(w: usize, keys: usize, p: *const f32, v: *const f32, v_rs: usize, o: *mut f32) {
+unsafe fn pv_tile((w, keys, p, v, v_rs, o): PvArgs) {
     macro_rules! dispatch {
         ($($n:literal)*) => {
             match w {
@@ -412,25 +464,160 @@ unsafe fn pv_tile_n<const W: usize>(
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn scores_tile(_: usize, _: *const f32, _: *const f32, _: *mut f32, _: *mut f32) {
-    unreachable!("flash512 runs only where available() says AVX-512F is present")
+/// The AVX2 twin of [`scores_tile`]: four sub-tiles of [`KB2`] keys × 16 rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scores_tile256((d, q, k, s, mx): ScoreArgs) {
+    for half in 0..2 {
+        let r0 = half * 16;
+        let mut rmax = [_mm256_set1_ps(f32::NEG_INFINITY); 2];
+        for c0 in [0, KB2] {
+            let mut acc = [[_mm256_setzero_ps(); 2]; KB2];
+            let mut qp = q.add(r0);
+            for j in 0..d {
+                let q0 = _mm256_loadu_ps(qp);
+                let q1 = _mm256_loadu_ps(qp.add(8));
+                let kj = k.add(j * KB + c0);
+                for (c, a) in acc.iter_mut().enumerate() {
+                    let kv = _mm256_broadcast_ss(&*kj.add(c));
+                    a[0] = _mm256_fmadd_ps(kv, q0, a[0]);
+                    a[1] = _mm256_fmadd_ps(kv, q1, a[1]);
+                }
+                qp = qp.add(G);
+            }
+            for (c, a) in acc.iter().enumerate() {
+                let row = s.add((c0 + c) * G + r0);
+                _mm256_storeu_ps(row, a[0]);
+                _mm256_storeu_ps(row.add(8), a[1]);
+                rmax[0] = _mm256_max_ps(rmax[0], a[0]);
+                rmax[1] = _mm256_max_ps(rmax[1], a[1]);
+            }
+        }
+        for (i, r) in rmax.iter().enumerate() {
+            let p = mx.add(r0 + 8 * i);
+            _mm256_storeu_ps(p, _mm256_max_ps(_mm256_loadu_ps(p), *r));
+        }
+    }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn softmax_tile(
-    _: usize,
-    _: *mut f32,
-    _: Option<*const f32>,
-    _: *mut f32,
-    _: *mut f32,
-    _: *mut f32,
-    _: usize,
+/// The AVX2 twin of [`softmax_tile`]: 8 rows per vector op.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_tile256((keys, s, tile_max, m, l, o, d): SoftmaxArgs) {
+    for part in 0..G / 8 {
+        let off = part * 8;
+        let mx = match tile_max {
+            Some(t) => _mm256_loadu_ps(t.add(off)),
+            None => {
+                let mut acc = [_mm256_set1_ps(f32::NEG_INFINITY); 4];
+                for c in 0..keys {
+                    acc[c % 4] = _mm256_max_ps(acc[c % 4], _mm256_loadu_ps(s.add(c * G + off)));
+                }
+                _mm256_max_ps(_mm256_max_ps(acc[0], acc[1]), _mm256_max_ps(acc[2], acc[3]))
+            }
+        };
+        let m_old = _mm256_loadu_ps(m.add(off));
+        let m_new = _mm256_max_ps(m_old, mx);
+        let alpha = simd::x86::exp2_nonpos256(_mm256_sub_ps(m_old, m_new));
+        let mut sum = [_mm256_setzero_ps(); 2];
+        for c in 0..keys {
+            let p = s.add(c * G + off);
+            let e = simd::x86::exp2_nonpos256(_mm256_sub_ps(_mm256_loadu_ps(p), m_new));
+            _mm256_storeu_ps(p, e);
+            sum[c % 2] = _mm256_add_ps(sum[c % 2], e);
+        }
+        _mm256_storeu_ps(m.add(off), m_new);
+        _mm256_storeu_ps(
+            l.add(off),
+            _mm256_fmadd_ps(
+                _mm256_loadu_ps(l.add(off)),
+                alpha,
+                _mm256_add_ps(sum[0], sum[1]),
+            ),
+        );
+        for j in 0..d {
+            let p = o.add(j * G + off);
+            _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_loadu_ps(p), alpha));
+        }
+    }
+}
+
+/// The AVX2 twin of [`pv_tile`], w ≤ [`JB2`]: two sub-tiles of w dims × 16 rows.
+#[cfg(target_arch = "x86_64")]
+unsafe fn pv_tile256((w, keys, p, v, v_rs, o): PvArgs) {
+    macro_rules! dispatch {
+        ($($n:literal)*) => {
+            match w {
+                $($n => for half in 0..2 {
+                    pv_sub256::<$n>(keys, p.add(half * 16), v, v_rs, o.add(half * 16))
+                },)*
+                _ => unreachable!("AVX2 head-dimension blocks are 1..=JB2 wide"),
+            }
+        };
+    }
+    dispatch!(1 2 3 4 5 6)
+}
+
+/// Oᵀ[W × 16] += Vᵀ[W × keys] · P[keys × 16]: p and o at the sub-tile's first row (rows G
+/// apart).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pv_sub256<const W: usize>(
+    keys: usize,
+    p: *const f32,
+    v: *const f32,
+    v_rs: usize,
+    o: *mut f32,
 ) {
-    unreachable!("flash512 runs only where available() says AVX-512F is present")
+    let mut acc = [[_mm256_setzero_ps(); 2]; W];
+    for (j, a) in acc.iter_mut().enumerate() {
+        a[0] = _mm256_loadu_ps(o.add(j * G));
+        a[1] = _mm256_loadu_ps(o.add(j * G + 8));
+    }
+    let (mut p, mut v) = (p, v);
+    for _ in 0..keys {
+        let p0 = _mm256_loadu_ps(p);
+        let p1 = _mm256_loadu_ps(p.add(8));
+        for (j, a) in acc.iter_mut().enumerate() {
+            let vv = _mm256_broadcast_ss(&*v.add(j));
+            a[0] = _mm256_fmadd_ps(vv, p0, a[0]);
+            a[1] = _mm256_fmadd_ps(vv, p1, a[1]);
+        }
+        p = p.add(G);
+        v = v.add(v_rs);
+    }
+    for (j, a) in acc.iter().enumerate() {
+        _mm256_storeu_ps(o.add(j * G), a[0]);
+        _mm256_storeu_ps(o.add(j * G + 8), a[1]);
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn pv_tile(_: usize, _: usize, _: *const f32, _: *const f32, _: usize, _: *mut f32) {
-    unreachable!("flash512 runs only where available() says AVX-512F is present")
+unsafe fn scores_tile(_: ScoreArgs) {
+    unreachable!("flash512 runs only where available() says AVX-512F or AVX2 is present")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn softmax_tile(_: SoftmaxArgs) {
+    unreachable!("flash512 runs only where available() says AVX-512F or AVX2 is present")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn pv_tile(_: PvArgs) {
+    unreachable!("flash512 runs only where available() says AVX-512F or AVX2 is present")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn scores_tile256(_: ScoreArgs) {
+    unreachable!("flash512 runs only where available() says AVX-512F or AVX2 is present")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn softmax_tile256(_: SoftmaxArgs) {
+    unreachable!("flash512 runs only where available() says AVX-512F or AVX2 is present")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn pv_tile256(_: PvArgs) {
+    unreachable!("flash512 runs only where available() says AVX-512F or AVX2 is present")
 }

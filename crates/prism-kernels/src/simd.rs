@@ -418,6 +418,35 @@ pub(crate) mod x86 {
         _mm512_scalef_ps(p, n)
     }
 
+    /// The AVX2 twin of [`exp2_nonpos512`]: 2^x for x ≤ 0, 0 below −126 (and for −∞); 2^n
+    /// through the exponent bits.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn exp2_nonpos256(x: __m256) -> __m256 {
+        const Q: [f32; 6] = [
+            1.535_336_2e-4,
+            1.339_887_4e-3,
+            9.618_437e-3,
+            5.550_332_5e-2,
+            2.402_264_8e-1,
+            6.931_472e-1,
+        ];
+        let lo = _mm256_set1_ps(-126.0);
+        let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, lo);
+        let x = _mm256_max_ps(x, lo);
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+        let r = _mm256_sub_ps(x, n);
+        let mut p = _mm256_set1_ps(Q[0]);
+        for &c in &Q[1..] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
+        let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        ));
+        _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep)
+    }
+
     #[target_feature(enable = "avx2,fma")]
     unsafe fn exp256(x: __m256) -> __m256 {
         let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));

@@ -154,11 +154,11 @@ pub struct Tuning {
     /// [`crate::attention::AttentionImpl::auto`] picks flash from this many queries (with
     /// [`Tuning::attn_flash_min_keys`]); below, naive.
     pub attn_flash_min_queries: usize,
-    /// Query rows per task of the AVX-512 flash kernel (`flash512.rs`; a multiple of its
+    /// Query rows per task of the AVX-512 / AVX2 flash kernel (`flash512.rs`; a multiple of its
     /// 32-row groups): bounds each thread's tiles (transposed queries and output, this × D
     /// floats each) and sets the task count (batch · heads · ⌈Lq / this⌉).
     pub flash512_bq: usize,
-    /// Keys per tile of the AVX-512 flash kernel (`flash512.rs`; a multiple of its 12-key
+    /// Keys per tile of the AVX-512 / AVX2 flash kernel (`flash512.rs`; a multiple of its 12-key
     /// register tile): a group's scores (this × 32 floats, 15 KiB) stay in L1 beside the keys
     /// they are made from. It fixes where the online softmax rescales, so it is not derived
     /// from the L1 size.

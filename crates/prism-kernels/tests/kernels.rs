@@ -469,10 +469,19 @@ fn attention_variants_match_reference() {
                 close(&format!("attention {imp:?} {g:?}"), &o, &want);
                 outs.push(o);
             }
-            // The portable flash path (what CPUs without AVX-512 run).
+            // The portable flash path (what CPUs without AVX2 run).
             let mut o = vec![0f32; q.len()];
             prism_kernels::attention::attention_flash_gemm(&g, &q, &k, &v, None, &mut o);
             close(&format!("attention flash (gemm tiles) {g:?}"), &o, &want);
+            // The flash micro-kernels at every level this CPU has (AVX-512 and its AVX2 twin).
+            for lvl in prism_kernels::simd::available_levels() {
+                use prism_kernels::simd::Level;
+                if matches!(lvl, Level::Avx512 | Level::Avx2) {
+                    let mut o = vec![0f32; q.len()];
+                    prism_kernels::flash512::attention_at(lvl, &g, &q, &k, &v, &mut o);
+                    close(&format!("attention flash {lvl:?} {g:?}"), &o, &want);
+                }
+            }
             // The two softmax orderings agree to 1e-5 absolute.
             let d = outs[0]
                 .iter()
