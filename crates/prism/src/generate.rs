@@ -224,9 +224,9 @@ impl Engine {
             crate::preflight::check(
                 &p,
                 if is_video {
-                    "try --weights-dtype bf16, fewer --frames, a smaller --decode-chunk or size"
+                    "fewer --frames, a smaller --decode-chunk or size"
                 } else {
-                    "try --weights-dtype bf16 or a smaller --width / --height"
+                    "a smaller --width / --height"
                 },
             )?;
         }

@@ -128,21 +128,66 @@ fn gib(b: u64) -> String {
     format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
 }
 
-/// Refuse a run whose predicted peak exceeds what is available. `hint` names what would make
-/// it fit for this model.
+/// Refuse a run whose predicted peak exceeds what is available. `hint` names the sizes that
+/// would make it fit for this model; narrower weights are suggested first where the weights
+/// held are a quarter of the peak or more (int8 keeps about a quarter of f32's bytes, bf16
+/// half).
 pub fn check(p: &Prediction, hint: &str) -> Result<()> {
-    let Some((room, source)) = available() else {
-        return Ok(());
-    };
-    if p.total() > room {
-        return Err(Error::invalid(format!(
-            "this run needs about {} at its peak (weights held {} + {} in stage {}) but {} are available ({source}): {hint}, or pass --no-preflight to try anyway",
-            gib(p.total()),
-            gib(p.weights),
-            gib(p.activations),
-            p.peak_stage,
-            gib(room)
-        )));
+    match available() {
+        Some((room, source)) => refusal(p, room, source, hint).map_or(Ok(()), Err),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// [`check`]'s verdict with `room` bytes available (from `source`).
+fn refusal(p: &Prediction, room: u64, source: &str, hint: &str) -> Option<Error> {
+    if p.total() <= room {
+        return None;
+    }
+    let hint = if p.weights.saturating_mul(4) >= p.total() {
+        format!("try --weights-dtype int8 or bf16, or {hint}")
+    } else {
+        format!("try {hint}")
+    };
+    Some(Error::invalid(format!(
+        "this run needs about {} at its peak (weights held {} + {} in stage {}) but {} are available ({source}): {hint}, or pass --no-preflight to try anyway",
+        gib(p.total()),
+        gib(p.weights),
+        gib(p.activations),
+        p.peak_stage,
+        gib(room)
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrower_weights_are_suggested_where_weights_weigh() {
+        const G: u64 = 1 << 30;
+        let p = |weights, activations| Prediction {
+            weights,
+            activations,
+            peak_stage: "unet".into(),
+        };
+        assert!(refusal(&p(3 * G, G), 5 * G, "MemAvailable", "a smaller size").is_none());
+        let e = refusal(&p(25 * G, G), 21 * G, "MemAvailable", "a smaller size").unwrap();
+        let m = e.to_string();
+        assert!(
+            m.contains("26.0 GiB") && m.contains("21.0 GiB are available (MemAvailable)"),
+            "{m}"
+        );
+        assert!(
+            m.contains("try --weights-dtype int8 or bf16, or a smaller size"),
+            "{m}"
+        );
+        let m = refusal(&p(G, 100 * G), 21 * G, "MemAvailable", "a smaller size")
+            .unwrap()
+            .to_string();
+        assert!(
+            m.contains(": try a smaller size, or pass --no-preflight"),
+            "{m}"
+        );
+    }
 }

@@ -415,7 +415,7 @@ impl Engine {
                 exec.threads(),
                 &exec.kernels,
             )?;
-            crate::preflight::check(&p, "try --weights-dtype bf16 or a smaller size")?;
+            crate::preflight::check(&p, "a smaller size")?;
         }
         let pipeline = (r.entry.open)(&r.src, &opts)?;
         let class_conditional = r.entry.class_name == pipelines::pixart::DIT_ENTRY.class_name;

@@ -109,7 +109,7 @@ impl Engine {
             activations: act,
             peak_stage: g.name.clone(),
         };
-        preflight::check(&p, "use a shorter or smaller clip")
+        preflight::check(&p, "a shorter or smaller clip")
     }
 
     fn encode_clip(
