@@ -165,6 +165,54 @@ fn narrow_weights_generate_close_to_f32() {
 }
 
 #[test]
+fn preflight_predicts_the_measured_peak_within_15_percent() {
+    // Two sizes and two weight dtypes of the sd15 preset, one step each: the prediction the
+    // preflight refuses runs by, against the process's measured peak RSS.
+    if std::fs::read_to_string("/proc/self/status").is_err() {
+        eprintln!("no /proc here: peak RSS is not reported");
+        return;
+    }
+    let d = scratch("rss");
+    for (size, dtype) in [("128", "f32"), ("512", "int8")] {
+        let out = d.join(format!("{size}_{dtype}.png"));
+        let o = prism(&[
+            "generate",
+            "--model",
+            "sd15",
+            "--prompt",
+            "x",
+            "--steps",
+            "1",
+            "--width",
+            size,
+            "--height",
+            size,
+            "--weights-dtype",
+            dtype,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        // "peak RSS 3.89 GiB (predicted 3.85 GiB)"
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("peak RSS"))
+            .unwrap_or_else(|| panic!("no peak RSS line: {err}"));
+        let nums: Vec<f64> = line
+            .split_whitespace()
+            .filter_map(|w| w.trim_start_matches('(').parse().ok())
+            .collect();
+        let (rss, predicted) = (nums[0], nums[1]);
+        eprintln!("{size}² {dtype}: {line}");
+        assert!(
+            (rss - predicted).abs() <= 0.15 * rss,
+            "{size}² {dtype}: {line}"
+        );
+    }
+}
+
+#[test]
 fn truncated_safetensors() {
     let m = tiny_copy("trunc");
     let f = m.join("vae/diffusion_pytorch_model.safetensors");

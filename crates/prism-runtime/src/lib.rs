@@ -19,4 +19,6 @@ pub use exec::{
 };
 pub use observe::{mem, NoObserver, Observer};
 pub use plan::{kept_filter_bytes, plan, MemoryPlan};
-pub use weights::{stored_weight_bytes, KeptFilters, WeightDType, WeightRef, Weights};
+pub use weights::{
+    stored_weight_bytes, widened_weight_bytes, KeptFilters, WeightDType, WeightRef, Weights,
+};

@@ -486,6 +486,26 @@ fn widen<T: Copy + Sync>(src: &[T], dst: &mut [f32], f: impl Fn(T) -> f32 + Sync
         });
 }
 
+/// Bytes of the largest f32 copy a run of `graph` makes of one weight stored as `dtype`
+/// (0 for f32): kernels that do not read narrow weights as stored (token tables, convolutions
+/// through im2col, 3-D convolutions) widen the whole matrix into pooled scratch first; Linear
+/// weights in panels are widened in registers. An upper bound: 3×3 convolutions that run
+/// Winograd widen one output channel at a time but are counted whole.
+pub fn widened_weight_bytes(graph: &Graph, dtype: WeightDType) -> u64 {
+    if dtype == WeightDType::F32 {
+        return 0;
+    }
+    let layout = crate::cpu::weight_layout(graph, dtype);
+    graph
+        .params
+        .iter()
+        .zip(&layout)
+        .filter(|(p, l)| p.shape.len() >= 2 && **l == WeightLayout::RowMajor)
+        .map(|(p, _)| p.shape.iter().product::<usize>() as u64 * 4)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Bytes `graph`'s parameters take stored as `dtype`: matrices and tables at the dtype's size
 /// (int8: plus an f32 scale per row), vectors (norm scales, biases) in f32 whatever the dtype,
 /// as [`Weights`] keeps them (panel padding aside).

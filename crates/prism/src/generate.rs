@@ -107,6 +107,10 @@ pub struct GenerateReport {
     pub load_seconds: f64,
     pub total_seconds: f64,
     pub frames_dir: Option<PathBuf>,
+    /// The preflight's predicted peak memory (None with `no_preflight`).
+    pub predicted_peak_bytes: Option<u64>,
+    /// This process's peak resident memory so far (Linux; None elsewhere).
+    pub peak_rss_bytes: Option<u64>,
 }
 
 impl GenerateReport {
@@ -194,6 +198,7 @@ impl Engine {
             video::check_frames(spec.frames.unwrap_or(entry.default_frames))?;
             video::check_decode_chunk(spec.decode_chunk)?;
         }
+        let mut predicted_peak_bytes = None;
         if !spec.no_preflight {
             let native = (entry.native_size)(&src)?;
             let shape = prism_models::pipelines::StudyShape {
@@ -221,6 +226,7 @@ impl Engine {
                 &exec.kernels,
             )?;
             events(&Event::Note(p.describe()));
+            predicted_peak_bytes = Some(p.total());
             crate::preflight::check(
                 &p,
                 if is_video {
@@ -394,6 +400,8 @@ impl Engine {
             total_seconds: t0.elapsed().as_secs_f64(),
             // An image model with --frames-dir was refused above.
             frames_dir: spec.frames_dir.clone(),
+            predicted_peak_bytes,
+            peak_rss_bytes: prism_runtime::mem::peak_rss_bytes().map(|b| b as u64),
         })
     }
 }

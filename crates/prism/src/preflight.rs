@@ -14,7 +14,8 @@ use prism_runtime::{plan, KernelChoice, WeightDType};
 pub struct Prediction {
     /// Weights still held at the peak stage (earlier stages' weights are freed by then).
     pub weights: u64,
-    /// The peak stage's activations + scratch + KV caches.
+    /// The peak stage's activations + scratch + KV caches (+ with narrow weights, the largest
+    /// weight it widens to f32 whole).
     pub activations: u64,
     pub peak_stage: String,
 }
@@ -35,8 +36,9 @@ pub fn predict(
     kernels: &KernelChoice,
 ) -> Result<Prediction> {
     let graphs = (entry.stage_graphs)(src, shape)?;
-    // Each stage's parameter table (a decoder's prefill and decode share one) and its bytes.
-    let tables: Vec<(String, u64)> = graphs
+    // Each stage's parameter table (a decoder's prefill and decode share one), its bytes, and
+    // the largest weight it widens to f32 whole (narrow dtypes).
+    let tables: Vec<(String, u64, u64)> = graphs
         .iter()
         .map(|s| {
             let key = s.graph.param_table_key();
@@ -46,7 +48,7 @@ pub fn predict(
                 _ => dtype,
             };
             let bytes = prism_runtime::stored_weight_bytes(&s.graph, d);
-            (key, bytes)
+            (key, bytes, prism_runtime::widened_weight_bytes(&s.graph, d))
         })
         .collect();
     let held_from = |i: usize| -> u64 {
@@ -55,8 +57,8 @@ pub fn predict(
         let mut seen = std::collections::HashSet::new();
         tables[i..]
             .iter()
-            .filter(|(k, _)| seen.insert(k.clone()))
-            .map(|(_, b)| b)
+            .filter(|(k, _, _)| seen.insert(k.clone()))
+            .map(|(_, b, _)| b)
             .sum()
     };
     let (mut weights, mut activations, mut peak_stage) = (0u64, 0u64, String::new());
@@ -70,8 +72,9 @@ pub fn predict(
             .map(|(_, sh)| sh.iter().product::<usize>() as u64 * 4)
             .sum();
         let held = held_from(i);
-        if held + act + kv > weights + activations {
-            (weights, activations) = (held, act + kv);
+        let act = act + kv + tables[i].2;
+        if held + act > weights + activations {
+            (weights, activations) = (held, act);
             peak_stage = s.name.to_string();
         }
     }

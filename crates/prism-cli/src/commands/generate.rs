@@ -153,6 +153,13 @@ pub fn run(engine: &Engine, a: Args) -> Result<()> {
     if let Some(d) = &r.frames_dir {
         eprintln!("wrote {} frames to {}", r.frames, d.display());
     }
+    if let Some(rss) = r.peak_rss_bytes {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        match r.predicted_peak_bytes {
+            Some(p) => eprintln!("peak RSS {:.2} GiB (predicted {:.2} GiB)", gib(rss), gib(p)),
+            None => eprintln!("peak RSS {:.2} GiB", gib(rss)),
+        }
+    }
     if r.media == "video" {
         eprintln!(
             "wrote {} ({} frames, {}x{}); total {:.1}s",
