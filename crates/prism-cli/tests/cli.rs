@@ -955,7 +955,19 @@ fn weight_files_that_are_not_files_are_named() {
     std::fs::remove_file(&f).unwrap();
     std::os::unix::fs::symlink("/nonexistent/prism", &f).unwrap();
     fails(&args, &out, &["symbolic link to nothing"]);
-    // A shard index naming a path outside the folder.
+    // A FIFO (reading it would block forever).
+    std::fs::remove_file(&f).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&f).status();
+    if made.is_ok_and(|s| s.success()) {
+        fails(
+            &args,
+            &out,
+            &["diffusion_pytorch_model.safetensors", "not a regular file"],
+        );
+    } else {
+        eprintln!("no mkfifo here: the FIFO case is skipped");
+    }
+    // A shard index naming a device, and a path outside the folder.
     let d = scratch("shards").join("model");
     copy_dir(&fixtures().join("janus_tiny_b"), &d);
     let idx = d.join("model.safetensors.index.json");
@@ -968,22 +980,27 @@ fn weight_files_that_are_not_files_are_named() {
         .next()
         .unwrap()
         .clone();
-    v["weight_map"][key] = "../../etc/passwd".into();
-    std::fs::write(&idx, v.to_string()).unwrap();
     let out = d.join("j.png");
-    fails(
-        &[
-            "generate",
-            "--model",
-            d.to_str().unwrap(),
-            "--prompt",
-            "x",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        &out,
-        &["../../etc/passwd", "refused"],
-    );
+    for (shard, needle) in [
+        ("/dev/zero", "/dev/zero"),
+        ("../../etc/passwd", "../../etc/passwd"),
+    ] {
+        v["weight_map"][&key] = shard.into();
+        std::fs::write(&idx, v.to_string()).unwrap();
+        fails(
+            &[
+                "generate",
+                "--model",
+                d.to_str().unwrap(),
+                "--prompt",
+                "x",
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            &out,
+            &[needle, "refused"],
+        );
+    }
     // An empty forward input.
     let s = scratch("empty-input");
     let inp = s.join("in.safetensors");
@@ -1033,6 +1050,63 @@ fn uncountable_sizes_are_refused() {
         &["analyze", "t2v", "--frames", "100000"],
         &nothing,
         &["--frames 100000"],
+    );
+    // Config values too large to count, zero, or a zero sample size name the config key.
+    let m = tiny_copy("config-keys");
+    let cfg = m.join("unet/config.json");
+    let orig = std::fs::read_to_string(&cfg).unwrap();
+    for (key, value, needles) in [
+        (
+            "block_out_channels",
+            serde_json::json!([1_000_000_000, 1_000_000_000]),
+            &["block_out_channels", "1000000000"][..],
+        ),
+        (
+            "block_out_channels",
+            serde_json::json!([0, 32]),
+            &["block_out_channels", "at least 1"][..],
+        ),
+        (
+            "sample_size",
+            serde_json::json!(0),
+            &["sample_size", "at least 1"][..],
+        ),
+    ] {
+        std::fs::write(&cfg, &orig).unwrap();
+        edit_json(&cfg, |v| v[key] = value.clone());
+        fails(&["analyze", m.to_str().unwrap()], &nothing, needles);
+        let out = m.join("x.png");
+        fails(
+            &generate_args(m.to_str().unwrap(), out.to_str().unwrap()),
+            &out,
+            needles,
+        );
+    }
+}
+
+/// Every output destination is checked before any model work: a missing folder is named.
+#[test]
+fn missing_output_folders_are_named_up_front() {
+    let m = fixtures().join("sd1_tiny");
+    let m = m.to_str().unwrap();
+    let missing = scratch("no-folder").join("absent");
+    let o = missing.join("x.png");
+    fails(
+        &generate_args(m, o.to_str().unwrap()),
+        &o,
+        &["absent", "does not exist"],
+    );
+    let t = missing.join("t.json");
+    fails(
+        &["profile", m, "--steps", "1", "--trace", t.to_str().unwrap()],
+        &t,
+        &["absent", "does not exist"],
+    );
+    let c = missing.join("a.csv");
+    fails(
+        &["analyze", m, "--csv", c.to_str().unwrap()],
+        &c,
+        &["absent", "does not exist"],
     );
 }
 

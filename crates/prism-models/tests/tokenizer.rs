@@ -292,6 +292,21 @@ fn errors_name_the_file() {
     let (msg, _) = err_text(ClipTokenizer::from_folder(&tmp.0));
     assert!(msg.contains("merges.txt"), "{msg}");
 
+    // vocab.json without the start token: vocab.json is named, not merges.txt.
+    std::fs::copy(src.join("merges.txt"), tmp.0.join("merges.txt")).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("vocab.json")).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("<|startoftext|>");
+    std::fs::write(tmp.0.join("vocab.json"), v.to_string()).unwrap();
+    let (msg, _) = err_text(ClipTokenizer::from_folder(&tmp.0));
+    assert!(
+        msg.contains("vocab.json")
+            && !msg.contains("merges.txt")
+            && msg.contains("<|startoftext|>"),
+        "{msg}"
+    );
+    std::fs::copy(src.join("vocab.json"), tmp.0.join("vocab.json")).unwrap();
+
     // Unknown pad token.
     std::fs::copy(src.join("merges.txt"), tmp.0.join("merges.txt")).unwrap();
     std::fs::write(

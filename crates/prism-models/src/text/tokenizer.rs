@@ -205,6 +205,15 @@ impl ClipTokenizer {
                     format!("malformed JSON (expected an object token -> id): {e}"),
                 )
             })?;
+            // Special tokens missing from the vocabulary are vocab.json's fault, not the merges'.
+            for (role, tok) in [("start (bos)", &cfg.bos), ("end (eos)", &cfg.eos)] {
+                if !vocab.contains_key(tok.as_str()) {
+                    return Err(Error::file(
+                        &vocab_json,
+                        format!("the {role} token {tok:?} is not in the vocabulary"),
+                    ));
+                }
+            }
             let merges_text = read_text(&merges_txt)?;
             let merges = parse_merges(&merges_text).map_err(|m| Error::file(&merges_txt, m))?;
             let tk = build_clip(vocab, merges, &cfg.unk, &cfg.bos, &cfg.eos).map_err(|e| {
