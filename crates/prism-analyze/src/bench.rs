@@ -41,6 +41,8 @@ pub const BENCHES: &[&str] = &[
     "linear_128_5120_1280",
     "linear_128_5120_1280_gemm",
     "linearbf16_8192_320_320",
+    "linearint8_8192_320_320",
+    "linearint8_128_5120_1280",
     "geglu_8192_320_1280",
     "geglu_8192_320_1280_gemm",
     "conv3x3_320_64_b2",
@@ -221,6 +223,7 @@ enum Product {
     Matmul,
     Linear,
     LinearBf16,
+    LinearInt8,
     Geglu,
 }
 
@@ -229,7 +232,9 @@ enum Product {
 /// linear512 panels on AVX-512 CPUs, packed before timing like bound weights); with `_gemm`,
 /// W row-major through the gemm crate; `geglu_{m}_{k}_{n}[_gemm]`: the fused GEGLU projection
 /// to n features (W is 2n × k), the same two ways; `linearbf16_{m}_{k}_{n}`: the Linear layer
-/// on bf16 weights with AVX-512 BF16 dot products (activations rounded to bf16).
+/// on bf16 weights with AVX-512 BF16 dot products (activations rounded to bf16);
+/// `linearint8_{m}_{k}_{n}`: the Linear layer on int8 panels (one scale per output feature),
+/// as `--weights-dtype int8` binds them.
 fn parse_matmul(name: &str) -> Option<Result<ProductSpec>> {
     let (kind, rest) = if let Some(r) = name.strip_prefix("matmul_") {
         (Product::Matmul, r)
@@ -242,6 +247,13 @@ fn parse_matmul(name: &str) -> Option<Result<ProductSpec>> {
             ))));
         }
         (Product::LinearBf16, r)
+    } else if let Some(r) = name.strip_prefix("linearint8_") {
+        if !prism_kernels::linear512::available() {
+            return Some(Err(prism_core::Error::invalid(format!(
+                "benchmark {name}: int8 panels need AVX2 or AVX-512F"
+            ))));
+        }
+        (Product::LinearInt8, r)
     } else {
         (Product::Geglu, name.strip_prefix("geglu_")?)
     };
@@ -257,7 +269,7 @@ fn parse_matmul(name: &str) -> Option<Result<ProductSpec>> {
     Some(match dims {
         Some(d) if d.len() == 3 => Ok((kind, d[0], d[1], d[2], gemm)),
         _ => Err(prism_core::Error::invalid(format!(
-            "benchmark {name}: expected matmul_M_K_N, linear_M_K_N[_gemm], linearbf16_M_K_N or geglu_M_K_N[_gemm]"
+            "benchmark {name}: expected matmul_M_K_N, linear_M_K_N[_gemm], linearbf16_M_K_N, linearint8_M_K_N or geglu_M_K_N[_gemm]"
         ))),
     })
 }
@@ -291,6 +303,30 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
                 *v = prism_kernels::bf16dot::from_bf16(h);
             }
         }
+        // int8: quantized per output feature, panels of the integers; the reference below sees
+        // the dequantized weights.
+        let (q8, mut s8) = if kind == Product::LinearInt8 {
+            prism_kernels::quant::quantize_i8(&b, k)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        if kind == Product::LinearInt8 {
+            for (i, v) in b.iter_mut().enumerate() {
+                *v = q8[i] as f32 * s8[i / k];
+            }
+            s8.resize(n.div_ceil(32) * 32, 0.0);
+        }
+        let q8 = if kind == Product::LinearInt8 {
+            prism_kernels::linear512::pack_panels(&q8, n, k)
+        } else {
+            q8
+        };
+        let w8 = prism_kernels::conv::ConvWeights::I8 {
+            q: &q8,
+            scale: &s8,
+            inf: k,
+            panels: true,
+        };
         let mut c = vec![0f32; m * n];
         let wp = if panels {
             prism_kernels::linear512::pack_panels(&b, wn, k)
@@ -308,6 +344,9 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
                 }
                 Product::Linear => {
                     prism_kernels::matmul::linear(&a, &b, Some(&bias), m, k, n, &mut c)
+                }
+                Product::LinearInt8 => {
+                    prism_kernels::linear512::linear(&a, &w8, Some(&bias), None, m, k, n, &mut c)
                 }
                 Product::LinearBf16 => prism_kernels::matmul::linear_res_bf16(
                     &a,
@@ -369,6 +408,8 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
                 2.0 * fma / 1e9,
                 if prism_kernels::bf16dot::pays() { "yes" } else { "no" }
             )
+        } else if kind == Product::LinearInt8 {
+            "first rows vs float64 on the dequantized weights; int8 linear512 panels".into()
         } else if panels {
             "first rows vs float64; weights in linear512 panels".into()
         } else {
