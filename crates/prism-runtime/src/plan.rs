@@ -63,8 +63,9 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) ->
             use prism_kernels::linear512;
             let n2 = g.params[*weight].shape[0];
             if linear512::available() && linear512::geglu_fits(n2 / 2) {
-                // One block per running task, on panel weights (bf16 weights on a CPU where
-                // bf16-dot pays take the row-block path instead: not modelled).
+                // One block per running task, on panel weights (bf16 products of at least
+                // `Tuning::bf16_dot_min_rows` rows, on a CPU where bf16-dot pays, take the
+                // row-block path instead: not modelled).
                 vec![linear512::GEGLU_BLOCK; threads.max(1)]
             } else {
                 vec![prism_kernels::matmul::GEGLU_ROWS * n2]
@@ -101,8 +102,9 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) ->
                 s[2], s[3], *cout, *k,
             )]
         }
-        // 16-bit weights are widened into pooled scratch before the kernel (`Weights::f32`):
-        // not modelled (the plan assumes f32 weights).
+        // Narrow weights widened whole into pooled scratch before the kernel (`Weights::f32`)
+        // are not in the plan (it assumes f32 weights); the preflight adds the largest
+        // (`widened_weight_bytes`).
         Op::Linear { .. }
         | Op::DepthwiseConv2d { .. }
         | Op::GlobalResponseNorm { .. }
