@@ -1108,6 +1108,28 @@ fn missing_output_folders_are_named_up_front() {
         &c,
         &["absent", "does not exist"],
     );
+    // A folder that takes no new files (even for root): /proc.
+    if Path::new("/proc").is_dir() {
+        let o = Path::new("/proc/prism-x.png");
+        fails(
+            &generate_args(m, "/proc/prism-x.png"),
+            o,
+            &["cannot write in /proc"],
+        );
+        let t = Path::new("/proc/prism-t.json");
+        fails(
+            &[
+                "profile",
+                m,
+                "--steps",
+                "1",
+                "--trace",
+                "/proc/prism-t.json",
+            ],
+            t,
+            &["cannot write in /proc"],
+        );
+    }
 }
 
 /// Edit one JSON config of a copied model folder.

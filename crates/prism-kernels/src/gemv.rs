@@ -42,6 +42,12 @@ pub enum Layout {
     Panels,
 }
 
+/// Element `i` of W widened to f32 (8-bit: the integer, unscaled).
+#[inline(always)]
+pub(crate) unsafe fn get_elem<const DT: u8>(w: *const u8, i: usize) -> f32 {
+    get::<DT>(w, i)
+}
+
 /// Element `i` of W widened to f32.
 #[inline(always)]
 unsafe fn get<const DT: u8>(w: *const u8, i: usize) -> f32 {

@@ -219,12 +219,25 @@ fn block(
 ) {
     let (wb, dt, sb) = w;
     let kc_max = tuning().linear_kc;
+    // Narrow panels over more than one row tile: each panel chunk is widened to f32 once, into
+    // an L1-sized buffer the f32 tile then reads for every row tile (8-bit chunks keep their
+    // integer values; the scales still apply to the sums), instead of every row tile widening
+    // it again.
+    let mut wide = (dt != F32 && r1 - r0 > MR).then(|| crate::scratch::Scratch::take(kc_max * NR));
     let mut k0 = 0;
     while k0 < inf {
         let kc = chunk(inf, kc_max).min(inf - k0);
         for p in p0..p1 {
             let (c0, nc) = col(p);
             let b = (p * inf + k0) * NR;
+            let (tb, tdt, tb0) = match wide.as_mut() {
+                Some(buf) => {
+                    // SAFETY: the panel holds kc × 32 elements from b; buf holds kc_max × 32.
+                    unsafe { widen_chunk(lvl, dt, wb as *const u8, b, &mut buf[..kc * NR]) };
+                    (buf.as_ptr() as *const u8, F32, 0)
+                }
+                None => (wb as *const u8, dt, b),
+            };
             // The panel chunk after this one (the next panel's, or the first panel's of the
             // next input chunk), as a byte range, fetched into L2 a share per row tile while
             // this one is in use: where the weights come from memory, the next panel's first
@@ -266,23 +279,22 @@ fn block(
                 // other task writes them.
                 unsafe {
                     let c = y.get().add((row - r0) * y_rs + c0);
-                    let wb = wb as *const u8;
                     // 8-bit panels: the panel's 32 scales, applied to the sums.
                     let sc = if sb == 0 {
                         std::ptr::null()
                     } else {
                         (sb as *const f32).add(p * NR)
                     };
-                    let t = (kc, &a, wb, b, c, y_rs, nrows, nc, ep, sc);
+                    let t = (kc, &a, tb, tb0, c, y_rs, nrows, nc, ep, sc);
                     if lvl == crate::simd::Level::Avx512 {
-                        match dt {
+                        match tdt {
                             F32 => tile::<F32>(t),
                             BF16 => tile::<BF16>(t),
                             F16 => tile::<F16>(t),
                             _ => tile::<I8>(t),
                         }
                     } else {
-                        match dt {
+                        match tdt {
                             F32 => tile256::<F32>(t),
                             BF16 => tile256::<BF16>(t),
                             F16 => tile256::<F16>(t),
@@ -480,6 +492,51 @@ pub fn linear_geglu(
             }
         }
     });
+}
+
+/// `dst.len()` elements of narrow weights (dtype code `dt`) from element `i` of `base`, as
+/// f32 (8-bit: the integers, unscaled), at level `lvl` (AVX-512 or AVX2).
+///
+/// # Safety
+/// `base` holds `i + dst.len()` elements of dtype `dt`; `lvl` is supported by this CPU.
+unsafe fn widen_chunk(lvl: crate::simd::Level, dt: u8, base: *const u8, i: usize, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wide16<const DT: u8>(base: *const u8, i: usize, dst: &mut [f32]) {
+            let n16 = dst.len() / 16 * 16;
+            for j in (0..n16).step_by(16) {
+                _mm512_storeu_ps(dst.as_mut_ptr().add(j), load16::<DT>(base, i + j));
+            }
+            for j in n16..dst.len() {
+                dst[j] = crate::gemv::get_elem::<DT>(base, i + j);
+            }
+        }
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn wide8<const DT: u8>(base: *const u8, i: usize, dst: &mut [f32]) {
+            let n8 = dst.len() / 8 * 8;
+            for j in (0..n8).step_by(8) {
+                _mm256_storeu_ps(dst.as_mut_ptr().add(j), load8::<DT>(base, i + j));
+            }
+            for j in n8..dst.len() {
+                dst[j] = crate::gemv::get_elem::<DT>(base, i + j);
+            }
+        }
+        match (lvl == crate::simd::Level::Avx512, dt) {
+            (true, BF16) => wide16::<BF16>(base, i, dst),
+            (true, F16) => wide16::<F16>(base, i, dst),
+            (true, I8) => wide16::<I8>(base, i, dst),
+            (false, BF16) => wide8::<BF16>(base, i, dst),
+            (false, F16) => wide8::<F16>(base, i, dst),
+            (false, I8) => wide8::<I8>(base, i, dst),
+            _ => unreachable!("f32 panels are read in place"),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (lvl, dt, base, i, dst);
+        unreachable!("linear512 runs only where available() says AVX2 or AVX-512F is present")
+    }
 }
 
 /// The weights' base address, dtype code, and (8-bit weights) the features' scales; null
