@@ -508,8 +508,8 @@ unsafe fn widen_chunk(lvl: crate::simd::Level, dt: u8, base: *const u8, i: usize
             for j in (0..n16).step_by(16) {
                 _mm512_storeu_ps(dst.as_mut_ptr().add(j), load16::<DT>(base, i + j));
             }
-            for j in n16..dst.len() {
-                dst[j] = crate::gemv::get_elem::<DT>(base, i + j);
+            for (j, d) in dst.iter_mut().enumerate().skip(n16) {
+                *d = crate::gemv::get_elem::<DT>(base, i + j);
             }
         }
         #[target_feature(enable = "avx2,fma,f16c")]
@@ -518,8 +518,8 @@ unsafe fn widen_chunk(lvl: crate::simd::Level, dt: u8, base: *const u8, i: usize
             for j in (0..n8).step_by(8) {
                 _mm256_storeu_ps(dst.as_mut_ptr().add(j), load8::<DT>(base, i + j));
             }
-            for j in n8..dst.len() {
-                dst[j] = crate::gemv::get_elem::<DT>(base, i + j);
+            for (j, d) in dst.iter_mut().enumerate().skip(n8) {
+                *d = crate::gemv::get_elem::<DT>(base, i + j);
             }
         }
         match (lvl == crate::simd::Level::Avx512, dt) {
