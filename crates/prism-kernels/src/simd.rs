@@ -376,6 +376,17 @@ pub(crate) mod x86 {
         0.001_388_889,
     ];
 
+    /// Cephes' exp2f polynomial for 2^r on [−½, ½], highest power first (shared by
+    /// [`exp2_nonpos512`] and [`exp2_nonpos256`]).
+    const EXP2_Q: [f32; 6] = [
+        1.535_336_2e-4,
+        1.339_887_4e-3,
+        9.618_437e-3,
+        5.550_332_5e-2,
+        2.402_264_8e-1,
+        6.931_472e-1,
+    ];
+
     #[target_feature(enable = "avx512f")]
     pub(crate) unsafe fn exp512(x: __m512) -> __m512 {
         let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
@@ -399,19 +410,11 @@ pub(crate) mod x86 {
     /// [`exp512`].
     #[target_feature(enable = "avx512f")]
     pub(crate) unsafe fn exp2_nonpos512(x: __m512) -> __m512 {
-        const Q: [f32; 6] = [
-            1.535_336_2e-4,
-            1.339_887_4e-3,
-            9.618_437e-3,
-            5.550_332_5e-2,
-            2.402_264_8e-1,
-            6.931_472e-1,
-        ];
         let x = _mm512_max_ps(x, _mm512_set1_ps(-126.0));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
         let r = _mm512_sub_ps(x, n);
-        let mut p = _mm512_set1_ps(Q[0]);
-        for &c in &Q[1..] {
+        let mut p = _mm512_set1_ps(EXP2_Q[0]);
+        for &c in &EXP2_Q[1..] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0));
@@ -422,21 +425,13 @@ pub(crate) mod x86 {
     /// through the exponent bits.
     #[target_feature(enable = "avx2,fma")]
     pub(crate) unsafe fn exp2_nonpos256(x: __m256) -> __m256 {
-        const Q: [f32; 6] = [
-            1.535_336_2e-4,
-            1.339_887_4e-3,
-            9.618_437e-3,
-            5.550_332_5e-2,
-            2.402_264_8e-1,
-            6.931_472e-1,
-        ];
         let lo = _mm256_set1_ps(-126.0);
         let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, lo);
         let x = _mm256_max_ps(x, lo);
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
         let r = _mm256_sub_ps(x, n);
-        let mut p = _mm256_set1_ps(Q[0]);
-        for &c in &Q[1..] {
+        let mut p = _mm256_set1_ps(EXP2_Q[0]);
+        for &c in &EXP2_Q[1..] {
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
         }
         let p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
