@@ -9,9 +9,10 @@
 //! - W is re-laid out once, when the weights are bound ([`pack_panels`]), into panels of
 //!   [`NR`] = 32 output features, (in × 32) each: the transpose the register tile reads with
 //!   two vector loads per input feature. Same bytes as W (plus padding to 32 features), same
-//!   dtype: 16-bit and 8-bit panels are widened in registers as they are loaded; 8-bit
-//!   panels' sums are multiplied by their 32 features' scales ([`crate::quant`]) as the tile
-//!   stores them.
+//!   dtype: 16-bit and 8-bit panels are widened to f32 where they are read — in registers
+//!   by a task of one row tile, and once per panel chunk into an L1 buffer (32 KiB) that every
+//!   row tile reads by a task of more; 8-bit panels' sums are multiplied by their 32 features'
+//!   scales ([`crate::quant`]) as the tile stores them.
 //! - x is read in place: the 14 × 32 register tile (28 accumulators) broadcasts from [`MR`] =
 //!   14 row pointers, folded into the multiply-adds as memory operands.
 //! - Tasks are blocks of at most [`MC`] rows × runs of panels, at least two per thread, so even
