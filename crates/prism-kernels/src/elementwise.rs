@@ -374,14 +374,33 @@ pub fn upsample_nearest(
 ) {
     assert_eq!(x.len(), planes * h * w);
     assert_eq!(y.len(), planes * ho * wo);
+    if ho == 0 || wo == 0 {
+        return;
+    }
     let cols: Vec<usize> = (0..wo).map(|j| (j * w / wo).min(w - 1)).collect();
     y.par_chunks_mut(ho * wo).enumerate().for_each(|(p, yp)| {
         let xp = &x[p * h * w..(p + 1) * h * w];
+        let mut prev = usize::MAX;
         for i in 0..ho {
             let si = (i * h / ho).min(h - 1);
+            let (done, rest) = yp.split_at_mut(i * wo);
+            let row = &mut rest[..wo];
+            if si == prev {
+                // The same source row as the row above (every other row at ×2): a copy.
+                row.copy_from_slice(&done[(i - 1) * wo..]);
+                continue;
+            }
+            prev = si;
             let src = &xp[si * w..(si + 1) * w];
-            for (o, &c) in yp[i * wo..(i + 1) * wo].iter_mut().zip(&cols) {
-                *o = src[c];
+            if wo == 2 * w {
+                for (pair, &v) in row.chunks_exact_mut(2).zip(src) {
+                    pair[0] = v;
+                    pair[1] = v;
+                }
+            } else {
+                for (o, &c) in row.iter_mut().zip(&cols) {
+                    *o = src[c];
+                }
             }
         }
     });

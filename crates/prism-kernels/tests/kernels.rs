@@ -617,14 +617,30 @@ fn layout_ops() {
             b[o * 14000..(o + 1) * 14000]
         );
     }
-    // nearest ×2 and to an odd size
-    let x = r.vec(2 * 3 * 3);
-    let mut y = vec![0f32; 2 * 6 * 6];
-    ew::upsample_nearest(&x, 2, 3, 3, 6, 6, &mut y);
-    assert_eq!(y[6 * 6 + 5 * 6 + 5], x[9 + 2 * 3 + 2]);
-    let mut y = vec![0f32; 2 * 5 * 5];
-    ew::upsample_nearest(&x, 2, 3, 3, 5, 5, &mut y);
-    assert_eq!(y[4 * 5 + 4], x[(4 * 3 / 5) * 3 + 4 * 3 / 5]);
+    // Nearest resize, every element against torch's rule (source ⌊i·h/ho⌋): ×2 (the paired
+    // fast path and row copies), odd sizes, non-square, ×3 in one axis, and a shrink.
+    for (h, w, ho, wo) in [
+        (3, 3, 6, 6),
+        (3, 3, 5, 5),
+        (4, 7, 8, 14),
+        (2, 5, 6, 10),
+        (6, 4, 3, 2),
+    ] {
+        let x = r.vec(2 * h * w);
+        let mut y = vec![f32::NAN; 2 * ho * wo];
+        ew::upsample_nearest(&x, 2, h, w, ho, wo, &mut y);
+        for p in 0..2 {
+            for i in 0..ho {
+                for j in 0..wo {
+                    assert_eq!(
+                        y[(p * ho + i) * wo + j],
+                        x[(p * h + i * h / ho) * w + j * w / wo],
+                        "{h}x{w} -> {ho}x{wo} at {p},{i},{j}"
+                    );
+                }
+            }
+        }
+    }
     // broadcast add of (C,1,1) onto (N,C,H,W)
     let a = r.vec(2 * 3 * 2 * 2);
     let b = r.vec(3);
