@@ -43,6 +43,8 @@ pub const BENCHES: &[&str] = &[
     "linearbf16_8192_320_320",
     "linearint8_8192_320_320",
     "linearint8_128_5120_1280",
+    "linearw8a8_8192_320_320",
+    "linearw8a8_128_5120_1280",
     "geglu_8192_320_1280",
     "geglu_8192_320_1280_gemm",
     "conv3x3_320_64_b2",
@@ -224,6 +226,7 @@ enum Product {
     Linear,
     LinearBf16,
     LinearInt8,
+    LinearW8a8,
     Geglu,
 }
 
@@ -234,7 +237,8 @@ enum Product {
 /// to n features (W is 2n × k), the same two ways; `linearbf16_{m}_{k}_{n}`: the Linear layer
 /// on bf16 weights with AVX-512 BF16 dot products (activations rounded to bf16);
 /// `linearint8_{m}_{k}_{n}`: the Linear layer on int8 panels (one scale per output feature),
-/// as `--weights-dtype int8` binds them.
+/// as `--weights-dtype int8` binds them; `linearw8a8_{m}_{k}_{n}`: the same weights with the
+/// activations quantized per row as the product runs (AVX-512 VNNI, `w8a8.rs`).
 fn parse_matmul(name: &str) -> Option<Result<ProductSpec>> {
     let (kind, rest) = if let Some(r) = name.strip_prefix("matmul_") {
         (Product::Matmul, r)
@@ -254,6 +258,13 @@ fn parse_matmul(name: &str) -> Option<Result<ProductSpec>> {
             ))));
         }
         (Product::LinearInt8, r)
+    } else if let Some(r) = name.strip_prefix("linearw8a8_") {
+        if !prism_kernels::w8a8::available() {
+            return Some(Err(prism_core::Error::invalid(format!(
+                "benchmark {name}: this CPU has no AVX-512 VNNI (or PRISM_SIMD lowers the level)"
+            ))));
+        }
+        (Product::LinearW8a8, r)
     } else {
         (Product::Geglu, name.strip_prefix("geglu_")?)
     };
@@ -269,7 +280,7 @@ fn parse_matmul(name: &str) -> Option<Result<ProductSpec>> {
     Some(match dims {
         Some(d) if d.len() == 3 => Ok((kind, d[0], d[1], d[2], gemm)),
         _ => Err(prism_core::Error::invalid(format!(
-            "benchmark {name}: expected matmul_M_K_N, linear_M_K_N[_gemm], linearbf16_M_K_N, linearint8_M_K_N or geglu_M_K_N[_gemm]"
+            "benchmark {name}: expected matmul_M_K_N, linear_M_K_N[_gemm], linearbf16_M_K_N, linearint8_M_K_N, linearw8a8_M_K_N or geglu_M_K_N[_gemm]"
         ))),
     })
 }
@@ -305,15 +316,20 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
         }
         // int8: quantized per output feature, panels of the integers; the reference below sees
         // the dequantized weights.
-        let (q8, mut s8) = if kind == Product::LinearInt8 {
+        let eight = matches!(kind, Product::LinearInt8 | Product::LinearW8a8);
+        let (q8, mut s8) = if eight {
             prism_kernels::quant::quantize_i8(&b, k)
         } else {
             (Vec::new(), Vec::new())
         };
-        if kind == Product::LinearInt8 {
+        if eight {
             for (i, v) in b.iter_mut().enumerate() {
                 *v = q8[i] as f32 * s8[i / k];
             }
+        }
+        let w8a8 = (kind == Product::LinearW8a8)
+            .then(|| prism_kernels::w8a8::PackedW8::new(&q8, &s8, n, k));
+        if eight {
             s8.resize(n.div_ceil(32) * 32, 0.0);
         }
         let q8 = if kind == Product::LinearInt8 {
@@ -348,6 +364,13 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
                 Product::LinearInt8 => {
                     prism_kernels::linear512::linear(&a, &w8, Some(&bias), None, m, k, n, &mut c)
                 }
+                Product::LinearW8a8 => prism_kernels::w8a8::linear(
+                    &a,
+                    w8a8.as_ref().expect("packed above"),
+                    Some(&bias),
+                    m,
+                    &mut c,
+                ),
                 Product::LinearBf16 => prism_kernels::matmul::linear_res_bf16(
                     &a,
                     &bits,
@@ -410,6 +433,8 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
             )
         } else if kind == Product::LinearInt8 {
             "first rows vs float64 on the dequantized weights; int8 linear512 panels".into()
+        } else if kind == Product::LinearW8a8 {
+            "first rows vs float64 on the dequantized weights and f32 activations: the error is the activations' per-row quantization; AVX-512 VNNI".into()
         } else if panels {
             "first rows vs float64; weights in linear512 panels".into()
         } else {

@@ -20,6 +20,7 @@ pub mod reference;
 pub mod scratch;
 pub mod simd;
 pub mod tuning;
+pub mod w8a8;
 
 /// A raw pointer that may cross threads. Users guarantee disjoint writes.
 #[derive(Clone, Copy)]

@@ -1029,6 +1029,44 @@ fn panel_linear_matches_reference_on_every_weight_dtype() {
 }
 
 #[test]
+fn w8a8_linear_matches_reference_on_dequantized_operands() {
+    use prism_kernels::w8a8;
+    if !w8a8::available() {
+        eprintln!("no AVX-512 VNNI on this CPU: the W8A8 kernel is not used");
+        return;
+    }
+    let mut r = Rng::new();
+    pool().install(|| {
+        // Ragged rows (tile 14), inputs off the groups of 4, outputs off the panels of 32.
+        for &(rows, inf, out) in &[(1, 1, 1), (13, 7, 33), (15, 300, 64), (230, 95, 70)] {
+            let x = r.vec(rows * inf);
+            let w = r.vec(out * inf);
+            let bias = r.vec(out);
+            let (q, sw) = prism_kernels::quant::quantize_i8(&w, inf);
+            let packed = w8a8::PackedW8::new(&q, &sw, out, inf);
+            let mut y = vec![f32::NAN; rows * out];
+            w8a8::linear(&x, &packed, Some(&bias), rows, &mut y);
+            // The integer sums are exact; only the f32 epilogue rounds.
+            let (xq, sx) = w8a8::quantize_rows(&x, rows, inf);
+            let k4 = inf.div_ceil(4) * 4;
+            let xd: Vec<f32> = (0..rows * inf)
+                .map(|i| (xq[(i / inf) * k4 + i % inf] as i32 - 128) as f32 * sx[i / inf])
+                .collect();
+            let wd: Vec<f32> = q
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v as f32 * sw[i / inf])
+                .collect();
+            let mut want = reference::linear(&xd, &wd, None, None, rows, inf, out);
+            for (i, v) in want.iter_mut().enumerate() {
+                *v += bias[i % out] as f64;
+            }
+            close(&format!("w8a8 linear {rows}x{inf}x{out}"), &y, &want);
+        }
+    });
+}
+
+#[test]
 fn panel_geglu_matches_unfused_projection_and_gate() {
     use prism_kernels::linear512::{available, geglu_fits, linear_geglu, pack_panels};
     use prism_kernels::matmul::linear_geglu_panels;
