@@ -49,6 +49,7 @@ pub struct PackedW8 {
 impl PackedW8 {
     /// From row-major integers (out × inf) and one scale per row.
     pub fn new(q: &[i8], scale: &[f32], out: usize, inf: usize) -> Self {
+        assert!(inf > 0, "w8a8 needs at least one input feature");
         assert_eq!(q.len(), out * inf, "w8a8 weight length");
         assert_eq!(scale.len(), out, "w8a8 scale length");
         let (k4, panels) = (inf.div_ceil(4), out.div_ceil(NR));
@@ -81,12 +82,14 @@ impl PackedW8 {
 
 /// Each row of x (rows × inf) as u8 (q + 128, zero-padded to whole groups of 4) and its scale.
 pub fn quantize_rows(x: &[f32], rows: usize, inf: usize) -> (Vec<u8>, Vec<f32>) {
+    assert!(inf > 0, "w8a8 needs at least one input feature");
+    assert_eq!(x.len(), rows * inf, "w8a8 input length");
     let k4 = inf.div_ceil(4) * 4;
     let mut xq = vec![128u8; rows * k4];
     let mut sx = vec![0f32; rows];
     xq.par_chunks_mut(k4)
         .zip(sx.par_iter_mut())
-        .zip(x.par_chunks(inf.max(1)))
+        .zip(x.par_chunks(inf))
         .for_each(|((d, s), row)| {
             let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
             if amax == 0.0 {
