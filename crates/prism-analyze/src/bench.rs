@@ -323,9 +323,7 @@ pub fn run(name: &str, exec: &Executor, runs: Runs, quick: bool) -> Result<Bench
             (Vec::new(), Vec::new())
         };
         if eight {
-            for (i, v) in b.iter_mut().enumerate() {
-                *v = q8[i] as f32 * s8[i / k];
-            }
+            prism_kernels::quant::widen_i8(&q8, &s8, k, false, 0, &mut b);
         }
         let w8a8 = (kind == Product::LinearW8a8)
             .then(|| prism_kernels::w8a8::PackedW8::new(&q8, &s8, n, k));

@@ -44,13 +44,7 @@ pub enum Layout {
 
 /// Element `i` of W widened to f32 (8-bit: the integer, unscaled).
 #[inline(always)]
-pub(crate) unsafe fn get_elem<const DT: u8>(w: *const u8, i: usize) -> f32 {
-    get::<DT>(w, i)
-}
-
-/// Element `i` of W widened to f32.
-#[inline(always)]
-unsafe fn get<const DT: u8>(w: *const u8, i: usize) -> f32 {
+pub(crate) unsafe fn get<const DT: u8>(w: *const u8, i: usize) -> f32 {
     match DT {
         F32 => *(w as *const f32).add(i),
         BF16 => f32::from_bits((*(w as *const u16).add(i) as u32) << 16),

@@ -510,7 +510,7 @@ unsafe fn widen_chunk(lvl: crate::simd::Level, dt: u8, base: *const u8, i: usize
                 _mm512_storeu_ps(dst.as_mut_ptr().add(j), load16::<DT>(base, i + j));
             }
             for (j, d) in dst.iter_mut().enumerate().skip(n16) {
-                *d = crate::gemv::get_elem::<DT>(base, i + j);
+                *d = crate::gemv::get::<DT>(base, i + j);
             }
         }
         #[target_feature(enable = "avx2,fma,f16c")]
@@ -520,7 +520,7 @@ unsafe fn widen_chunk(lvl: crate::simd::Level, dt: u8, base: *const u8, i: usize
                 _mm256_storeu_ps(dst.as_mut_ptr().add(j), load8::<DT>(base, i + j));
             }
             for (j, d) in dst.iter_mut().enumerate().skip(n8) {
-                *d = crate::gemv::get_elem::<DT>(base, i + j);
+                *d = crate::gemv::get::<DT>(base, i + j);
             }
         }
         match (lvl == crate::simd::Level::Avx512, dt) {

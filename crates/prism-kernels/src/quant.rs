@@ -7,6 +7,8 @@
 //! feature's sums by `s` once (`linear512`, `gemv`), or widen `q · s` into scratch (Winograd
 //! filter transforms, im2col, every other op) through [`widen_i8`].
 
+use rayon::prelude::*;
+
 /// Features (rows) of a weight with `len` elements of `inf` each.
 fn rows(len: usize, inf: usize) -> usize {
     len.checked_div(inf).unwrap_or(0)
@@ -25,19 +27,26 @@ pub fn quantize_i8(w: &[f32], inf: usize) -> (Vec<i8>, Vec<f32>) {
     if inf == 0 {
         return (q, scale);
     }
-    for ((row, qr), s) in w.chunks(inf).zip(q.chunks_mut(inf)).zip(&mut scale) {
-        let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-        if amax == 0.0 || !amax.is_finite() {
-            // Weights are checked finite as they are bound; a zero row stays zero.
-            continue;
-        }
-        *s = amax / 127.0;
-        let inv = 127.0 / amax;
-        for (d, &v) in qr.iter_mut().zip(row) {
-            *d = (v * inv).round().clamp(-127.0, 127.0) as i8;
-        }
-    }
+    q.par_chunks_mut(inf)
+        .zip(w.par_chunks(inf))
+        .zip(scale.par_iter_mut())
+        .for_each(|((qr, row), s)| *s = quantize_row(row, qr, |v| v));
     (q, scale)
+}
+
+/// One row quantized symmetrically into `out` (each integer mapped by `store`, e.g. shifted
+/// to a zero point); returns its scale. A zero (or, never for bound weights, non-finite) row
+/// leaves `out` as it is and has scale 0.
+pub fn quantize_row<T>(row: &[f32], out: &mut [T], store: impl Fn(i8) -> T) -> f32 {
+    let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if amax == 0.0 || !amax.is_finite() {
+        return 0.0;
+    }
+    let inv = 127.0 / amax;
+    for (d, &v) in out.iter_mut().zip(row) {
+        *d = store((v * inv).round().clamp(-127.0, 127.0) as i8);
+    }
+    amax / 127.0
 }
 
 /// Elements `start..start + dst.len()` of an 8-bit weight widened to f32 (`q · scale` of

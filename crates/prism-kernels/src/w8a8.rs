@@ -80,7 +80,8 @@ impl PackedW8 {
     }
 }
 
-/// Each row of x (rows × inf) as u8 (q + 128, zero-padded to whole groups of 4) and its scale.
+/// Each row of x (rows × inf) as u8 (q + 128, zero-padded to whole groups of 4) and its scale:
+/// [`crate::quant::quantize_row`]'s symmetric rows, shifted to the zero point.
 pub fn quantize_rows(x: &[f32], rows: usize, inf: usize) -> (Vec<u8>, Vec<f32>) {
     assert!(inf > 0, "w8a8 needs at least one input feature");
     assert_eq!(x.len(), rows * inf, "w8a8 input length");
@@ -88,18 +89,10 @@ pub fn quantize_rows(x: &[f32], rows: usize, inf: usize) -> (Vec<u8>, Vec<f32>) 
     let mut xq = vec![128u8; rows * k4];
     let mut sx = vec![0f32; rows];
     xq.par_chunks_mut(k4)
-        .zip(sx.par_iter_mut())
         .zip(x.par_chunks(inf))
-        .for_each(|((d, s), row)| {
-            let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            if amax == 0.0 {
-                return;
-            }
-            *s = amax / 127.0;
-            let inv = 127.0 / amax;
-            for (o, &v) in d.iter_mut().zip(row) {
-                *o = ((v * inv).round().clamp(-127.0, 127.0) as i32 + 128) as u8;
-            }
+        .zip(sx.par_iter_mut())
+        .for_each(|((d, row), s)| {
+            *s = crate::quant::quantize_row(row, d, |v| (v as i32 + 128) as u8);
         });
     (xq, sx)
 }

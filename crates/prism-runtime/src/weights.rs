@@ -359,7 +359,7 @@ impl Weights {
         &self.shapes[id]
     }
 
-    /// The weight as f32, row-major (widened from 16 bits, or unpacked from panels, into
+    /// The weight as f32, row-major (widened from 16 or 8 bits, or unpacked from panels, into
     /// scratch if stored so).
     pub fn f32(&self, id: ParamId) -> WeightRef<'_> {
         if self.panels[id] {
@@ -372,19 +372,10 @@ impl Weights {
         }
         match &self.data[id] {
             Stored::F32(v) => WeightRef::Borrowed(v),
-            Stored::Bf16(v) => {
-                let mut s = Scratch::take(v.len());
-                widen(v, &mut s, |x| x.to_f32());
-                WeightRef::Widened(s)
-            }
-            Stored::F16(v) => {
-                let mut s = Scratch::take(v.len());
-                widen(v, &mut s, |x| x.to_f32());
-                WeightRef::Widened(s)
-            }
-            Stored::I8 { q, .. } => {
-                let mut s = Scratch::take(q.len());
-                self.conv(id).widen_par(&mut s);
+            Stored::Bf16(_) | Stored::F16(_) | Stored::I8 { .. } => {
+                let w = self.conv(id);
+                let mut s = Scratch::take(w.len());
+                w.widen_par(&mut s);
                 WeightRef::Widened(s)
             }
         }
@@ -474,16 +465,6 @@ impl Weights {
             })
             .sum()
     }
-}
-
-fn widen<T: Copy + Sync>(src: &[T], dst: &mut [f32], f: impl Fn(T) -> f32 + Sync) {
-    dst.par_chunks_mut(1 << 16)
-        .zip(src.par_chunks(1 << 16))
-        .for_each(|(d, s)| {
-            for (o, &v) in d.iter_mut().zip(s) {
-                *o = f(v);
-            }
-        });
 }
 
 /// Bytes of the largest f32 copy a run of `graph` makes of one weight stored as `dtype`
