@@ -187,6 +187,15 @@ pub struct Tuning {
     /// Scratch budget (floats) of Winograd's transformed input and output tiles per chunk of
     /// tiles (`conv/winograd.rs`). A memory bound (64 MiB), not a cache fit.
     pub conv_wino_budget: usize,
+    /// Winograd layers whose transformed filters take at most this many bytes run fused
+    /// (`conv/winograd.rs`, `winograd_fused`): every thread reads all of them once per group
+    /// of 32 tiles, so they must stay in the shared cache (a third of this EPYC's 32 MiB L3;
+    /// not derived from the detected L3, since the choice fixes the order of the products'
+    /// sums: see the module docs). 10 MiB with AVX-512 (the 256-channel layers' 9.4 MB in, the 320-channel ones' 14.7 MB,
+    /// no faster fused, out), 4 MiB with AVX2 (128 channels: 14% faster fused; with 256 the
+    /// layer ran 6% faster but the VAE decode not measurably), 0 (never) for portable code,
+    /// whose products have no register tiles.
+    pub conv_wino_fused_bytes: usize,
     /// [`crate::conv::ConvImpl::auto_for`] considers Winograd only with at least this many
     /// input and output channels: below, the transforms cost more than the products save.
     pub conv_wino_min_channels: usize,
@@ -225,21 +234,26 @@ impl Tuning {
         conv_col_budget: 16 << 20,
         conv_batched_plane: 256,
         conv_wino_budget: 16 << 20,
+        conv_wino_fused_bytes: 10 << 20,
         conv_wino_min_channels: 32,
         conv_wino4_min_tiles: 64,
         conv_wino2_min_tiles: 128,
         conv_wino2_min_tiles_kept: 32,
     };
 
-    /// The tuning for a CPU running at `level` with caches `caches`. No level has values of
-    /// its own yet: the values were measured on AVX-512 CPUs only, and those that matter at
-    /// the other levels (the element-wise and norm chunks, the GEMM-tiled flash and fused
-    /// softmax tiles, the im2col and Winograd choices) have no other measurement, so every
-    /// level starts from [`Tuning::MEASURED`].
+    /// The tuning for a CPU running at `level` with caches `caches`. Every level starts from
+    /// [`Tuning::MEASURED`]: most values were measured on AVX-512 CPUs only, and those that
+    /// matter at the other levels (the element-wise and norm chunks, the GEMM-tiled flash
+    /// and fused softmax tiles, the im2col and Winograd choices) have no other measurement.
+    /// The one value of its own per level is [`Tuning::conv_wino_fused_bytes`] (measured with
+    /// AVX2 forced; portable code never fuses).
     pub fn for_cpu(level: Level, caches: CacheSizes) -> Tuning {
-        let mut t = match level {
-            Level::Avx512 | Level::Avx2 | Level::Portable => Tuning::MEASURED,
-        };
+        let mut t = Tuning::MEASURED;
+        match level {
+            Level::Avx512 => {}
+            Level::Avx2 => t.conv_wino_fused_bytes = 4 << 20,
+            Level::Portable => t.conv_wino_fused_bytes = 0,
+        }
         if let Some(l2) = caches.l2 {
             t.linear_y_block_bytes = (3 * l2 / 8).clamp(1, Tuning::MEASURED.linear_y_block_bytes);
         }
@@ -341,6 +355,7 @@ mod tests {
         assert_eq!(t.conv_col_budget, 16 * MI);
         assert_eq!(t.conv_batched_plane, 256);
         assert_eq!(t.conv_wino_budget, 16 * MI);
+        assert_eq!(t.conv_wino_fused_bytes, 10 * MI);
         assert_eq!(t.conv_wino_min_channels, 32);
         assert_eq!(t.conv_wino4_min_tiles, 64);
         assert_eq!(t.conv_wino2_min_tiles, 128);
@@ -356,8 +371,16 @@ mod tests {
             CacheSizes::default(),             // unreadable
         ];
         for c in machines {
-            for lvl in [Level::Avx512, Level::Avx2, Level::Portable] {
-                assert_eq!(Tuning::for_cpu(lvl, c), Tuning::MEASURED, "{lvl:?} {c:?}");
+            for (lvl, fused) in [
+                (Level::Avx512, 10 * MI),
+                (Level::Avx2, 4 * MI),
+                (Level::Portable, 0),
+            ] {
+                let want = Tuning {
+                    conv_wino_fused_bytes: fused,
+                    ..Tuning::MEASURED
+                };
+                assert_eq!(Tuning::for_cpu(lvl, c), want, "{lvl:?} {c:?}");
             }
         }
     }

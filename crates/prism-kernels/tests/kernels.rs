@@ -2,8 +2,8 @@
 
 use prism_kernels::attention::{attention, AttentionImpl, AttnGeom};
 use prism_kernels::conv::{
-    conv2d, conv2d_im2col, conv2d_res, conv2d_stored, conv2d_winograd_kept, winograd_filter_floats,
-    winograd_filters, Conv2dGeom, ConvImpl, ConvWeights,
+    conv2d, conv2d_im2col, conv2d_res, conv2d_stored, conv2d_winograd_driver, conv2d_winograd_kept,
+    winograd_filter_floats, winograd_filters, Conv2dGeom, ConvImpl, ConvWeights, WinogradDriver,
 };
 use prism_kernels::matmul::{linear, matmul, MatRef, Par};
 use prism_kernels::norm::{group_norm, layer_norm};
@@ -203,6 +203,43 @@ fn winograd_matches_direct_convolution() {
                     / scale;
                 eprintln!("{imp:?} cin {cin}: relative error {err:.2e}");
                 assert!(err <= WINOGRAD_TOL, "{imp:?} cin {cin}: {err:e}");
+            }
+        }
+    });
+}
+
+#[test]
+fn both_winograd_drivers_match_direct_convolution() {
+    let mut r = Rng::new();
+    pool().install(|| {
+        // n, cin, h, w, cout, pad: groups of 32 tiles that wrap to the next tile row and image
+        // (tile rows of 10, 3 and 33 tiles), a plane whose tile rows are whole lane groups (16
+        // tiles of 64 columns), ragged tile edges, asymmetric padding, output channels not a
+        // multiple of the 12-row block, a lone group of fewer than 16 tiles.
+        for &(n, cin, h, w, cout, pad) in &[
+            (2, 5, 9, 7, 3, [1, 1, 1, 1]),
+            (1, 13, 70, 37, 25, [1, 0, 0, 1]),
+            (2, 6, 64, 64, 14, [1, 1, 1, 1]),
+            (1, 9, 130, 130, 12, [1, 1, 1, 1]),
+            (3, 4, 11, 10, 13, [0, 1, 1, 0]),
+        ] {
+            let g = Conv2dGeom {
+                pad,
+                ..Conv2dGeom::same3x3(n, cin, h, w, cout)
+            };
+            let x = r.vec(n * cin * h * w);
+            let wt = r.vec(cout * cin * 9);
+            let b = r.vec(cout);
+            let res = r.vec(g.out_len());
+            let mut want = reference::conv2d(&g, &x, &wt, Some(&b));
+            want.iter_mut().zip(&res).for_each(|(w, &r)| *w += r as f64);
+            for imp in [ConvImpl::Winograd2, ConvImpl::Winograd4] {
+                for driver in [WinogradDriver::Chunked, WinogradDriver::Fused] {
+                    let mut y = vec![f32::NAN; g.out_len()];
+                    let wts = ConvWeights::F32(&wt);
+                    conv2d_winograd_driver(imp, &g, &x, wts, Some(&b), Some(&res), &mut y, driver);
+                    close(&format!("{imp:?} {driver:?} {g:?}"), &y, &want);
+                }
             }
         }
     });

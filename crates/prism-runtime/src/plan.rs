@@ -57,7 +57,7 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) ->
             let geom = conv_geom(g, i, c);
             let kept = k.keeps_filters(g);
             let imp = k.conv_for(&geom, kept);
-            conv::scratch_requests_for(imp, &geom, kept && imp.is_winograd(&geom))
+            conv::scratch_requests_for(imp, &geom, kept && imp.is_winograd(&geom), threads)
         }
         Op::LinearGeglu { weight, .. } => {
             use prism_kernels::linear512;
@@ -93,7 +93,7 @@ pub fn pooled_scratch(g: &Graph, i: NodeId, threads: usize, k: &KernelChoice) ->
                 c.cout * ho * wo,
                 c.cout * ho * wo,
             ];
-            r.extend(conv::scratch_requests(k.conv_for(&fg, false), &fg));
+            r.extend(conv::scratch_requests(k.conv_for(&fg, false), &fg, threads));
             r
         }
         Op::ConvTranspose2d { cout, k, .. } => {

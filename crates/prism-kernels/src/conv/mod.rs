@@ -5,14 +5,19 @@
 //! - `im2col`: im2col + GEMM, in row bands so the column buffer stays bounded; 1×1
 //!   convolutions as plain products; small planes as one product over the whole batch.
 //! - `winograd`: Winograd F(2×2, 3×3) and F(4×4, 3×3) for 3×3 stride-1 layers: the transform
-//!   matrices, the filter transform and the driver (input transform, α² products, output
-//!   transform, a chunk of tiles at a time).
+//!   matrices, the filter transform and two drivers — chunked (input transform, α² products
+//!   by the `gemm` crate, output transform, each over a chunk of tiles in scratch) and fused
+//!   (a group of 32 tiles through all three stages in one thread's cache, for layers whose
+//!   transformed filters fit the shared cache).
+//! - `wino_product`: the fused driver's register-tiled products (AVX-512, AVX2+FMA, plain).
 //! - `winograd_simd`: the transforms' lane kernels, compiled for AVX-512, AVX2+FMA and portable
-//!   code, with the AVX-512 gathers of filter taps and input patches.
+//!   code; input patches of tiles along a row come in by contiguous loads and permutes, the
+//!   others (and filter taps) by AVX-512 gathers.
 
 pub mod conv3d;
 pub mod depthwise;
 mod im2col;
+mod wino_product;
 mod winograd;
 mod winograd_simd;
 
@@ -20,7 +25,10 @@ pub use im2col::{conv2d_im2col, conv2d_im2col_res, im2col_workspace_floats};
 
 use crate::scratch::Scratch;
 use crate::tuning::tuning;
-use winograd::{filter_transform, wino_chunk, winograd, Filters, T23, T43};
+pub use winograd::WinogradDriver;
+use winograd::{
+    filter_transform, fused_thread_floats, runs_fused, wino_chunk, winograd, Filters, T23, T43,
+};
 
 /// A convolution's (or Linear layer's) weights as stored: f32, 16-bit, or 8-bit integers with
 /// a scale per output feature (widened to f32 as the kernel reads them).
@@ -245,8 +253,12 @@ pub fn conv2d_stored(
 ) -> ConvImpl {
     let f = Filters::Raw(w);
     match imp {
-        ConvImpl::Winograd2 if imp.supports(g) => winograd::<2, 4, T23>(g, x, f, bias, residual, y),
-        ConvImpl::Winograd4 if imp.supports(g) => winograd::<4, 6, T43>(g, x, f, bias, residual, y),
+        ConvImpl::Winograd2 if imp.supports(g) => {
+            winograd::<2, 4, T23>(g, x, f, bias, residual, y, WinogradDriver::Auto)
+        }
+        ConvImpl::Winograd4 if imp.supports(g) => {
+            winograd::<4, 6, T43>(g, x, f, bias, residual, y, WinogradDriver::Auto)
+        }
         _ => {
             match w {
                 ConvWeights::F32(w) => conv2d_im2col_res(g, x, w, bias, residual, y),
@@ -312,31 +324,68 @@ pub fn conv2d_winograd_kept(
     check_filters("conv2d_winograd_kept", imp, g, u);
     let f = Filters::Kept(u);
     match imp {
-        ConvImpl::Winograd2 => winograd::<2, 4, T23>(g, x, f, bias, residual, y),
-        _ => winograd::<4, 6, T43>(g, x, f, bias, residual, y),
+        ConvImpl::Winograd2 => {
+            winograd::<2, 4, T23>(g, x, f, bias, residual, y, WinogradDriver::Auto)
+        }
+        _ => winograd::<4, 6, T43>(g, x, f, bias, residual, y, WinogradDriver::Auto),
     }
 }
 
-/// Scratch floats a kernel allocates for one call.
-pub fn workspace_floats(imp: ConvImpl, g: &Conv2dGeom) -> usize {
-    scratch_requests(imp, g).iter().sum()
+/// [`conv2d_stored`] with Winograd kernel `imp` (which must run `g`) on the driver `driver`
+/// rather than the one [`WinogradDriver::Auto`] picks: for tests and benchmarks that hold
+/// the drivers to each other.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_winograd_driver(
+    imp: ConvImpl,
+    g: &Conv2dGeom,
+    x: &[f32],
+    w: ConvWeights,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    driver: WinogradDriver,
+) {
+    assert!(
+        imp.is_winograd(g),
+        "conv2d_winograd_driver: {} does not run {g:?}",
+        imp.name()
+    );
+    let f = Filters::Raw(w);
+    match imp {
+        ConvImpl::Winograd2 => winograd::<2, 4, T23>(g, x, f, bias, residual, y, driver),
+        _ => winograd::<4, 6, T43>(g, x, f, bias, residual, y, driver),
+    }
 }
 
-/// The scratch buffers (floats) a kernel takes from the pool, in the order it takes them.
-pub fn scratch_requests(imp: ConvImpl, g: &Conv2dGeom) -> Vec<usize> {
-    scratch_requests_for(imp, g, false)
+/// Scratch floats a kernel allocates for one call on the current rayon pool.
+pub fn workspace_floats(imp: ConvImpl, g: &Conv2dGeom) -> usize {
+    scratch_requests(imp, g, rayon::current_num_threads())
+        .iter()
+        .sum()
+}
+
+/// The scratch buffers (floats) a kernel takes from the pool, in the order it takes them,
+/// when it runs on `threads` threads.
+pub fn scratch_requests(imp: ConvImpl, g: &Conv2dGeom, threads: usize) -> Vec<usize> {
+    scratch_requests_for(imp, g, false, threads)
 }
 
 /// [`scratch_requests`], where `filters_kept` says the Winograd filters come transformed
 /// ([`conv2d_winograd_kept`]): no scratch for them.
-pub fn scratch_requests_for(imp: ConvImpl, g: &Conv2dGeom, filters_kept: bool) -> Vec<usize> {
+pub fn scratch_requests_for(
+    imp: ConvImpl,
+    g: &Conv2dGeom,
+    filters_kept: bool,
+    threads: usize,
+) -> Vec<usize> {
     let wino = |a: usize, m: usize| {
-        let chunk = wino_chunk(a, m, g);
-        let mut r = vec![
-            a * a * g.cout * g.cin,
-            a * a * g.cin * chunk,
-            a * a * g.cout * chunk,
-        ];
+        let mut r = vec![a * a * g.cout * g.cin];
+        if runs_fused(a, g) {
+            r.push(threads.max(1) * fused_thread_floats(a, g));
+        } else {
+            let chunk = wino_chunk(a, m, g);
+            r.extend([a * a * g.cin * chunk, a * a * g.cout * chunk]);
+        }
         if filters_kept {
             r.remove(0);
         }

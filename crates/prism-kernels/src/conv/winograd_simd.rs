@@ -175,9 +175,22 @@ fn patches<const A: usize>(
     starts: &[TileStart],
 ) -> [[Lane; A]; A] {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() == crate::simd::Level::Avx512 && x.len() < i32::MAX as usize {
-        // SAFETY: AVX-512F was detected; every lane's index is in x or masked off.
-        return unsafe { patches_gather::<A>(x, (ci, cin, h, w), starts) };
+    if crate::simd::level() == crate::simd::Level::Avx512 {
+        if let Some(&(img, iy, ix, _)) = starts.first().filter(|_| along_row::<A>(starts)) {
+            // SAFETY: AVX-512F was detected; the tiles follow each other along one tile row.
+            return unsafe { patches_row::<A>(x, (ci, cin, h, w), (img, iy, ix)) };
+        }
+        if x.len() < i32::MAX as usize {
+            // SAFETY: AVX-512F was detected; every lane's index is in x or masked off.
+            return unsafe { patches_gather::<A>(x, (ci, cin, h, w), starts) };
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() == crate::simd::Level::Avx2 {
+        if let Some(&(img, iy, ix, _)) = starts.first().filter(|_| along_row::<A>(starts)) {
+            // SAFETY: AVX2 was detected; the tiles follow each other along one tile row.
+            return unsafe { patches_row256::<A>(x, (ci, cin, h, w), (img, iy, ix)) };
+        }
     }
     let mut d = [[[0f32; LANES]; A]; A];
     for (l, &(img, iy, ix, inside)) in starts.iter().enumerate() {
@@ -201,6 +214,142 @@ fn patches<const A: usize>(
                         0.0
                     };
                 }
+            }
+        }
+    }
+    d
+}
+
+/// Whether the tiles follow each other along one tile row: same image and first row, each
+/// starting M = A − 2 columns after the one before (what a chunk of row-major tiles is, but
+/// where it wraps to the next tile row or image).
+#[inline(always)]
+fn along_row<const A: usize>(starts: &[TileStart]) -> bool {
+    let (img, iy, ix, _) = starts[0];
+    starts
+        .iter()
+        .enumerate()
+        .all(|(l, &(i, y, x0, _))| i == img && y == iy && x0 == ix + ((A - 2) * l) as isize)
+}
+
+/// [`patches`] for tiles along one tile row (see [`along_row`]), starting at input row `iy`,
+/// column `ix` of image `img`: each patch row of all LANES tiles is one run of at most
+/// 15·M + A floats, read with contiguous loads (masked to the plane's columns; rows outside
+/// the plane are zero) and de-interleaved with permutes — lane l of element j is column
+/// ix + M·l + j — where a gather fetched each element on its own.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn patches_row<const A: usize>(
+    x: &[f32],
+    (ci, cin, h, w): (usize, usize, usize, usize),
+    (img, iy, ix): (usize, isize, isize),
+) -> [[Lane; A]; A] {
+    use std::arch::x86_64::*;
+    const { assert!(A == 4 || A == 6, "F(2x2, 3x3) or F(4x4, 3x3)") };
+    let m = A - 2;
+    let plane = x[(img * cin + ci) * h * w..(img * cin + ci + 1) * h * w].as_ptr();
+    // Loads per element: m, each feeding 16 / m lanes (every m-th float of 16).
+    // masks[j][k]: the columns ix + j + 16k + e (e < 16) inside the plane.
+    let mut masks = [[0 as __mmask16; 4]; A];
+    for (j, mj) in masks.iter_mut().enumerate() {
+        for (k, mk) in mj.iter_mut().enumerate().take(m) {
+            let c0 = ix + (j + 16 * k) as isize;
+            let lo = (-c0).clamp(0, 16) as u32;
+            let hi = (w as isize - c0).clamp(0, 16) as u32;
+            let below = |b: u32| if b >= 16 { 0xFFFFu32 } else { (1u32 << b) - 1 };
+            *mk = (below(hi) & !below(lo)) as __mmask16;
+        }
+    }
+    // Every m-th float of the pair (a, b): lanes 0..32/m.
+    let pick = if m == 4 {
+        _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28)
+    } else {
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+    };
+    let mut d = [[[0f32; LANES]; A]; A];
+    for (i, drow) in d.iter_mut().enumerate() {
+        let yy = iy + i as isize;
+        if yy < 0 || yy >= h as isize {
+            continue; // zero padding
+        }
+        let row = plane.wrapping_offset(yy * w as isize + ix);
+        for (j, dl) in drow.iter_mut().enumerate() {
+            let ld = |k: usize| {
+                // SAFETY: the mask keeps the load inside row yy of the plane.
+                _mm512_maskz_loadu_ps(masks[j][k], row.wrapping_add(j + 16 * k))
+            };
+            let v = if m == 2 {
+                _mm512_permutex2var_ps(ld(0), pick, ld(1))
+            } else {
+                let lo = _mm512_permutex2var_ps(ld(0), pick, ld(1));
+                let hi = _mm512_permutex2var_ps(ld(2), pick, ld(3));
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(lo, hi)
+            };
+            _mm512_storeu_ps(dl.as_mut_ptr(), v);
+        }
+    }
+    d
+}
+
+/// [`patches_row`] with AVX2: each 8 lanes of an element from M 8-float loads (masked where
+/// the run crosses the plane's edge), de-interleaved with in-lane shuffles and one
+/// cross-lane permute.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn patches_row256<const A: usize>(
+    x: &[f32],
+    (ci, cin, h, w): (usize, usize, usize, usize),
+    (img, iy, ix): (usize, isize, isize),
+) -> [[Lane; A]; A] {
+    use std::arch::x86_64::*;
+    const { assert!(A == 4 || A == 6, "F(2x2, 3x3) or F(4x4, 3x3)") };
+    let m = A - 2;
+    let plane = x[(img * cin + ci) * h * w..(img * cin + ci + 1) * h * w].as_ptr();
+    // Whether every load lies inside the plane's columns (then plain loads): the last
+    // reads columns up to ix + A − 2 + 16·m, past the run's last column ix + 15·m + A − 1.
+    let inside = ix >= 0 && ix + (A - 1 + 16 * m) as isize <= w as isize;
+    let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let wv = _mm256_set1_epi32(w as i32);
+    let load = |row: *const f32, off: usize| {
+        if inside {
+            // SAFETY: columns ix + off .. + 8 lie inside this row of the plane.
+            _mm256_loadu_ps(row.wrapping_add(off))
+        } else {
+            // Lanes whose column c = ix + off + e is in 0..w.
+            let c = _mm256_add_epi32(iota, _mm256_set1_epi32((ix + off as isize) as i32));
+            let ok = _mm256_andnot_si256(
+                _mm256_cmpgt_epi32(_mm256_setzero_si256(), c),
+                _mm256_cmpgt_epi32(wv, c),
+            );
+            // SAFETY: the mask keeps the load inside this row of the plane.
+            _mm256_maskload_ps(row.wrapping_add(off), ok)
+        }
+    };
+    let spread = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let mut d = [[[0f32; LANES]; A]; A];
+    for (i, drow) in d.iter_mut().enumerate() {
+        let yy = iy + i as isize;
+        if yy < 0 || yy >= h as isize {
+            continue; // zero padding
+        }
+        let row = plane.wrapping_offset(yy * w as isize + ix);
+        for (j, dl) in drow.iter_mut().enumerate() {
+            for half in 0..2 {
+                // Lanes 8·half .. + 8: columns from j + 8·m·half, every m-th.
+                let o = j + 8 * m * half;
+                let v = if m == 2 {
+                    let (a, b) = (load(row, o), load(row, o + 8));
+                    let ab = _mm256_shuffle_ps::<0b10_00_10_00>(a, b); // a0 a2 b0 b2 | a4 a6 b4 b6
+                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(ab)))
+                } else {
+                    let (a, b) = (load(row, o), load(row, o + 8));
+                    let (c, e) = (load(row, o + 16), load(row, o + 24));
+                    let ab = _mm256_shuffle_ps::<0>(a, b); // a0 a0 b0 b0 | a4 a4 b4 b4
+                    let ce = _mm256_shuffle_ps::<0>(c, e);
+                    let all = _mm256_shuffle_ps::<0b10_00_10_00>(ab, ce); // a0 b0 c0 e0 | a4 b4 c4 e4
+                    _mm256_permutevar8x32_ps(all, spread)
+                };
+                _mm256_storeu_ps(dl.as_mut_ptr().add(8 * half), v);
             }
         }
     }
