@@ -277,6 +277,13 @@ fn winograd_on_kept_filters_equals_winograd_transforming_them() {
     assert_eq!(ConvImpl::auto_for(&g(4), true), ConvImpl::Im2col);
     assert_eq!(ConvImpl::auto_for(&g(16), false), ConvImpl::Winograd2);
     assert_eq!(ConvImpl::auto_for(&g(32), true), ConvImpl::Winograd4);
+    // A VAE's conv_out (128 → 3): Winograd where the fused driver runs it, else im2col; never
+    // with few input channels.
+    let out = Conv2dGeom::same3x3(1, 128, 64, 64, 3);
+    let fuses = prism_kernels::tuning::tuning().conv_wino_fused_bytes > 0;
+    let want = if fuses { ConvImpl::Winograd4 } else { ConvImpl::Im2col };
+    assert_eq!(ConvImpl::auto(&out), want);
+    assert_eq!(ConvImpl::auto(&Conv2dGeom::same3x3(1, 3, 64, 64, 3)), ConvImpl::Im2col);
 }
 
 #[test]

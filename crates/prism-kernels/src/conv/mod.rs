@@ -175,7 +175,8 @@ impl ConvImpl {
         }
     }
     /// The automatic choice for 3×3 stride-1 convolutions with at least 32 channels in and
-    /// out: F(4×4, 3×3) where there are enough 4×4 output tiles to amortize the filter
+    /// out (or in, for a layer the fused driver runs, such as a VAE's 128 → 3 `conv_out`:
+    /// 85 → 33 ms at 512², AVX-512): F(4×4, 3×3) where there are enough 4×4 output tiles to amortize the filter
     /// transform (≥ 64), else F(2×2, 3×3) where there are ≥ 128 2×2 tiles, else im2col. Both
     /// Winograd errors against an f64 direct convolution stay within the model tolerance
     /// (`tests/kernels.rs` checks SD's channel counts). The thresholds are the crossovers
@@ -193,7 +194,10 @@ impl ConvImpl {
         let (ho, wo) = g.out_hw();
         let tiles4 = g.n * ho.div_ceil(4) * wo.div_ceil(4);
         let tiles2 = g.n * ho.div_ceil(2) * wo.div_ceil(2);
-        let wide = g.cin >= t.conv_wino_min_channels && g.cout >= t.conv_wino_min_channels;
+        // Few output channels are no obstacle where the layer runs fused: its products are
+        // a short row block each, not a `gemm` call per transform point.
+        let wide = g.cin >= t.conv_wino_min_channels
+            && (g.cout >= t.conv_wino_min_channels || runs_fused(6, g));
         let min2 = if filters_kept {
             t.conv_wino2_min_tiles_kept
         } else {
