@@ -500,7 +500,13 @@ pub fn linear_geglu(
 ///
 /// # Safety
 /// `base` holds `i + dst.len()` elements of dtype `dt`; `lvl` is supported by this CPU.
-unsafe fn widen_chunk(lvl: crate::simd::Level, dt: u8, base: *const u8, i: usize, dst: &mut [f32]) {
+pub(crate) unsafe fn widen_chunk(
+    lvl: crate::simd::Level,
+    dt: u8,
+    base: *const u8,
+    i: usize,
+    dst: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f")]

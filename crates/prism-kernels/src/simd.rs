@@ -42,7 +42,11 @@ fn detect() -> Level {
         if is_x86_feature_detected!("avx512f") {
             return Level::Avx512;
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // F16C too: the AVX2 kernels widen f16 weights with it (every AVX2 CPU has it).
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
             return Level::Avx2;
         }
     }

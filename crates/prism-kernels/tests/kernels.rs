@@ -281,9 +281,16 @@ fn winograd_on_kept_filters_equals_winograd_transforming_them() {
     // with few input channels.
     let out = Conv2dGeom::same3x3(1, 128, 64, 64, 3);
     let fuses = prism_kernels::tuning::tuning().conv_wino_fused_bytes > 0;
-    let want = if fuses { ConvImpl::Winograd4 } else { ConvImpl::Im2col };
+    let want = if fuses {
+        ConvImpl::Winograd4
+    } else {
+        ConvImpl::Im2col
+    };
     assert_eq!(ConvImpl::auto(&out), want);
-    assert_eq!(ConvImpl::auto(&Conv2dGeom::same3x3(1, 3, 64, 64, 3)), ConvImpl::Im2col);
+    assert_eq!(
+        ConvImpl::auto(&Conv2dGeom::same3x3(1, 3, 64, 64, 3)),
+        ConvImpl::Im2col
+    );
 }
 
 #[test]
@@ -350,49 +357,66 @@ fn winograd_filters_stream_to_aligned_rows_and_store_elsewhere_alike() {
 #[test]
 fn conv_on_16_bit_and_8_bit_weights_equals_conv_on_widened_weights() {
     // Winograd widens 16-bit and 8-bit filters row by row inside its transform, im2col up
-    // front: both must give exactly what the f32 kernel gives on the widened weights.
+    // front: both must give exactly what the f32 kernel gives on the widened weights. On
+    // small planes of several images (batched columns) im2col widens blocks of rows into its
+    // own products instead: there it must match the direct convolution of the widened
+    // weights, with a residual too.
     let mut r = Rng::new();
     pool().install(|| {
-        let g = Conv2dGeom::same3x3(2, 37, 10, 9, 21);
-        let x = r.vec(g.n * g.cin * g.h * g.w);
-        let wt = r.vec(g.cout * g.cin * 9);
-        let b = r.vec(g.cout);
-        let wb: Vec<half::bf16> = wt.iter().map(|&v| half::bf16::from_f32(v)).collect();
-        let wh: Vec<half::f16> = wt.iter().map(|&v| half::f16::from_f32(v)).collect();
-        let inf = g.cin * 9;
-        let (q, sc) = prism_kernels::quant::quantize_i8(&wt, inf);
-        let stored = [
-            (
-                ConvWeights::Bf16(&wb),
-                wb.iter().map(|v| v.to_f32()).collect::<Vec<_>>(),
-            ),
-            (
-                ConvWeights::F16(&wh),
-                wh.iter().map(|v| v.to_f32()).collect(),
-            ),
-            (
-                ConvWeights::I8 {
-                    q: &q,
-                    scale: &sc,
-                    inf,
-                    panels: false,
-                },
-                q.iter()
-                    .enumerate()
-                    .map(|(i, &v)| v as f32 * sc[i / inf])
-                    .collect(),
-            ),
-        ];
-        for (w16, wide) in stored {
-            for imp in [ConvImpl::Im2col, ConvImpl::Winograd2, ConvImpl::Winograd4] {
-                let mut want = vec![0f32; g.out_len()];
-                conv2d(imp, &g, &x, &wide, Some(&b), &mut want);
-                let mut got = vec![0f32; g.out_len()];
-                assert_eq!(
-                    conv2d_stored(imp, &g, &x, w16, Some(&b), None, &mut got),
-                    imp
-                );
-                assert_eq!(got, want, "{imp:?}");
+        for g in [
+            Conv2dGeom::same3x3(1, 37, 10, 9, 21),
+            Conv2dGeom::same3x3(2, 37, 10, 9, 21),
+            Conv2dGeom::same3x3(3, 70, 5, 7, 26),
+        ] {
+            let x = r.vec(g.n * g.cin * g.h * g.w);
+            let res = r.vec(g.out_len());
+            let wt = r.vec(g.cout * g.cin * 9);
+            let b = r.vec(g.cout);
+            let wb: Vec<half::bf16> = wt.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let wh: Vec<half::f16> = wt.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let inf = g.cin * 9;
+            let (q, sc) = prism_kernels::quant::quantize_i8(&wt, inf);
+            let stored = [
+                (
+                    ConvWeights::Bf16(&wb),
+                    wb.iter().map(|v| v.to_f32()).collect::<Vec<_>>(),
+                ),
+                (
+                    ConvWeights::F16(&wh),
+                    wh.iter().map(|v| v.to_f32()).collect(),
+                ),
+                (
+                    ConvWeights::I8 {
+                        q: &q,
+                        scale: &sc,
+                        inf,
+                        panels: false,
+                    },
+                    q.iter()
+                        .enumerate()
+                        .map(|(i, &v)| v as f32 * sc[i / inf])
+                        .collect(),
+                ),
+            ];
+            for (w16, wide) in stored {
+                for imp in [ConvImpl::Im2col, ConvImpl::Winograd2, ConvImpl::Winograd4] {
+                    let mut got = vec![0f32; g.out_len()];
+                    assert_eq!(
+                        conv2d_stored(imp, &g, &x, w16, Some(&b), None, &mut got),
+                        imp
+                    );
+                    if imp == ConvImpl::Im2col && g.n > 1 {
+                        let mut want = reference::conv2d(&g, &x, &wide, Some(&b));
+                        close(&format!("{imp:?} {g:?}"), &got, &want);
+                        conv2d_stored(imp, &g, &x, w16, Some(&b), Some(&res), &mut got);
+                        want.iter_mut().zip(&res).for_each(|(w, &r)| *w += r as f64);
+                        close(&format!("{imp:?} {g:?} + residual"), &got, &want);
+                    } else {
+                        let mut want = vec![0f32; g.out_len()];
+                        conv2d(imp, &g, &x, &wide, Some(&b), &mut want);
+                        assert_eq!(got, want, "{imp:?} {g:?}");
+                    }
+                }
             }
         }
     });

@@ -65,6 +65,13 @@ impl ConvWeights<'_> {
         let end = start + dst.len();
         match self {
             ConvWeights::F32(v) => dst.copy_from_slice(&v[start..end]),
+            ConvWeights::Bf16(_) | ConvWeights::F16(_) if crate::linear512::available() => {
+                let (base, dt, _) = crate::linear512::raw(self);
+                assert!(end <= self.len(), "widen_into: {end} past {}", self.len());
+                // SAFETY: the level is this CPU's (available() checked it); elements
+                // start..end are in the slice.
+                unsafe { crate::linear512::widen_chunk(crate::simd::level(), dt, base, start, dst) }
+            }
             ConvWeights::Bf16(v) => {
                 for (d, s) in dst.iter_mut().zip(&v[start..end]) {
                     *d = s.to_f32();
@@ -266,6 +273,9 @@ pub fn conv2d_stored(
         _ => {
             match w {
                 ConvWeights::F32(w) => conv2d_im2col_res(g, x, w, bias, residual, y),
+                _ if im2col::batched_columns(g) => {
+                    im2col::conv2d_im2col_narrow(g, x, w, bias, residual, y)
+                }
                 _ => {
                     let mut wide = Scratch::take(w.len());
                     w.widen_par(&mut wide);

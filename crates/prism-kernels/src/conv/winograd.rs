@@ -2,7 +2,7 @@
 //! matrices, the filter transform and the driver. The per-lane transform kernels are in
 //! `winograd_simd`.
 
-use super::wino_product::{product, GROUP, ROWS};
+use super::wino_product::{product, Product, GROUP, ROWS};
 use super::winograd_simd::{filter_lanes, input_lanes, output_lanes, TileStart, LANES};
 use super::{Conv2dGeom, ConvWeights};
 use crate::matmul::{matmul_ptr, MatRef, Par};
@@ -322,15 +322,17 @@ fn winograd_fused<const M: usize, const A: usize, W: Transform<M, A>>(
         while co0 < cout {
             let rows = ROWS.min(cout - co0);
             for p in 0..a2 {
-                let up = &u[p * cout * cin + co0 * cin..];
-                product(
-                    up,
-                    cin,
+                let prod = Product {
+                    u: &u[p * cout * cin + co0 * cin..],
+                    ustride: cin,
                     rows,
-                    cin,
-                    &v[p * cin * GROUP..],
-                    &mut mm[p * ROWS * GROUP..],
-                );
+                    k: cin,
+                    v: &v[p * cin * GROUP..],
+                    vstride: GROUP,
+                    mstride: GROUP,
+                    accumulate: false,
+                };
+                product(prod, &mut mm[p * ROWS * GROUP..]);
             }
             for r in 0..rows {
                 let co = co0 + r;
