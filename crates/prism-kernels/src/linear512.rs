@@ -702,12 +702,26 @@ pub(crate) unsafe fn load8<const DT: u8>(base: *const u8, i: usize) -> __m256 {
 }
 
 /// The AVX2 twin of [`tile`]: the same 14 rows × 32 columns, as sub-tiles of R rows × 16
-/// columns (2R accumulators of 8 lanes; R = 6, 6, 2) over the panel chunk, which stays in L1
-/// while the sub-tiles pass over it.
+/// columns (2R accumulators of 8 lanes; R = 6, 4, 4: every sub-tile keeps at least eight
+/// multiply-adds in flight) over the panel chunk, which stays in L1 while the sub-tiles pass
+/// over it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile256<const DT: u8>(t: TileArgs) {
     let (kc, a, base, b, c, c_rs, nrows, ncols, ep, sc) = t;
+    // As in `tile`: the tile's lines of y (and of the residual) asked for before the k loops.
+    let res = match ep {
+        Epilogue::First { res, .. } => res,
+        Epilogue::Add => std::ptr::null(),
+    };
+    for i in 0..nrows {
+        for off in [0, 16, 31] {
+            simd::prefetch_l1((c as *const f32).wrapping_add(i * c_rs + off));
+            if !res.is_null() {
+                simd::prefetch_l1(res.wrapping_add(i * c_rs + off));
+            }
+        }
+    }
     for half in 0..2 {
         let c0 = half * 16;
         if c0 >= ncols {
@@ -716,12 +730,14 @@ unsafe fn tile256<const DT: u8>(t: TileArgs) {
         let n = (ncols - c0).min(16);
         let mut r = 0;
         while r < nrows {
-            if nrows - r > 2 {
+            // 14 rows as 6 + 4 + 4; 7 or 8 left as 4 + 4.
+            let rem = nrows - r;
+            if rem > 4 && rem != 7 && rem != 8 {
                 sub256::<DT, 6>(kc, a, r, base, b + c0, c, c_rs, nrows, c0, n, ep, sc);
                 r += 6;
             } else {
-                sub256::<DT, 2>(kc, a, r, base, b + c0, c, c_rs, nrows, c0, n, ep, sc);
-                r += 2;
+                sub256::<DT, 4>(kc, a, r, base, b + c0, c, c_rs, nrows, c0, n, ep, sc);
+                r += 4;
             }
         }
     }
@@ -757,15 +773,44 @@ unsafe fn sub256<const DT: u8, const R: usize>(
             acc[1] = _mm256_fmadd_ps(av, w1, acc[1]);
         }
     }
+    // The epilogue: whole 16-column halves by vectors, a short last panel's by elements (the
+    // same operations in the same order: scale, then bias, then residual, or the sum so far).
     let mut sums = [0f32; 16];
     for (i, acc) in acc.iter().enumerate() {
         let row = r + i;
         if row >= nrows {
             break;
         }
+        let p = c.add(row * c_rs + c0);
+        if n == 16 {
+            let (mut v0, mut v1) = (acc[0], acc[1]);
+            if !sc.is_null() {
+                v0 = _mm256_mul_ps(v0, _mm256_loadu_ps(sc.add(c0)));
+                v1 = _mm256_mul_ps(v1, _mm256_loadu_ps(sc.add(c0 + 8)));
+            }
+            match ep {
+                Epilogue::Add => {
+                    v0 = _mm256_add_ps(_mm256_loadu_ps(p), v0);
+                    v1 = _mm256_add_ps(_mm256_loadu_ps(p.add(8)), v1);
+                }
+                Epilogue::First { bias, res } => {
+                    if !bias.is_null() {
+                        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(bias.add(c0)));
+                        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(bias.add(c0 + 8)));
+                    }
+                    if !res.is_null() {
+                        let q = res.add(row * c_rs + c0);
+                        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(q));
+                        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(q.add(8)));
+                    }
+                }
+            }
+            _mm256_storeu_ps(p, v0);
+            _mm256_storeu_ps(p.add(8), v1);
+            continue;
+        }
         _mm256_storeu_ps(sums.as_mut_ptr(), acc[0]);
         _mm256_storeu_ps(sums.as_mut_ptr().add(8), acc[1]);
-        let p = c.add(row * c_rs + c0);
         for (j, &s) in sums.iter().enumerate().take(n) {
             let s = if sc.is_null() { s } else { s * *sc.add(c0 + j) };
             *p.add(j) = match ep {
