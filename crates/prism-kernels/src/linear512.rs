@@ -603,16 +603,12 @@ fn mask(n: usize) -> u16 {
     }
 }
 
-/// The 14 × 32 register tile over kc input features: rows from `a`, the panel from element
-/// `b` of `base`; writes `nrows` rows and `ncols` columns of c.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile<const DT: u8>(t: TileArgs) {
-    let (kc, a, base, b, c, c_rs, nrows, ncols, ep, sc) = t;
-    // The tile's lines of y (and of the residual) are wanted only after the k loop: ask for
-    // them now, so the epilogue's stores do not wait on memory (y is often a recycled buffer
-    // no cache holds, its rows kilobytes apart). Prefetches never fault; wrapping_add keeps
-    // the address arithmetic defined past a short last row.
+/// A tile's lines of y (and of the residual), rows `c_rs` apart, are wanted only after its k
+/// loop: ask for them before it, so the epilogue's stores do not wait on memory (y is often a
+/// recycled buffer no cache holds, its rows kilobytes apart). Prefetches never fault;
+/// wrapping_add keeps the address arithmetic defined past a short last row.
+#[inline(always)]
+fn prefetch_tile_rows(c: *mut f32, c_rs: usize, nrows: usize, ep: Epilogue) {
     let res = match ep {
         Epilogue::First { res, .. } => res,
         Epilogue::Add => std::ptr::null(),
@@ -625,6 +621,15 @@ unsafe fn tile<const DT: u8>(t: TileArgs) {
             }
         }
     }
+}
+
+/// The 14 × 32 register tile over kc input features: rows from `a`, the panel from element
+/// `b` of `base`; writes `nrows` rows and `ncols` columns of c.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const DT: u8>(t: TileArgs) {
+    let (kc, a, base, b, c, c_rs, nrows, ncols, ep, sc) = t;
+    prefetch_tile_rows(c, c_rs, nrows, ep);
     let mut lo = [_mm512_setzero_ps(); MR];
     let mut hi = [_mm512_setzero_ps(); MR];
     for k0 in (0..kc).step_by(16) {
@@ -709,19 +714,7 @@ pub(crate) unsafe fn load8<const DT: u8>(base: *const u8, i: usize) -> __m256 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile256<const DT: u8>(t: TileArgs) {
     let (kc, a, base, b, c, c_rs, nrows, ncols, ep, sc) = t;
-    // As in `tile`: the tile's lines of y (and of the residual) asked for before the k loops.
-    let res = match ep {
-        Epilogue::First { res, .. } => res,
-        Epilogue::Add => std::ptr::null(),
-    };
-    for i in 0..nrows {
-        for off in [0, 16, 31] {
-            simd::prefetch_l1((c as *const f32).wrapping_add(i * c_rs + off));
-            if !res.is_null() {
-                simd::prefetch_l1(res.wrapping_add(i * c_rs + off));
-            }
-        }
-    }
+    prefetch_tile_rows(c, c_rs, nrows, ep);
     for half in 0..2 {
         let c0 = half * 16;
         if c0 >= ncols {
