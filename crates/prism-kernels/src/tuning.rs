@@ -189,12 +189,13 @@ pub struct Tuning {
     pub conv_wino_budget: usize,
     /// Winograd layers whose transformed filters take at most this many bytes run fused
     /// (`conv/winograd.rs`, `winograd_fused`): every thread reads all of them once per group
-    /// of 32 tiles, so they must stay in the shared cache (a third of this EPYC's 32 MiB L3;
-    /// not derived from the detected L3, since the choice fixes the order of the products'
-    /// sums: see the module docs). 10 MiB with AVX-512 (the 256-channel layers' 9.4 MB in, the 320-channel ones' 14.7 MB,
-    /// no faster fused, out), 4 MiB with AVX2 (128 channels: 14% faster fused; with 256 the
-    /// layer ran 6% faster but the VAE decode not measurably), 0 (never) for portable code,
-    /// whose products have no register tiles.
+    /// of 32 tiles, so they must stay in the shared cache (a third of the 32 MiB L3 of the
+    /// Zen 5 EPYC it was measured on; not derived from the detected L3, since the choice
+    /// fixes the order of the products' sums: see the module docs). 10 MiB with AVX-512 (the
+    /// 256-channel layers' 9.4 MB in, the 320-channel ones' 14.7 MB, no faster fused, out),
+    /// 4 MiB with AVX2 (128 channels: 14% faster fused; with 256 the layer ran 6% faster but
+    /// the VAE decode not measurably), 0 (never) for portable code, whose products have no
+    /// register tiles.
     pub conv_wino_fused_bytes: usize,
     /// [`crate::conv::ConvImpl::auto_for`] considers Winograd only with at least this many
     /// input and output channels: below, the transforms cost more than the products save.

@@ -251,8 +251,9 @@ pub fn conv2d_res(
     conv2d_stored(imp, g, x, ConvWeights::F32(w), bias, residual, y)
 }
 
-/// [`conv2d_res`] on weights as stored. Winograd widens 16-bit filters one output channel at
-/// a time inside its filter transform; im2col widens the whole weight into scratch first.
+/// [`conv2d_res`] on weights as stored. Winograd widens narrow filters one output channel at
+/// a time inside its filter transform; im2col widens them in L1-sized blocks on batched small
+/// planes ([`im2col::conv2d_im2col_narrow`]) and the whole weight into scratch elsewhere.
 pub fn conv2d_stored(
     imp: ConvImpl,
     g: &Conv2dGeom,
@@ -262,30 +263,40 @@ pub fn conv2d_stored(
     residual: Option<&[f32]>,
     y: &mut [f32],
 ) -> ConvImpl {
-    let f = Filters::Raw(w);
-    match imp {
-        ConvImpl::Winograd2 if imp.supports(g) => {
-            winograd::<2, 4, T23>(g, x, f, bias, residual, y, WinogradDriver::Auto)
-        }
-        ConvImpl::Winograd4 if imp.supports(g) => {
-            winograd::<4, 6, T43>(g, x, f, bias, residual, y, WinogradDriver::Auto)
-        }
+    if imp.is_winograd(g) {
+        let f = Filters::Raw(w);
+        run_winograd(imp, g, x, f, bias, residual, y, WinogradDriver::Auto);
+        return imp;
+    }
+    match w {
+        ConvWeights::F32(w) => conv2d_im2col_res(g, x, w, bias, residual, y),
+        _ if im2col::batched_columns(g) => im2col::conv2d_im2col_narrow(g, x, w, bias, residual, y),
         _ => {
-            match w {
-                ConvWeights::F32(w) => conv2d_im2col_res(g, x, w, bias, residual, y),
-                _ if im2col::batched_columns(g) => {
-                    im2col::conv2d_im2col_narrow(g, x, w, bias, residual, y)
-                }
-                _ => {
-                    let mut wide = Scratch::take(w.len());
-                    w.widen_par(&mut wide);
-                    conv2d_im2col_res(g, x, &wide, bias, residual, y)
-                }
-            }
-            return ConvImpl::Im2col;
+            let mut wide = Scratch::take(w.len());
+            w.widen_par(&mut wide);
+            conv2d_im2col_res(g, x, &wide, bias, residual, y)
         }
     }
-    imp
+    ConvImpl::Im2col
+}
+
+/// Winograd kernel `imp` (one that runs `g`) on filters `f` with driver `driver`: the one
+/// place the kernel picks its transform sizes.
+#[allow(clippy::too_many_arguments)]
+fn run_winograd(
+    imp: ConvImpl,
+    g: &Conv2dGeom,
+    x: &[f32],
+    f: Filters,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    driver: WinogradDriver,
+) {
+    match imp {
+        ConvImpl::Winograd2 => winograd::<2, 4, T23>(g, x, f, bias, residual, y, driver),
+        _ => winograd::<4, 6, T43>(g, x, f, bias, residual, y, driver),
+    }
 }
 
 /// Floats of a layer's transformed Winograd filters: α² · cout · cin (α = 4 for F(2×2, 3×3),
@@ -337,12 +348,7 @@ pub fn conv2d_winograd_kept(
 ) {
     check_filters("conv2d_winograd_kept", imp, g, u);
     let f = Filters::Kept(u);
-    match imp {
-        ConvImpl::Winograd2 => {
-            winograd::<2, 4, T23>(g, x, f, bias, residual, y, WinogradDriver::Auto)
-        }
-        _ => winograd::<4, 6, T43>(g, x, f, bias, residual, y, WinogradDriver::Auto),
-    }
+    run_winograd(imp, g, x, f, bias, residual, y, WinogradDriver::Auto);
 }
 
 /// [`conv2d_stored`] with Winograd kernel `imp` (which must run `g`) on the driver `driver`
@@ -364,11 +370,7 @@ pub fn conv2d_winograd_driver(
         "conv2d_winograd_driver: {} does not run {g:?}",
         imp.name()
     );
-    let f = Filters::Raw(w);
-    match imp {
-        ConvImpl::Winograd2 => winograd::<2, 4, T23>(g, x, f, bias, residual, y, driver),
-        _ => winograd::<4, 6, T43>(g, x, f, bias, residual, y, driver),
-    }
+    run_winograd(imp, g, x, Filters::Raw(w), bias, residual, y, driver);
 }
 
 /// Scratch floats a kernel allocates for one call on the current rayon pool.
